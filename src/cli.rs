@@ -1,0 +1,422 @@
+//! The command-line contract, shared by the guest command (`uuidlock.wasm`
+//! under `wasmtime run`) and the native `uuidlock` binary: the same parsing,
+//! output, messages and exit codes. Only the [`Backend`] differs: the guest
+//! runs the protocol directly, the native binary runs it in the component.
+
+use std::io::Write;
+use std::time::Duration;
+
+use crate::format::{Marker, Token};
+use crate::{protocol, LockError, Options};
+
+/// Exit codes, the same for every command.
+pub mod exit {
+    /// Done: acquired (token on stdout), released, or status found it held.
+    pub const OK: i32 = 0;
+    /// `acquire` timed out; `status` found the lock free.
+    pub const TIMEOUT_OR_FREE: i32 = 1;
+    /// A usage error or an invalid value.
+    pub const USAGE: i32 = 2;
+    /// `release`: the lock is not held by that token; nothing was deleted.
+    pub const NOT_OWNER: i32 = 3;
+    /// The path is outside the sandbox's directories, or an I/O error.
+    pub const IO: i32 = 4;
+}
+
+/// Where lock operations run.
+pub trait Backend {
+    /// See [`protocol::acquire`].
+    fn acquire(&mut self, path: &str, options: &Options) -> Result<Token, LockError>;
+    /// See [`protocol::release`].
+    fn release(&mut self, path: &str, token: &str) -> Result<(), LockError>;
+    /// See [`protocol::status`].
+    fn status(&mut self, path: &str) -> Result<Option<Marker>, LockError>;
+}
+
+/// Runs the protocol in this process (in the guest: inside the sandbox).
+pub struct Direct;
+
+impl Backend for Direct {
+    fn acquire(&mut self, path: &str, options: &Options) -> Result<Token, LockError> {
+        protocol::acquire(path, options)
+    }
+    fn release(&mut self, path: &str, token: &str) -> Result<(), LockError> {
+        protocol::release(path, token)
+    }
+    fn status(&mut self, path: &str) -> Result<Option<Marker>, LockError> {
+        protocol::status(path)
+    }
+}
+
+/// A parsed lock command.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    /// `uuidlock acquire PATH [options]`
+    Acquire { path: String, options: Options },
+    /// `uuidlock release PATH TOKEN`
+    Release { path: String, token: String },
+    /// `uuidlock status PATH`
+    Status { path: String },
+    /// `--help`, for a command or for all of them: the text to print.
+    Help(&'static str),
+}
+
+/// The lock commands' part of `uuidlock --help`.
+pub const USAGE: &str = "\
+uuidlock: a cross-process lock file that needs no locking support from the filesystem
+
+Usage:
+  uuidlock acquire PATH [--prefix S] [--verification-delay SECS] [--retry-interval SECS] [--timeout SECS]
+  uuidlock release PATH TOKEN
+  uuidlock status PATH
+  uuidlock COMMAND --help
+
+Exit codes:
+  0  done (acquire: the owner token on stdout; status: held, the holder on stdout)
+  1  acquire timed out (--timeout 0 tries once); status: the lock is free
+  2  usage error or invalid value; message on stderr
+  3  release: the lock is not held by TOKEN; nothing was deleted
+  4  the path is outside the sandbox's directories, or an I/O error; message on stderr
+";
+
+const ACQUIRE_HELP: &str = "\
+uuidlock acquire PATH [--prefix S] [--verification-delay SECS] [--retry-interval SECS] [--timeout SECS]
+
+Takes the lock file PATH and prints the owner token alone on stdout; keep it
+for `uuidlock release PATH TOKEN`.
+
+Options (SECS are decimal seconds, e.g. 0.25):
+  --prefix S                 put S before the random UUID in the token, to say
+                             who holds the lock (at most 64 printable ASCII
+                             bytes, no spaces) [default: none]
+  --verification-delay SECS  wait this long after writing, then read the token
+                             back; protects against peers whose create is not
+                             atomic (Python uuid-filelock). 0 is safe when all
+                             peers create exclusively [default: 0.1]
+  --retry-interval SECS      sleep between attempts [default: 0.1]
+  --timeout SECS             give up after this long; 0 tries exactly once
+                             [default: wait forever]
+
+Exit codes: 0 acquired, 1 timed out, 2 invalid value, 4 outside the sandbox or I/O error.
+";
+
+const RELEASE_HELP: &str = "\
+uuidlock release PATH TOKEN
+
+Deletes the lock file PATH if, and only if, it holds TOKEN.
+
+Exit codes: 0 released, 3 not held by TOKEN (nothing deleted), 2 malformed TOKEN,
+4 outside the sandbox or I/O error.
+";
+
+const STATUS_HELP: &str = "\
+uuidlock status PATH
+
+Prints the holder's token on stdout (or `foreign \"...\"` for another program's
+lock file) and exits 0 when the lock is held; exits 1 when it is free.
+
+Exit codes: 0 held, 1 free, 2 invalid path, 4 outside the sandbox or I/O error.
+";
+
+/// Parses the arguments after the program name.
+///
+/// # Errors
+/// A one-line message for stderr; the exit code is [`exit::USAGE`].
+pub fn parse(args: &[String]) -> Result<Command, String> {
+    let Some((command, rest)) = args.split_first() else {
+        return Err("no command given; see 'uuidlock --help'".into());
+    };
+    let help = match command.as_str() {
+        "acquire" => ACQUIRE_HELP,
+        "release" => RELEASE_HELP,
+        "status" => STATUS_HELP,
+        "-h" | "--help" | "help" => return Ok(Command::Help(USAGE)),
+        other => return Err(format!("unknown command {other:?}; see 'uuidlock --help'")),
+    };
+    let see = || format!("see 'uuidlock {command} --help'");
+    let mut positional = Vec::new();
+    let mut options = Options::default();
+    let mut seen = Vec::new();
+    let mut words = rest.iter();
+    let mut options_done = false;
+    while let Some(word) = words.next() {
+        if options_done || !word.starts_with("--") && word != "-h" {
+            positional.push(word.clone());
+            continue;
+        }
+        let (flag, inline) = match word.split_once('=') {
+            Some((flag, value)) => (flag, Some(value.to_owned())),
+            None => (word.as_str(), None),
+        };
+        match flag {
+            "--" => {
+                options_done = true;
+                continue;
+            }
+            "-h" | "--help" => return Ok(Command::Help(help)),
+            "--prefix" | "--verification-delay" | "--retry-interval" | "--timeout"
+                if command == "acquire" => {}
+            _ => return Err(format!("unknown option {flag} for {command}; {}", see())),
+        }
+        if seen.contains(&flag) {
+            return Err(format!("{flag} is given twice; {}", see()));
+        }
+        seen.push(flag);
+        let Some(value) = inline.or_else(|| words.next().cloned()) else {
+            return Err(format!("{flag} needs a value; {}", see()));
+        };
+        match flag {
+            "--prefix" => options.prefix = value,
+            "--verification-delay" => options.verification_delay = seconds(flag, &value)?,
+            "--retry-interval" => options.retry_interval = seconds(flag, &value)?,
+            _ => options.timeout = Some(seconds(flag, &value)?),
+        }
+    }
+    let wanted = if command == "release" { 2 } else { 1 };
+    if positional.len() != wanted {
+        let names = if wanted == 2 {
+            "PATH and TOKEN"
+        } else {
+            "PATH"
+        };
+        return Err(format!(
+            "{command} takes {names}, got {} argument(s); {}",
+            positional.len(),
+            see()
+        ));
+    }
+    let token = positional.pop_if(|_| wanted == 2);
+    let path = positional.pop().unwrap_or_default();
+    Ok(match (command.as_str(), token) {
+        ("acquire", _) => Command::Acquire { path, options },
+        ("release", Some(token)) => Command::Release { path, token },
+        _ => Command::Status { path },
+    })
+}
+
+/// Parses decimal seconds: finite, not negative, representable.
+fn seconds(flag: &str, value: &str) -> Result<Duration, String> {
+    let secs: f64 = value
+        .trim()
+        .parse()
+        .map_err(|_| format!("{flag} {value:?} is not a number of seconds (e.g. 0.5)"))?;
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!(
+            "{flag} {value:?} must be a finite number of seconds, 0 or more"
+        ));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{flag} {value:?} is too large"))
+}
+
+/// The exit code for an error.
+pub fn exit_code(error: &LockError) -> i32 {
+    match error {
+        LockError::Timeout => exit::TIMEOUT_OR_FREE,
+        LockError::NotOwner => exit::NOT_OWNER,
+        LockError::InvalidPath(_) | LockError::InvalidOptions(_) | LockError::InvalidToken(_) => {
+            exit::USAGE
+        }
+        LockError::OutsideSandbox(_) | LockError::Io(_) => exit::IO,
+    }
+}
+
+/// Parses and runs one command; returns the exit code. `more_help` is added
+/// to the top-level `--help` (the native binary's own commands).
+pub fn run(
+    args: &[String],
+    backend: &mut dyn Backend,
+    more_help: &str,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> i32 {
+    let command = match parse(args) {
+        Ok(command) => command,
+        Err(message) => {
+            let _ = writeln!(err, "uuidlock: {message}");
+            return exit::USAGE;
+        }
+    };
+    let result = execute(command, backend, more_help, out);
+    let code = match &result {
+        Ok(code) => *code,
+        Err(message) => {
+            let _ = writeln!(err, "uuidlock: {message}");
+            message.code
+        }
+    };
+    let _ = out.flush();
+    code
+}
+
+/// A failure to report: the message for stderr and the exit code.
+struct Failure {
+    message: String,
+    code: i32,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<LockError> for Failure {
+    fn from(error: LockError) -> Self {
+        Failure {
+            code: exit_code(&error),
+            message: error.to_string(),
+        }
+    }
+}
+
+fn execute(
+    command: Command,
+    backend: &mut dyn Backend,
+    more_help: &str,
+    out: &mut dyn Write,
+) -> Result<i32, Failure> {
+    let print = |out: &mut dyn Write, line: &str| {
+        writeln!(out, "{line}").map_err(|e| Failure {
+            message: format!("cannot write to stdout: {e}"),
+            code: exit::IO,
+        })
+    };
+    match command {
+        Command::Help(text) => {
+            print(out, text.trim_end())?;
+            if text == USAGE && !more_help.is_empty() {
+                print(out, &format!("\n{}", more_help.trim_end()))?;
+            }
+            Ok(exit::OK)
+        }
+        Command::Acquire { path, options } => match backend.acquire(&path, &options) {
+            Ok(token) => print(out, token.as_str()).map(|()| exit::OK),
+            Err(LockError::Timeout) => {
+                let waited = options.timeout.unwrap_or_default();
+                Err(Failure {
+                    message: format!(
+                        "timed out after {waited:?} waiting for {path}{}; try again later or with a longer --timeout",
+                        held_by(backend, &path)
+                    ),
+                    code: exit::TIMEOUT_OR_FREE,
+                })
+            }
+            Err(e) => Err(e.into()),
+        },
+        Command::Release { path, token } => match backend.release(&path, &token) {
+            Ok(()) => Ok(exit::OK),
+            Err(LockError::NotOwner) => Err(Failure {
+                message: format!(
+                    "{path} is not held by {token}{}; nothing was deleted",
+                    held_by(backend, &path)
+                ),
+                code: exit::NOT_OWNER,
+            }),
+            Err(e) => Err(e.into()),
+        },
+        Command::Status { path } => match backend.status(&path)? {
+            Some(Marker::Uuidlock(token)) => print(out, token.as_str()).map(|()| exit::OK),
+            Some(Marker::Foreign(shown)) => {
+                print(out, &format!("foreign {shown}")).map(|()| exit::OK)
+            }
+            None => Err(Failure {
+                message: format!("{path} is free"),
+                code: exit::TIMEOUT_OR_FREE,
+            }),
+        },
+    }
+}
+
+/// " (held by X)" or " (it is free)", best effort, for messages.
+fn held_by(backend: &mut dyn Backend, path: &str) -> String {
+    match backend.status(path) {
+        Ok(Some(Marker::Uuidlock(token))) => format!(" (held by {token})"),
+        Ok(Some(Marker::Foreign(shown))) => format!(" (held by another program: {shown})"),
+        Ok(None) => " (it is free)".into(),
+        Err(_) => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Vec<String> {
+        line.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn acquire_takes_all_options_in_both_spellings() {
+        let parsed = parse(&args(
+            "acquire /l/x.lock --prefix job- --verification-delay=0 --retry-interval 0.25 --timeout 3",
+        ));
+        let expected = Options {
+            prefix: "job-".into(),
+            verification_delay: Duration::ZERO,
+            retry_interval: Duration::from_millis(250),
+            timeout: Some(Duration::from_secs(3)),
+        };
+        assert_eq!(
+            parsed,
+            Ok(Command::Acquire {
+                path: "/l/x.lock".into(),
+                options: expected
+            })
+        );
+    }
+
+    #[test]
+    fn bad_durations_are_usage_errors() {
+        for bad in ["-1", "NaN", "inf", "abc", "", "1e400"] {
+            let result = parse(&["acquire".into(), "x".into(), "--timeout".into(), bad.into()]);
+            assert!(result.is_err(), "--timeout {bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn wrong_shapes_are_usage_errors() {
+        for line in [
+            "",
+            "frobnicate x",
+            "acquire",
+            "acquire a b",
+            "release x",
+            "release x t extra",
+            "status x --timeout 1",
+            "acquire x --timeout",
+            "acquire x --timeout 1 --timeout 2",
+            "acquire x --bogus 1",
+        ] {
+            assert!(parse(&args(line)).is_err(), "{line:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn help_is_there_for_every_command() {
+        for line in ["--help", "acquire --help", "release -h", "status x --help"] {
+            assert!(matches!(parse(&args(line)), Ok(Command::Help(_))), "{line}");
+        }
+    }
+
+    #[test]
+    fn double_dash_ends_options() {
+        assert_eq!(
+            parse(&args("status -- --odd-name")),
+            Ok(Command::Status {
+                path: "--odd-name".into()
+            })
+        );
+    }
+
+    #[test]
+    fn every_error_has_its_documented_exit_code() {
+        let why = || String::from("why");
+        assert_eq!(exit_code(&LockError::Timeout), 1);
+        assert_eq!(exit_code(&LockError::InvalidPath(why())), 2);
+        assert_eq!(exit_code(&LockError::InvalidOptions(why())), 2);
+        assert_eq!(exit_code(&LockError::InvalidToken(why())), 2);
+        assert_eq!(exit_code(&LockError::NotOwner), 3);
+        assert_eq!(exit_code(&LockError::OutsideSandbox(why())), 4);
+        assert_eq!(exit_code(&LockError::Io(why())), 4);
+    }
+}

@@ -1,0 +1,45 @@
+//! The protocol's one error type. The component maps it to the WIT `error`
+//! variant, the command line to exit codes; both mappings live beside those
+//! layers, and each case's meaning lives here.
+
+use std::fmt;
+
+/// Why a lock call failed. The messages name the path and the fix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LockError {
+    /// The lock stayed held by someone else until the timeout.
+    Timeout,
+    /// Release found no lock file, or one holding another token; nothing was
+    /// deleted.
+    NotOwner,
+    /// The path can never name a lock file: empty, contains NUL, names a
+    /// directory or a symbolic link.
+    InvalidPath(String),
+    /// An option is out of range: the prefix's characters or length, a
+    /// duration over the limit.
+    InvalidOptions(String),
+    /// The token is not one uuidlock could have made.
+    InvalidToken(String),
+    /// The path leads outside the directories granted to the sandbox.
+    OutsideSandbox(String),
+    /// Any other I/O error: a missing directory, a permission, a full disk.
+    Io(String),
+}
+
+impl fmt::Display for LockError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LockError::Timeout => f.write_str("timed out waiting for the lock"),
+            LockError::NotOwner => {
+                f.write_str("the lock is not held by this token; nothing was deleted")
+            }
+            LockError::InvalidPath(why)
+            | LockError::InvalidOptions(why)
+            | LockError::InvalidToken(why)
+            | LockError::OutsideSandbox(why)
+            | LockError::Io(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for LockError {}

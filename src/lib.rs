@@ -1,0 +1,44 @@
+//! uuidlock: a cross-process lock file that needs no locking support from the
+//! filesystem or the network share, built to run inside a WASI sandbox.
+//!
+//! This crate is the *guest*: the lock protocol and the command-line
+//! contract, compiled to `wasm32-wasip1` as the `uuidlock.wasm` command and
+//! (with the `component` feature) as the core module of the component that
+//! exports `wit/lock.wit`. The host crate (`host/`) runs both in wasmtime, and
+//! also links this crate natively for the shared command line and as the
+//! native baseline.
+//!
+//! # Layout
+//!
+//! - [`protocol`]: the lock itself: exclusive create, verify, retry,
+//!   release-if-ours; plain `std::fs`, native and wasm alike. Its module docs
+//!   carry the argument for mutual exclusion.
+//! - [`format`]: the lock file's bytes, a public format specified there.
+//! - [`error`]: the protocol's error type; each layer maps it once.
+//! - [`cli`]: the command-line contract shared by the guest command and the
+//!   native binary: parsing, output, messages, exit codes.
+//! - `component` (feature `component`, wasm only): the WIT export.
+//! - `src/bin/uuidlock.rs`: the guest command's thin `main`.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use uuidlock::{protocol, Options};
+//!
+//! let token = protocol::acquire("/locks/job.lock", &Options::default())?;
+//! // ... the critical section ...
+//! protocol::release("/locks/job.lock", token.as_str())?;
+//! # Ok::<(), uuidlock::LockError>(())
+//! ```
+
+pub mod cli;
+pub mod error;
+pub mod format;
+pub mod protocol;
+
+#[cfg(all(feature = "component", target_arch = "wasm32"))]
+mod component;
+
+pub use error::LockError;
+pub use format::{Marker, Token};
+pub use protocol::Options;
