@@ -1,0 +1,763 @@
+//! The cross-process contention runner: `uuidlock contend`.
+//!
+//! The parent spawns N worker processes of this same binary. Once all of
+//! them are ready (the guest compiled and instantiated), it starts them
+//! together. Each takes the lock M times through the wasm guest. Inside the
+//! critical section it does a non-atomic read-modify-write of a shared
+//! counter file, and it reports its enter and exit times (wall clock, which
+//! is shared by every process on one machine). The parent checks that the
+//! counter equals N*M and that no two critical sections overlap, and reports
+//! throughput, waits and hand-offs.
+//!
+//! `--runner none` skips the lock: a control run that shows the checks do
+//! catch a broken lock.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, ensure, Context, Result};
+
+use crate::{plot, Grant, Locker, Options, Runtime};
+
+/// The hidden subcommand a worker process runs.
+pub const WORKER_COMMAND: &str = "contend-worker";
+
+/// The lock file and counter file names inside the run's directory.
+const LOCK_FILE: &str = "contend.lock";
+const COUNTER_FILE: &str = "counter";
+/// Created by the parent once every worker is ready: the start signal.
+const GO_FILE: &str = "go";
+
+pub const HELP: &str = "\
+uuidlock contend [--processes N] [--iterations M] [--hold-ms H] [--dir D]
+                 [--runner component|command|mixed|none]
+                 [--verification-delay SECS] [--retry-interval SECS]
+                 [--plot FILE.svg] [--json]
+
+Spawns N processes of this binary; each takes the lock M times through the wasm
+guest and, holding it, does a non-atomic read-modify-write of a shared counter
+file. Checks that the counter ends at N*M and that no two critical sections
+overlap, and reports acquisitions per second, wait p50/p99/max and the hand-off
+ratio (the fraction of consecutive acquisitions by different processes).
+
+Options:
+  --processes N              worker processes [default: 4]
+  --iterations M             acquisitions per worker [default: 25]
+  --hold-ms H                time inside the critical section, ms [default: 1]
+  --dir D                    where the lock and counter live [default: a new
+                             temporary directory, removed afterwards]
+  --runner R                 component: the component through the host API;
+                             command: the command module, one run per call;
+                             mixed: half of each; none: no lock at all (a
+                             control run that must show violations)
+                             [default: component]
+  --verification-delay SECS  as for acquire [default: 0]
+  --retry-interval SECS      as for acquire [default: 0.001]
+  --plot FILE.svg            draw the wait-time distribution as an SVG file
+  --json                     print the report as JSON
+
+Progress goes to stderr when it is a terminal.
+Exit codes: 0 no violation, 1 violations found, 2 usage error, 4 a worker or I/O failed.
+";
+
+/// Which way workers take the lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Runner {
+    Component,
+    Command,
+    Mixed,
+    None,
+}
+
+impl Runner {
+    /// The name `--runner` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Runner::Component => "component",
+            Runner::Command => "command",
+            Runner::Mixed => "mixed",
+            Runner::None => "none",
+        }
+    }
+
+    /// What worker number `worker` runs: mixed runs alternate.
+    fn for_worker(self, worker: usize) -> Runner {
+        match self {
+            Runner::Mixed if worker % 2 == 0 => Runner::Component,
+            Runner::Mixed => Runner::Command,
+            other => other,
+        }
+    }
+}
+
+/// A contention run's settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub processes: usize,
+    pub iterations: usize,
+    pub hold: Duration,
+    pub dir: Option<PathBuf>,
+    pub runner: Runner,
+    pub verification_delay: Duration,
+    pub retry_interval: Duration,
+    pub plot: Option<PathBuf>,
+    pub json: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            processes: 4,
+            iterations: 25,
+            hold: Duration::from_millis(1),
+            dir: None,
+            runner: Runner::Component,
+            verification_delay: Duration::ZERO,
+            retry_interval: Duration::from_millis(1),
+            plot: None,
+            json: false,
+        }
+    }
+}
+
+/// What a command-line parse produced.
+enum Parsed {
+    Run(Config),
+    Help,
+}
+
+fn parse(args: &[String]) -> Result<Parsed, String> {
+    let mut config = Config::default();
+    let mut words = args.iter();
+    while let Some(word) = words.next() {
+        let (flag, inline) = match word.split_once('=') {
+            Some((flag, value)) => (flag, Some(value.to_owned())),
+            None => (word.as_str(), None),
+        };
+        if matches!(flag, "-h" | "--help") {
+            return Ok(Parsed::Help);
+        }
+        if flag == "--json" {
+            config.json = true;
+            continue;
+        }
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| words.next().cloned())
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        let count = |text: String| -> Result<usize, String> {
+            match text.parse::<usize>() {
+                Ok(n) if n >= 1 => Ok(n),
+                _ => Err(format!("{flag} {text:?} must be a whole number, 1 or more")),
+            }
+        };
+        let seconds = |text: String| -> Result<Duration, String> {
+            let secs: f64 = text
+                .parse()
+                .map_err(|_| format!("{flag} {text:?} is not a number of seconds"))?;
+            if !secs.is_finite() || secs < 0.0 {
+                return Err(format!(
+                    "{flag} {text:?} must be a finite number of seconds, 0 or more"
+                ));
+            }
+            Duration::try_from_secs_f64(secs).map_err(|_| format!("{flag} {text:?} is too large"))
+        };
+        match flag {
+            "--processes" => config.processes = count(value()?)?,
+            "--iterations" => config.iterations = count(value()?)?,
+            "--hold-ms" => config.hold = seconds(value()?)? / 1000,
+            "--dir" => config.dir = Some(PathBuf::from(value()?)),
+            "--plot" => config.plot = Some(PathBuf::from(value()?)),
+            "--verification-delay" => config.verification_delay = seconds(value()?)?,
+            "--retry-interval" => config.retry_interval = seconds(value()?)?,
+            "--runner" => {
+                config.runner = match value()?.as_str() {
+                    "component" => Runner::Component,
+                    "command" => Runner::Command,
+                    "mixed" => Runner::Mixed,
+                    "none" => Runner::None,
+                    other => {
+                        return Err(format!(
+                            "--runner {other:?}: choose component, command, mixed or none"
+                        ))
+                    }
+                }
+            }
+            _ => return Err(format!("unknown option {word:?}")),
+        }
+    }
+    Ok(Parsed::Run(config))
+}
+
+/// `uuidlock contend ARGS`: returns the exit code.
+pub fn main(args: &[String]) -> i32 {
+    let config = match parse(args) {
+        Ok(Parsed::Run(config)) => config,
+        Ok(Parsed::Help) => {
+            print!("{HELP}");
+            return 0;
+        }
+        Err(message) => {
+            eprintln!("uuidlock contend: {message}; see 'uuidlock contend --help'");
+            return 2;
+        }
+    };
+    match run(&config) {
+        Ok(report) => {
+            if config.json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.to_text());
+            }
+            if let Some(path) = &config.plot {
+                if let Err(e) = std::fs::write(path, plot::wait_histogram(&report)) {
+                    eprintln!(
+                        "uuidlock contend: cannot write the plot to {}: {e}",
+                        path.display()
+                    );
+                    return 4;
+                }
+            }
+            if report.violations() == 0 {
+                0
+            } else {
+                1
+            }
+        }
+        Err(e) => {
+            eprintln!("uuidlock contend: {e:#}");
+            4
+        }
+    }
+}
+
+/// One critical section, as a worker reported it.
+#[derive(Clone, Copy, Debug)]
+pub struct Section {
+    pub worker: usize,
+    pub enter_ns: u128,
+    pub exit_ns: u128,
+    pub wait: Duration,
+}
+
+/// The outcome of a run.
+#[derive(Debug)]
+pub struct Report {
+    pub config: Config,
+    pub dir: PathBuf,
+    pub elapsed: Duration,
+    /// Sorted by entry time.
+    pub sections: Vec<Section>,
+    pub counter: u64,
+    pub overlaps: usize,
+}
+
+impl Report {
+    pub fn expected(&self) -> u64 {
+        (self.config.processes * self.config.iterations) as u64
+    }
+
+    /// Overlapping sections plus lost counter updates.
+    pub fn violations(&self) -> usize {
+        self.overlaps + self.expected().abs_diff(self.counter) as usize
+    }
+
+    /// Waits (from asking for the lock to holding it), sorted.
+    pub fn waits(&self) -> Vec<Duration> {
+        let mut waits: Vec<Duration> = self.sections.iter().map(|s| s.wait).collect();
+        waits.sort();
+        waits
+    }
+
+    /// The fraction of consecutive acquisitions made by different processes.
+    pub fn handoff_ratio(&self) -> f64 {
+        let changes = self
+            .sections
+            .windows(2)
+            .filter(|pair| pair[0].worker != pair[1].worker)
+            .count();
+        changes as f64 / self.sections.len().saturating_sub(1).max(1) as f64
+    }
+
+    pub fn per_second(&self) -> f64 {
+        self.sections.len() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    fn to_text(&self) -> String {
+        let c = &self.config;
+        let waits = self.waits();
+        let mut text = String::new();
+        let _ = writeln!(
+            text,
+            "uuidlock contend: {} processes x {} acquisitions, hold {:?}, runner {}, verification delay {:?}, retry interval {:?}",
+            c.processes, c.iterations, c.hold, c.runner.name(), c.verification_delay, c.retry_interval
+        );
+        let _ = writeln!(text, "  directory         {}", self.dir.display());
+        let _ = writeln!(
+            text,
+            "  acquisitions      {} in {:.2} s ({:.0}/s)",
+            self.sections.len(),
+            self.elapsed.as_secs_f64(),
+            self.per_second()
+        );
+        let _ = writeln!(
+            text,
+            "  wait p50/p99/max  {} / {} / {}",
+            ms(percentile(&waits, 0.50)),
+            ms(percentile(&waits, 0.99)),
+            ms(waits.last().copied().unwrap_or_default())
+        );
+        let _ = writeln!(text, "  hand-off ratio    {:.2}", self.handoff_ratio());
+        let _ = writeln!(
+            text,
+            "  counter           {} (expected {})",
+            self.counter,
+            self.expected()
+        );
+        let _ = writeln!(text, "  overlaps          {}", self.overlaps);
+        let verdict = if self.violations() == 0 {
+            "OK: mutual exclusion held"
+        } else {
+            "VIOLATIONS: mutual exclusion broken"
+        };
+        let _ = writeln!(text, "  result            {verdict}");
+        text
+    }
+
+    fn to_json(&self) -> String {
+        let c = &self.config;
+        let waits = self.waits();
+        let secs = |d: Duration| d.as_secs_f64();
+        format!(
+            concat!(
+                "{{\"processes\":{},\"iterations\":{},\"hold_s\":{},\"runner\":\"{}\",",
+                "\"verification_delay_s\":{},\"retry_interval_s\":{},",
+                "\"acquisitions\":{},\"elapsed_s\":{:.6},\"per_second\":{:.3},",
+                "\"wait_p50_s\":{:.9},\"wait_p99_s\":{:.9},\"wait_max_s\":{:.9},",
+                "\"handoff_ratio\":{:.6},\"counter\":{},\"expected\":{},\"overlaps\":{},\"violations\":{}}}"
+            ),
+            c.processes,
+            c.iterations,
+            secs(c.hold),
+            c.runner.name(),
+            secs(c.verification_delay),
+            secs(c.retry_interval),
+            self.sections.len(),
+            secs(self.elapsed),
+            self.per_second(),
+            secs(percentile(&waits, 0.50)),
+            secs(percentile(&waits, 0.99)),
+            secs(waits.last().copied().unwrap_or_default()),
+            self.handoff_ratio(),
+            self.counter,
+            self.expected(),
+            self.overlaps,
+            self.violations()
+        )
+    }
+}
+
+/// The `q` quantile of sorted `values` (nearest rank).
+pub fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+/// Counts sections that start before an earlier one has ended.
+fn count_overlaps(sorted: &[Section]) -> usize {
+    let mut latest_exit = 0;
+    let mut overlaps = 0;
+    for section in sorted {
+        if section.enter_ns < latest_exit {
+            overlaps += 1;
+        }
+        latest_exit = latest_exit.max(section.exit_ns);
+    }
+    overlaps
+}
+
+/// Runs the contention and collects the report.
+///
+/// # Errors
+/// The directory, a worker process, or its output failed.
+pub fn run(config: &Config) -> Result<Report> {
+    let (dir, temporary) = match &config.dir {
+        Some(dir) => {
+            ensure!(
+                dir.is_dir(),
+                "--dir {}: no such directory; create it first",
+                dir.display()
+            );
+            (std::path::absolute(dir)?, false)
+        }
+        None => {
+            let dir = std::env::temp_dir().join(format!(
+                "uuidlock-contend-{}-{}",
+                std::process::id(),
+                now_ns()
+            ));
+            std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            (dir, true)
+        }
+    };
+    let result = run_in(config, &dir);
+    if temporary {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
+}
+
+fn run_in(config: &Config, dir: &Path) -> Result<Report> {
+    for name in [LOCK_FILE, GO_FILE] {
+        let path = dir.join(name);
+        ensure!(
+            !path.exists(),
+            "{} exists from an earlier run; remove it or choose another --dir",
+            path.display()
+        );
+    }
+    std::fs::write(dir.join(COUNTER_FILE), "0").context("writing the counter file")?;
+    // Compile the guest once here, so the workers load it from the cache.
+    Runtime::new()?;
+
+    let exe = std::env::current_exe().context("finding this binary to spawn workers")?;
+    let (lines, received) = mpsc::channel();
+    let mut children = Vec::new();
+    for worker in 0..config.processes {
+        let mut child = Command::new(&exe)
+            .arg(WORKER_COMMAND)
+            .args(worker_args(config, dir, worker))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("spawning a worker process")?;
+        let stdout = child.stdout.take().context("no worker stdout")?;
+        let lines = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if lines.send((worker, line)).is_err() {
+                    break;
+                }
+            }
+        });
+        children.push(child);
+    }
+    drop(lines);
+
+    let total = config.processes * config.iterations;
+    let mut progress = Progress::new(total);
+    let mut ready = 0;
+    let mut started = None;
+    let mut sections = Vec::with_capacity(total);
+    for (worker, line) in received {
+        if line == "ready" {
+            ready += 1;
+            if ready == config.processes {
+                std::fs::write(dir.join(GO_FILE), "").context("writing the start signal")?;
+                started = Some(Instant::now());
+            }
+            continue;
+        }
+        sections.push(parse_section(worker, &line)?);
+        progress.show(sections.len());
+    }
+    let elapsed = started.map(|at| at.elapsed()).unwrap_or_default();
+    progress.finish();
+
+    let mut failed = Vec::new();
+    for (worker, mut child) in children.into_iter().enumerate() {
+        let status = child.wait()?;
+        if !status.success() {
+            failed.push(format!("worker {worker} {status}"));
+        }
+    }
+    if !failed.is_empty() {
+        bail!("{} (their messages are above)", failed.join(", "));
+    }
+    ensure!(
+        sections.len() == total,
+        "workers reported {} of {total} acquisitions",
+        sections.len()
+    );
+
+    let counter = std::fs::read_to_string(dir.join(COUNTER_FILE))?
+        .trim()
+        .parse()
+        .context("reading the counter")?;
+    sections.sort_by_key(|s| s.enter_ns);
+    let overlaps = count_overlaps(&sections);
+    Ok(Report {
+        config: config.clone(),
+        dir: dir.to_path_buf(),
+        elapsed,
+        sections,
+        counter,
+        overlaps,
+    })
+}
+
+fn worker_args(config: &Config, dir: &Path, worker: usize) -> Vec<String> {
+    vec![
+        "--dir".into(),
+        dir.display().to_string(),
+        "--iterations".into(),
+        config.iterations.to_string(),
+        "--hold-ms".into(),
+        (config.hold.as_secs_f64() * 1e3).to_string(),
+        "--runner".into(),
+        config.runner.for_worker(worker).name().into(),
+        "--verification-delay".into(),
+        config.verification_delay.as_secs_f64().to_string(),
+        "--retry-interval".into(),
+        config.retry_interval.as_secs_f64().to_string(),
+    ]
+}
+
+fn parse_section(worker: usize, line: &str) -> Result<Section> {
+    let fields: Vec<u128> = line
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("worker {worker} printed {line:?}"))?;
+    let [enter_ns, exit_ns, wait_ns] = fields[..] else {
+        bail!("worker {worker} printed {line:?}");
+    };
+    Ok(Section {
+        worker,
+        enter_ns,
+        exit_ns,
+        wait: Duration::from_nanos(wait_ns as u64),
+    })
+}
+
+/// A progress line on stderr, only when stderr is a terminal.
+struct Progress {
+    total: usize,
+    on_terminal: bool,
+    last: Option<Instant>,
+}
+
+impl Progress {
+    fn new(total: usize) -> Progress {
+        Progress {
+            total,
+            on_terminal: std::io::stderr().is_terminal(),
+            last: None,
+        }
+    }
+
+    fn show(&mut self, done: usize) {
+        if !self.on_terminal
+            || self
+                .last
+                .is_some_and(|at| at.elapsed() < Duration::from_millis(100))
+        {
+            return;
+        }
+        self.last = Some(Instant::now());
+        eprint!("\r  {done}/{} acquisitions", self.total);
+        let _ = std::io::stderr().flush();
+    }
+
+    fn finish(&self) {
+        if self.on_terminal {
+            eprint!("\r\x1b[K");
+        }
+    }
+}
+
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos()
+}
+
+/// `uuidlock contend-worker ARGS`: one worker process. Prints `ready`, waits
+/// for the start signal, then one line `ENTER_NS EXIT_NS WAIT_NS` per
+/// acquisition.
+pub fn worker_main(args: &[String]) -> i32 {
+    let config = match parse(args) {
+        Ok(Parsed::Run(config)) => config,
+        _ => {
+            eprintln!("uuidlock {WORKER_COMMAND}: bad arguments {args:?} (this command is for `contend` only)");
+            return 2;
+        }
+    };
+    match work(&config) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("uuidlock {WORKER_COMMAND}: {e:#}");
+            4
+        }
+    }
+}
+
+/// How a worker takes and releases the lock.
+enum Taker {
+    Component(Locker),
+    Command(Runtime, Vec<Grant>),
+    None,
+}
+
+impl Taker {
+    fn acquire(&self, lock: &Path, options: &Options) -> Result<Option<String>> {
+        match self {
+            Taker::Component(locker) => Ok(Some(
+                locker.acquire(lock, options)?.into_token().into_string(),
+            )),
+            Taker::Command(runtime, grants) => {
+                let lock = lock.to_str().context("the lock path is not UTF-8")?;
+                let delay = options.verification_delay.as_secs_f64().to_string();
+                let retry = options.retry_interval.as_secs_f64().to_string();
+                let args = [
+                    "acquire",
+                    lock,
+                    "--verification-delay",
+                    &delay,
+                    "--retry-interval",
+                    &retry,
+                ];
+                let output = runtime.run_command(&args, grants)?;
+                ensure!(
+                    output.code == 0,
+                    "acquire exited {}: {}",
+                    output.code,
+                    output.stderr.trim()
+                );
+                Ok(Some(output.stdout.trim().to_owned()))
+            }
+            Taker::None => Ok(None),
+        }
+    }
+
+    fn release(&self, lock: &Path, token: Option<String>) -> Result<()> {
+        let Some(token) = token else { return Ok(()) };
+        match self {
+            Taker::Component(locker) => Ok(locker.release(lock, &token)?),
+            Taker::Command(runtime, grants) => {
+                let lock = lock.to_str().context("the lock path is not UTF-8")?;
+                let output = runtime.run_command(&["release", lock, &token], grants)?;
+                ensure!(
+                    output.code == 0,
+                    "release exited {}: {}",
+                    output.code,
+                    output.stderr.trim()
+                );
+                Ok(())
+            }
+            Taker::None => Ok(()),
+        }
+    }
+}
+
+fn work(config: &Config) -> Result<()> {
+    let dir = config.dir.as_deref().context("a worker needs --dir")?;
+    let runtime = Runtime::new()?;
+    let taker = match config.runner {
+        Runner::Component | Runner::Mixed => Taker::Component(Locker::new(&runtime, &[dir])?),
+        Runner::Command => Taker::Command(runtime, vec![crate::paths::grant(dir)?]),
+        Runner::None => Taker::None,
+    };
+    let options = Options {
+        verification_delay: config.verification_delay,
+        retry_interval: config.retry_interval,
+        ..Options::default()
+    };
+    let (lock, counter, go) = (
+        dir.join(LOCK_FILE),
+        dir.join(COUNTER_FILE),
+        dir.join(GO_FILE),
+    );
+    let counter_aside = dir.join(format!("{COUNTER_FILE}.{}", std::process::id()));
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "ready")?;
+    out.flush()?;
+    while !go.exists() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    for _ in 0..config.iterations {
+        let asked = Instant::now();
+        let token = taker.acquire(&lock, &options)?;
+        let wait = asked.elapsed();
+        let enter_ns = now_ns();
+        // The non-atomic read-modify-write that only mutual exclusion keeps whole.
+        let value: u64 = std::fs::read_to_string(&counter)?
+            .trim()
+            .parse()
+            .context("reading the counter")?;
+        std::thread::sleep(config.hold);
+        // Replaced whole (written aside, renamed), so that without a lock the
+        // run shows lost updates rather than a torn read.
+        std::fs::write(&counter_aside, (value + 1).to_string())?;
+        std::fs::rename(&counter_aside, &counter)?;
+        let exit_ns = now_ns();
+        taker.release(&lock, token)?;
+        writeln!(out, "{enter_ns} {exit_ns} {}", wait.as_nanos())?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section(worker: usize, enter_ns: u128, exit_ns: u128) -> Section {
+        Section {
+            worker,
+            enter_ns,
+            exit_ns,
+            wait: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn overlaps_are_counted_even_behind_a_long_section() {
+        let sorted = [
+            section(0, 0, 100),
+            section(1, 10, 20),
+            section(2, 50, 60),
+            section(0, 100, 110),
+        ];
+        assert_eq!(count_overlaps(&sorted), 2);
+        assert_eq!(count_overlaps(&[section(0, 0, 10), section(1, 10, 20)]), 0);
+    }
+
+    #[test]
+    fn percentiles_use_the_nearest_rank() {
+        let waits: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&waits, 0.5), Duration::from_millis(50));
+        assert_eq!(percentile(&waits, 0.99), Duration::from_millis(99));
+        assert_eq!(percentile(&[], 0.5), Duration::ZERO);
+    }
+
+    #[test]
+    fn bad_options_are_refused() {
+        for line in [
+            "--processes 0",
+            "--processes x",
+            "--hold-ms -1",
+            "--runner fast",
+            "--bogus",
+            "--dir",
+        ] {
+            let args: Vec<String> = line.split_whitespace().map(String::from).collect();
+            assert!(parse(&args).is_err(), "{line}");
+        }
+    }
+}

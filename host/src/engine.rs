@@ -1,0 +1,244 @@
+//! The wasmtime side: one engine, the guest compiled once (and cached on
+//! disk), linkers with WASI, and stores with the granted directories.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use wasmtime::component::{self, ResourceTable};
+use wasmtime::error::Context;
+use wasmtime::Result;
+use wasmtime::{Engine, Module, Store};
+use wasmtime_wasi::p1::{self, WasiP1Ctx};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+/// The component, as built by `build.rs`.
+pub const COMPONENT_WASM: &[u8] = include_bytes!(env!("UUIDLOCK_COMPONENT_WASM"));
+/// The command module (`uuidlock.wasm`), as built by `build.rs`.
+pub const COMMAND_WASM: &[u8] = include_bytes!(env!("UUIDLOCK_COMMAND_WASM"));
+
+/// The generated bindings of `wit/lock.wit`; the rest of the host uses these types.
+pub mod bindings {
+    wasmtime::component::bindgen!({ path: "../wit", world: "guest" });
+    pub use exports::uuidlock::lock::lock::{Error, Holder, Options};
+}
+
+/// A directory granted to the guest: `host` is visible inside as `guest`.
+#[derive(Clone, Debug)]
+pub struct Grant {
+    pub host: PathBuf,
+    pub guest: String,
+}
+
+/// The per-store state of a component instance.
+pub struct ComponentState {
+    ctx: WasiCtx,
+    table: ResourceTable,
+}
+
+impl WasiView for ComponentState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.ctx,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// The engine with both guests compiled and linked, ready to instantiate.
+/// Cheap to clone; build it once per process.
+#[derive(Clone)]
+pub struct Runtime {
+    engine: Engine,
+    component: bindings::GuestPre<ComponentState>,
+    command: wasmtime::InstancePre<WasiP1Ctx>,
+}
+
+impl Runtime {
+    /// Compiles (or loads from the cache) the component and the command
+    /// module and links them with WASI.
+    ///
+    /// # Errors
+    /// Compiling or linking failed; the message says which.
+    pub fn new() -> Result<Runtime> {
+        let engine = Engine::default();
+
+        let component = load_cached(
+            &engine,
+            COMPONENT_WASM,
+            "component",
+            |bytes| component::Component::new(&engine, bytes),
+            |path| unsafe {
+                // SAFETY: the file was written by `serialize` below, in the
+                // user's own cache directory, under a name keyed on the exact
+                // wasm bytes and engine configuration; wasmtime also checks its
+                // header against this engine and refuses a mismatch.
+                component::Component::deserialize_file(&engine, path)
+            },
+            |c| c.serialize(),
+        )?;
+        let mut linker = component::Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .context("linking WASI p2 for the component")?;
+        let component = bindings::GuestPre::new(
+            linker
+                .instantiate_pre(&component)
+                .context("pre-instantiating the component")?,
+        )
+        .context("checking the component's exports against wit/lock.wit")?;
+
+        let module = load_cached(
+            &engine,
+            COMMAND_WASM,
+            "command",
+            |bytes| Module::new(&engine, bytes),
+            |path| unsafe {
+                // SAFETY: as for the component above.
+                Module::deserialize_file(&engine, path)
+            },
+            |m| m.serialize(),
+        )?;
+        let mut linker = wasmtime::Linker::new(&engine);
+        p1::add_to_linker_sync(&mut linker, |cx| cx).context("linking WASI p1 for the command")?;
+        let command = linker
+            .instantiate_pre(&module)
+            .context("pre-instantiating the command module")?;
+
+        Ok(Runtime {
+            engine,
+            component,
+            command,
+        })
+    }
+
+    /// A new component instance that sees exactly `grants`.
+    pub(crate) fn instantiate(
+        &self,
+        grants: &[Grant],
+    ) -> Result<(Store<ComponentState>, bindings::Guest)> {
+        let mut wasi = WasiCtxBuilder::new();
+        // Our calls are synchronous: run file operations on this thread
+        // instead of handing each to a blocking pool.
+        wasi.allow_blocking_current_thread(true);
+        preopen(&mut wasi, grants)?;
+        let state = ComponentState {
+            ctx: wasi.build(),
+            table: ResourceTable::new(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        let guest = self
+            .component
+            .instantiate(&mut store)
+            .context("instantiating the component")?;
+        Ok((store, guest))
+    }
+
+    /// Runs the command module like `wasmtime run --dir HOST::GUEST uuidlock.wasm ARGS`.
+    ///
+    /// # Errors
+    /// A directory could not be granted, or the guest trapped.
+    pub fn run_command(&self, args: &[&str], grants: &[Grant]) -> Result<CommandOutput> {
+        let stdout = MemoryOutputPipe::new(64 << 10);
+        let stderr = MemoryOutputPipe::new(64 << 10);
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.allow_blocking_current_thread(true);
+        wasi.arg("uuidlock")
+            .args(args)
+            .stdout(stdout.clone())
+            .stderr(stderr.clone());
+        preopen(&mut wasi, grants)?;
+        let mut store = Store::new(&self.engine, wasi.build_p1());
+        let instance = self
+            .command
+            .instantiate(&mut store)
+            .context("instantiating the command module")?;
+        let start = instance
+            .get_typed_func::<(), ()>(&mut store, "_start")
+            .context("finding _start")?;
+        let code = match start.call(&mut store, ()) {
+            Ok(()) => 0,
+            Err(e) => match e.downcast_ref::<I32Exit>() {
+                Some(exit) => exit.0,
+                None => return Err(e).context("the uuidlock command trapped"),
+            },
+        };
+        let text = |pipe: &MemoryOutputPipe| String::from_utf8_lossy(&pipe.contents()).into_owned();
+        Ok(CommandOutput {
+            code,
+            stdout: text(&stdout),
+            stderr: text(&stderr),
+        })
+    }
+}
+
+/// What a run of the command module printed, and its exit code.
+#[derive(Debug, Clone)]
+pub struct CommandOutput {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+fn preopen(wasi: &mut WasiCtxBuilder, grants: &[Grant]) -> Result<()> {
+    for grant in grants {
+        wasi.preopened_dir(&grant.host, &grant.guest, FsPerms::ReadWrite)
+            .with_context(|| {
+                format!(
+                    "cannot grant {} to the guest: it must be an existing directory",
+                    grant.host.display()
+                )
+            })?;
+    }
+    Ok(())
+}
+
+/// Compiles `wasm`, going through a cache of compiled code on disk so that
+/// each process does not compile the guest again. Any cache failure falls
+/// back to compiling.
+fn load_cached<T>(
+    engine: &Engine,
+    wasm: &[u8],
+    name: &str,
+    compile: impl FnOnce(&[u8]) -> wasmtime::Result<T>,
+    deserialize: impl FnOnce(&Path) -> wasmtime::Result<T>,
+    serialize: impl FnOnce(&T) -> wasmtime::Result<Vec<u8>>,
+) -> Result<T> {
+    let path = cache_dir().map(|dir| {
+        let mut hasher = DefaultHasher::new();
+        wasm.hash(&mut hasher);
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        dir.join(format!("{name}-{:016x}.cwasm", hasher.finish()))
+    });
+    if let Some(path) = &path {
+        if path.exists() {
+            if let Ok(compiled) = deserialize(path) {
+                return Ok(compiled);
+            }
+        }
+    }
+    let compiled = compile(wasm).with_context(|| format!("compiling the uuidlock {name}"))?;
+    if let Some(path) = &path {
+        // Best effort, written aside and renamed so readers never see half a file.
+        let _ = (|| -> Result<()> {
+            std::fs::create_dir_all(path.parent().context("no parent")?)?;
+            let aside = path.with_extension(format!("{}.tmp", std::process::id()));
+            std::fs::write(&aside, serialize(&compiled)?)?;
+            std::fs::rename(&aside, path)?;
+            Ok(())
+        })();
+    }
+    Ok(compiled)
+}
+
+/// `$UUIDLOCK_CACHE_DIR` (empty: no cache), else `$XDG_CACHE_HOME/uuidlock`,
+/// else `~/.cache/uuidlock`.
+fn cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("UUIDLOCK_CACHE_DIR") {
+        return (!dir.is_empty()).then(|| PathBuf::from(dir));
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache")))?;
+    Some(base.join("uuidlock"))
+}

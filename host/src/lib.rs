@@ -1,0 +1,240 @@
+//! The uuidlock host: runs the lock protocol inside the uuidlock component
+//! in wasmtime, confined to the directories you grant.
+//!
+//! # Layout
+//!
+//! - this module: the public API, [`Locker`] and its [`Guard`];
+//! - [`engine`]: engine, compiled-code cache, linkers, stores and grants, the
+//!   one `bindgen!` of `wit/lock.wit`, and running the command module;
+//! - [`paths`]: host paths to the guest's view of them;
+//! - [`contend`]: the cross-process contention runner (`uuidlock contend`);
+//! - [`plot`]: the wait-time histogram of a contention run, as SVG;
+//! - `src/main.rs`: the native `uuidlock` binary, a thin `main`.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use uuidlock_host::{Locker, Options, Runtime};
+//!
+//! let runtime = Runtime::new()?; // compile once per process
+//! let locker = Locker::new(&runtime, &["/srv/locks"])?; // the guest sees only this
+//! {
+//!     let guard = locker.acquire("/srv/locks/job.lock", &Options::default())?;
+//!     println!("holding with token {}", guard.token());
+//! } // released here
+//! # Ok::<(), anyhow::Error>(())
+//! ```
+
+pub mod contend;
+pub mod engine;
+pub mod paths;
+pub mod plot;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Result;
+use wasmtime::Store;
+
+pub use engine::{CommandOutput, Grant, Runtime};
+pub use uuidlock::{cli, LockError, Marker, Options, Token};
+
+use engine::{bindings, ComponentState};
+
+/// Acquires and releases locks through one component instance, reused for
+/// every call. Clones share the instance; calls are serialised.
+#[derive(Clone)]
+pub struct Locker {
+    runtime: Runtime,
+    grants: Arc<[Grant]>,
+    instance: Arc<Mutex<Option<Instance>>>,
+}
+
+struct Instance {
+    store: Store<ComponentState>,
+    guest: bindings::Guest,
+}
+
+impl Locker {
+    /// A locker whose guest sees exactly the directories `dirs`, each under
+    /// its own absolute host path.
+    ///
+    /// # Errors
+    /// A directory does not exist or cannot be opened.
+    pub fn new(runtime: &Runtime, dirs: &[impl AsRef<Path>]) -> Result<Locker> {
+        let grants = dirs
+            .iter()
+            .map(|dir| paths::grant(dir.as_ref()))
+            .collect::<Result<Arc<[Grant]>>>()?;
+        let instance = Instance::new(runtime, &grants)?;
+        Ok(Locker {
+            runtime: runtime.clone(),
+            grants,
+            instance: Arc::new(Mutex::new(Some(instance))),
+        })
+    }
+
+    /// Takes the lock at `path` (a host path inside a granted directory),
+    /// waiting as `options` say. The guard releases it when dropped.
+    ///
+    /// # Errors
+    /// As [`uuidlock::protocol::acquire`]; a failure of the guest itself is
+    /// reported as [`LockError::Io`].
+    pub fn acquire(&self, path: impl AsRef<Path>, options: &Options) -> Result<Guard, LockError> {
+        let path = paths::guest_path(path.as_ref())?;
+        let options = bindings::Options {
+            prefix: options.prefix.clone(),
+            verification_delay_ns: nanos(options.verification_delay),
+            retry_interval_ns: nanos(options.retry_interval),
+            timeout_ns: options.timeout.map(nanos),
+        };
+        let token = self.call(|guest, store| {
+            guest
+                .uuidlock_lock_lock()
+                .call_acquire(store, &path, &options)
+        })?;
+        let token = Token::parse(&token)
+            .map_err(|why| LockError::Io(format!("the guest returned a bad token: {why}")))?;
+        Ok(Guard {
+            locker: self.clone(),
+            path,
+            token: Some(token),
+        })
+    }
+
+    /// Deletes the lock file at `path` if, and only if, it holds `token`.
+    ///
+    /// # Errors
+    /// [`LockError::NotOwner`] (nothing deleted), and as [`Locker::acquire`].
+    pub fn release(&self, path: impl AsRef<Path>, token: &str) -> Result<(), LockError> {
+        let path = paths::guest_path(path.as_ref())?;
+        self.release_guest_path(&path, token)
+    }
+
+    fn release_guest_path(&self, path: &str, token: &str) -> Result<(), LockError> {
+        self.call(|guest, store| {
+            guest
+                .uuidlock_lock_lock()
+                .call_release(store, path, &token.to_owned())
+        })
+    }
+
+    /// Who holds the lock at `path`; `None` when it is free.
+    ///
+    /// # Errors
+    /// As [`Locker::acquire`].
+    pub fn status(&self, path: impl AsRef<Path>) -> Result<Option<Marker>, LockError> {
+        let path = paths::guest_path(path.as_ref())?;
+        let holder =
+            self.call(|guest, store| guest.uuidlock_lock_lock().call_status(store, &path))?;
+        holder
+            .map(|holder| match holder {
+                bindings::Holder::Uuidlock(token) => Token::parse(&token)
+                    .map(Marker::Uuidlock)
+                    .map_err(|why| LockError::Io(format!("the guest returned a bad token: {why}"))),
+                bindings::Holder::Foreign(shown) => Ok(Marker::Foreign(shown)),
+            })
+            .transpose()
+    }
+
+    /// Calls into the instance; a trap discards it (the next call makes a
+    /// new one) and is reported as an I/O error.
+    fn call<T>(
+        &self,
+        f: impl FnOnce(
+            &bindings::Guest,
+            &mut Store<ComponentState>,
+        ) -> wasmtime::Result<Result<T, bindings::Error>>,
+    ) -> Result<T, LockError> {
+        let mut slot = self
+            .instance
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let instance = match slot.as_mut() {
+            Some(instance) => instance,
+            None => slot.insert(Instance::new(&self.runtime, &self.grants).map_err(guest_failure)?),
+        };
+        match f(&instance.guest, &mut instance.store) {
+            Ok(result) => result.map_err(from_wit),
+            Err(trap) => {
+                *slot = None;
+                Err(guest_failure(trap.into()))
+            }
+        }
+    }
+}
+
+impl Instance {
+    fn new(runtime: &Runtime, grants: &[Grant]) -> Result<Instance> {
+        let (store, guest) = runtime.instantiate(grants)?;
+        Ok(Instance { store, guest })
+    }
+}
+
+/// A held lock. Dropping it releases the lock (ignoring errors); call
+/// [`Guard::release`] to see them.
+pub struct Guard {
+    locker: Locker,
+    path: String,
+    token: Option<Token>,
+}
+
+impl Guard {
+    /// The owner token.
+    pub fn token(&self) -> &Token {
+        self.token
+            .as_ref()
+            .expect("a guard holds its token until released")
+    }
+
+    /// Releases the lock now.
+    ///
+    /// # Errors
+    /// [`LockError::NotOwner`] if the lock file no longer holds our token
+    /// (someone deleted or replaced it); nothing was deleted.
+    pub fn release(mut self) -> Result<(), LockError> {
+        let token = self
+            .token
+            .take()
+            .expect("a guard holds its token until released");
+        self.locker.release_guest_path(&self.path, token.as_str())
+    }
+
+    /// Keeps the lock held past the guard: returns the token, which
+    /// [`Locker::release`] takes later.
+    pub fn into_token(mut self) -> Token {
+        self.token
+            .take()
+            .expect("a guard holds its token until released")
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(token) = self.token.take() {
+            let _ = self.locker.release_guest_path(&self.path, token.as_str());
+        }
+    }
+}
+
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The WIT error back to the protocol's: the one mapping at this boundary.
+fn from_wit(error: bindings::Error) -> LockError {
+    match error {
+        bindings::Error::Timeout => LockError::Timeout,
+        bindings::Error::NotOwner => LockError::NotOwner,
+        bindings::Error::InvalidPath(why) => LockError::InvalidPath(why),
+        bindings::Error::InvalidOptions(why) => LockError::InvalidOptions(why),
+        bindings::Error::InvalidToken(why) => LockError::InvalidToken(why),
+        bindings::Error::OutsideSandbox(why) => LockError::OutsideSandbox(why),
+        bindings::Error::Io(why) => LockError::Io(why),
+    }
+}
+
+fn guest_failure(error: anyhow::Error) -> LockError {
+    LockError::Io(format!("the uuidlock guest failed: {error:#}"))
+}
