@@ -25,72 +25,37 @@ const TARGET: &str = "wasm32-wasip1";
 
 fn main() -> Result<()> {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR is not set")?);
-    let manifest_dir =
-        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR is not set")?);
-    let guest_root = manifest_dir
-        .parent()
-        .context("host/ has no parent")?
-        .to_path_buf();
-    for input in [
-        "src",
-        "wit",
-        "Cargo.toml",
-        "Cargo.lock",
-        "rust-toolchain.toml",
-    ] {
-        println!(
-            "cargo:rerun-if-changed={}",
-            guest_root.join(input).display()
-        );
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR is not set")?);
+    let guest_root = manifest_dir.parent().context("host/ has no parent")?.to_path_buf();
+    for input in ["src", "wit", "Cargo.toml", "Cargo.lock", "rust-toolchain.toml"] {
+        println!("cargo:rerun-if-changed={}", guest_root.join(input).display());
     }
 
     ensure_target_installed()?;
 
-    let command = build_guest(
-        &guest_root,
-        &out_dir.join("guest-command"),
-        &["build", "--bin", "uuidlock"],
-    )?;
+    let command = build_guest(&guest_root, &out_dir.join("guest-command"), &["build", "--bin", "uuidlock"])?;
     let command_out = out_dir.join("uuidlock.wasm");
-    std::fs::copy(&command, &command_out)
-        .with_context(|| format!("copying {}", command.display()))?;
+    std::fs::copy(&command, &command_out).with_context(|| format!("copying {}", command.display()))?;
 
     let library = build_guest(
         &guest_root,
         &out_dir.join("guest-component"),
-        &[
-            "rustc",
-            "--lib",
-            "--crate-type",
-            "cdylib",
-            "--features",
-            "component",
-        ],
+        &["rustc", "--lib", "--crate-type", "cdylib", "--features", "component"],
     )?;
     let core = std::fs::read(&library).with_context(|| format!("reading {}", library.display()))?;
     let component = ComponentEncoder::default()
         .module(&core)
         .context("reading the guest core module")?
         .validate(true)
-        .adapter(
-            WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME,
-            WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
-        )
+        .adapter(WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME, WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER)
         .context("adding the preview1 reactor adapter")?
         .encode()
         .context("encoding the component")?;
     let component_out = out_dir.join("uuidlock.component.wasm");
-    std::fs::write(&component_out, component)
-        .with_context(|| format!("writing {}", component_out.display()))?;
+    std::fs::write(&component_out, component).with_context(|| format!("writing {}", component_out.display()))?;
 
-    println!(
-        "cargo:rustc-env=UUIDLOCK_COMMAND_WASM={}",
-        command_out.display()
-    );
-    println!(
-        "cargo:rustc-env=UUIDLOCK_COMPONENT_WASM={}",
-        component_out.display()
-    );
+    println!("cargo:rustc-env=UUIDLOCK_COMMAND_WASM={}", command_out.display());
+    println!("cargo:rustc-env=UUIDLOCK_COMPONENT_WASM={}", component_out.display());
     Ok(())
 }
 
@@ -100,14 +65,7 @@ fn build_guest(guest_root: &Path, target_dir: &Path, args: &[&str]) -> Result<Pa
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(&cargo)
         .args(args)
-        .args([
-            "--release",
-            "--target",
-            TARGET,
-            "--package",
-            "uuidlock",
-            "--manifest-path",
-        ])
+        .args(["--release", "--target", TARGET, "--package", "uuidlock", "--manifest-path"])
         .arg(guest_root.join("Cargo.toml"))
         .env("CARGO_TARGET_DIR", target_dir)
         // Flags meant for the host build would break the wasm build.
@@ -119,10 +77,7 @@ fn build_guest(guest_root: &Path, target_dir: &Path, args: &[&str]) -> Result<Pa
     if !status.success() {
         bail!("building the guest for {TARGET} failed ({status}); the errors are above");
     }
-    Ok(target_dir
-        .join(TARGET)
-        .join("release")
-        .join("uuidlock.wasm"))
+    Ok(target_dir.join(TARGET).join("release").join("uuidlock.wasm"))
 }
 
 /// A fresh machine has the toolchain that `rust-toolchain.toml` names, but
@@ -130,25 +85,20 @@ fn build_guest(guest_root: &Path, target_dir: &Path, args: &[&str]) -> Result<Pa
 /// the wasm target here so that `cargo test` alone sets everything up.
 fn ensure_target_installed() -> Result<()> {
     let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-    let sysroot = Command::new(&rustc)
-        .args(["--print", "sysroot"])
-        .output()
-        .context("running rustc --print sysroot")?;
+    let sysroot =
+        Command::new(&rustc).args(["--print", "sysroot"]).output().context("running rustc --print sysroot")?;
     let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
     if sysroot.join("lib/rustlib").join(TARGET).exists() {
         return Ok(());
     }
-    println!(
-        "cargo:warning=installing the {TARGET} target with rustup (needed to build the guest)"
-    );
+    println!("cargo:warning=installing the {TARGET} target with rustup (needed to build the guest)");
     let mut rustup = Command::new("rustup");
     rustup.args(["target", "add", TARGET]);
     if let Some(toolchain) = env::var_os("RUSTUP_TOOLCHAIN") {
         rustup.arg("--toolchain").arg(toolchain);
     }
-    let status = rustup
-        .status()
-        .context("running rustup; install the target by hand: rustup target add wasm32-wasip1")?;
+    let status =
+        rustup.status().context("running rustup; install the target by hand: rustup target add wasm32-wasip1")?;
     if !status.success() {
         bail!("`rustup target add {TARGET}` failed; run it by hand and build again");
     }

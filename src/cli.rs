@@ -88,7 +88,8 @@ for `uuidlock release PATH TOKEN`.
 Options (SECS are decimal seconds, e.g. 0.25):
   --prefix S                 put S before the random UUID in the token, to say
                              who holds the lock (at most 64 printable ASCII
-                             bytes, no spaces) [default: none]
+                             bytes, no spaces, not starting with -)
+                             [default: none]
   --verification-delay SECS  wait this long after writing, then read the token
                              back; protects against peers whose create is not
                              atomic (Python uuid-filelock). 0 is safe when all
@@ -149,13 +150,13 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             None => (word.as_str(), None),
         };
         match flag {
+            "--" if inline.is_some() => return Err(format!("{word:?} is not an option; {}", see())),
             "--" => {
                 options_done = true;
                 continue;
             }
             "-h" | "--help" => return Ok(Command::Help(help)),
-            "--prefix" | "--verification-delay" | "--retry-interval" | "--timeout"
-                if command == "acquire" => {}
+            "--prefix" | "--verification-delay" | "--retry-interval" | "--timeout" if command == "acquire" => {}
             _ => return Err(format!("unknown option {flag} for {command}; {}", see())),
         }
         if seen.contains(&flag) {
@@ -174,16 +175,8 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     }
     let wanted = if command == "release" { 2 } else { 1 };
     if positional.len() != wanted {
-        let names = if wanted == 2 {
-            "PATH and TOKEN"
-        } else {
-            "PATH"
-        };
-        return Err(format!(
-            "{command} takes {names}, got {} argument(s); {}",
-            positional.len(),
-            see()
-        ));
+        let names = if wanted == 2 { "PATH and TOKEN" } else { "PATH" };
+        return Err(format!("{command} takes {names}, got {} argument(s); {}", positional.len(), see()));
     }
     let token = positional.pop_if(|_| wanted == 2);
     let path = positional.pop().unwrap_or_default();
@@ -196,14 +189,10 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
 
 /// Parses decimal seconds: finite, not negative, representable.
 fn seconds(flag: &str, value: &str) -> Result<Duration, String> {
-    let secs: f64 = value
-        .trim()
-        .parse()
-        .map_err(|_| format!("{flag} {value:?} is not a number of seconds (e.g. 0.5)"))?;
+    let secs: f64 =
+        value.trim().parse().map_err(|_| format!("{flag} {value:?} is not a number of seconds (e.g. 0.5)"))?;
     if !secs.is_finite() || secs < 0.0 {
-        return Err(format!(
-            "{flag} {value:?} must be a finite number of seconds, 0 or more"
-        ));
+        return Err(format!("{flag} {value:?} must be a finite number of seconds, 0 or more"));
     }
     Duration::try_from_secs_f64(secs).map_err(|_| format!("{flag} {value:?} is too large"))
 }
@@ -213,9 +202,7 @@ pub fn exit_code(error: &LockError) -> i32 {
     match error {
         LockError::Timeout => exit::TIMEOUT_OR_FREE,
         LockError::NotOwner => exit::NOT_OWNER,
-        LockError::InvalidPath(_) | LockError::InvalidOptions(_) | LockError::InvalidToken(_) => {
-            exit::USAGE
-        }
+        LockError::InvalidPath(_) | LockError::InvalidOptions(_) | LockError::InvalidToken(_) => exit::USAGE,
         LockError::OutsideSandbox(_) | LockError::Io(_) => exit::IO,
     }
 }
@@ -262,24 +249,13 @@ impl std::fmt::Display for Failure {
 
 impl From<LockError> for Failure {
     fn from(error: LockError) -> Self {
-        Failure {
-            code: exit_code(&error),
-            message: error.to_string(),
-        }
+        Failure { code: exit_code(&error), message: error.to_string() }
     }
 }
 
-fn execute(
-    command: Command,
-    backend: &mut dyn Backend,
-    more_help: &str,
-    out: &mut dyn Write,
-) -> Result<i32, Failure> {
+fn execute(command: Command, backend: &mut dyn Backend, more_help: &str, out: &mut dyn Write) -> Result<i32, Failure> {
     let print = |out: &mut dyn Write, line: &str| {
-        writeln!(out, "{line}").map_err(|e| Failure {
-            message: format!("cannot write to stdout: {e}"),
-            code: exit::IO,
-        })
+        writeln!(out, "{line}").map_err(|e| Failure { message: format!("cannot write to stdout: {e}"), code: exit::IO })
     };
     match command {
         Command::Help(text) => {
@@ -290,7 +266,14 @@ fn execute(
             Ok(exit::OK)
         }
         Command::Acquire { path, options } => match backend.acquire(&path, &options) {
-            Ok(token) => print(out, token.as_str()).map(|()| exit::OK),
+            Ok(token) => print(out, token.as_str()).map(|()| exit::OK).map_err(|failure| {
+                // Nobody will see the token, so nobody could release the lock.
+                let undone = match backend.release(&path, token.as_str()) {
+                    Ok(()) => "the lock was released again".to_owned(),
+                    Err(e) => format!("the lock stays held by {token} ({e})"),
+                };
+                Failure { message: format!("{failure}; {undone}"), ..failure }
+            }),
             Err(LockError::Timeout) => {
                 let waited = options.timeout.unwrap_or_default();
                 Err(Failure {
@@ -306,23 +289,15 @@ fn execute(
         Command::Release { path, token } => match backend.release(&path, &token) {
             Ok(()) => Ok(exit::OK),
             Err(LockError::NotOwner) => Err(Failure {
-                message: format!(
-                    "{path} is not held by {token}{}; nothing was deleted",
-                    held_by(backend, &path)
-                ),
+                message: format!("{path} is not held by {token}{}; nothing was deleted", held_by(backend, &path)),
                 code: exit::NOT_OWNER,
             }),
             Err(e) => Err(e.into()),
         },
         Command::Status { path } => match backend.status(&path)? {
             Some(Marker::Uuidlock(token)) => print(out, token.as_str()).map(|()| exit::OK),
-            Some(Marker::Foreign(shown)) => {
-                print(out, &format!("foreign {shown}")).map(|()| exit::OK)
-            }
-            None => Err(Failure {
-                message: format!("{path} is free"),
-                code: exit::TIMEOUT_OR_FREE,
-            }),
+            Some(Marker::Foreign(shown)) => print(out, &format!("foreign {shown}")).map(|()| exit::OK),
+            None => Err(Failure { message: format!("{path} is free"), code: exit::TIMEOUT_OR_FREE }),
         },
     }
 }
@@ -347,22 +322,15 @@ mod tests {
 
     #[test]
     fn acquire_takes_all_options_in_both_spellings() {
-        let parsed = parse(&args(
-            "acquire /l/x.lock --prefix job- --verification-delay=0 --retry-interval 0.25 --timeout 3",
-        ));
+        let parsed =
+            parse(&args("acquire /l/x.lock --prefix job- --verification-delay=0 --retry-interval 0.25 --timeout 3"));
         let expected = Options {
             prefix: "job-".into(),
             verification_delay: Duration::ZERO,
             retry_interval: Duration::from_millis(250),
             timeout: Some(Duration::from_secs(3)),
         };
-        assert_eq!(
-            parsed,
-            Ok(Command::Acquire {
-                path: "/l/x.lock".into(),
-                options: expected
-            })
-        );
+        assert_eq!(parsed, Ok(Command::Acquire { path: "/l/x.lock".into(), options: expected }));
     }
 
     #[test]
@@ -386,6 +354,7 @@ mod tests {
             "acquire x --timeout",
             "acquire x --timeout 1 --timeout 2",
             "acquire x --bogus 1",
+            "status --=x y",
         ] {
             assert!(parse(&args(line)).is_err(), "{line:?} was accepted");
         }
@@ -400,12 +369,32 @@ mod tests {
 
     #[test]
     fn double_dash_ends_options() {
-        assert_eq!(
-            parse(&args("status -- --odd-name")),
-            Ok(Command::Status {
-                path: "--odd-name".into()
-            })
-        );
+        assert_eq!(parse(&args("status -- --odd-name")), Ok(Command::Status { path: "--odd-name".into() }));
+    }
+
+    /// Stdout closed under us (a broken pipe).
+    struct Closed;
+
+    impl Write for Closed {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_token_nobody_can_read_is_released_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("job.lock");
+        let path = path.to_str().unwrap();
+        let mut err = Vec::new();
+        let code =
+            run(&args(&format!("acquire {path} --verification-delay 0")), &mut Direct, "", &mut Closed, &mut err);
+        assert_eq!(code, exit::IO);
+        assert!(String::from_utf8_lossy(&err).contains("released again"));
+        assert!(!std::path::Path::new(path).exists());
     }
 
     #[test]

@@ -31,9 +31,7 @@ impl Guest for Component {
             retry_interval: Duration::from_nanos(options.retry_interval_ns),
             timeout: options.timeout_ns.map(Duration::from_nanos),
         };
-        Ok(protocol::acquire(&path, &options)
-            .map_err(to_wit)?
-            .into_string())
+        Ok(protocol::acquire(&path, &options).map_err(to_wit)?.into_string())
     }
 
     fn release(path: String, token: String) -> Result<(), Error> {
@@ -41,12 +39,10 @@ impl Guest for Component {
     }
 
     fn status(path: String) -> Result<Option<Holder>, Error> {
-        Ok(protocol::status(&path)
-            .map_err(to_wit)?
-            .map(|marker| match marker {
-                Marker::Uuidlock(token) => Holder::Uuidlock(token.into_string()),
-                Marker::Foreign(shown) => Holder::Foreign(shown),
-            }))
+        Ok(protocol::status(&path).map_err(to_wit)?.map(|marker| match marker {
+            Marker::Uuidlock(token) => Holder::Uuidlock(token.into_string()),
+            Marker::Foreign(shown) => Holder::Foreign(shown),
+        }))
     }
 }
 

@@ -30,9 +30,7 @@ impl fmt::Display for LockError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LockError::Timeout => f.write_str("timed out waiting for the lock"),
-            LockError::NotOwner => {
-                f.write_str("the lock is not held by this token; nothing was deleted")
-            }
+            LockError::NotOwner => f.write_str("the lock is not held by this token; nothing was deleted"),
             LockError::InvalidPath(why)
             | LockError::InvalidOptions(why)
             | LockError::InvalidToken(why)

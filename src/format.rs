@@ -11,8 +11,9 @@
 //! ```
 //!
 //! `<TOKEN>` is the owner token: a prefix of at most [`MAX_PREFIX_LEN`]
-//! printable, non-space ASCII bytes (`0x21..=0x7e`), followed by a random
-//! UUIDv4 in its 36-character lowercase hyphenated form, e.g.
+//! printable, non-space ASCII bytes (`0x21..=0x7e`, not starting with `-`),
+//! followed by a random UUIDv4 in its 36-character lowercase hyphenated
+//! form, e.g.
 //! `job-7c9e6679-7425-40de-944b-e07a4b7b7bd1`. The token is the holder's
 //! capability: whoever knows it can release the lock.
 //!
@@ -68,10 +69,7 @@ impl Token {
     /// The prefix's problem, as [`check_prefix`] describes it.
     pub fn generate(prefix: &str) -> Result<Token, String> {
         check_prefix(prefix)?;
-        Ok(Token(format!(
-            "{prefix}{}",
-            uuid::Uuid::new_v4().hyphenated()
-        )))
+        Ok(Token(format!("{prefix}{}", uuid::Uuid::new_v4().hyphenated())))
     }
 
     /// Checks that `text` is a token uuidlock could have made.
@@ -82,24 +80,15 @@ impl Token {
         if text.is_empty() {
             return Err("the token is empty".into());
         }
-        let split = text
-            .len()
-            .checked_sub(UUID_LEN)
-            .filter(|&at| text.is_char_boundary(at));
+        let split = text.len().checked_sub(UUID_LEN).filter(|&at| text.is_char_boundary(at));
         let Some(split) = split else {
-            return Err(format!(
-                "{text:?} is not a uuidlock token: it must end in a 36-character UUID"
-            ));
+            return Err(format!("{text:?} is not a uuidlock token: it must end in a 36-character UUID"));
         };
         let (prefix, id) = text.split_at(split);
         check_prefix(prefix).map_err(|why| format!("{text:?} is not a uuidlock token: {why}"))?;
-        let canonical = uuid::Uuid::try_parse(id)
-            .ok()
-            .map(|u| u.hyphenated().to_string());
+        let canonical = uuid::Uuid::try_parse(id).ok().map(|u| u.hyphenated().to_string());
         if canonical.as_deref() != Some(id) {
-            return Err(format!(
-                "{text:?} is not a uuidlock token: it must end in a lowercase hyphenated UUID"
-            ));
+            return Err(format!("{text:?} is not a uuidlock token: it must end in a lowercase hyphenated UUID"));
         }
         Ok(Token(text.to_owned()))
     }
@@ -128,21 +117,20 @@ impl fmt::Display for Token {
 
 /// Checks a token prefix: at most [`MAX_PREFIX_LEN`] bytes of printable,
 /// non-space ASCII, so that a token is always one line with no surrounding
-/// white space (which other readers strip).
+/// white space (which other readers strip), and not starting with `-` (so
+/// that a token never reads as a command-line option).
 ///
 /// # Errors
 /// A one-line description of what is wrong with the prefix.
 pub fn check_prefix(prefix: &str) -> Result<(), String> {
     if prefix.len() > MAX_PREFIX_LEN {
-        return Err(format!(
-            "the prefix is {} bytes long; at most {MAX_PREFIX_LEN} are allowed",
-            prefix.len()
-        ));
+        return Err(format!("the prefix is {} bytes long; at most {MAX_PREFIX_LEN} are allowed", prefix.len()));
+    }
+    if prefix.starts_with('-') {
+        return Err("the prefix starts with '-'; a token must not read as a command-line option".into());
     }
     if let Some(bad) = prefix.chars().find(|c| !c.is_ascii_graphic()) {
-        return Err(format!(
-            "the prefix contains {bad:?}; only printable ASCII without spaces is allowed"
-        ));
+        return Err(format!("the prefix contains {bad:?}; only printable ASCII without spaces is allowed"));
     }
     Ok(())
 }
@@ -176,8 +164,7 @@ pub fn parse(bytes: &[u8]) -> Marker {
 
 fn describe_foreign(bytes: &[u8]) -> String {
     if bytes.is_empty() {
-        return "an empty file (a writer between create and write, or one that crashed there)"
-            .into();
+        return "an empty file (a writer between create and write, or one that crashed there)".into();
     }
     if bytes.len() > MAX_MARKER_LEN {
         return format!("a file of more than {MAX_MARKER_LEN} bytes");
@@ -225,6 +212,7 @@ mod tests {
         assert!(Token::generate("a b").is_err());
         assert!(Token::generate("line\nbreak").is_err());
         assert!(Token::generate("é").is_err());
+        assert!(Token::generate("--job").is_err());
         assert!(Token::generate(&"x".repeat(MAX_PREFIX_LEN + 1)).is_err());
         assert!(Token::generate(&"x".repeat(MAX_PREFIX_LEN)).is_ok());
     }
@@ -259,18 +247,13 @@ mod tests {
             b"\xff\xfe\0binary",
             &vec![b'x'; MAX_MARKER_LEN + 1],
         ] {
-            assert!(
-                matches!(parse(bytes), Marker::Foreign(_)),
-                "{bytes:?} parsed as ours"
-            );
+            assert!(matches!(parse(bytes), Marker::Foreign(_)), "{bytes:?} parsed as ours");
         }
     }
 
     #[test]
     fn foreign_markers_are_shown_escaped_and_short() {
-        let Marker::Foreign(shown) = parse(&[b'\n'; 500]) else {
-            panic!()
-        };
+        let Marker::Foreign(shown) = parse(&[b'\n'; 500]) else { panic!() };
         assert!(shown.len() < 140 && !shown.contains('\n'), "{shown}");
     }
 }

@@ -95,10 +95,8 @@ impl Options {
     /// [`LockError::InvalidOptions`] naming the option and the limit.
     pub fn check(&self) -> Result<(), LockError> {
         format::check_prefix(&self.prefix).map_err(LockError::InvalidOptions)?;
-        for (name, value) in [
-            ("verification delay", self.verification_delay),
-            ("retry interval", self.retry_interval),
-        ] {
+        for (name, value) in [("verification delay", self.verification_delay), ("retry interval", self.retry_interval)]
+        {
             if value > MAX_INTERVAL {
                 return Err(LockError::InvalidOptions(format!(
                     "the {name} is {value:?}; at most {}s is allowed",
@@ -122,9 +120,7 @@ pub fn acquire(path: &str, options: &Options) -> Result<Token, LockError> {
     let token = Token::generate(&options.prefix).map_err(LockError::InvalidOptions)?;
     let marker = format::encode(&token);
     // No deadline when there is no timeout, or when it is too far to compute.
-    let deadline = options
-        .timeout
-        .and_then(|timeout| Instant::now().checked_add(timeout));
+    let deadline = options.timeout.and_then(|timeout| Instant::now().checked_add(timeout));
     loop {
         if try_once(path, &token, &marker, options.verification_delay)? {
             return Ok(token);
@@ -158,7 +154,15 @@ fn try_once(path: &str, token: &Token, marker: &[u8], delay: Duration) -> Result
     if !delay.is_zero() {
         sleep(delay);
     }
-    Ok(matches!(read_marker(path)?, Some(Marker::Uuidlock(held)) if held == *token))
+    match read_marker(path) {
+        Ok(marker) => Ok(matches!(marker, Some(Marker::Uuidlock(held)) if held == *token)),
+        Err(e) => {
+            // Our marker may be on disk, and the caller never gets the token
+            // that would release it: release it here, if it is still ours.
+            let _ = release_token(path, token);
+            Err(e)
+        }
+    }
 }
 
 /// Writes our marker into the file we just created. On failure the file,
@@ -169,6 +173,8 @@ fn write_marker(path: &str, mut file: File, marker: &[u8]) -> Result<(), LockErr
     if let Err(e) = written {
         if let Ok(mut file) = File::open(path) {
             let mut seen = Vec::new();
+            // Empty counts as ours: had a non-atomic peer truncated it since,
+            // deleting it only makes that peer's read-back fail and retry.
             let ours = file.read_to_end(&mut seen).is_ok() && marker.starts_with(&seen);
             if ours {
                 let _ = fs::remove_file(path);
@@ -189,8 +195,12 @@ fn write_marker(path: &str, mut file: File, marker: &[u8]) -> Result<(), LockErr
 pub fn release(path: &str, token: &str) -> Result<(), LockError> {
     check_path(path)?;
     let token = Token::parse(token).map_err(LockError::InvalidToken)?;
+    release_token(path, &token)
+}
+
+fn release_token(path: &str, token: &Token) -> Result<(), LockError> {
     match read_marker(path)? {
-        Some(Marker::Uuidlock(held)) if held == token => {}
+        Some(Marker::Uuidlock(held)) if held == *token => {}
         _ => return Err(LockError::NotOwner),
     }
     match fs::remove_file(path) {
@@ -221,9 +231,7 @@ fn read_marker(path: &str) -> Result<Option<Marker>, LockError> {
         Err(e) => return Err(io_error(path, "read", e)),
     };
     let mut bytes = Vec::with_capacity(128);
-    file.take(format::MAX_MARKER_LEN as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| io_error(path, "read", e))?;
+    file.take(format::MAX_MARKER_LEN as u64 + 1).read_to_end(&mut bytes).map_err(|e| io_error(path, "read", e))?;
     Ok(Some(format::parse(&bytes)))
 }
 
@@ -232,7 +240,8 @@ fn read_marker(path: &str) -> Result<Option<Marker>, LockError> {
 fn check_not_link_or_dir(path: &str) -> Result<bool, LockError> {
     let meta = match fs::symlink_metadata(path) {
         Ok(meta) => meta,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        // Absent; unless nothing above it exists either: then it is outside the sandbox.
+        Err(e) if e.kind() == io::ErrorKind::NotFound && any_ancestor_exists(path) => return Ok(false),
         Err(e) => return Err(io_error(path, "inspect", e)),
     };
     if meta.file_type().is_symlink() {
@@ -254,9 +263,7 @@ fn check_path(path: &str) -> Result<(), LockError> {
         return Err(LockError::InvalidPath("the lock path is empty".into()));
     }
     if path.contains('\0') {
-        return Err(LockError::InvalidPath(format!(
-            "the lock path {path:?} contains a NUL byte"
-        )));
+        return Err(LockError::InvalidPath(format!("the lock path {path:?} contains a NUL byte")));
     }
     Ok(())
 }
@@ -265,8 +272,9 @@ fn check_path(path: &str) -> Result<(), LockError> {
 fn io_error(path: &str, action: &str, e: io::Error) -> LockError {
     if refused_by_sandbox(&e) {
         return LockError::OutsideSandbox(format!(
-            "cannot {action} {path}: it is outside the directories granted to this sandbox; \
-             grant its directory (e.g. wasmtime run --dir HOST_DIR::GUEST_DIR) and name the lock inside it"
+            "cannot {action} {path}: not permitted; it leads outside the directories granted to this sandbox \
+             (through .. or a symbolic link): grant its directory (e.g. wasmtime run --dir HOST_DIR::GUEST_DIR) \
+             and name the lock inside it; or the OS forbids the operation"
         ));
     }
     match e.kind() {
@@ -274,21 +282,21 @@ fn io_error(path: &str, action: &str, e: io::Error) -> LockError {
             "cannot {action} {path}: it is not inside any directory granted to this sandbox; \
              grant its directory (e.g. wasmtime run --dir HOST_DIR::GUEST_DIR) and name the lock inside it"
         )),
-        io::ErrorKind::NotFound => LockError::Io(format!(
-            "cannot {action} {path}: its directory does not exist; create it first"
-        )),
+        io::ErrorKind::NotFound => {
+            LockError::Io(format!("cannot {action} {path}: its directory does not exist; create it first"))
+        }
         io::ErrorKind::PermissionDenied => LockError::Io(format!(
             "cannot {action} {path}: permission denied; the directory must be writable by this user"
         )),
         io::ErrorKind::ReadOnlyFilesystem => LockError::Io(format!(
             "cannot {action} {path}: the filesystem is read-only; put the lock on a writable one"
         )),
-        io::ErrorKind::IsADirectory => LockError::InvalidPath(format!(
-            "{path} names a directory; name a file inside it"
-        )),
-        io::ErrorKind::NotADirectory => LockError::InvalidPath(format!(
-            "cannot {action} {path}: a component of the path is not a directory"
-        )),
+        io::ErrorKind::IsADirectory => {
+            LockError::InvalidPath(format!("{path} names a directory; name a file inside it"))
+        }
+        io::ErrorKind::NotADirectory => {
+            LockError::InvalidPath(format!("cannot {action} {path}: a component of the path is not a directory"))
+        }
         _ => LockError::Io(format!("cannot {action} {path}: {e}")),
     }
 }
@@ -300,14 +308,16 @@ fn any_ancestor_exists(path: &str) -> bool {
     Path::new(path)
         .ancestors()
         .skip(1)
-        .filter(|dir| !dir.as_os_str().is_empty())
+        .map(|dir| if dir.as_os_str().is_empty() { Path::new(".") } else { dir })
         .any(|dir| fs::metadata(dir).is_ok())
 }
 
 /// Whether the WASI host refused the path because it leads outside the
-/// preopened directories (wasi-libc reports `ENOTCAPABLE` for a path under no
-/// preopen; wasmtime reports `EPERM` for one that escapes through `..` or a
-/// symbolic link). Natively there is no sandbox.
+/// preopened directories. wasmtime reports an escape through `..` or a
+/// symbolic link as `EPERM`, which the OS also uses for rare refusals (such
+/// as another user's file in a sticky directory), hence the message naming
+/// both; `ENOTCAPABLE` is the capability error proper. Natively there is no
+/// sandbox.
 fn refused_by_sandbox(e: &io::Error) -> bool {
     #[cfg(target_os = "wasi")]
     {
@@ -336,37 +346,20 @@ mod tests {
     }
 
     fn fast() -> Options {
-        Options {
-            verification_delay: Duration::ZERO,
-            retry_interval: Duration::from_millis(1),
-            ..Options::default()
-        }
+        Options { verification_delay: Duration::ZERO, retry_interval: Duration::from_millis(1), ..Options::default() }
     }
 
     fn once() -> Options {
-        Options {
-            timeout: Some(Duration::ZERO),
-            ..fast()
-        }
+        Options { timeout: Some(Duration::ZERO), ..fast() }
     }
 
     #[test]
     fn acquire_writes_the_marker_and_release_removes_it() {
         let (_dir, path) = lock_in_temp_dir();
-        let token = acquire(
-            &path,
-            &Options {
-                prefix: "job-".into(),
-                ..fast()
-            },
-        )
-        .unwrap();
+        let token = acquire(&path, &Options { prefix: "job-".into(), ..fast() }).unwrap();
         assert!(token.as_str().starts_with("job-"));
         assert_eq!(fs::read(&path).unwrap(), format::encode(&token));
-        assert_eq!(
-            status(&path).unwrap(),
-            Some(Marker::Uuidlock(token.clone()))
-        );
+        assert_eq!(status(&path).unwrap(), Some(Marker::Uuidlock(token.clone())));
         release(&path, token.as_str()).unwrap();
         assert!(!fs::exists(&path).unwrap());
         assert_eq!(status(&path).unwrap(), None);
@@ -384,10 +377,7 @@ mod tests {
         let (_dir, path) = lock_in_temp_dir();
         let _held = acquire(&path, &fast()).unwrap();
         let start = Instant::now();
-        let options = Options {
-            timeout: Some(Duration::from_millis(50)),
-            ..fast()
-        };
+        let options = Options { timeout: Some(Duration::from_millis(50)), ..fast() };
         assert_eq!(acquire(&path, &options), Err(LockError::Timeout));
         assert!(start.elapsed() >= Duration::from_millis(50));
     }
@@ -398,15 +388,7 @@ mod tests {
         let held = acquire(&path, &fast()).unwrap();
         let waiter = {
             let path = path.clone();
-            std::thread::spawn(move || {
-                acquire(
-                    &path,
-                    &Options {
-                        timeout: Some(Duration::from_secs(30)),
-                        ..fast()
-                    },
-                )
-            })
+            std::thread::spawn(move || acquire(&path, &Options { timeout: Some(Duration::from_secs(30)), ..fast() }))
         };
         std::thread::sleep(Duration::from_millis(20));
         release(&path, held.as_str()).unwrap();
@@ -454,75 +436,42 @@ mod tests {
     fn paths_that_cannot_be_lock_files_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let base = dir.path().to_str().unwrap();
-        std::os::unix::fs::symlink(dir.path().join("target"), dir.path().join("link.lock"))
-            .unwrap();
-        for path in [
-            "",
-            "a\0b",
-            base,
-            &format!("{base}/"),
-            &format!("{base}/link.lock"),
-        ] {
-            assert!(
-                matches!(acquire(path, &once()), Err(LockError::InvalidPath(_))),
-                "acquire {path:?}"
-            );
-            assert!(
-                matches!(status(path), Err(LockError::InvalidPath(_))),
-                "status {path:?}"
-            );
+        std::os::unix::fs::symlink(dir.path().join("target"), dir.path().join("link.lock")).unwrap();
+        for path in ["", "a\0b", base, &format!("{base}/"), &format!("{base}/link.lock")] {
+            assert!(matches!(acquire(path, &once()), Err(LockError::InvalidPath(_))), "acquire {path:?}");
+            assert!(matches!(status(path), Err(LockError::InvalidPath(_))), "status {path:?}");
         }
-        assert!(
-            !fs::exists(dir.path().join("target")).unwrap(),
-            "the link was followed"
-        );
+        assert!(!fs::exists(dir.path().join("target")).unwrap(), "the link was followed");
     }
 
     #[test]
     fn a_missing_directory_is_an_io_error_naming_the_fix() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("no/such/dir/job.lock");
-        let Err(LockError::Io(message)) = acquire(path.to_str().unwrap(), &once()) else {
-            panic!()
-        };
-        assert!(
-            message.contains("job.lock") && message.contains("create it first"),
-            "{message}"
-        );
+        let Err(LockError::Io(message)) = acquire(path.to_str().unwrap(), &once()) else { panic!() };
+        assert!(message.contains("job.lock") && message.contains("create it first"), "{message}");
+    }
+
+    #[test]
+    fn a_missing_directory_in_a_relative_path_is_not_a_sandbox_error() {
+        let Err(LockError::Io(message)) = acquire("no-such-dir-here/job.lock", &once()) else { panic!() };
+        assert!(message.contains("create it first"), "{message}");
     }
 
     #[test]
     fn bad_options_and_tokens_are_refused_before_touching_the_file() {
         let (_dir, path) = lock_in_temp_dir();
         let bad_options = [
-            Options {
-                prefix: "has space".into(),
-                ..once()
-            },
-            Options {
-                prefix: "x".repeat(65),
-                ..once()
-            },
-            Options {
-                verification_delay: MAX_INTERVAL + Duration::from_nanos(1),
-                ..once()
-            },
-            Options {
-                retry_interval: Duration::MAX,
-                ..once()
-            },
+            Options { prefix: "has space".into(), ..once() },
+            Options { prefix: "x".repeat(65), ..once() },
+            Options { verification_delay: MAX_INTERVAL + Duration::from_nanos(1), ..once() },
+            Options { retry_interval: Duration::MAX, ..once() },
         ];
         for options in bad_options {
-            assert!(
-                matches!(acquire(&path, &options), Err(LockError::InvalidOptions(_))),
-                "{options:?}"
-            );
+            assert!(matches!(acquire(&path, &options), Err(LockError::InvalidOptions(_))), "{options:?}");
         }
         for token in ["", "nonsense", "\0"] {
-            assert!(
-                matches!(release(&path, token), Err(LockError::InvalidToken(_))),
-                "{token:?}"
-            );
+            assert!(matches!(release(&path, token), Err(LockError::InvalidToken(_))), "{token:?}");
         }
         assert!(!fs::exists(&path).unwrap());
     }
@@ -530,10 +479,7 @@ mod tests {
     #[test]
     fn a_huge_timeout_means_wait_forever_not_overflow() {
         let (_dir, path) = lock_in_temp_dir();
-        let options = Options {
-            timeout: Some(Duration::MAX),
-            ..fast()
-        };
+        let options = Options { timeout: Some(Duration::MAX), ..fast() };
         assert!(acquire(&path, &options).is_ok());
     }
 

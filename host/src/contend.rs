@@ -15,7 +15,7 @@
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -31,6 +31,9 @@ const LOCK_FILE: &str = "contend.lock";
 const COUNTER_FILE: &str = "counter";
 /// Created by the parent once every worker is ready: the start signal.
 const GO_FILE: &str = "go";
+/// How long a worker waits for the lock before it gives up (a lock left by a
+/// dead worker would otherwise keep the run waiting for ever).
+const WORKER_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub const HELP: &str = "\
 uuidlock contend [--processes N] [--iterations M] [--hold-ms H] [--dir D]
@@ -87,7 +90,7 @@ impl Runner {
     /// What worker number `worker` runs: mixed runs alternate.
     fn for_worker(self, worker: usize) -> Runner {
         match self {
-            Runner::Mixed if worker % 2 == 0 => Runner::Component,
+            Runner::Mixed if worker.is_multiple_of(2) => Runner::Component,
             Runner::Mixed => Runner::Command,
             other => other,
         }
@@ -124,6 +127,18 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// The options every worker acquires with.
+    fn lock_options(&self) -> Options {
+        Options {
+            verification_delay: self.verification_delay,
+            retry_interval: self.retry_interval,
+            timeout: Some(WORKER_TIMEOUT),
+            ..Options::default()
+        }
+    }
+}
+
 /// What a command-line parse produced.
 enum Parsed {
     Run(Config),
@@ -145,12 +160,8 @@ fn parse(args: &[String]) -> Result<Parsed, String> {
             config.json = true;
             continue;
         }
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| words.next().cloned())
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
+        let mut value =
+            || inline.clone().or_else(|| words.next().cloned()).ok_or_else(|| format!("{flag} needs a value"));
         let count = |text: String| -> Result<usize, String> {
             match text.parse::<usize>() {
                 Ok(n) if n >= 1 => Ok(n),
@@ -158,13 +169,9 @@ fn parse(args: &[String]) -> Result<Parsed, String> {
             }
         };
         let seconds = |text: String| -> Result<Duration, String> {
-            let secs: f64 = text
-                .parse()
-                .map_err(|_| format!("{flag} {text:?} is not a number of seconds"))?;
+            let secs: f64 = text.parse().map_err(|_| format!("{flag} {text:?} is not a number of seconds"))?;
             if !secs.is_finite() || secs < 0.0 {
-                return Err(format!(
-                    "{flag} {text:?} must be a finite number of seconds, 0 or more"
-                ));
+                return Err(format!("{flag} {text:?} must be a finite number of seconds, 0 or more"));
             }
             Duration::try_from_secs_f64(secs).map_err(|_| format!("{flag} {text:?} is too large"))
         };
@@ -182,11 +189,7 @@ fn parse(args: &[String]) -> Result<Parsed, String> {
                     "command" => Runner::Command,
                     "mixed" => Runner::Mixed,
                     "none" => Runner::None,
-                    other => {
-                        return Err(format!(
-                            "--runner {other:?}: choose component, command, mixed or none"
-                        ))
-                    }
+                    other => return Err(format!("--runner {other:?}: choose component, command, mixed or none")),
                 }
             }
             _ => return Err(format!("unknown option {word:?}")),
@@ -197,7 +200,11 @@ fn parse(args: &[String]) -> Result<Parsed, String> {
 
 /// `uuidlock contend ARGS`: returns the exit code.
 pub fn main(args: &[String]) -> i32 {
-    let config = match parse(args) {
+    let checked = parse(args).and_then(|parsed| match parsed {
+        Parsed::Run(config) => config.lock_options().check().map(|()| Parsed::Run(config)).map_err(|e| e.to_string()),
+        help => Ok(help),
+    });
+    let config = match checked {
         Ok(Parsed::Run(config)) => config,
         Ok(Parsed::Help) => {
             print!("{HELP}");
@@ -217,10 +224,7 @@ pub fn main(args: &[String]) -> i32 {
             }
             if let Some(path) = &config.plot {
                 if let Err(e) = std::fs::write(path, plot::wait_histogram(&report)) {
-                    eprintln!(
-                        "uuidlock contend: cannot write the plot to {}: {e}",
-                        path.display()
-                    );
+                    eprintln!("uuidlock contend: cannot write the plot to {}: {e}", path.display());
                     return 4;
                 }
             }
@@ -277,11 +281,7 @@ impl Report {
 
     /// The fraction of consecutive acquisitions made by different processes.
     pub fn handoff_ratio(&self) -> f64 {
-        let changes = self
-            .sections
-            .windows(2)
-            .filter(|pair| pair[0].worker != pair[1].worker)
-            .count();
+        let changes = self.sections.windows(2).filter(|pair| pair[0].worker != pair[1].worker).count();
         changes as f64 / self.sections.len().saturating_sub(1).max(1) as f64
     }
 
@@ -314,18 +314,10 @@ impl Report {
             ms(waits.last().copied().unwrap_or_default())
         );
         let _ = writeln!(text, "  hand-off ratio    {:.2}", self.handoff_ratio());
-        let _ = writeln!(
-            text,
-            "  counter           {} (expected {})",
-            self.counter,
-            self.expected()
-        );
+        let _ = writeln!(text, "  counter           {} (expected {})", self.counter, self.expected());
         let _ = writeln!(text, "  overlaps          {}", self.overlaps);
-        let verdict = if self.violations() == 0 {
-            "OK: mutual exclusion held"
-        } else {
-            "VIOLATIONS: mutual exclusion broken"
-        };
+        let verdict =
+            if self.violations() == 0 { "OK: mutual exclusion held" } else { "VIOLATIONS: mutual exclusion broken" };
         let _ = writeln!(text, "  result            {verdict}");
         text
     }
@@ -396,19 +388,11 @@ fn count_overlaps(sorted: &[Section]) -> usize {
 pub fn run(config: &Config) -> Result<Report> {
     let (dir, temporary) = match &config.dir {
         Some(dir) => {
-            ensure!(
-                dir.is_dir(),
-                "--dir {}: no such directory; create it first",
-                dir.display()
-            );
+            ensure!(dir.is_dir(), "--dir {}: no such directory; create it first", dir.display());
             (std::path::absolute(dir)?, false)
         }
         None => {
-            let dir = std::env::temp_dir().join(format!(
-                "uuidlock-contend-{}-{}",
-                std::process::id(),
-                now_ns()
-            ));
+            let dir = std::env::temp_dir().join(format!("uuidlock-contend-{}-{}", std::process::id(), now_ns()));
             std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
             (dir, true)
         }
@@ -423,19 +407,41 @@ pub fn run(config: &Config) -> Result<Report> {
 fn run_in(config: &Config, dir: &Path) -> Result<Report> {
     for name in [LOCK_FILE, GO_FILE] {
         let path = dir.join(name);
-        ensure!(
-            !path.exists(),
-            "{} exists from an earlier run; remove it or choose another --dir",
-            path.display()
-        );
+        ensure!(!path.exists(), "{} exists from an earlier run; remove it or choose another --dir", path.display());
     }
     std::fs::write(dir.join(COUNTER_FILE), "0").context("writing the counter file")?;
+    let result = contend_in(config, dir);
+    let _ = std::fs::remove_file(dir.join(GO_FILE));
+    result
+}
+
+/// What a worker's output thread reports.
+enum Event {
+    Line(usize, String),
+    /// The worker closed its stdout: it has exited, or is about to.
+    Done(usize),
+}
+
+/// The worker processes; dropping them kills and reaps any still running,
+/// so that no error path leaves workers behind.
+struct Workers(Vec<Child>);
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn contend_in(config: &Config, dir: &Path) -> Result<Report> {
     // Compile the guest once here, so the workers load it from the cache.
     Runtime::new()?;
 
     let exe = std::env::current_exe().context("finding this binary to spawn workers")?;
-    let (lines, received) = mpsc::channel();
-    let mut children = Vec::new();
+    let (events, received) = mpsc::channel();
+    let mut workers = Workers(Vec::new());
     for worker in 0..config.processes {
         let mut child = Command::new(&exe)
             .arg(WORKER_COMMAND)
@@ -446,68 +452,53 @@ fn run_in(config: &Config, dir: &Path) -> Result<Report> {
             .spawn()
             .context("spawning a worker process")?;
         let stdout = child.stdout.take().context("no worker stdout")?;
-        let lines = lines.clone();
+        let events = events.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if lines.send((worker, line)).is_err() {
-                    break;
+                if events.send(Event::Line(worker, line)).is_err() {
+                    return;
                 }
             }
+            let _ = events.send(Event::Done(worker));
         });
-        children.push(child);
+        workers.0.push(child);
     }
-    drop(lines);
+    drop(events);
 
     let total = config.processes * config.iterations;
     let mut progress = Progress::new(total);
     let mut ready = 0;
     let mut started = None;
     let mut sections = Vec::with_capacity(total);
-    for (worker, line) in received {
-        if line == "ready" {
-            ready += 1;
-            if ready == config.processes {
-                std::fs::write(dir.join(GO_FILE), "").context("writing the start signal")?;
-                started = Some(Instant::now());
+    for event in received {
+        match event {
+            Event::Line(_, line) if line == "ready" => {
+                ready += 1;
+                if ready == config.processes {
+                    std::fs::write(dir.join(GO_FILE), "").context("writing the start signal")?;
+                    started = Some(Instant::now());
+                }
             }
-            continue;
+            Event::Line(worker, line) => {
+                sections.push(parse_section(worker, &line)?);
+                progress.show(sections.len());
+            }
+            Event::Done(worker) => {
+                let status = workers.0[worker].wait()?;
+                // One failure ends the run: the others may be waiting on a
+                // start signal or a lock that will never come.
+                ensure!(status.success(), "worker {worker} failed ({status}); its message is above");
+            }
         }
-        sections.push(parse_section(worker, &line)?);
-        progress.show(sections.len());
     }
     let elapsed = started.map(|at| at.elapsed()).unwrap_or_default();
     progress.finish();
+    ensure!(sections.len() == total, "workers reported {} of {total} acquisitions", sections.len());
 
-    let mut failed = Vec::new();
-    for (worker, mut child) in children.into_iter().enumerate() {
-        let status = child.wait()?;
-        if !status.success() {
-            failed.push(format!("worker {worker} {status}"));
-        }
-    }
-    if !failed.is_empty() {
-        bail!("{} (their messages are above)", failed.join(", "));
-    }
-    ensure!(
-        sections.len() == total,
-        "workers reported {} of {total} acquisitions",
-        sections.len()
-    );
-
-    let counter = std::fs::read_to_string(dir.join(COUNTER_FILE))?
-        .trim()
-        .parse()
-        .context("reading the counter")?;
+    let counter = std::fs::read_to_string(dir.join(COUNTER_FILE))?.trim().parse().context("reading the counter")?;
     sections.sort_by_key(|s| s.enter_ns);
     let overlaps = count_overlaps(&sections);
-    Ok(Report {
-        config: config.clone(),
-        dir: dir.to_path_buf(),
-        elapsed,
-        sections,
-        counter,
-        overlaps,
-    })
+    Ok(Report { config: config.clone(), dir: dir.to_path_buf(), elapsed, sections, counter, overlaps })
 }
 
 fn worker_args(config: &Config, dir: &Path, worker: usize) -> Vec<String> {
@@ -536,12 +527,7 @@ fn parse_section(worker: usize, line: &str) -> Result<Section> {
     let [enter_ns, exit_ns, wait_ns] = fields[..] else {
         bail!("worker {worker} printed {line:?}");
     };
-    Ok(Section {
-        worker,
-        enter_ns,
-        exit_ns,
-        wait: Duration::from_nanos(wait_ns as u64),
-    })
+    Ok(Section { worker, enter_ns, exit_ns, wait: Duration::from_nanos(wait_ns as u64) })
 }
 
 /// A progress line on stderr, only when stderr is a terminal.
@@ -553,19 +539,11 @@ struct Progress {
 
 impl Progress {
     fn new(total: usize) -> Progress {
-        Progress {
-            total,
-            on_terminal: std::io::stderr().is_terminal(),
-            last: None,
-        }
+        Progress { total, on_terminal: std::io::stderr().is_terminal(), last: None }
     }
 
     fn show(&mut self, done: usize) {
-        if !self.on_terminal
-            || self
-                .last
-                .is_some_and(|at| at.elapsed() < Duration::from_millis(100))
-        {
+        if !self.on_terminal || self.last.is_some_and(|at| at.elapsed() < Duration::from_millis(100)) {
             return;
         }
         self.last = Some(Instant::now());
@@ -581,10 +559,7 @@ impl Progress {
 }
 
 fn now_ns() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos()
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos()
 }
 
 /// `uuidlock contend-worker ARGS`: one worker process. Prints `ready`, waits
@@ -617,13 +592,12 @@ enum Taker {
 impl Taker {
     fn acquire(&self, lock: &Path, options: &Options) -> Result<Option<String>> {
         match self {
-            Taker::Component(locker) => Ok(Some(
-                locker.acquire(lock, options)?.into_token().into_string(),
-            )),
+            Taker::Component(locker) => Ok(Some(locker.acquire(lock, options)?.into_token().into_string())),
             Taker::Command(runtime, grants) => {
                 let lock = lock.to_str().context("the lock path is not UTF-8")?;
                 let delay = options.verification_delay.as_secs_f64().to_string();
                 let retry = options.retry_interval.as_secs_f64().to_string();
+                let timeout = WORKER_TIMEOUT.as_secs().to_string();
                 let args = [
                     "acquire",
                     lock,
@@ -631,14 +605,11 @@ impl Taker {
                     &delay,
                     "--retry-interval",
                     &retry,
+                    "--timeout",
+                    &timeout,
                 ];
                 let output = runtime.run_command(&args, grants)?;
-                ensure!(
-                    output.code == 0,
-                    "acquire exited {}: {}",
-                    output.code,
-                    output.stderr.trim()
-                );
+                ensure!(output.code == 0, "acquire exited {}: {}", output.code, output.stderr.trim());
                 Ok(Some(output.stdout.trim().to_owned()))
             }
             Taker::None => Ok(None),
@@ -652,12 +623,7 @@ impl Taker {
             Taker::Command(runtime, grants) => {
                 let lock = lock.to_str().context("the lock path is not UTF-8")?;
                 let output = runtime.run_command(&["release", lock, &token], grants)?;
-                ensure!(
-                    output.code == 0,
-                    "release exited {}: {}",
-                    output.code,
-                    output.stderr.trim()
-                );
+                ensure!(output.code == 0, "release exited {}: {}", output.code, output.stderr.trim());
                 Ok(())
             }
             Taker::None => Ok(()),
@@ -673,16 +639,8 @@ fn work(config: &Config) -> Result<()> {
         Runner::Command => Taker::Command(runtime, vec![crate::paths::grant(dir)?]),
         Runner::None => Taker::None,
     };
-    let options = Options {
-        verification_delay: config.verification_delay,
-        retry_interval: config.retry_interval,
-        ..Options::default()
-    };
-    let (lock, counter, go) = (
-        dir.join(LOCK_FILE),
-        dir.join(COUNTER_FILE),
-        dir.join(GO_FILE),
-    );
+    let options = config.lock_options();
+    let (lock, counter, go) = (dir.join(LOCK_FILE), dir.join(COUNTER_FILE), dir.join(GO_FILE));
     let counter_aside = dir.join(format!("{COUNTER_FILE}.{}", std::process::id()));
     let mut out = std::io::stdout().lock();
     writeln!(out, "ready")?;
@@ -696,10 +654,7 @@ fn work(config: &Config) -> Result<()> {
         let wait = asked.elapsed();
         let enter_ns = now_ns();
         // The non-atomic read-modify-write that only mutual exclusion keeps whole.
-        let value: u64 = std::fs::read_to_string(&counter)?
-            .trim()
-            .parse()
-            .context("reading the counter")?;
+        let value: u64 = std::fs::read_to_string(&counter)?.trim().parse().context("reading the counter")?;
         std::thread::sleep(config.hold);
         // Replaced whole (written aside, renamed), so that without a lock the
         // run shows lost updates rather than a torn read.
@@ -718,22 +673,12 @@ mod tests {
     use super::*;
 
     fn section(worker: usize, enter_ns: u128, exit_ns: u128) -> Section {
-        Section {
-            worker,
-            enter_ns,
-            exit_ns,
-            wait: Duration::ZERO,
-        }
+        Section { worker, enter_ns, exit_ns, wait: Duration::ZERO }
     }
 
     #[test]
     fn overlaps_are_counted_even_behind_a_long_section() {
-        let sorted = [
-            section(0, 0, 100),
-            section(1, 10, 20),
-            section(2, 50, 60),
-            section(0, 100, 110),
-        ];
+        let sorted = [section(0, 0, 100), section(1, 10, 20), section(2, 50, 60), section(0, 100, 110)];
         assert_eq!(count_overlaps(&sorted), 2);
         assert_eq!(count_overlaps(&[section(0, 0, 10), section(1, 10, 20)]), 0);
     }
@@ -748,14 +693,7 @@ mod tests {
 
     #[test]
     fn bad_options_are_refused() {
-        for line in [
-            "--processes 0",
-            "--processes x",
-            "--hold-ms -1",
-            "--runner fast",
-            "--bogus",
-            "--dir",
-        ] {
+        for line in ["--processes 0", "--processes x", "--hold-ms -1", "--runner fast", "--bogus", "--dir"] {
             let args: Vec<String> = line.split_whitespace().map(String::from).collect();
             assert!(parse(&args).is_err(), "{line}");
         }

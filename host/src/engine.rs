@@ -3,7 +3,9 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use wasmtime::component::{self, ResourceTable};
 use wasmtime::error::Context;
@@ -39,10 +41,7 @@ pub struct ComponentState {
 
 impl WasiView for ComponentState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.ctx,
-            table: &mut self.table,
-        }
+        WasiCtxView { ctx: &mut self.ctx, table: &mut self.table }
     }
 }
 
@@ -79,14 +78,10 @@ impl Runtime {
             |c| c.serialize(),
         )?;
         let mut linker = component::Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .context("linking WASI p2 for the component")?;
-        let component = bindings::GuestPre::new(
-            linker
-                .instantiate_pre(&component)
-                .context("pre-instantiating the component")?,
-        )
-        .context("checking the component's exports against wit/lock.wit")?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).context("linking WASI p2 for the component")?;
+        let component =
+            bindings::GuestPre::new(linker.instantiate_pre(&component).context("pre-instantiating the component")?)
+                .context("checking the component's exports against wit/lock.wit")?;
 
         let module = load_cached(
             &engine,
@@ -101,36 +96,21 @@ impl Runtime {
         )?;
         let mut linker = wasmtime::Linker::new(&engine);
         p1::add_to_linker_sync(&mut linker, |cx| cx).context("linking WASI p1 for the command")?;
-        let command = linker
-            .instantiate_pre(&module)
-            .context("pre-instantiating the command module")?;
+        let command = linker.instantiate_pre(&module).context("pre-instantiating the command module")?;
 
-        Ok(Runtime {
-            engine,
-            component,
-            command,
-        })
+        Ok(Runtime { engine, component, command })
     }
 
     /// A new component instance that sees exactly `grants`.
-    pub(crate) fn instantiate(
-        &self,
-        grants: &[Grant],
-    ) -> Result<(Store<ComponentState>, bindings::Guest)> {
+    pub(crate) fn instantiate(&self, grants: &[Grant]) -> Result<(Store<ComponentState>, bindings::Guest)> {
         let mut wasi = WasiCtxBuilder::new();
         // Our calls are synchronous: run file operations on this thread
         // instead of handing each to a blocking pool.
         wasi.allow_blocking_current_thread(true);
         preopen(&mut wasi, grants)?;
-        let state = ComponentState {
-            ctx: wasi.build(),
-            table: ResourceTable::new(),
-        };
+        let state = ComponentState { ctx: wasi.build(), table: ResourceTable::new() };
         let mut store = Store::new(&self.engine, state);
-        let guest = self
-            .component
-            .instantiate(&mut store)
-            .context("instantiating the component")?;
+        let guest = self.component.instantiate(&mut store).context("instantiating the component")?;
         Ok((store, guest))
     }
 
@@ -143,19 +123,11 @@ impl Runtime {
         let stderr = MemoryOutputPipe::new(64 << 10);
         let mut wasi = WasiCtxBuilder::new();
         wasi.allow_blocking_current_thread(true);
-        wasi.arg("uuidlock")
-            .args(args)
-            .stdout(stdout.clone())
-            .stderr(stderr.clone());
+        wasi.arg("uuidlock").args(args).stdout(stdout.clone()).stderr(stderr.clone());
         preopen(&mut wasi, grants)?;
         let mut store = Store::new(&self.engine, wasi.build_p1());
-        let instance = self
-            .command
-            .instantiate(&mut store)
-            .context("instantiating the command module")?;
-        let start = instance
-            .get_typed_func::<(), ()>(&mut store, "_start")
-            .context("finding _start")?;
+        let instance = self.command.instantiate(&mut store).context("instantiating the command module")?;
+        let start = instance.get_typed_func::<(), ()>(&mut store, "_start").context("finding _start")?;
         let code = match start.call(&mut store, ()) {
             Ok(()) => 0,
             Err(e) => match e.downcast_ref::<I32Exit>() {
@@ -164,11 +136,7 @@ impl Runtime {
             },
         };
         let text = |pipe: &MemoryOutputPipe| String::from_utf8_lossy(&pipe.contents()).into_owned();
-        Ok(CommandOutput {
-            code,
-            stdout: text(&stdout),
-            stderr: text(&stderr),
-        })
+        Ok(CommandOutput { code, stdout: text(&stdout), stderr: text(&stderr) })
     }
 }
 
@@ -182,13 +150,9 @@ pub struct CommandOutput {
 
 fn preopen(wasi: &mut WasiCtxBuilder, grants: &[Grant]) -> Result<()> {
     for grant in grants {
-        wasi.preopened_dir(&grant.host, &grant.guest, FsPerms::ReadWrite)
-            .with_context(|| {
-                format!(
-                    "cannot grant {} to the guest: it must be an existing directory",
-                    grant.host.display()
-                )
-            })?;
+        wasi.preopened_dir(&grant.host, &grant.guest, FsPerms::ReadWrite).with_context(|| {
+            format!("cannot grant {} to the guest: it must be an existing directory", grant.host.display())
+        })?;
     }
     Ok(())
 }
@@ -211,7 +175,7 @@ fn load_cached<T>(
         dir.join(format!("{name}-{:016x}.cwasm", hasher.finish()))
     });
     if let Some(path) = &path {
-        if path.exists() {
+        if only_we_can_write(path) {
             if let Ok(compiled) = deserialize(path) {
                 return Ok(compiled);
             }
@@ -219,16 +183,54 @@ fn load_cached<T>(
     }
     let compiled = compile(wasm).with_context(|| format!("compiling the uuidlock {name}"))?;
     if let Some(path) = &path {
-        // Best effort, written aside and renamed so readers never see half a file.
-        let _ = (|| -> Result<()> {
-            std::fs::create_dir_all(path.parent().context("no parent")?)?;
-            let aside = path.with_extension(format!("{}.tmp", std::process::id()));
-            std::fs::write(&aside, serialize(&compiled)?)?;
-            std::fs::rename(&aside, path)?;
-            Ok(())
-        })();
+        // Best effort: without a cache every process compiles again.
+        if let Ok(bytes) = serialize(&compiled) {
+            let _ = store(path, &bytes);
+        }
     }
     Ok(compiled)
+}
+
+/// Writes a cache file aside under a name no other thread or process uses,
+/// then renames it into place, so that no reader ever sees half a file and
+/// no writer truncates a file another process has mapped.
+fn store(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let dir = path.parent().ok_or(std::io::ErrorKind::InvalidInput)?;
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)?;
+    let aside = dir.join(format!(".{}.{}.tmp", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let written = options.open(&aside).and_then(|mut file| file.write_all(bytes));
+    let renamed = written.and_then(|()| std::fs::rename(&aside, path));
+    if renamed.is_err() {
+        let _ = std::fs::remove_file(&aside);
+    }
+    renamed
+}
+
+/// Loading compiled code runs it, so only a file that this user alone can
+/// write, in a directory this user alone can write, is loaded.
+fn only_we_can_write(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        // The owner of /proc/self is this process's user, where /proc exists.
+        let me = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+        let private =
+            |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.mode() & 0o022 == 0 && me.is_none_or(|uid| m.uid() == uid));
+        private(path) && path.parent().is_some_and(private)
+    }
+    #[cfg(not(unix))]
+    {
+        path.exists()
+    }
 }
 
 /// `$UUIDLOCK_CACHE_DIR` (empty: no cache), else `$XDG_CACHE_HOME/uuidlock`,

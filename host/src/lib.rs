@@ -42,13 +42,16 @@ pub use uuidlock::{cli, LockError, Marker, Options, Token};
 
 use engine::{bindings, ComponentState};
 
-/// Acquires and releases locks through one component instance, reused for
-/// every call. Clones share the instance; calls are serialised.
+/// Acquires and releases locks through component instances that are reused
+/// from call to call. Clones share them. Calls from several threads run at
+/// once, each in an instance of its own, so a waiting `acquire` never blocks a
+/// guard's release.
 #[derive(Clone)]
 pub struct Locker {
     runtime: Runtime,
     grants: Arc<[Grant]>,
-    instance: Arc<Mutex<Option<Instance>>>,
+    /// Idle instances; a call takes one (or makes one) and puts it back.
+    idle: Arc<Mutex<Vec<Instance>>>,
 }
 
 struct Instance {
@@ -63,16 +66,10 @@ impl Locker {
     /// # Errors
     /// A directory does not exist or cannot be opened.
     pub fn new(runtime: &Runtime, dirs: &[impl AsRef<Path>]) -> Result<Locker> {
-        let grants = dirs
-            .iter()
-            .map(|dir| paths::grant(dir.as_ref()))
-            .collect::<Result<Arc<[Grant]>>>()?;
+        let grants = dirs.iter().map(|dir| paths::grant(dir.as_ref())).collect::<Result<Arc<[Grant]>>>()?;
+        // Made now, so that a bad grant is reported here rather than on first use.
         let instance = Instance::new(runtime, &grants)?;
-        Ok(Locker {
-            runtime: runtime.clone(),
-            grants,
-            instance: Arc::new(Mutex::new(Some(instance))),
-        })
+        Ok(Locker { runtime: runtime.clone(), grants, idle: Arc::new(Mutex::new(vec![instance])) })
     }
 
     /// Takes the lock at `path` (a host path inside a granted directory),
@@ -89,18 +86,10 @@ impl Locker {
             retry_interval_ns: nanos(options.retry_interval),
             timeout_ns: options.timeout.map(nanos),
         };
-        let token = self.call(|guest, store| {
-            guest
-                .uuidlock_lock_lock()
-                .call_acquire(store, &path, &options)
-        })?;
-        let token = Token::parse(&token)
-            .map_err(|why| LockError::Io(format!("the guest returned a bad token: {why}")))?;
-        Ok(Guard {
-            locker: self.clone(),
-            path,
-            token: Some(token),
-        })
+        let token = self.call(|guest, store| guest.uuidlock_lock_lock().call_acquire(store, &path, &options))?;
+        let token =
+            Token::parse(&token).map_err(|why| LockError::Io(format!("the guest returned a bad token: {why}")))?;
+        Ok(Guard { locker: self.clone(), path, token: Some(token) })
     }
 
     /// Deletes the lock file at `path` if, and only if, it holds `token`.
@@ -113,11 +102,7 @@ impl Locker {
     }
 
     fn release_guest_path(&self, path: &str, token: &str) -> Result<(), LockError> {
-        self.call(|guest, store| {
-            guest
-                .uuidlock_lock_lock()
-                .call_release(store, path, &token.to_owned())
-        })
+        self.call(|guest, store| guest.uuidlock_lock_lock().call_release(store, path, &token.to_owned()))
     }
 
     /// Who holds the lock at `path`; `None` when it is free.
@@ -126,8 +111,7 @@ impl Locker {
     /// As [`Locker::acquire`].
     pub fn status(&self, path: impl AsRef<Path>) -> Result<Option<Marker>, LockError> {
         let path = paths::guest_path(path.as_ref())?;
-        let holder =
-            self.call(|guest, store| guest.uuidlock_lock_lock().call_status(store, &path))?;
+        let holder = self.call(|guest, store| guest.uuidlock_lock_lock().call_status(store, &path))?;
         holder
             .map(|holder| match holder {
                 bindings::Holder::Uuidlock(token) => Token::parse(&token)
@@ -138,29 +122,23 @@ impl Locker {
             .transpose()
     }
 
-    /// Calls into the instance; a trap discards it (the next call makes a
-    /// new one) and is reported as an I/O error.
+    /// Calls into an idle instance, holding no lock during the call. A trap
+    /// discards the instance and is reported as an I/O error.
     fn call<T>(
         &self,
-        f: impl FnOnce(
-            &bindings::Guest,
-            &mut Store<ComponentState>,
-        ) -> wasmtime::Result<Result<T, bindings::Error>>,
+        f: impl FnOnce(&bindings::Guest, &mut Store<ComponentState>) -> wasmtime::Result<Result<T, bindings::Error>>,
     ) -> Result<T, LockError> {
-        let mut slot = self
-            .instance
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let instance = match slot.as_mut() {
+        let idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop();
+        let mut instance = match idle {
             Some(instance) => instance,
-            None => slot.insert(Instance::new(&self.runtime, &self.grants).map_err(guest_failure)?),
+            None => Instance::new(&self.runtime, &self.grants).map_err(guest_failure)?,
         };
         match f(&instance.guest, &mut instance.store) {
-            Ok(result) => result.map_err(from_wit),
-            Err(trap) => {
-                *slot = None;
-                Err(guest_failure(trap.into()))
+            Ok(result) => {
+                self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(instance);
+                result.map_err(from_wit)
             }
+            Err(trap) => Err(guest_failure(trap.into())),
         }
     }
 }
@@ -183,9 +161,7 @@ pub struct Guard {
 impl Guard {
     /// The owner token.
     pub fn token(&self) -> &Token {
-        self.token
-            .as_ref()
-            .expect("a guard holds its token until released")
+        self.token.as_ref().expect("a guard holds its token until released")
     }
 
     /// Releases the lock now.
@@ -194,19 +170,14 @@ impl Guard {
     /// [`LockError::NotOwner`] if the lock file no longer holds our token
     /// (someone deleted or replaced it); nothing was deleted.
     pub fn release(mut self) -> Result<(), LockError> {
-        let token = self
-            .token
-            .take()
-            .expect("a guard holds its token until released");
+        let token = self.token.take().expect("a guard holds its token until released");
         self.locker.release_guest_path(&self.path, token.as_str())
     }
 
     /// Keeps the lock held past the guard: returns the token, which
     /// [`Locker::release`] takes later.
     pub fn into_token(mut self) -> Token {
-        self.token
-            .take()
-            .expect("a guard holds its token until released")
+        self.token.take().expect("a guard holds its token until released")
     }
 }
 

@@ -12,8 +12,8 @@ const NATIVE_HELP: &str = "\
 Native commands:
   uuidlock contend [options]   cross-process contention run; see 'uuidlock contend --help'
 
-The native binary runs the lock inside wasmtime: PATH is a host path (made absolute,
-with . and .. resolved by name) and the guest is granted only its parent directory.
+The native binary runs the lock inside wasmtime: PATH is a host path, and the guest
+is granted only the directory that holds it.
 ";
 
 /// Runs each call in the component, granting the lock file's directory.
@@ -26,32 +26,16 @@ struct NativeBackend {
 impl NativeBackend {
     /// The locker for `path`'s directory and the path the guest should use.
     fn locker_for(&mut self, path: &str) -> Result<(Locker, PathBuf), LockError> {
-        let (file, dir) = match paths::lock_file_and_dir(Path::new(path)) {
-            Some(found) if !path.is_empty() => found,
-            // No directory to grant: let the guest judge the path as it is.
-            _ => (PathBuf::from(path), PathBuf::new()),
-        };
-        if !dir.as_os_str().is_empty() && !dir.is_dir() {
-            return Err(LockError::Io(format!(
-                "cannot lock {path}: the directory {} does not exist; create it first",
-                dir.display()
-            )));
-        }
+        let (file, dir) = paths::lock_file_and_dir(Path::new(path))?;
         if self.runtime.is_none() {
-            let runtime = Runtime::new()
-                .map_err(|e| LockError::Io(format!("cannot start the wasm runtime: {e:#}")))?;
+            let runtime = Runtime::new().map_err(|e| LockError::Io(format!("cannot start the wasm runtime: {e:#}")))?;
             self.runtime = Some(runtime);
         }
         let runtime = self.runtime.as_ref().expect("set above");
         let locker = match self.lockers.get(&dir) {
             Some(locker) => locker.clone(),
             None => {
-                let grants: &[&Path] = if dir.as_os_str().is_empty() {
-                    &[]
-                } else {
-                    &[&dir]
-                };
-                let locker = Locker::new(runtime, grants)
+                let locker = Locker::new(runtime, &[&dir])
                     .map_err(|e| LockError::Io(format!("cannot grant {}: {e:#}", dir.display())))?;
                 self.lockers.insert(dir, locker.clone());
                 locker
@@ -77,10 +61,7 @@ impl cli::Backend for NativeBackend {
 }
 
 fn main() {
-    let args: Result<Vec<String>, _> = std::env::args_os()
-        .skip(1)
-        .map(|a| a.into_string())
-        .collect();
+    let args: Result<Vec<String>, _> = std::env::args_os().skip(1).map(|a| a.into_string()).collect();
     let Ok(args) = args else {
         eprintln!("uuidlock: an argument is not valid UTF-8; lock paths and tokens must be UTF-8");
         exit(cli::exit::USAGE);
@@ -88,13 +69,9 @@ fn main() {
     let code = match args.first().map(String::as_str) {
         Some("contend") => contend::main(&args[1..]),
         Some(contend::WORKER_COMMAND) => contend::worker_main(&args[1..]),
-        _ => cli::run(
-            &args,
-            &mut NativeBackend::default(),
-            NATIVE_HELP,
-            &mut std::io::stdout(),
-            &mut std::io::stderr(),
-        ),
+        _ => {
+            cli::run(&args, &mut NativeBackend::default(), NATIVE_HELP, &mut std::io::stdout(), &mut std::io::stderr())
+        }
     };
     exit(code);
 }

@@ -14,11 +14,7 @@ const BINS: usize = 48;
 /// logarithmic axis (waits under contention span four decades), with p50
 /// and p99 marked.
 pub fn wait_histogram(report: &Report) -> String {
-    let waits_ms: Vec<f64> = report
-        .waits()
-        .iter()
-        .map(|w| w.as_secs_f64() * 1e3)
-        .collect();
+    let waits_ms: Vec<f64> = report.waits().iter().map(|w| w.as_secs_f64() * 1e3).collect();
     // From the decade below the shortest wait (at least 1 µs) to the decade above the longest.
     let shortest = waits_ms.first().copied().unwrap_or(1.0).max(1e-3);
     let longest = waits_ms.last().copied().unwrap_or(1.0).max(shortest * 10.0);
@@ -64,23 +60,11 @@ pub fn wait_histogram(report: &Report) -> String {
         }
     }
     let (x0, y0) = (MARGIN, HEIGHT - MARGIN);
-    let _ = writeln!(
-        svg,
-        r#"<line x1="{x0}" y1="{y0}" x2="{}" y2="{y0}" stroke="black"/>"#,
-        WIDTH - MARGIN
-    );
-    let _ = writeln!(
-        svg,
-        r#"<line x1="{x0}" y1="{y0}" x2="{x0}" y2="{MARGIN}" stroke="black"/>"#
-    );
+    let _ = writeln!(svg, r#"<line x1="{x0}" y1="{y0}" x2="{}" y2="{y0}" stroke="black"/>"#, WIDTH - MARGIN);
+    let _ = writeln!(svg, r#"<line x1="{x0}" y1="{y0}" x2="{x0}" y2="{MARGIN}" stroke="black"/>"#);
     for decade in lo as i32..=hi as i32 {
         let ms = 10f64.powi(decade);
-        let _ = writeln!(
-            svg,
-            r#"<text x="{:.1}" y="{}" text-anchor="middle">{ms}</text>"#,
-            x(ms),
-            y0 + 16.0
-        );
+        let _ = writeln!(svg, r#"<text x="{:.1}" y="{}" text-anchor="middle">{ms}</text>"#, x(ms), y0 + 16.0);
     }
     let _ = writeln!(
         svg,
@@ -88,17 +72,8 @@ pub fn wait_histogram(report: &Report) -> String {
         WIDTH / 2.0,
         HEIGHT - 12.0
     );
-    let _ = writeln!(
-        svg,
-        r#"<text x="{}" y="{}" text-anchor="end">{tallest}</text>"#,
-        x0 - 6.0,
-        MARGIN + 4.0
-    );
-    let _ = writeln!(
-        svg,
-        r#"<text x="{}" y="{y0}" text-anchor="end">0</text>"#,
-        x0 - 6.0
-    );
+    let _ = writeln!(svg, r#"<text x="{}" y="{}" text-anchor="end">{tallest}</text>"#, x0 - 6.0, MARGIN + 4.0);
+    let _ = writeln!(svg, r#"<text x="{}" y="{y0}" text-anchor="end">0</text>"#, x0 - 6.0);
     let _ = writeln!(
         svg,
         r#"<text x="16" y="{}" transform="rotate(-90 16 {})" text-anchor="middle">acquisitions</text>"#,
