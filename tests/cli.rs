@@ -1,0 +1,107 @@
+//! The native `uuidlock` binary: the command-line contract (output, messages,
+//! exit codes) with the lock running in the component.
+
+mod common;
+
+use common::{text, uuidlock, Sandbox};
+
+// Every command answers --help on stdout with exit 0.
+#[test]
+fn every_command_has_help() {
+    for (args, expected) in [
+        (&["--help"][..], "Exit codes"),
+        (&["help"][..], "uuidlock contend"),
+        (&["acquire", "--help"][..], "--verification-delay"),
+        (&["release", "--help"][..], "TOKEN"),
+        (&["status", "-h"][..], "exits 1 when it is free"),
+        (&["contend", "--help"][..], "--processes"),
+    ] {
+        let output = uuidlock(args);
+        assert_eq!(output.status.code(), Some(0), "{args:?}");
+        assert!(text(&output.stdout).contains(expected), "{args:?}: {}", text(&output.stdout));
+        assert!(output.stderr.is_empty(), "{args:?}");
+    }
+}
+
+// The whole life of a lock from a shell script's point of view.
+#[test]
+fn exit_codes_and_output_follow_the_contract() {
+    let sandbox = Sandbox::new();
+    let lock = sandbox.lock("job.lock");
+    let lock = lock.to_str().unwrap();
+
+    let acquired = uuidlock(&["acquire", lock, "--verification-delay", "0", "--prefix", "sh-"]);
+    assert_eq!(acquired.status.code(), Some(0), "{}", text(&acquired.stderr));
+    let stdout = text(&acquired.stdout);
+    let token = stdout.strip_suffix('\n').expect("one line");
+    assert!(token.starts_with("sh-") && !token.contains('\n'));
+    assert!(acquired.stderr.is_empty());
+
+    let status = uuidlock(&["status", lock]);
+    assert_eq!((status.status.code(), text(&status.stdout)), (Some(0), format!("{token}\n")));
+
+    let busy = uuidlock(&["acquire", lock, "--timeout", "0"]);
+    assert_eq!(busy.status.code(), Some(1));
+    assert!(busy.stdout.is_empty());
+    assert!(text(&busy.stderr).contains(lock) && text(&busy.stderr).contains(token));
+
+    let wrong = uuidlock(&["release", lock, "00000000-0000-4000-8000-000000000000"]);
+    assert_eq!(wrong.status.code(), Some(3));
+    assert!(std::path::Path::new(lock).exists());
+
+    assert_eq!(uuidlock(&["release", lock, "not-a-token"]).status.code(), Some(2));
+    assert_eq!(uuidlock(&["release", lock, token]).status.code(), Some(0));
+    assert_eq!(uuidlock(&["release", lock, token]).status.code(), Some(3));
+    let free = uuidlock(&["status", lock]);
+    assert_eq!(free.status.code(), Some(1));
+    assert!(text(&free.stderr).contains("is free"));
+}
+
+// Usage errors exit 2 with a one-line message that points at --help.
+#[test]
+fn usage_errors_exit_2_with_one_line() {
+    let sandbox = Sandbox::new();
+    let lock = sandbox.lock("x.lock");
+    let lock = lock.to_str().unwrap();
+    for args in [
+        &[][..],
+        &["lock", lock][..],
+        &["acquire"][..],
+        &["acquire", lock, "--timeout", "-1"][..],
+        &["acquire", lock, "--retry-interval", "inf"][..],
+        &["acquire", lock, "--verification-delay", "NaN"][..],
+        &["acquire", lock, "--verification-delay", "7200"][..],
+        &["acquire", lock, "--prefix", "a b"][..],
+        &["acquire", lock, "--wait", "1"][..],
+        &["release", lock][..],
+        &["acquire", ""][..],
+        &["contend", "--processes", "0"][..],
+        &["contend", "--verification-delay", "7200"][..],
+        &["acquire", lock, "--prefix", "--job"][..],
+        &["status", "/"][..],
+    ] {
+        let output = uuidlock(args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {}", text(&output.stderr));
+        let stderr = text(&output.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(output.stdout.is_empty());
+    }
+    assert!(!std::path::Path::new(lock).exists());
+}
+
+// A missing directory or a link out of the granted directory exits 4 (or 2
+// for a symlink at the lock path itself) and touches nothing outside.
+#[test]
+fn paths_that_cannot_be_locked_are_refused() {
+    let sandbox = Sandbox::new();
+    std::os::unix::fs::symlink(sandbox.outside().join("t.lock"), sandbox.lock("link.lock")).unwrap();
+    let missing = uuidlock(&["acquire", sandbox.lock("no/such/x.lock").to_str().unwrap(), "--timeout", "0"]);
+    assert_eq!(missing.status.code(), Some(4));
+    assert!(text(&missing.stderr).contains("create it first"), "{}", text(&missing.stderr));
+    let link = uuidlock(&["acquire", sandbox.lock("link.lock").to_str().unwrap(), "--timeout", "0"]);
+    assert_eq!(link.status.code(), Some(2), "{}", text(&link.stderr));
+    assert!(text(&link.stderr).contains("symbolic link"));
+    let dir = uuidlock(&["acquire", sandbox.locks().to_str().unwrap(), "--timeout", "0"]);
+    assert_eq!(dir.status.code(), Some(2));
+    assert!(sandbox.outside_entries().is_empty());
+}

