@@ -15,6 +15,7 @@ fn every_command_has_help() {
         (&["release", "--help"][..], "TOKEN"),
         (&["status", "-h"][..], "exits 1 when it is free"),
         (&["contend", "--help"][..], "--processes"),
+        (&["export", "--help"][..], "uuidlock.component.wasm"),
     ] {
         let output = uuidlock(args);
         assert_eq!(output.status.code(), Some(0), "{args:?}");
@@ -104,4 +105,19 @@ fn paths_that_cannot_be_locked_are_refused() {
     let dir = uuidlock(&["acquire", sandbox.locks().to_str().unwrap(), "--timeout", "0"]);
     assert_eq!(dir.status.code(), Some(2));
     assert!(sandbox.outside_entries().is_empty());
+}
+
+// export writes the two artifacts; the command module runs, the component loads.
+#[test]
+fn export_writes_the_command_module_and_the_component() {
+    let sandbox = Sandbox::new();
+    let output = uuidlock(&["export", sandbox.outside().to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(sandbox.outside_entries(), ["uuidlock.component.wasm", "uuidlock.wasm"]);
+    let component = std::fs::read(sandbox.outside().join("uuidlock.component.wasm")).unwrap();
+    let module = std::fs::read(sandbox.outside().join("uuidlock.wasm")).unwrap();
+    // The wasm magic, then version 1 for a core module and the component-model layer for a component.
+    assert_eq!(&module[..8], b"\0asm\x01\0\0\0");
+    assert_eq!(&component[..8], b"\0asm\x0d\0\x01\0");
+    assert_eq!(uuidlock(&["export", "/nonexistent/dir"]).status.code(), Some(4));
 }

@@ -5,12 +5,14 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::exit;
 
-use uuidlock_host::{cli, contend, paths, LockError, Locker, Marker, Options, Runtime, Token};
+use uuidlock_host::{cli, contend, engine, paths, LockError, Locker, Marker, Options, Runtime, Token};
 
 /// The native binary's own commands, added to `uuidlock --help`.
 const NATIVE_HELP: &str = "\
 Native commands:
   uuidlock contend [options]   cross-process contention run; see 'uuidlock contend --help'
+  uuidlock export DIR          write the embedded uuidlock.wasm (command module) and
+                               uuidlock.component.wasm (component) into DIR
 
 The native binary runs the lock inside wasmtime: PATH is a host path, and the guest
 is granted only the directory that holds it.
@@ -68,10 +70,37 @@ fn main() {
     };
     let code = match args.first().map(String::as_str) {
         Some("contend") => contend::main(&args[1..]),
+        Some("export") => export(&args[1..]),
         Some(contend::WORKER_COMMAND) => contend::worker_main(&args[1..]),
         _ => {
             cli::run(&args, &mut NativeBackend::default(), NATIVE_HELP, &mut std::io::stdout(), &mut std::io::stderr())
         }
     };
     exit(code);
+}
+
+/// `uuidlock export DIR`: the guest artifacts this binary embeds, for
+/// `wasmtime run` and for other component hosts.
+fn export(args: &[String]) -> i32 {
+    let dir = match args {
+        [flag] if flag == "--help" || flag == "-h" => {
+            println!("uuidlock export DIR\n\nWrites uuidlock.wasm (the WASI command module) and uuidlock.component.wasm\n(the component exporting wit/lock.wit) into DIR, which must exist.");
+            return 0;
+        }
+        [dir] => Path::new(dir),
+        _ => {
+            eprintln!("uuidlock: export takes one directory; see 'uuidlock export --help'");
+            return cli::exit::USAGE;
+        }
+    };
+    for (name, bytes) in [("uuidlock.wasm", engine::COMMAND_WASM), ("uuidlock.component.wasm", engine::COMPONENT_WASM)]
+    {
+        let path = dir.join(name);
+        if let Err(e) = std::fs::write(&path, bytes) {
+            eprintln!("uuidlock: cannot write {}: {e}; the directory must exist and be writable", path.display());
+            return cli::exit::IO;
+        }
+        println!("{}", path.display());
+    }
+    0
 }
