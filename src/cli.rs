@@ -7,17 +7,19 @@ use std::io::Write;
 use std::time::Duration;
 
 use crate::format::{Marker, Token};
-use crate::{protocol, LockError, Options};
+use crate::protocol::{self, Status};
+use crate::{LockError, Options};
 
 /// Exit codes, the same for every command.
 pub mod exit {
-    /// Done: acquired (token on stdout), released, or status found it held.
+    /// Done: acquired (token on stdout), released, refreshed, held.
     pub const OK: i32 = 0;
     /// `acquire` timed out; `status` found the lock free.
     pub const TIMEOUT_OR_FREE: i32 = 1;
     /// A usage error or an invalid value.
     pub const USAGE: i32 = 2;
-    /// `release`: the lock is not held by that token; nothing was deleted.
+    /// `release`, `refresh`, `holds`: the lock is not held by that token;
+    /// nothing was deleted.
     pub const NOT_OWNER: i32 = 3;
     /// The path is outside the sandbox's directories, or an I/O error.
     pub const IO: i32 = 4;
@@ -29,8 +31,12 @@ pub trait Backend {
     fn acquire(&mut self, path: &str, options: &Options) -> Result<Token, LockError>;
     /// See [`protocol::release`].
     fn release(&mut self, path: &str, token: &str) -> Result<(), LockError>;
+    /// See [`protocol::refresh`].
+    fn refresh(&mut self, path: &str, token: &str) -> Result<(), LockError>;
+    /// See [`protocol::holds`].
+    fn holds(&mut self, path: &str, token: &str) -> Result<bool, LockError>;
     /// See [`protocol::status`].
-    fn status(&mut self, path: &str) -> Result<Option<Marker>, LockError>;
+    fn status(&mut self, path: &str) -> Result<Option<Status>, LockError>;
 }
 
 /// Runs the protocol in this process (in the guest: inside the sandbox).
@@ -43,7 +49,13 @@ impl Backend for Direct {
     fn release(&mut self, path: &str, token: &str) -> Result<(), LockError> {
         protocol::release(path, token)
     }
-    fn status(&mut self, path: &str) -> Result<Option<Marker>, LockError> {
+    fn refresh(&mut self, path: &str, token: &str) -> Result<(), LockError> {
+        protocol::refresh(path, token)
+    }
+    fn holds(&mut self, path: &str, token: &str) -> Result<bool, LockError> {
+        protocol::holds(path, token)
+    }
+    fn status(&mut self, path: &str) -> Result<Option<Status>, LockError> {
         protocol::status(path)
     }
 }
@@ -55,8 +67,12 @@ pub enum Command {
     Acquire { path: String, options: Options },
     /// `uuidlock release PATH TOKEN`
     Release { path: String, token: String },
-    /// `uuidlock status PATH`
-    Status { path: String },
+    /// `uuidlock refresh PATH TOKEN`
+    Refresh { path: String, token: String },
+    /// `uuidlock holds PATH TOKEN`
+    Holds { path: String, token: String },
+    /// `uuidlock status PATH [--json]`
+    Status { path: String, json: bool },
     /// `--help`, for a command or for all of them: the text to print.
     Help(&'static str),
 }
@@ -66,21 +82,25 @@ pub const USAGE: &str = "\
 uuidlock: a cross-process lock file that needs no locking support from the filesystem
 
 Usage:
-  uuidlock acquire PATH [--prefix S] [--verification-delay SECS] [--retry-interval SECS] [--timeout SECS]
+  uuidlock acquire PATH [--prefix S] [--verification-delay SECS] [--retry-interval SECS]
+                        [--timeout SECS] [--stale-after SECS]
   uuidlock release PATH TOKEN
-  uuidlock status PATH
+  uuidlock refresh PATH TOKEN
+  uuidlock holds PATH TOKEN
+  uuidlock status PATH [--json]
   uuidlock COMMAND --help
 
 Exit codes:
   0  done (acquire: the owner token on stdout; status: held, the holder on stdout)
   1  acquire timed out (--timeout 0 tries once); status: the lock is free
   2  usage error or invalid value; message on stderr
-  3  release: the lock is not held by TOKEN; nothing was deleted
+  3  release, refresh, holds: the lock is not held by TOKEN; nothing was deleted
   4  the path is outside the sandbox's directories, or an I/O error; message on stderr
 ";
 
 const ACQUIRE_HELP: &str = "\
-uuidlock acquire PATH [--prefix S] [--verification-delay SECS] [--retry-interval SECS] [--timeout SECS]
+uuidlock acquire PATH [--prefix S] [--verification-delay SECS] [--retry-interval SECS]
+                      [--timeout SECS] [--stale-after SECS]
 
 Takes the lock file PATH and prints the owner token alone on stdout; keep it
 for `uuidlock release PATH TOKEN`.
@@ -97,6 +117,9 @@ Options (SECS are decimal seconds, e.g. 0.25):
   --retry-interval SECS      sleep between attempts [default: 0.1]
   --timeout SECS             give up after this long; 0 tries exactly once
                              [default: wait forever]
+  --stale-after SECS         the lock's lifetime: once it has gone this long
+                             without `uuidlock refresh`, contenders may break
+                             it (at most 86400) [default: never broken]
 
 Exit codes: 0 acquired, 1 timed out, 2 invalid value, 4 outside the sandbox or I/O error.
 ";
@@ -106,18 +129,70 @@ uuidlock release PATH TOKEN
 
 Deletes the lock file PATH if, and only if, it holds TOKEN.
 
-Exit codes: 0 released, 3 not held by TOKEN (nothing deleted), 2 malformed TOKEN,
+Exit codes: 0 released, 3 not held by TOKEN (nothing deleted; also when the
+lock was broken as stale), 2 malformed TOKEN, 4 outside the sandbox or I/O error.
+";
+
+const REFRESH_HELP: &str = "\
+uuidlock refresh PATH TOKEN
+
+Extends the lifetime of a lock taken with --stale-after: contenders see that
+its holder is alive. Refresh well within the lifetime (every third of it).
+
+Exit codes: 0 refreshed (or held without a lifetime), 3 no longer held by TOKEN
+(broken as stale, or released), 2 malformed TOKEN, 4 outside the sandbox or I/O error.
+";
+
+const HOLDS_HELP: &str = "\
+uuidlock holds PATH TOKEN
+
+Tells whether the lock file PATH is held by TOKEN.
+
+Exit codes: 0 held by TOKEN, 3 not held by TOKEN, 2 malformed TOKEN,
 4 outside the sandbox or I/O error.
 ";
 
 const STATUS_HELP: &str = "\
-uuidlock status PATH
+uuidlock status PATH [--json]
 
 Prints the holder's token on stdout (or `foreign \"...\"` for another program's
 lock file) and exits 0 when the lock is held; exits 1 when it is free.
+With --json, prints one JSON object instead, e.g.
+  {\"state\":\"held\",\"token\":\"job-...\",\"prefix\":\"job-\",\"age_s\":1.25,\"stale_after_s\":30,\"refreshes\":2}
+  {\"state\":\"foreign\",\"marker\":\"...\",\"age_s\":3.5}
+  {\"state\":\"free\"}
 
 Exit codes: 0 held, 1 free, 2 invalid path, 4 outside the sandbox or I/O error.
 ";
+
+/// What one command takes.
+struct Spec {
+    help: &'static str,
+    /// Names of the positional arguments.
+    positional: &'static [&'static str],
+    /// Options that take a value.
+    valued: &'static [&'static str],
+    /// Options that take none.
+    switches: &'static [&'static str],
+}
+
+fn spec(command: &str) -> Option<Spec> {
+    const PATH_TOKEN: &[&str] = &["PATH", "TOKEN"];
+    let token_command = |help| Spec { help, positional: PATH_TOKEN, valued: &[], switches: &[] };
+    Some(match command {
+        "acquire" => Spec {
+            help: ACQUIRE_HELP,
+            positional: &["PATH"],
+            valued: &["--prefix", "--verification-delay", "--retry-interval", "--timeout", "--stale-after"],
+            switches: &[],
+        },
+        "release" => token_command(RELEASE_HELP),
+        "refresh" => token_command(REFRESH_HELP),
+        "holds" => token_command(HOLDS_HELP),
+        "status" => Spec { help: STATUS_HELP, positional: &["PATH"], valued: &[], switches: &["--json"] },
+        _ => return None,
+    })
+}
 
 /// Parses the arguments after the program name.
 ///
@@ -127,17 +202,15 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     let Some((command, rest)) = args.split_first() else {
         return Err("no command given; see 'uuidlock --help'".into());
     };
-    let help = match command.as_str() {
-        "acquire" => ACQUIRE_HELP,
-        "release" => RELEASE_HELP,
-        "status" => STATUS_HELP,
-        "-h" | "--help" | "help" => return Ok(Command::Help(USAGE)),
-        other => return Err(format!("unknown command {other:?}; see 'uuidlock --help'")),
+    if matches!(command.as_str(), "-h" | "--help" | "help") {
+        return Ok(Command::Help(USAGE));
+    }
+    let Some(spec) = spec(command) else {
+        return Err(format!("unknown command {command:?}; see 'uuidlock --help'"));
     };
     let see = || format!("see 'uuidlock {command} --help'");
     let mut positional = Vec::new();
-    let mut options = Options::default();
-    let mut seen = Vec::new();
+    let mut values: Vec<(&str, String)> = Vec::new();
     let mut words = rest.iter();
     let mut options_done = false;
     while let Some(word) = words.next() {
@@ -149,41 +222,51 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             Some((flag, value)) => (flag, Some(value.to_owned())),
             None => (word.as_str(), None),
         };
-        match flag {
-            "--" if inline.is_some() => return Err(format!("{word:?} is not an option; {}", see())),
-            "--" => {
-                options_done = true;
-                continue;
-            }
-            "-h" | "--help" => return Ok(Command::Help(help)),
-            "--prefix" | "--verification-delay" | "--retry-interval" | "--timeout" if command == "acquire" => {}
-            _ => return Err(format!("unknown option {flag} for {command}; {}", see())),
-        }
-        if seen.contains(&flag) {
+        if values.iter().any(|(seen, _)| *seen == flag) {
             return Err(format!("{flag} is given twice; {}", see()));
         }
-        seen.push(flag);
-        let Some(value) = inline.or_else(|| words.next().cloned()) else {
-            return Err(format!("{flag} needs a value; {}", see()));
-        };
         match flag {
-            "--prefix" => options.prefix = value,
-            "--verification-delay" => options.verification_delay = seconds(flag, &value)?,
-            "--retry-interval" => options.retry_interval = seconds(flag, &value)?,
-            _ => options.timeout = Some(seconds(flag, &value)?),
+            "--" if inline.is_some() => return Err(format!("{word:?} is not an option; {}", see())),
+            "--" => options_done = true,
+            "-h" | "--help" => return Ok(Command::Help(spec.help)),
+            _ if spec.switches.contains(&flag) && inline.is_none() => values.push((flag, String::new())),
+            _ if spec.valued.contains(&flag) => {
+                let Some(value) = inline.or_else(|| words.next().cloned()) else {
+                    return Err(format!("{flag} needs a value; {}", see()));
+                };
+                values.push((flag, value));
+            }
+            _ => return Err(format!("unknown option {flag} for {command}; {}", see())),
         }
     }
-    let wanted = if command == "release" { 2 } else { 1 };
-    if positional.len() != wanted {
-        let names = if wanted == 2 { "PATH and TOKEN" } else { "PATH" };
-        return Err(format!("{command} takes {names}, got {} argument(s); {}", positional.len(), see()));
+    if positional.len() != spec.positional.len() {
+        return Err(format!(
+            "{command} takes {}, got {} argument(s); {}",
+            spec.positional.join(" and "),
+            positional.len(),
+            see()
+        ));
     }
-    let token = positional.pop_if(|_| wanted == 2);
-    let path = positional.pop().unwrap_or_default();
-    Ok(match (command.as_str(), token) {
-        ("acquire", _) => Command::Acquire { path, options },
-        ("release", Some(token)) => Command::Release { path, token },
-        _ => Command::Status { path },
+    let mut options = Options::default();
+    for (flag, value) in &values {
+        match *flag {
+            "--prefix" => options.prefix = value.clone(),
+            "--verification-delay" => options.verification_delay = seconds(flag, value)?,
+            "--retry-interval" => options.retry_interval = seconds(flag, value)?,
+            "--timeout" => options.timeout = Some(seconds(flag, value)?),
+            "--stale-after" => options.stale_after = Some(seconds(flag, value)?),
+            _ => {}
+        }
+    }
+    let mut positional = positional.into_iter();
+    let path = positional.next().unwrap_or_default();
+    let token = positional.next().unwrap_or_default();
+    Ok(match command.as_str() {
+        "acquire" => Command::Acquire { path, options },
+        "release" => Command::Release { path, token },
+        "refresh" => Command::Refresh { path, token },
+        "holds" => Command::Holds { path, token },
+        _ => Command::Status { path, json: !values.is_empty() },
     })
 }
 
@@ -202,7 +285,10 @@ pub fn exit_code(error: &LockError) -> i32 {
     match error {
         LockError::Timeout => exit::TIMEOUT_OR_FREE,
         LockError::NotOwner => exit::NOT_OWNER,
-        LockError::InvalidPath(_) | LockError::InvalidOptions(_) | LockError::InvalidToken(_) => exit::USAGE,
+        LockError::AlreadyHeld(_)
+        | LockError::InvalidPath(_)
+        | LockError::InvalidOptions(_)
+        | LockError::InvalidToken(_) => exit::USAGE,
         LockError::OutsideSandbox(_) | LockError::Io(_) => exit::IO,
     }
 }
@@ -216,19 +302,14 @@ pub fn run(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> i32 {
-    let command = match parse(args) {
-        Ok(command) => command,
-        Err(message) => {
-            let _ = writeln!(err, "uuidlock: {message}");
-            return exit::USAGE;
-        }
-    };
-    let result = execute(command, backend, more_help, out);
-    let code = match &result {
-        Ok(code) => *code,
-        Err(message) => {
-            let _ = writeln!(err, "uuidlock: {message}");
-            message.code
+    let result = parse(args)
+        .map_err(|message| Failure { message, code: exit::USAGE })
+        .and_then(|command| execute(command, backend, more_help, out));
+    let code = match result {
+        Ok(code) => code,
+        Err(failure) => {
+            let _ = writeln!(err, "uuidlock: {failure}");
+            failure.code
         }
     };
     let _ = out.flush();
@@ -256,6 +337,10 @@ impl From<LockError> for Failure {
 fn execute(command: Command, backend: &mut dyn Backend, more_help: &str, out: &mut dyn Write) -> Result<i32, Failure> {
     let print = |out: &mut dyn Write, line: &str| {
         writeln!(out, "{line}").map_err(|e| Failure { message: format!("cannot write to stdout: {e}"), code: exit::IO })
+    };
+    let not_owner = |backend: &mut dyn Backend, path: &str, token: &str, what: &str| Failure {
+        message: format!("{path} is not held by {token}{}; {what}", held_by(backend, path)),
+        code: exit::NOT_OWNER,
     };
     match command {
         Command::Help(text) => {
@@ -288,25 +373,75 @@ fn execute(command: Command, backend: &mut dyn Backend, more_help: &str, out: &m
         },
         Command::Release { path, token } => match backend.release(&path, &token) {
             Ok(()) => Ok(exit::OK),
-            Err(LockError::NotOwner) => Err(Failure {
-                message: format!("{path} is not held by {token}{}; nothing was deleted", held_by(backend, &path)),
-                code: exit::NOT_OWNER,
-            }),
+            Err(LockError::NotOwner) => Err(not_owner(backend, &path, &token, "nothing was deleted")),
             Err(e) => Err(e.into()),
         },
-        Command::Status { path } => match backend.status(&path)? {
-            Some(Marker::Uuidlock(token)) => print(out, token.as_str()).map(|()| exit::OK),
-            Some(Marker::Foreign(shown)) => print(out, &format!("foreign {shown}")).map(|()| exit::OK),
-            None => Err(Failure { message: format!("{path} is free"), code: exit::TIMEOUT_OR_FREE }),
+        Command::Refresh { path, token } => match backend.refresh(&path, &token) {
+            Ok(()) => Ok(exit::OK),
+            Err(LockError::NotOwner) => Err(not_owner(backend, &path, &token, "it was broken as stale or released")),
+            Err(e) => Err(e.into()),
         },
+        Command::Holds { path, token } => match backend.holds(&path, &token)? {
+            true => Ok(exit::OK),
+            false => Err(not_owner(backend, &path, &token, "this token does not hold it")),
+        },
+        Command::Status { path, json } => {
+            let status = backend.status(&path)?;
+            if json {
+                print(out, &status_json(status.as_ref()))?;
+            }
+            match status {
+                None if json => Ok(exit::TIMEOUT_OR_FREE),
+                None => Err(Failure { message: format!("{path} is free"), code: exit::TIMEOUT_OR_FREE }),
+                Some(_) if json => Ok(exit::OK),
+                Some(Status { marker: Marker::Uuidlock(held), .. }) => {
+                    print(out, held.token.as_str()).map(|()| exit::OK)
+                }
+                Some(Status { marker: Marker::Foreign(shown), .. }) => {
+                    print(out, &format!("foreign {shown}")).map(|()| exit::OK)
+                }
+            }
+        }
     }
+}
+
+/// `status --json`: one object, the same fields for every holder.
+fn status_json(status: Option<&Status>) -> String {
+    let Some(Status { marker, age }) = status else { return r#"{"state":"free"}"#.into() };
+    let age = age.as_secs_f64();
+    match marker {
+        Marker::Uuidlock(held) => format!(
+            r#"{{"state":"held","token":{},"prefix":{},"age_s":{age:.3},"stale_after_s":{},"refreshes":{}}}"#,
+            json_string(held.token.as_str()),
+            json_string(held.token.prefix()),
+            held.stale_after.map_or("null".into(), |lifetime| format!("{}", lifetime.as_secs_f64())),
+            held.refreshes
+        ),
+        Marker::Foreign(shown) => format!(r#"{{"state":"foreign","marker":{},"age_s":{age:.3}}}"#, json_string(shown)),
+    }
+}
+
+/// `text` as a JSON string literal.
+fn json_string(text: &str) -> String {
+    let mut quoted = String::with_capacity(text.len() + 2);
+    quoted.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => quoted.push_str("\\\""),
+            '\\' => quoted.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => quoted.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => quoted.push(c),
+        }
+    }
+    quoted.push('"');
+    quoted
 }
 
 /// " (held by X)" or " (it is free)", best effort, for messages.
 fn held_by(backend: &mut dyn Backend, path: &str) -> String {
     match backend.status(path) {
-        Ok(Some(Marker::Uuidlock(token))) => format!(" (held by {token})"),
-        Ok(Some(Marker::Foreign(shown))) => format!(" (held by another program: {shown})"),
+        Ok(Some(Status { marker: Marker::Uuidlock(held), .. })) => format!(" (held by {})", held.token),
+        Ok(Some(Status { marker: Marker::Foreign(shown), .. })) => format!(" (held by another program: {shown})"),
         Ok(None) => " (it is free)".into(),
         Err(_) => String::new(),
     }
@@ -329,6 +464,7 @@ mod tests {
             verification_delay: Duration::ZERO,
             retry_interval: Duration::from_millis(250),
             timeout: Some(Duration::from_secs(3)),
+            stale_after: None,
         };
         assert_eq!(parsed, Ok(Command::Acquire { path: "/l/x.lock".into(), options: expected }));
     }
@@ -353,6 +489,10 @@ mod tests {
             "status x --timeout 1",
             "acquire x --timeout",
             "acquire x --timeout 1 --timeout 2",
+            "refresh x",
+            "holds x",
+            "status x --json=yes",
+            "acquire x --stale-after -3",
             "acquire x --bogus 1",
             "status --=x y",
         ] {
@@ -369,7 +509,23 @@ mod tests {
 
     #[test]
     fn double_dash_ends_options() {
-        assert_eq!(parse(&args("status -- --odd-name")), Ok(Command::Status { path: "--odd-name".into() }));
+        assert_eq!(
+            parse(&args("status -- --odd-name")),
+            Ok(Command::Status { path: "--odd-name".into(), json: false })
+        );
+    }
+
+    #[test]
+    fn status_json_is_one_object_with_escaped_strings() {
+        assert_eq!(parse(&args("status x --json")), Ok(Command::Status { path: "x".into(), json: true }));
+        assert_eq!(status_json(None), r#"{"state":"free"}"#);
+        let token = Token::parse("a\"b\\-7c9e6679-7425-40de-944b-e07a4b7b7bd1").unwrap();
+        let held = crate::format::Held { token, stale_after: Some(Duration::from_millis(1500)), refreshes: 2 };
+        let json = status_json(Some(&Status { marker: Marker::Uuidlock(held), age: Duration::from_millis(250) }));
+        assert_eq!(
+            json,
+            r#"{"state":"held","token":"a\"b\\-7c9e6679-7425-40de-944b-e07a4b7b7bd1","prefix":"a\"b\\-","age_s":0.250,"stale_after_s":1.5,"refreshes":2}"#
+        );
     }
 
     /// Stdout closed under us (a broken pipe).

@@ -1,15 +1,25 @@
 //! The WIT export (`wit/lock.wit`): protocol errors become WIT errors here,
-//! and nowhere else.
+//! and nowhere else. An instance remembers the locks acquired through it, so
+//! that a second acquire of one it still holds fails with `already-held`
+//! instead of waiting for itself.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::format::Marker;
+use crate::format::{Held, Marker};
 use crate::protocol;
 use crate::LockError;
 
 wit_bindgen::generate!({ world: "guest", path: "wit" });
 
-use exports::uuidlock::lock::lock::{Error, Guest, Holder, Options};
+use exports::uuidlock::lock::lock::{Error, Guest, Holder, LockInfo, LockStatus, Options};
+
+thread_local! {
+    /// Path to token of every lock acquired through this instance and not
+    /// released through it. (A wasm instance has one thread.)
+    static HELD: RefCell<HashMap<String, String>> = RefCell::new(HashMap::new());
+}
 
 struct Component;
 
@@ -21,28 +31,69 @@ impl Guest for Component {
             verification_delay_ns: nanos(defaults.verification_delay),
             retry_interval_ns: nanos(defaults.retry_interval),
             timeout_ns: defaults.timeout.map(nanos),
+            stale_after_ns: defaults.stale_after.map(nanos),
         }
     }
 
     fn acquire(path: String, options: Options) -> Result<String, Error> {
+        let mine = HELD.with_borrow(|held| held.get(&path).cloned());
+        if let Some(token) = mine {
+            if protocol::holds(&path, &token).unwrap_or(false) {
+                return Err(to_wit(LockError::AlreadyHeld(format!(
+                    "{path} is already held through this instance, with token {token}; release it first"
+                ))));
+            }
+        }
         let options = protocol::Options {
             prefix: options.prefix,
             verification_delay: Duration::from_nanos(options.verification_delay_ns),
             retry_interval: Duration::from_nanos(options.retry_interval_ns),
             timeout: options.timeout_ns.map(Duration::from_nanos),
+            stale_after: options.stale_after_ns.map(Duration::from_nanos),
         };
-        Ok(protocol::acquire(&path, &options).map_err(to_wit)?.into_string())
+        let token = protocol::acquire(&path, &options).map_err(to_wit)?.into_string();
+        HELD.with_borrow_mut(|held| held.insert(path, token.clone()));
+        Ok(token)
     }
 
     fn release(path: String, token: String) -> Result<(), Error> {
-        protocol::release(&path, &token).map_err(to_wit)
+        let result = protocol::release(&path, &token);
+        if !matches!(result, Err(LockError::InvalidToken(_))) {
+            HELD.with_borrow_mut(|held| {
+                if held.get(&path) == Some(&token) {
+                    held.remove(&path);
+                }
+            });
+        }
+        result.map_err(to_wit)
     }
 
-    fn status(path: String) -> Result<Option<Holder>, Error> {
-        Ok(protocol::status(&path).map_err(to_wit)?.map(|marker| match marker {
-            Marker::Uuidlock(token) => Holder::Uuidlock(token.into_string()),
-            Marker::Foreign(shown) => Holder::Foreign(shown),
+    fn refresh(path: String, token: String) -> Result<(), Error> {
+        protocol::refresh(&path, &token).map_err(to_wit)
+    }
+
+    fn holds(path: String, token: String) -> Result<bool, Error> {
+        protocol::holds(&path, &token).map_err(to_wit)
+    }
+
+    fn status(path: String) -> Result<Option<LockStatus>, Error> {
+        let status = protocol::status(&path).map_err(to_wit)?;
+        Ok(status.map(|status| LockStatus {
+            holder: match status.marker {
+                Marker::Uuidlock(held) => Holder::Uuidlock(lock_info(held)),
+                Marker::Foreign(shown) => Holder::Foreign(shown),
+            },
+            age_ns: nanos(status.age),
         }))
+    }
+}
+
+fn lock_info(held: Held) -> LockInfo {
+    LockInfo {
+        prefix: held.token.prefix().to_owned(),
+        token: held.token.into_string(),
+        stale_after_ns: held.stale_after.map(nanos),
+        refreshes: held.refreshes,
     }
 }
 
@@ -54,6 +105,7 @@ fn to_wit(error: LockError) -> Error {
     match error {
         LockError::Timeout => Error::Timeout,
         LockError::NotOwner => Error::NotOwner,
+        LockError::AlreadyHeld(why) => Error::AlreadyHeld(why),
         LockError::InvalidPath(why) => Error::InvalidPath(why),
         LockError::InvalidOptions(why) => Error::InvalidOptions(why),
         LockError::InvalidToken(why) => Error::InvalidToken(why),

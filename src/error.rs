@@ -9,9 +9,12 @@ use std::fmt;
 pub enum LockError {
     /// The lock stayed held by someone else until the timeout.
     Timeout,
-    /// Release found no lock file, or one holding another token; nothing was
-    /// deleted.
+    /// The lock is not held by this token: absent, held by another, broken
+    /// as stale, or being broken. Nothing was deleted or changed.
     NotOwner,
+    /// This handle already holds that lock; a second acquire would wait for
+    /// itself.
+    AlreadyHeld(String),
     /// The path can never name a lock file: empty, contains NUL, names a
     /// directory or a symbolic link.
     InvalidPath(String),
@@ -31,7 +34,8 @@ impl fmt::Display for LockError {
         match self {
             LockError::Timeout => f.write_str("timed out waiting for the lock"),
             LockError::NotOwner => f.write_str("the lock is not held by this token; nothing was deleted"),
-            LockError::InvalidPath(why)
+            LockError::AlreadyHeld(why)
+            | LockError::InvalidPath(why)
             | LockError::InvalidOptions(why)
             | LockError::InvalidToken(why)
             | LockError::OutsideSandbox(why)

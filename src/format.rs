@@ -10,17 +10,34 @@
 //! uuidlock/1?token=<TOKEN>\n
 //! ```
 //!
+//! or, for a lock whose holder declared a lifetime (it may be broken once it
+//! has gone that long without a refresh):
+//!
+//! ```text
+//! 1\n
+//! uuidlock/1?token=<TOKEN>&stale-after-ms=<MS>&refreshes=<N>\n
+//! ```
+//!
 //! `<TOKEN>` is the owner token: a prefix of at most [`MAX_PREFIX_LEN`]
 //! printable, non-space ASCII bytes (`0x21..=0x7e`, not starting with `-`),
 //! followed by a random UUIDv4 in its 36-character lowercase hyphenated
 //! form, e.g.
 //! `job-7c9e6679-7425-40de-944b-e07a4b7b7bd1`. The token is the holder's
-//! capability: whoever knows it can release the lock.
+//! capability: whoever knows it can release the lock. `<MS>` is the
+//! lifetime in whole milliseconds (1 to 86,400,000) and `<N>` counts the
+//! holder's refreshes; both are decimal without leading zeros. A refresh
+//! replaces the file with one whose `<N>` is one higher, which is how
+//! contenders see that the holder is alive.
 //!
 //! Readers read at most [`MAX_MARKER_LEN`] bytes. Anything that is not exactly
-//! the two lines above is a *foreign* marker: the lock is held by someone
+//! one of the forms above is a *foreign* marker: the lock is held by someone
 //! else (another program, or a writer still in the middle of its write), and
 //! uuidlock never deletes it.
+//!
+//! Beside a lock file `<PATH>`, uuidlock briefly creates `<PATH>.<UUID>.new`
+//! (a marker staged before it is linked into place) and `<PATH>.<UUID>.claim`
+//! (the right to remove or replace the lock instance with that UUID); see
+//! [`crate::protocol`].
 //!
 //! # Why these bytes
 //!
@@ -42,6 +59,7 @@
 //! write real ones; the token is the identity instead.
 
 use std::fmt;
+use std::time::Duration;
 
 /// The longest owner-token prefix accepted, in bytes.
 pub const MAX_PREFIX_LEN: usize = 64;
@@ -54,6 +72,9 @@ const UUID_LEN: usize = 36;
 
 /// What comes before the token in a marker.
 const MARKER_HEAD: &str = "1\nuuidlock/1?token=";
+
+/// The longest lifetime a marker may declare.
+pub const MAX_STALE_AFTER: Duration = Duration::from_secs(86_400);
 
 /// The longest rendering of a foreign marker shown to people.
 const MAX_FOREIGN_SHOWN: usize = 120;
@@ -103,6 +124,11 @@ impl Token {
         &self.0[..self.0.len() - UUID_LEN]
     }
 
+    /// The random UUID, unique to this token: names the files beside the lock.
+    pub fn uuid(&self) -> &str {
+        &self.0[self.0.len() - UUID_LEN..]
+    }
+
     /// The token as text, owned.
     pub fn into_string(self) -> String {
         self.0
@@ -135,31 +161,87 @@ pub fn check_prefix(prefix: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The bytes of a lock file held with `token`.
-pub fn encode(token: &Token) -> Vec<u8> {
-    format!("{MARKER_HEAD}{token}\n").into_bytes()
+/// What a uuidlock marker says: who holds the lock, and for how long it
+/// stays valid without a refresh.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Held {
+    /// The holder's token.
+    pub token: Token,
+    /// The declared lifetime: `None` for a lock that is never broken.
+    pub stale_after: Option<Duration>,
+    /// How many times the holder has refreshed the lock.
+    pub refreshes: u64,
+}
+
+impl Held {
+    /// A fresh marker for `token`.
+    pub fn new(token: Token, stale_after: Option<Duration>) -> Held {
+        Held { token, stale_after, refreshes: 0 }
+    }
+
+    /// The bytes of a lock file holding this marker.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut text = format!("{MARKER_HEAD}{}", self.token);
+        if let Some(lifetime) = self.stale_after {
+            text.push_str(&format!("&stale-after-ms={}&refreshes={}", whole_millis(lifetime), self.refreshes));
+        }
+        text.push('\n');
+        text.into_bytes()
+    }
+}
+
+/// A lifetime in whole milliseconds, rounded up so that it never shrinks.
+fn whole_millis(duration: Duration) -> u128 {
+    duration.as_nanos().div_ceil(1_000_000)
 }
 
 /// What a lock file says about its holder.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum Marker {
-    /// A uuidlock marker and the holder's token.
-    Uuidlock(Token),
+    /// A uuidlock marker.
+    Uuidlock(Held),
     /// Anything else, rendered for people: escaped, at most 120 characters.
     Foreign(String),
 }
 
 /// Reads a lock file's content (at most [`MAX_MARKER_LEN`] bytes of it).
 pub fn parse(bytes: &[u8]) -> Marker {
-    let token = std::str::from_utf8(bytes)
+    let held = std::str::from_utf8(bytes)
         .ok()
         .and_then(|text| text.strip_prefix(MARKER_HEAD))
         .and_then(|rest| rest.strip_suffix('\n'))
-        .and_then(|token| Token::parse(token).ok());
-    match token {
-        Some(token) => Marker::Uuidlock(token),
+        .and_then(parse_fields);
+    match held {
+        Some(held) => Marker::Uuidlock(held),
         None => Marker::Foreign(describe_foreign(bytes)),
     }
+}
+
+/// `<TOKEN>` or `<TOKEN>&stale-after-ms=<MS>&refreshes=<N>`.
+fn parse_fields(fields: &str) -> Option<Held> {
+    let (token, lifetime) = match fields.split_once('&') {
+        None => (fields, None),
+        Some((token, rest)) => {
+            let (ms, refreshes) = rest.strip_prefix("stale-after-ms=")?.split_once("&refreshes=")?;
+            let ms = Duration::from_millis(decimal(ms)?);
+            if ms.is_zero() || ms > MAX_STALE_AFTER {
+                return None;
+            }
+            (token, Some((ms, decimal(refreshes)?)))
+        }
+    };
+    let token = Token::parse(token).ok()?;
+    Some(match lifetime {
+        None => Held::new(token, None),
+        Some((ms, refreshes)) => Held { token, stale_after: Some(ms), refreshes },
+    })
+}
+
+/// ASCII digits without a leading zero (but "0" itself), as `encode` writes.
+fn decimal(text: &str) -> Option<u64> {
+    let canonical =
+        !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) && (text == "0" || !text.starts_with('0'));
+    canonical.then(|| text.parse().ok()).flatten()
 }
 
 fn describe_foreign(bytes: &[u8]) -> String {
@@ -184,16 +266,32 @@ mod tests {
     #[test]
     fn a_marker_parses_back_to_its_token() {
         let token = Token::generate("job-").unwrap();
-        assert_eq!(parse(&encode(&token)), Marker::Uuidlock(token.clone()));
+        let held = Held::new(token.clone(), None);
+        assert_eq!(parse(&held.encode()), Marker::Uuidlock(held));
         assert_eq!(token.prefix(), "job-");
+        assert_eq!(format!("{}{}", token.prefix(), token.uuid()), token.as_str());
+    }
+
+    #[test]
+    fn a_lifetime_and_refresh_count_round_trip() {
+        let held =
+            Held { token: Token::generate("").unwrap(), stale_after: Some(Duration::from_secs(30)), refreshes: 7 };
+        let text = String::from_utf8(held.encode()).unwrap();
+        assert!(text.ends_with("&stale-after-ms=30000&refreshes=7\n"), "{text}");
+        assert_eq!(parse(text.as_bytes()), Marker::Uuidlock(held));
+        // Sub-millisecond lifetimes round up, never down to zero.
+        let tiny = Held::new(Token::generate("").unwrap(), Some(Duration::from_nanos(1)));
+        let Marker::Uuidlock(back) = parse(&tiny.encode()) else { panic!() };
+        assert_eq!(back.stale_after, Some(Duration::from_millis(1)));
     }
 
     #[test]
     fn the_marker_is_a_softfilelock_holder_on_no_real_host() {
         // SoftFileLock needs "<pid>\n<host>\n": two lines, a decimal pid in
         // 1..2^31, a trailing newline; and a host name no machine has.
-        let token = Token::generate("").unwrap();
-        let text = String::from_utf8(encode(&token)).unwrap();
+        let held =
+            Held { token: Token::generate("").unwrap(), stale_after: Some(Duration::from_secs(1)), refreshes: 0 };
+        let text = String::from_utf8(held.encode()).unwrap();
         assert!(text.ends_with('\n'));
         let lines: Vec<&str> = text.trim().lines().collect();
         assert_eq!(lines.len(), 2);
@@ -237,8 +335,9 @@ mod tests {
     #[test]
     fn anything_else_is_foreign() {
         let token = Token::generate("").unwrap();
-        let mut marker = encode(&token);
+        let mut marker = Held::new(token.clone(), None).encode();
         marker.pop(); // a writer cut short
+        let head = String::from_utf8(marker.clone()).unwrap();
         for bytes in [
             &b""[..],
             b"1234\nbuildhost\n",
@@ -246,6 +345,12 @@ mod tests {
             &marker,
             b"\xff\xfe\0binary",
             &vec![b'x'; MAX_MARKER_LEN + 1],
+            format!("{head}&stale-after-ms=0&refreshes=0\n").as_bytes(),
+            format!("{head}&stale-after-ms=010&refreshes=0\n").as_bytes(),
+            format!("{head}&stale-after-ms=86400001&refreshes=0\n").as_bytes(),
+            format!("{head}&stale-after-ms=5\n").as_bytes(),
+            format!("{head}&refreshes=1&stale-after-ms=5\n").as_bytes(),
+            format!("{head}&stale-after-ms=5&refreshes=-1\n").as_bytes(),
         ] {
             assert!(matches!(parse(bytes), Marker::Foreign(_)), "{bytes:?} parsed as ours");
         }

@@ -36,6 +36,9 @@ pub mod error;
 pub mod format;
 pub mod protocol;
 
+mod claim;
+mod files;
+
 #[cfg(all(feature = "component", target_arch = "wasm32"))]
 mod component;
 

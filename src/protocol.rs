@@ -1,61 +1,98 @@
-//! The lock protocol: exclusive create, verify, retry, release-if-ours.
+//! The lock protocol: publish a marker exclusively, verify it, retry; and
+//! release, refresh or break a lock only while holding its claim.
 //!
 //! Plain `std::fs`, so the same code runs natively and in the wasm32-wasip1
-//! guest (where `create_new` is WASI `path_open` with `O_CREAT | O_EXCL`).
+//! guest (WASI preview 1 has exclusive create, hard links, rename and file
+//! times; no file locks, no process ids).
 //!
 //! # The protocol
 //!
-//! 1. Create the lock file exclusively and write the marker holding a fresh
-//!    owner token ([`crate::format`]), then close it (on network shares the
-//!    close publishes the content).
-//! 2. Wait `verification_delay`, then read the file back *by path*. If it
-//!    holds our token, we hold the lock.
-//! 3. Otherwise (the file existed, or it now holds something else) sleep
-//!    `retry_interval` and try again, until `timeout`.
-//! 4. Release reads the file and deletes it only if it holds our token.
+//! **Acquire.** Write the marker (the owner token, and the lifetime if one is
+//! asked for) to a staging file `<PATH>.<UUID>.new`, hard-link it to `PATH`
+//! (which fails if anything is there), and remove the staging name. Wait
+//! `verification_delay`, then read `PATH` back: if it holds our token we hold
+//! the lock. Otherwise sleep `retry_interval` and try again until `timeout`.
+//! Where the filesystem has no hard links, the lock is created exclusively
+//! (`O_EXCL`) and written instead.
+//!
+//! **Release, refresh.** A lock with no lifetime is released by reading it
+//! and deleting it if it holds our token. A lock with a lifetime is released
+//! or refreshed only while holding its claim `<PATH>.<UUID>.claim`
+//! ([`crate::claim`]): claim it exclusively, read it again, then delete it,
+//! or replace it (staged, renamed over it) with a marker whose refresh count
+//! is one higher. If the claim is taken, the lock is being broken: the call
+//! reports [`LockError::NotOwner`] and touches nothing.
+//!
+//! **Break.** A contender that sees the same bytes at `PATH` for longer than
+//! the lifetime the marker declares (timed on its own monotonic clock, so no
+//! two machines' clocks are compared) takes the instance's claim, reads
+//! `PATH` again, and deletes it only if it still holds exactly those bytes.
 //!
 //! # Why it is exclusive
 //!
-//! Among peers that create with `O_EXCL` (uuidlock, `filelock.SoftFileLock`)
-//! on a filesystem whose exclusive create is atomic (local filesystems,
-//! NFSv3 and later, SFTP): at most one create succeeds while the file exists,
-//! and a peer only deletes the file when it holds its own token. A file that
-//! exists therefore has exactly one creator, and only that creator can read
-//! its own token back, so at most one process returns from [`acquire`]
-//! between the file's creation and its deletion. Deletion happens only in
-//! [`release`], by the holder.
+//! The peers are uuidlock processes, plus programs that create exclusively
+//! and never delete what they did not create (`filelock.SoftFileLock`). The
+//! filesystem's exclusive create and hard link must be atomic, as they are
+//! on local filesystems, NFSv3 and later, and SFTP.
 //!
-//! Step 2 is what keeps the lock exclusive against peers whose create is
-//! *not* atomic, such as the Python `uuid-filelock` package (it checks that
-//! the file is absent, then truncates and writes its own token). Such a peer
-//! can overwrite our marker after our create; the read-back after
-//! `verification_delay` sees its token instead of ours and we back off. This
-//! only works if the peer's check-then-write window is shorter than the
-//! delay, which is why the default delay equals that package's (0.1 s). With
-//! only `O_EXCL` peers the delay buys nothing and can be 0.
+//! 1. *At most one creator per instance.* `link` and `O_EXCL` succeed only
+//!    when nothing is at `PATH`, so every file at `PATH` has exactly one
+//!    creator. Only that creator reads its own random token back, so at most
+//!    one process holds any one instance.
+//! 2. *A complete marker from the first instant.* A linked file was
+//!    written in full before it appeared. No reader ever sees a uuidlock lock
+//!    that is empty or half-written, and a crash cannot leave one.
+//! 3. *Only a claimant changes a lifetime instance.* Removing or replacing an
+//!    instance with a lifetime requires its claim, which one party holds at a
+//!    time (exclusive create). The holder of the claim reads `PATH` after
+//!    taking it, and nobody else can change that instance meanwhile. So it
+//!    acts on exactly the instance it just read. A breaker therefore never
+//!    deletes a fresh lock that replaced the stale one, and two breakers of
+//!    one instance cannot both delete: the second finds the claim taken, or
+//!    `PATH` changed. A lock with no lifetime is never broken, so its holder
+//!    alone ever deletes it.
+//! 4. *A holder learns when it has lost the lock.* Release and refresh need
+//!    the claim too. A holder whose lock is being or has been broken gets
+//!    [`LockError::NotOwner`], and never refreshes a lock it no longer holds.
 //!
-//! # Caveats, stated up front
+//! Step 2 of acquire, the read-back after `verification_delay`, is what keeps
+//! the lock exclusive against peers whose create is *not* atomic, such as
+//! the Python `uuid-filelock` package (it checks that the file is absent,
+//! then truncates and writes its own token). Such a peer can overwrite our
+//! marker just after we publish it. The read-back after the delay sees its
+//! token and we back off. This works only if the peer's check-then-write
+//! window is shorter than the delay, which is why the default delay equals
+//! that package's (0.1 s). With only exclusive-create peers, 0 is safe.
 //!
-//! - A holder that dies leaves its file behind; the lock stays held until
-//!   someone deletes the file by hand.
-//! - [`release`] reads, compares, then deletes. Between the two steps nobody
-//!   else may replace the file, because only the holder deletes it; so a
-//!   token must be released by one caller at a time (two concurrent releases
-//!   of the same token could delete a successor's file).
-//! - If a non-atomic peer overwrites our marker with a longer one in the
-//!   window between our create and our write, the file ends up holding
-//!   neither token and nobody holds the lock or can release it.
-//! - The lock path itself must not be a symbolic link: uuidlock refuses one
-//!   rather than follow it.
+//! # The lease contract, and other caveats
+//!
+//! - A lock with a lifetime is a lease. Its holder must refresh it before the
+//!   lifetime runs out (every third of it is a good rhythm). A process that
+//!   is stopped (SIGSTOP, a paused VM) for longer than the lifetime while it
+//!   holds the lock, or a claim, may lose it to a breaker while still
+//!   believing it holds it. That is inherent to leases. Live, running
+//!   holders are never evicted.
+//! - A holder that dies leaves a lock with a lifetime to be broken within
+//!   the lifetime plus a retry interval of a contender's watch. A lock with
+//!   no lifetime stays until someone deletes it by hand.
+//! - A contender judges staleness from what it has watched. A contender that
+//!   arrives after a crash waits a full lifetime, and `timeout 0` never
+//!   breaks a lock.
+//! - A lock with no lifetime must be released by one caller at a time. Two
+//!   concurrent releases of the same token could delete a successor's file.
+//!   (A lifetime makes release go through the claim, which removes this
+//!   caveat.)
+//! - Where the filesystem has no hard links, a crash between create and
+//!   write leaves an empty lock file, which is foreign and never broken.
+//! - A symbolic link at the lock path is refused, never followed.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::path::Path;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use crate::error::LockError;
-use crate::format::{self, Marker, Token};
+use crate::claim::{self, Watch};
+use crate::files::{self, Created};
+use crate::format::{self, Held, Marker, Token};
+use crate::LockError;
 
 /// The longest verification delay or retry interval accepted.
 pub const MAX_INTERVAL: Duration = Duration::from_secs(3600);
@@ -75,6 +112,11 @@ pub struct Options {
     /// How long to keep trying: `None` waits forever, zero tries once.
     /// Default: `None`.
     pub timeout: Option<Duration>,
+    /// The lock's lifetime: once it has gone this long without a
+    /// [`refresh`], contenders may break it. `None` (the default): never
+    /// broken, so a holder that never refreshes is never evicted. At most
+    /// one day; rounded up to whole milliseconds.
+    pub stale_after: Option<Duration>,
 }
 
 impl Default for Options {
@@ -84,6 +126,7 @@ impl Default for Options {
             verification_delay: Duration::from_millis(100),
             retry_interval: Duration::from_millis(100),
             timeout: None,
+            stale_after: None,
         }
     }
 }
@@ -104,8 +147,26 @@ impl Options {
                 )));
             }
         }
-        Ok(())
+        match self.stale_after {
+            Some(lifetime) if lifetime.is_zero() || lifetime > format::MAX_STALE_AFTER => {
+                Err(LockError::InvalidOptions(format!(
+                    "the stale-after lifetime is {lifetime:?}; it must be more than 0 and at most {}s",
+                    format::MAX_STALE_AFTER.as_secs()
+                )))
+            }
+            _ => Ok(()),
+        }
     }
+}
+
+/// What `status` reports about a held lock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// Who holds it.
+    pub marker: Marker,
+    /// How long ago the lock file was last written (created or refreshed),
+    /// by the wall clock.
+    pub age: Duration,
 }
 
 /// Takes the lock at `path`, waiting as `options` say, and returns the owner
@@ -115,14 +176,15 @@ impl Options {
 /// [`LockError::Timeout`] when the lock stayed held until the timeout; an
 /// invalid path or options; the sandbox refusing the path; an I/O error.
 pub fn acquire(path: &str, options: &Options) -> Result<Token, LockError> {
-    check_path(path)?;
+    files::check_path(path)?;
     options.check()?;
     let token = Token::generate(&options.prefix).map_err(LockError::InvalidOptions)?;
-    let marker = format::encode(&token);
+    let marker = Held::new(token.clone(), options.stale_after).encode();
     // No deadline when there is no timeout, or when it is too far to compute.
     let deadline = options.timeout.and_then(|timeout| Instant::now().checked_add(timeout));
+    let mut watch = Watch::default();
     loop {
-        if try_once(path, &token, &marker, options.verification_delay)? {
+        if try_once(path, &token, &marker, options.verification_delay, &mut watch)? {
             return Ok(token);
         }
         let pause = match deadline {
@@ -139,23 +201,38 @@ pub fn acquire(path: &str, options: &Options) -> Result<Token, LockError> {
     }
 }
 
-/// One attempt: create exclusively, write, wait, verify. `Ok(false)` when
-/// someone else holds the lock.
-fn try_once(path: &str, token: &Token, marker: &[u8], delay: Duration) -> Result<bool, LockError> {
-    match OpenOptions::new().write(true).create_new(true).open(path) {
-        Ok(file) => write_marker(path, file, marker)?,
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            // Refuse what can never be a lock file rather than wait on it forever.
-            check_not_link_or_dir(path)?;
-            return Ok(false);
+/// One attempt: publish, wait, verify. `Ok(false)` when someone else holds
+/// the lock. A stale lock found on the way is broken and the attempt made
+/// again at once.
+fn try_once(path: &str, token: &Token, marker: &[u8], delay: Duration, watch: &mut Watch) -> Result<bool, LockError> {
+    for _ in 0..2 {
+        let published = files::publish(path, &claim::staged_path(path, token), marker).map_err(|e| {
+            // A directory or a link at the path explains the failure best.
+            files::check_not_link_or_dir(path).err().unwrap_or(e)
+        });
+        match published? {
+            Created::Yes => return verify(path, token, delay),
+            Created::Exists => {
+                // Refuse what can never be a lock file rather than wait on it forever.
+                let Some(bytes) = files::read(path)? else { continue };
+                let Some(stale) = watch.stale(path, &bytes) else { return Ok(false) };
+                if !claim::break_stale(path, &bytes, &stale, watch)? {
+                    return Ok(false);
+                }
+            }
         }
-        Err(e) => return Err(io_error(path, "create", e)),
     }
+    Ok(false)
+}
+
+/// Reads our freshly published lock back after `delay`.
+fn verify(path: &str, token: &Token, delay: Duration) -> Result<bool, LockError> {
     if !delay.is_zero() {
         sleep(delay);
     }
-    match read_marker(path) {
-        Ok(marker) => Ok(matches!(marker, Some(Marker::Uuidlock(held)) if held == *token)),
+    match held_by(path, token) {
+        Ok(_) => Ok(true),
+        Err(LockError::NotOwner) => Ok(false),
         Err(e) => {
             // Our marker may be on disk, and the caller never gets the token
             // that would release it: release it here, if it is still ours.
@@ -165,176 +242,92 @@ fn try_once(path: &str, token: &Token, marker: &[u8], delay: Duration) -> Result
     }
 }
 
-/// Writes our marker into the file we just created. On failure the file,
-/// still empty or half-written by us, is removed so the lock is not wedged.
-fn write_marker(path: &str, mut file: File, marker: &[u8]) -> Result<(), LockError> {
-    let written = file.write_all(marker).and_then(|()| file.flush());
-    drop(file); // close: on network shares this is what publishes the content
-    if let Err(e) = written {
-        if let Ok(mut file) = File::open(path) {
-            let mut seen = Vec::new();
-            // Empty counts as ours: had a non-atomic peer truncated it since,
-            // deleting it only makes that peer's read-back fail and retry.
-            let ours = file.read_to_end(&mut seen).is_ok() && marker.starts_with(&seen);
-            if ours {
-                let _ = fs::remove_file(path);
-            }
-        }
-        return Err(io_error(path, "write", e));
-    }
-    Ok(())
-}
-
 /// Releases the lock at `path` if it holds `token`; otherwise deletes
 /// nothing and reports [`LockError::NotOwner`].
 ///
 /// # Errors
-/// [`LockError::NotOwner`] when the file is absent or holds anything else; a
-/// malformed token; an invalid path; the sandbox refusing the path; an I/O
-/// error.
+/// [`LockError::NotOwner`] when the file is absent, holds anything else, or
+/// is being broken as stale; a malformed token; an invalid path; the sandbox
+/// refusing the path; an I/O error.
 pub fn release(path: &str, token: &str) -> Result<(), LockError> {
-    check_path(path)?;
+    files::check_path(path)?;
     let token = Token::parse(token).map_err(LockError::InvalidToken)?;
     release_token(path, &token)
 }
 
 fn release_token(path: &str, token: &Token) -> Result<(), LockError> {
-    match read_marker(path)? {
-        Some(Marker::Uuidlock(held)) if held == *token => {}
-        _ => return Err(LockError::NotOwner),
-    }
-    match fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(LockError::NotOwner),
-        Err(e) => Err(io_error(path, "delete", e)),
+    let held = held_by(path, token)?;
+    let Some(lifetime) = held.stale_after else {
+        // Never broken: only its holder removes it.
+        return if files::remove(path)? { Ok(()) } else { Err(LockError::NotOwner) };
+    };
+    claim::with_claim(path, token, lifetime, || {
+        held_by(path, token)?;
+        files::remove(path)
+    })?
+    .filter(|&removed| removed)
+    .map(|_| ())
+    .ok_or(LockError::NotOwner)
+}
+
+/// Extends the lifetime of the lock at `path` held with `token`, by replacing
+/// it with a marker whose refresh count is one higher. A lock without a
+/// lifetime never goes stale; refreshing it only checks that it is ours.
+///
+/// # Errors
+/// [`LockError::NotOwner`] when the lock is no longer ours (broken as stale,
+/// being broken, or released); otherwise as [`release`].
+pub fn refresh(path: &str, token: &str) -> Result<(), LockError> {
+    files::check_path(path)?;
+    let token = Token::parse(token).map_err(LockError::InvalidToken)?;
+    let Some(lifetime) = held_by(path, &token)?.stale_after else { return Ok(()) };
+    claim::with_claim(path, &token, lifetime, || {
+        let held = held_by(path, &token)?;
+        let next = Held { refreshes: held.refreshes + 1, ..held };
+        files::replace(path, &claim::staged_path(path, &token), &next.encode())
+    })?
+    .ok_or(LockError::NotOwner)
+}
+
+/// Whether the lock at `path` is held with `token`.
+///
+/// # Errors
+/// A malformed token; an invalid path; the sandbox refusing the path; an I/O
+/// error.
+pub fn holds(path: &str, token: &str) -> Result<bool, LockError> {
+    files::check_path(path)?;
+    let token = Token::parse(token).map_err(LockError::InvalidToken)?;
+    match held_by(path, &token) {
+        Ok(_) => Ok(true),
+        Err(LockError::NotOwner) => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
-/// Who holds the lock at `path`: `None` when it is free.
+/// Who holds the lock at `path`, and since when: `None` when it is free.
 ///
 /// # Errors
 /// An invalid path; the sandbox refusing the path; an I/O error.
-pub fn status(path: &str) -> Result<Option<Marker>, LockError> {
-    check_path(path)?;
-    read_marker(path)
+pub fn status(path: &str) -> Result<Option<Status>, LockError> {
+    files::check_path(path)?;
+    let Some(marker) = files::read_marker(path)? else { return Ok(None) };
+    // Released in between: report the marker we read, with no age.
+    let age = files::age(path).unwrap_or_default();
+    Ok(Some(Status { marker, age }))
 }
 
-/// Reads the marker at `path` (at most [`format::MAX_MARKER_LEN`] bytes);
-/// `None` when there is no file.
-fn read_marker(path: &str) -> Result<Option<Marker>, LockError> {
-    if !check_not_link_or_dir(path)? {
-        return Ok(None);
-    }
-    let file = match File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_error(path, "read", e)),
-    };
-    let mut bytes = Vec::with_capacity(128);
-    file.take(format::MAX_MARKER_LEN as u64 + 1).read_to_end(&mut bytes).map_err(|e| io_error(path, "read", e))?;
-    Ok(Some(format::parse(&bytes)))
-}
-
-/// Refuses a symbolic link or a directory at the lock path. Returns whether
-/// anything exists there.
-fn check_not_link_or_dir(path: &str) -> Result<bool, LockError> {
-    let meta = match fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        // Absent; unless nothing above it exists either: then it is outside the sandbox.
-        Err(e) if e.kind() == io::ErrorKind::NotFound && any_ancestor_exists(path) => return Ok(false),
-        Err(e) => return Err(io_error(path, "inspect", e)),
-    };
-    if meta.file_type().is_symlink() {
-        return Err(LockError::InvalidPath(format!(
-            "{path} is a symbolic link; uuidlock does not follow links at the lock path, name a regular file"
-        )));
-    }
-    if meta.is_dir() {
-        return Err(LockError::InvalidPath(format!(
-            "{path} is a directory; name a file inside it, e.g. {}/job.lock",
-            path.trim_end_matches('/')
-        )));
-    }
-    Ok(true)
-}
-
-fn check_path(path: &str) -> Result<(), LockError> {
-    if path.is_empty() {
-        return Err(LockError::InvalidPath("the lock path is empty".into()));
-    }
-    if path.contains('\0') {
-        return Err(LockError::InvalidPath(format!("the lock path {path:?} contains a NUL byte")));
-    }
-    Ok(())
-}
-
-/// Maps an I/O error on `path` to the error users see, with the fix.
-fn io_error(path: &str, action: &str, e: io::Error) -> LockError {
-    if refused_by_sandbox(&e) {
-        return LockError::OutsideSandbox(format!(
-            "cannot {action} {path}: not permitted; it leads outside the directories granted to this sandbox \
-             (through .. or a symbolic link): grant its directory (e.g. wasmtime run --dir HOST_DIR::GUEST_DIR) \
-             and name the lock inside it; or the OS forbids the operation"
-        ));
-    }
-    match e.kind() {
-        io::ErrorKind::NotFound if !any_ancestor_exists(path) => LockError::OutsideSandbox(format!(
-            "cannot {action} {path}: it is not inside any directory granted to this sandbox; \
-             grant its directory (e.g. wasmtime run --dir HOST_DIR::GUEST_DIR) and name the lock inside it"
-        )),
-        io::ErrorKind::NotFound => {
-            LockError::Io(format!("cannot {action} {path}: its directory does not exist; create it first"))
-        }
-        io::ErrorKind::PermissionDenied => LockError::Io(format!(
-            "cannot {action} {path}: permission denied; the directory must be writable by this user"
-        )),
-        io::ErrorKind::ReadOnlyFilesystem => LockError::Io(format!(
-            "cannot {action} {path}: the filesystem is read-only; put the lock on a writable one"
-        )),
-        io::ErrorKind::IsADirectory => {
-            LockError::InvalidPath(format!("{path} names a directory; name a file inside it"))
-        }
-        io::ErrorKind::NotADirectory => {
-            LockError::InvalidPath(format!("cannot {action} {path}: a component of the path is not a directory"))
-        }
-        _ => LockError::Io(format!("cannot {action} {path}: {e}")),
-    }
-}
-
-/// Whether any directory above `path` exists. In the guest, wasi-libc
-/// answers "not found" for a path under no preopened directory, where no
-/// ancestor exists; natively `/` always does.
-fn any_ancestor_exists(path: &str) -> bool {
-    Path::new(path)
-        .ancestors()
-        .skip(1)
-        .map(|dir| if dir.as_os_str().is_empty() { Path::new(".") } else { dir })
-        .any(|dir| fs::metadata(dir).is_ok())
-}
-
-/// Whether the WASI host refused the path because it leads outside the
-/// preopened directories. wasmtime reports an escape through `..` or a
-/// symbolic link as `EPERM`, which the OS also uses for rare refusals (such
-/// as another user's file in a sticky directory), hence the message naming
-/// both; `ENOTCAPABLE` is the capability error proper. Natively there is no
-/// sandbox.
-fn refused_by_sandbox(e: &io::Error) -> bool {
-    #[cfg(target_os = "wasi")]
-    {
-        const EPERM: i32 = 63;
-        const ENOTCAPABLE: i32 = 76;
-        matches!(e.raw_os_error(), Some(EPERM | ENOTCAPABLE))
-    }
-    #[cfg(not(target_os = "wasi"))]
-    {
-        let _ = e;
-        false
+/// The marker at `path` if it holds `token`; [`LockError::NotOwner`] if not.
+fn held_by(path: &str, token: &Token) -> Result<Held, LockError> {
+    match files::read_marker(path)? {
+        Some(Marker::Uuidlock(held)) if held.token == *token => Ok(held),
+        _ => Err(LockError::NotOwner),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
 
@@ -358,11 +351,13 @@ mod tests {
         let (_dir, path) = lock_in_temp_dir();
         let token = acquire(&path, &Options { prefix: "job-".into(), ..fast() }).unwrap();
         assert!(token.as_str().starts_with("job-"));
-        assert_eq!(fs::read(&path).unwrap(), format::encode(&token));
-        assert_eq!(status(&path).unwrap(), Some(Marker::Uuidlock(token.clone())));
+        assert_eq!(fs::read(&path).unwrap(), Held::new(token.clone(), None).encode());
+        assert_eq!(status(&path).unwrap().map(|s| s.marker), Some(Marker::Uuidlock(Held::new(token.clone(), None))));
+        assert!(holds(&path, token.as_str()).unwrap());
         release(&path, token.as_str()).unwrap();
         assert!(!fs::exists(&path).unwrap());
         assert_eq!(status(&path).unwrap(), None);
+        assert!(!holds(&path, token.as_str()).unwrap());
     }
 
     #[test]
@@ -394,7 +389,7 @@ mod tests {
         release(&path, held.as_str()).unwrap();
         let next = waiter.join().unwrap().unwrap();
         assert_ne!(next, held);
-        assert_eq!(status(&path).unwrap(), Some(Marker::Uuidlock(next)));
+        assert_eq!(status(&path).unwrap().map(|s| s.marker), Some(Marker::Uuidlock(Held::new(next, None))));
     }
 
     #[test]
@@ -403,7 +398,7 @@ mod tests {
         let held = acquire(&path, &fast()).unwrap();
         let stranger = Token::generate("").unwrap();
         assert_eq!(release(&path, stranger.as_str()), Err(LockError::NotOwner));
-        assert_eq!(fs::read(&path).unwrap(), format::encode(&held));
+        assert_eq!(fs::read(&path).unwrap(), Held::new(held, None).encode());
     }
 
     #[test]
@@ -419,7 +414,7 @@ mod tests {
         let (_dir, path) = lock_in_temp_dir();
         fs::write(&path, "4242\nbuildhost\n").unwrap();
         assert_eq!(acquire(&path, &once()), Err(LockError::Timeout));
-        assert!(matches!(status(&path).unwrap(), Some(Marker::Foreign(_))));
+        assert!(matches!(status(&path).unwrap().map(|s| s.marker), Some(Marker::Foreign(_))));
         let token = Token::generate("").unwrap();
         assert_eq!(release(&path, token.as_str()), Err(LockError::NotOwner));
         assert_eq!(fs::read(&path).unwrap(), b"4242\nbuildhost\n");
@@ -429,7 +424,7 @@ mod tests {
     fn a_huge_lock_file_is_read_only_in_part() {
         let (_dir, path) = lock_in_temp_dir();
         fs::write(&path, vec![b'x'; 10 << 20]).unwrap();
-        assert!(matches!(status(&path).unwrap(), Some(Marker::Foreign(_))));
+        assert!(matches!(status(&path).unwrap().map(|s| s.marker), Some(Marker::Foreign(_))));
     }
 
     #[test]
@@ -466,6 +461,8 @@ mod tests {
             Options { prefix: "x".repeat(65), ..once() },
             Options { verification_delay: MAX_INTERVAL + Duration::from_nanos(1), ..once() },
             Options { retry_interval: Duration::MAX, ..once() },
+            Options { stale_after: Some(Duration::ZERO), ..once() },
+            Options { stale_after: Some(format::MAX_STALE_AFTER + Duration::from_millis(1)), ..once() },
         ];
         for options in bad_options {
             assert!(matches!(acquire(&path, &options), Err(LockError::InvalidOptions(_))), "{options:?}");
@@ -505,6 +502,147 @@ mod tests {
             .collect();
         for thread in threads {
             thread.join().unwrap();
+        }
+    }
+
+    /// Leaves a lock file as a holder that died would: `lifetime` declared,
+    /// never refreshed, never released.
+    fn dead_holders_lock(path: &str, lifetime: Option<Duration>) -> Vec<u8> {
+        let bytes = Held::new(Token::generate("dead-").unwrap(), lifetime).encode();
+        fs::write(path, &bytes).unwrap();
+        bytes
+    }
+
+    fn with_lifetime(lifetime: Duration) -> Options {
+        Options { stale_after: Some(lifetime), ..fast() }
+    }
+
+    #[test]
+    fn a_dead_holders_lock_is_broken_once_its_lifetime_has_passed() {
+        let (_dir, path) = lock_in_temp_dir();
+        dead_holders_lock(&path, Some(Duration::from_millis(40)));
+        let start = Instant::now();
+        let token = acquire(&path, &Options { timeout: Some(Duration::from_secs(10)), ..fast() }).unwrap();
+        assert!(start.elapsed() >= Duration::from_millis(40), "broken before its lifetime");
+        assert!(holds(&path, token.as_str()).unwrap());
+        assert!(!fs::exists(claim::claim_path(&path, &token)).unwrap());
+    }
+
+    #[test]
+    fn a_lock_without_a_lifetime_is_never_broken() {
+        let (_dir, path) = lock_in_temp_dir();
+        let bytes = dead_holders_lock(&path, None);
+        let options = Options { timeout: Some(Duration::from_millis(150)), ..with_lifetime(Duration::from_millis(1)) };
+        assert_eq!(acquire(&path, &options), Err(LockError::Timeout));
+        assert_eq!(fs::read(&path).unwrap(), bytes);
+    }
+
+    #[test]
+    fn a_refreshed_lock_is_never_broken() {
+        let (_dir, path) = lock_in_temp_dir();
+        let token = acquire(&path, &with_lifetime(Duration::from_millis(100))).unwrap();
+        let contender = {
+            let path = path.clone();
+            std::thread::spawn(move || acquire(&path, &Options { timeout: Some(Duration::from_millis(400)), ..fast() }))
+        };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(500) {
+            refresh(&path, token.as_str()).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(contender.join().unwrap(), Err(LockError::Timeout));
+        let Some(Status { marker: Marker::Uuidlock(held), .. }) = status(&path).unwrap() else { panic!() };
+        assert!(held.refreshes >= 10, "{held:?}");
+        release(&path, token.as_str()).unwrap();
+    }
+
+    #[test]
+    fn a_holder_whose_lock_was_broken_is_told_and_deletes_nothing() {
+        let (_dir, path) = lock_in_temp_dir();
+        let late = acquire(&path, &with_lifetime(Duration::from_millis(30))).unwrap();
+        let next = acquire(&path, &Options { timeout: Some(Duration::from_secs(10)), ..fast() }).unwrap();
+        let bytes = fs::read(&path).unwrap();
+        assert_eq!(release(&path, late.as_str()), Err(LockError::NotOwner));
+        assert_eq!(refresh(&path, late.as_str()), Err(LockError::NotOwner));
+        assert!(!holds(&path, late.as_str()).unwrap());
+        assert_eq!(fs::read(&path).unwrap(), bytes);
+        release(&path, next.as_str()).unwrap();
+    }
+
+    #[test]
+    fn while_a_claim_is_held_the_holder_can_neither_release_nor_refresh() {
+        let (_dir, path) = lock_in_temp_dir();
+        let token = acquire(&path, &with_lifetime(Duration::from_secs(60))).unwrap();
+        let bytes = fs::read(&path).unwrap();
+        let claim = claim::claim_path(&path, &token);
+        fs::write(&claim, Held::new(Token::generate("").unwrap(), Some(Duration::from_secs(60))).encode()).unwrap();
+        assert_eq!(release(&path, token.as_str()), Err(LockError::NotOwner));
+        assert_eq!(refresh(&path, token.as_str()), Err(LockError::NotOwner));
+        assert_eq!(fs::read(&path).unwrap(), bytes);
+        fs::remove_file(&claim).unwrap();
+        release(&path, token.as_str()).unwrap();
+    }
+
+    #[test]
+    fn a_claim_left_by_a_crashed_breaker_is_broken_too() {
+        let (_dir, path) = lock_in_temp_dir();
+        let lifetime = Duration::from_millis(30);
+        let stale = Held::new(Token::generate("dead-").unwrap(), Some(lifetime));
+        fs::write(&path, stale.encode()).unwrap();
+        let claim = claim::claim_path(&path, &stale.token);
+        fs::write(&claim, Held::new(Token::generate("").unwrap(), Some(lifetime)).encode()).unwrap();
+        let token = acquire(&path, &Options { timeout: Some(Duration::from_secs(10)), ..fast() }).unwrap();
+        assert!(holds(&path, token.as_str()).unwrap());
+        assert!(!fs::exists(&claim).unwrap(), "the stale claim was left behind");
+    }
+
+    #[test]
+    fn contenders_breaking_one_stale_lock_let_exactly_one_in() {
+        // Eight threads see the same dead holder's lock go stale and race to
+        // break it; nobody releases, so exactly one may end up holding.
+        for _ in 0..5 {
+            let (_dir, path) = lock_in_temp_dir();
+            dead_holders_lock(&path, Some(Duration::from_millis(20)));
+            let winners: Vec<_> = (0..8)
+                .map(|_| {
+                    let path = path.clone();
+                    std::thread::spawn(move || {
+                        let patient = Options {
+                            timeout: Some(Duration::from_millis(300)),
+                            ..with_lifetime(Duration::from_secs(60))
+                        };
+                        acquire(&path, &patient).ok()
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .filter_map(|thread| thread.join().unwrap())
+                .collect();
+            assert_eq!(winners.len(), 1, "{winners:?}");
+            assert!(holds(&path, winners[0].as_str()).unwrap());
+        }
+    }
+
+    #[test]
+    fn a_crash_while_staging_leaves_no_lock() {
+        // Killed between create and write, or mid-write: only the staging
+        // file exists, and the lock is free.
+        let (_dir, path) = lock_in_temp_dir();
+        let token = Token::generate("").unwrap();
+        fs::write(claim::staged_path(&path, &token), &Held::new(token, None).encode()[..10]).unwrap();
+        assert!(acquire(&path, &once()).is_ok());
+    }
+
+    #[test]
+    fn an_empty_or_partial_lock_file_is_foreign_and_kept() {
+        // What a writer without hard links leaves when killed mid-write.
+        for content in [&b""[..], b"1\nuuidlock/1?tok"] {
+            let (_dir, path) = lock_in_temp_dir();
+            fs::write(&path, content).unwrap();
+            let options =
+                Options { timeout: Some(Duration::from_millis(60)), ..with_lifetime(Duration::from_millis(1)) };
+            assert_eq!(acquire(&path, &options), Err(LockError::Timeout));
+            assert_eq!(fs::read(&path).unwrap(), content);
         }
     }
 }
