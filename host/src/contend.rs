@@ -39,6 +39,7 @@ pub const HELP: &str = "\
 uuidlock contend [--processes N] [--iterations M] [--hold-ms H] [--dir D]
                  [--runner component|command|mixed|none]
                  [--verification-delay SECS] [--retry-interval SECS]
+                 [--stale-after SECS] [--kill K]
                  [--plot FILE.svg] [--json]
 
 Spawns N processes of this binary; each takes the lock M times through the wasm
@@ -60,6 +61,12 @@ Options:
                              [default: component]
   --verification-delay SECS  as for acquire [default: 0]
   --retry-interval SECS      as for acquire [default: 0.001]
+  --stale-after SECS         the lifetime every worker's lock declares
+                             [default: none]
+  --kill K                   SIGKILL a random worker K times during the run, at
+                             random points of the protocol, and replace it;
+                             needs --stale-after (the killed holder's lock is
+                             broken once stale) [default: 0]
   --plot FILE.svg            draw the wait-time distribution as an SVG file
   --json                     print the report as JSON
 
@@ -107,6 +114,10 @@ pub struct Config {
     pub runner: Runner,
     pub verification_delay: Duration,
     pub retry_interval: Duration,
+    /// The lifetime every worker's lock declares.
+    pub stale_after: Option<Duration>,
+    /// How many times to SIGKILL a worker (and replace it) during the run.
+    pub kills: usize,
     pub plot: Option<PathBuf>,
     pub json: bool,
 }
@@ -121,6 +132,8 @@ impl Default for Config {
             runner: Runner::Component,
             verification_delay: Duration::ZERO,
             retry_interval: Duration::from_millis(1),
+            stale_after: None,
+            kills: 0,
             plot: None,
             json: false,
         }
@@ -134,6 +147,7 @@ impl Config {
             verification_delay: self.verification_delay,
             retry_interval: self.retry_interval,
             timeout: Some(WORKER_TIMEOUT),
+            stale_after: self.stale_after,
             ..Options::default()
         }
     }
@@ -183,6 +197,11 @@ fn parse(args: &[String]) -> Result<Parsed, String> {
             "--plot" => config.plot = Some(PathBuf::from(value()?)),
             "--verification-delay" => config.verification_delay = seconds(value()?)?,
             "--retry-interval" => config.retry_interval = seconds(value()?)?,
+            "--stale-after" => config.stale_after = Some(seconds(value()?)?),
+            "--kill" => {
+                let text = value()?;
+                config.kills = text.parse().map_err(|_| format!("--kill {text:?} must be a whole number"))?;
+            }
             "--runner" => {
                 config.runner = match value()?.as_str() {
                     "component" => Runner::Component,
@@ -194,6 +213,9 @@ fn parse(args: &[String]) -> Result<Parsed, String> {
             }
             _ => return Err(format!("unknown option {word:?}")),
         }
+    }
+    if config.kills > 0 && config.stale_after.is_none() {
+        return Err("--kill needs --stale-after: a killed holder's lock must be breakable".into());
     }
     Ok(Parsed::Run(config))
 }
@@ -260,6 +282,8 @@ pub struct Report {
     pub sections: Vec<Section>,
     pub counter: u64,
     pub overlaps: usize,
+    /// When workers were killed (wall clock, ns since the epoch).
+    pub kills: Vec<u128>,
 }
 
 impl Report {
@@ -267,9 +291,23 @@ impl Report {
         (self.config.processes * self.config.iterations) as u64
     }
 
-    /// Overlapping sections plus lost counter updates.
+    /// Overlapping sections plus lost counter updates. A killed holder may
+    /// have written its update without living to report it, so the counter
+    /// may exceed the reported sections by up to one per kill.
     pub fn violations(&self) -> usize {
-        self.overlaps + self.expected().abs_diff(self.counter) as usize
+        let (low, high) = (self.expected(), self.expected() + self.kills.len() as u64);
+        let off = if self.counter < low { low - self.counter } else { self.counter.saturating_sub(high) };
+        self.overlaps + off as usize
+    }
+
+    /// The longest time from a kill to the next acquisition by anyone: how
+    /// long a dead holder's lock kept the others out.
+    pub fn longest_gap_after_a_kill(&self) -> Duration {
+        self.kills
+            .iter()
+            .filter_map(|&killed| self.sections.iter().find(|s| s.enter_ns > killed).map(|s| s.enter_ns - killed))
+            .max()
+            .map_or(Duration::ZERO, |ns| Duration::from_nanos(ns as u64))
     }
 
     /// Waits (from asking for the lock to holding it), sorted.
@@ -314,7 +352,23 @@ impl Report {
             ms(waits.last().copied().unwrap_or_default())
         );
         let _ = writeln!(text, "  hand-off ratio    {:.2}", self.handoff_ratio());
-        let _ = writeln!(text, "  counter           {} (expected {})", self.counter, self.expected());
+        if self.kills.is_empty() {
+            let _ = writeln!(text, "  counter           {} (expected {})", self.counter, self.expected());
+        } else {
+            let _ = writeln!(
+                text,
+                "  counter           {} (expected {} to {}: a killed holder may have written without reporting)",
+                self.counter,
+                self.expected(),
+                self.expected() + self.kills.len() as u64
+            );
+            let _ = writeln!(
+                text,
+                "  kills             {} (longest gap from a kill to the next acquisition: {})",
+                self.kills.len(),
+                ms(self.longest_gap_after_a_kill())
+            );
+        }
         let _ = writeln!(text, "  overlaps          {}", self.overlaps);
         let verdict =
             if self.violations() == 0 { "OK: mutual exclusion held" } else { "VIOLATIONS: mutual exclusion broken" };
@@ -332,7 +386,8 @@ impl Report {
                 "\"verification_delay_s\":{},\"retry_interval_s\":{},",
                 "\"acquisitions\":{},\"elapsed_s\":{:.6},\"per_second\":{:.3},",
                 "\"wait_p50_s\":{:.9},\"wait_p99_s\":{:.9},\"wait_max_s\":{:.9},",
-                "\"handoff_ratio\":{:.6},\"counter\":{},\"expected\":{},\"overlaps\":{},\"violations\":{}}}"
+                "\"handoff_ratio\":{:.6},\"counter\":{},\"expected\":{},\"overlaps\":{},\"violations\":{},",
+                "\"kills\":{},\"longest_gap_after_kill_s\":{:.6}}}"
             ),
             c.processes,
             c.iterations,
@@ -350,7 +405,9 @@ impl Report {
             self.counter,
             self.expected(),
             self.overlaps,
-            self.violations()
+            self.violations(),
+            self.kills.len(),
+            secs(self.longest_gap_after_a_kill())
         )
     }
 }
@@ -422,15 +479,24 @@ enum Event {
     Done(usize),
 }
 
+/// One worker's place in the run: its current process, and how many
+/// acquisitions the slot has reported (across the processes it has had).
+struct Slot {
+    child: Child,
+    reported: usize,
+    /// Killed on purpose by `--kill`; to be replaced, not reported.
+    killed: bool,
+}
+
 /// The worker processes; dropping them kills and reaps any still running,
 /// so that no error path leaves workers behind.
-struct Workers(Vec<Child>);
+struct Workers(Vec<Slot>);
 
 impl Drop for Workers {
     fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
+        for slot in &mut self.0 {
+            let _ = slot.child.kill();
+            let _ = slot.child.wait();
         }
     }
 }
@@ -441,11 +507,10 @@ fn contend_in(config: &Config, dir: &Path) -> Result<Report> {
 
     let exe = std::env::current_exe().context("finding this binary to spawn workers")?;
     let (events, received) = mpsc::channel();
-    let mut workers = Workers(Vec::new());
-    for worker in 0..config.processes {
+    let spawn = |slot: usize, iterations: usize| -> Result<Child> {
         let mut child = Command::new(&exe)
             .arg(WORKER_COMMAND)
-            .args(worker_args(config, dir, worker))
+            .args(worker_args(config, dir, slot, iterations))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -455,39 +520,76 @@ fn contend_in(config: &Config, dir: &Path) -> Result<Report> {
         let events = events.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if events.send(Event::Line(worker, line)).is_err() {
+                if events.send(Event::Line(slot, line)).is_err() {
                     return;
                 }
             }
-            let _ = events.send(Event::Done(worker));
+            let _ = events.send(Event::Done(slot));
         });
-        workers.0.push(child);
+        Ok(child)
+    };
+    let mut workers = Workers(Vec::new());
+    for slot in 0..config.processes {
+        workers.0.push(Slot { child: spawn(slot, config.iterations)?, reported: 0, killed: false });
     }
-    drop(events);
 
     let total = config.processes * config.iterations;
     let mut progress = Progress::new(total);
     let mut ready = 0;
     let mut started = None;
     let mut sections = Vec::with_capacity(total);
-    for event in received {
+    let mut kills = Vec::new();
+    let mut random = Random::seeded();
+    let mut next_kill = None;
+    let mut finished = 0;
+    while finished < config.processes {
+        let wait =
+            next_kill.map_or(Duration::from_secs(3600), |at: Instant| at.saturating_duration_since(Instant::now()));
+        let event = match received.recv_timeout(wait) {
+            Ok(event) => event,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                // Kill a worker that still has work, wherever it is in the protocol.
+                let candidates: Vec<usize> = (0..workers.0.len())
+                    .filter(|&i| !workers.0[i].killed && workers.0[i].reported < config.iterations)
+                    .collect();
+                if !candidates.is_empty() {
+                    let slot = &mut workers.0[candidates[random.below(candidates.len())]];
+                    if slot.child.kill().is_ok() {
+                        slot.killed = true;
+                        kills.push(now_ns());
+                    }
+                }
+                next_kill = (kills.len() < config.kills).then(|| Instant::now() + random.kill_pause());
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => bail!("lost every worker's output"),
+        };
         match event {
             Event::Line(_, line) if line == "ready" => {
                 ready += 1;
-                if ready == config.processes {
+                if ready == config.processes && started.is_none() {
                     std::fs::write(dir.join(GO_FILE), "").context("writing the start signal")?;
                     started = Some(Instant::now());
+                    next_kill = (config.kills > 0).then(|| Instant::now() + random.kill_pause());
                 }
             }
-            Event::Line(worker, line) => {
-                sections.push(parse_section(worker, &line)?);
+            Event::Line(slot, line) => {
+                sections.push(parse_section(slot, &line)?);
+                workers.0[slot].reported += 1;
                 progress.show(sections.len());
             }
-            Event::Done(worker) => {
-                let status = workers.0[worker].wait()?;
+            Event::Done(slot) => {
+                let worker = &mut workers.0[slot];
+                let status = worker.child.wait()?;
+                let left = config.iterations - worker.reported.min(config.iterations);
+                if worker.killed && left > 0 {
+                    *worker = Slot { child: spawn(slot, left)?, reported: worker.reported, killed: false };
+                    continue;
+                }
                 // One failure ends the run: the others may be waiting on a
                 // start signal or a lock that will never come.
-                ensure!(status.success(), "worker {worker} failed ({status}); its message is above");
+                ensure!(worker.killed || status.success(), "worker {slot} failed ({status}); its message is above");
+                finished += 1;
             }
         }
     }
@@ -498,15 +600,41 @@ fn contend_in(config: &Config, dir: &Path) -> Result<Report> {
     let counter = std::fs::read_to_string(dir.join(COUNTER_FILE))?.trim().parse().context("reading the counter")?;
     sections.sort_by_key(|s| s.enter_ns);
     let overlaps = count_overlaps(&sections);
-    Ok(Report { config: config.clone(), dir: dir.to_path_buf(), elapsed, sections, counter, overlaps })
+    Ok(Report { config: config.clone(), dir: dir.to_path_buf(), elapsed, sections, counter, overlaps, kills })
 }
 
-fn worker_args(config: &Config, dir: &Path, worker: usize) -> Vec<String> {
-    vec![
+/// A small xorshift generator: where and when `--kill` strikes need not be
+/// unpredictable, only spread.
+struct Random(u64);
+
+impl Random {
+    fn seeded() -> Random {
+        Random(now_ns() as u64 | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    /// 5 to 50 ms: often enough to catch workers in every step.
+    fn kill_pause(&mut self) -> Duration {
+        Duration::from_micros(5_000 + self.next() % 45_000)
+    }
+}
+
+fn worker_args(config: &Config, dir: &Path, worker: usize, iterations: usize) -> Vec<String> {
+    let mut args = vec![
         "--dir".into(),
         dir.display().to_string(),
         "--iterations".into(),
-        config.iterations.to_string(),
+        iterations.to_string(),
         "--hold-ms".into(),
         (config.hold.as_secs_f64() * 1e3).to_string(),
         "--runner".into(),
@@ -515,7 +643,11 @@ fn worker_args(config: &Config, dir: &Path, worker: usize) -> Vec<String> {
         config.verification_delay.as_secs_f64().to_string(),
         "--retry-interval".into(),
         config.retry_interval.as_secs_f64().to_string(),
-    ]
+    ];
+    if let Some(lifetime) = config.stale_after {
+        args.extend(["--stale-after".into(), lifetime.as_secs_f64().to_string()]);
+    }
+    args
 }
 
 fn parse_section(worker: usize, line: &str) -> Result<Section> {
@@ -595,19 +727,21 @@ impl Taker {
             Taker::Component(locker) => Ok(Some(locker.acquire(lock, options)?.into_token().into_string())),
             Taker::Command(runtime, grants) => {
                 let lock = lock.to_str().context("the lock path is not UTF-8")?;
-                let delay = options.verification_delay.as_secs_f64().to_string();
-                let retry = options.retry_interval.as_secs_f64().to_string();
-                let timeout = WORKER_TIMEOUT.as_secs().to_string();
-                let args = [
-                    "acquire",
-                    lock,
-                    "--verification-delay",
-                    &delay,
-                    "--retry-interval",
-                    &retry,
-                    "--timeout",
-                    &timeout,
+                let seconds = |d: Duration| d.as_secs_f64().to_string();
+                let mut args = vec![
+                    "acquire".to_owned(),
+                    lock.to_owned(),
+                    "--verification-delay".into(),
+                    seconds(options.verification_delay),
+                    "--retry-interval".into(),
+                    seconds(options.retry_interval),
+                    "--timeout".into(),
+                    seconds(WORKER_TIMEOUT),
                 ];
+                if let Some(lifetime) = options.stale_after {
+                    args.extend(["--stale-after".into(), seconds(lifetime)]);
+                }
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 let output = runtime.run_command(&args, grants)?;
                 ensure!(output.code == 0, "acquire exited {}: {}", output.code, output.stderr.trim());
                 Ok(Some(output.stdout.trim().to_owned()))

@@ -30,6 +30,7 @@ pub mod engine;
 pub mod paths;
 pub mod plot;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,6 +39,8 @@ use anyhow::Result;
 use wasmtime::Store;
 
 pub use engine::{CommandOutput, Grant, Runtime};
+pub use uuidlock::format::Held;
+pub use uuidlock::protocol::Status;
 pub use uuidlock::{cli, LockError, Marker, Options, Token};
 
 use engine::{bindings, ComponentState};
@@ -52,6 +55,8 @@ pub struct Locker {
     grants: Arc<[Grant]>,
     /// Idle instances; a call takes one (or makes one) and puts it back.
     idle: Arc<Mutex<Vec<Instance>>>,
+    /// Guest path to token of the locks acquired through this locker.
+    held: Arc<Mutex<HashMap<String, String>>>,
 }
 
 struct Instance {
@@ -69,26 +74,44 @@ impl Locker {
         let grants = dirs.iter().map(|dir| paths::grant(dir.as_ref())).collect::<Result<Arc<[Grant]>>>()?;
         // Made now, so that a bad grant is reported here rather than on first use.
         let instance = Instance::new(runtime, &grants)?;
-        Ok(Locker { runtime: runtime.clone(), grants, idle: Arc::new(Mutex::new(vec![instance])) })
+        Ok(Locker {
+            runtime: runtime.clone(),
+            grants,
+            idle: Arc::new(Mutex::new(vec![instance])),
+            held: Arc::default(),
+        })
     }
 
     /// Takes the lock at `path` (a host path inside a granted directory),
     /// waiting as `options` say. The guard releases it when dropped.
+    ///
+    /// A second acquire of a lock that this locker (or a clone) still holds
+    /// fails at once with [`LockError::AlreadyHeld`] rather than waiting for
+    /// itself.
     ///
     /// # Errors
     /// As [`uuidlock::protocol::acquire`]; a failure of the guest itself is
     /// reported as [`LockError::Io`].
     pub fn acquire(&self, path: impl AsRef<Path>, options: &Options) -> Result<Guard, LockError> {
         let path = paths::guest_path(path.as_ref())?;
+        let mine = self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&path).cloned();
+        if let Some(token) = mine {
+            if self.holds_guest_path(&path, &token)? {
+                return Err(LockError::AlreadyHeld(format!(
+                    "{path} is already held by this locker, with token {token}; release it first"
+                )));
+            }
+        }
         let options = bindings::Options {
             prefix: options.prefix.clone(),
             verification_delay_ns: nanos(options.verification_delay),
             retry_interval_ns: nanos(options.retry_interval),
             timeout_ns: options.timeout.map(nanos),
+            stale_after_ns: options.stale_after.map(nanos),
         };
         let token = self.call(|guest, store| guest.uuidlock_lock_lock().call_acquire(store, &path, &options))?;
-        let token =
-            Token::parse(&token).map_err(|why| LockError::Io(format!("the guest returned a bad token: {why}")))?;
+        let token = parse_token(&token)?;
+        self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(path.clone(), token.to_string());
         Ok(Guard { locker: self.clone(), path, token: Some(token) })
     }
 
@@ -102,22 +125,55 @@ impl Locker {
     }
 
     fn release_guest_path(&self, path: &str, token: &str) -> Result<(), LockError> {
-        self.call(|guest, store| guest.uuidlock_lock_lock().call_release(store, path, &token.to_owned()))
+        let result = self.call(|guest, store| guest.uuidlock_lock_lock().call_release(store, path, &token.to_owned()));
+        let mut held = self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if held.get(path).is_some_and(|mine| mine == token) {
+            held.remove(path);
+        }
+        result
     }
 
-    /// Who holds the lock at `path`; `None` when it is free.
+    /// Extends the lifetime of the lock at `path` held with `token`.
+    ///
+    /// # Errors
+    /// [`LockError::NotOwner`] when it is no longer ours (broken as stale,
+    /// being broken, released), and as [`Locker::acquire`].
+    pub fn refresh(&self, path: impl AsRef<Path>, token: &str) -> Result<(), LockError> {
+        let path = paths::guest_path(path.as_ref())?;
+        self.call(|guest, store| guest.uuidlock_lock_lock().call_refresh(store, &path, &token.to_owned()))
+    }
+
+    /// Whether the lock at `path` is held with `token`.
     ///
     /// # Errors
     /// As [`Locker::acquire`].
-    pub fn status(&self, path: impl AsRef<Path>) -> Result<Option<Marker>, LockError> {
+    pub fn holds(&self, path: impl AsRef<Path>, token: &str) -> Result<bool, LockError> {
         let path = paths::guest_path(path.as_ref())?;
-        let holder = self.call(|guest, store| guest.uuidlock_lock_lock().call_status(store, &path))?;
-        holder
-            .map(|holder| match holder {
-                bindings::Holder::Uuidlock(token) => Token::parse(&token)
-                    .map(Marker::Uuidlock)
-                    .map_err(|why| LockError::Io(format!("the guest returned a bad token: {why}"))),
-                bindings::Holder::Foreign(shown) => Ok(Marker::Foreign(shown)),
+        self.holds_guest_path(&path, token)
+    }
+
+    fn holds_guest_path(&self, path: &str, token: &str) -> Result<bool, LockError> {
+        self.call(|guest, store| guest.uuidlock_lock_lock().call_holds(store, path, &token.to_owned()))
+    }
+
+    /// Who holds the lock at `path`, and since when; `None` when it is free.
+    ///
+    /// # Errors
+    /// As [`Locker::acquire`].
+    pub fn status(&self, path: impl AsRef<Path>) -> Result<Option<Status>, LockError> {
+        let path = paths::guest_path(path.as_ref())?;
+        let status = self.call(|guest, store| guest.uuidlock_lock_lock().call_status(store, &path))?;
+        status
+            .map(|status| {
+                let marker = match status.holder {
+                    bindings::Holder::Uuidlock(info) => Marker::Uuidlock(Held {
+                        token: parse_token(&info.token)?,
+                        stale_after: info.stale_after_ns.map(Duration::from_nanos),
+                        refreshes: info.refreshes,
+                    }),
+                    bindings::Holder::Foreign(shown) => Marker::Foreign(shown),
+                };
+                Ok(Status { marker, age: Duration::from_nanos(status.age_ns) })
             })
             .transpose()
     }
@@ -164,6 +220,15 @@ impl Guard {
         self.token.as_ref().expect("a guard holds its token until released")
     }
 
+    /// Extends the lock's lifetime; see [`Locker::refresh`].
+    ///
+    /// # Errors
+    /// [`LockError::NotOwner`] when the lock was broken as stale.
+    pub fn refresh(&self) -> Result<(), LockError> {
+        self.locker
+            .call(|guest, store| guest.uuidlock_lock_lock().call_refresh(store, &self.path, &self.token().to_string()))
+    }
+
     /// Releases the lock now.
     ///
     /// # Errors
@@ -198,12 +263,17 @@ fn from_wit(error: bindings::Error) -> LockError {
     match error {
         bindings::Error::Timeout => LockError::Timeout,
         bindings::Error::NotOwner => LockError::NotOwner,
+        bindings::Error::AlreadyHeld(why) => LockError::AlreadyHeld(why),
         bindings::Error::InvalidPath(why) => LockError::InvalidPath(why),
         bindings::Error::InvalidOptions(why) => LockError::InvalidOptions(why),
         bindings::Error::InvalidToken(why) => LockError::InvalidToken(why),
         bindings::Error::OutsideSandbox(why) => LockError::OutsideSandbox(why),
         bindings::Error::Io(why) => LockError::Io(why),
     }
+}
+
+fn parse_token(token: &str) -> Result<Token, LockError> {
+    Token::parse(token).map_err(|why| LockError::Io(format!("the guest returned a bad token: {why}")))
 }
 
 fn guest_failure(error: anyhow::Error) -> LockError {

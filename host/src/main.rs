@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::exit;
 
-use uuidlock_host::{cli, contend, engine, paths, LockError, Locker, Marker, Options, Runtime, Token};
+use uuidlock_host::{cli, contend, engine, paths, LockError, Locker, Options, Runtime, Status, Token};
 
 /// The native binary's own commands, added to `uuidlock --help`.
 const NATIVE_HELP: &str = "\
@@ -56,7 +56,15 @@ impl cli::Backend for NativeBackend {
         let (locker, file) = self.locker_for(path)?;
         locker.release(file, token)
     }
-    fn status(&mut self, path: &str) -> Result<Option<Marker>, LockError> {
+    fn refresh(&mut self, path: &str, token: &str) -> Result<(), LockError> {
+        let (locker, file) = self.locker_for(path)?;
+        locker.refresh(file, token)
+    }
+    fn holds(&mut self, path: &str, token: &str) -> Result<bool, LockError> {
+        let (locker, file) = self.locker_for(path)?;
+        locker.holds(file, token)
+    }
+    fn status(&mut self, path: &str) -> Result<Option<Status>, LockError> {
         let (locker, file) = self.locker_for(path)?;
         locker.status(file)
     }
