@@ -14,6 +14,8 @@ fn every_command_has_help() {
         (&["acquire", "--help"][..], "--verification-delay"),
         (&["release", "--help"][..], "TOKEN"),
         (&["status", "-h"][..], "exits 1 when it is free"),
+        (&["refresh", "--help"][..], "lifetime"),
+        (&["holds", "--help"][..], "held by TOKEN"),
         (&["contend", "--help"][..], "--processes"),
         (&["export", "--help"][..], "uuidlock.component.wasm"),
     ] {
@@ -78,6 +80,11 @@ fn usage_errors_exit_2_with_one_line() {
         &["acquire", ""][..],
         &["contend", "--processes", "0"][..],
         &["contend", "--verification-delay", "7200"][..],
+        &["contend", "--kill", "3"][..],
+        &["acquire", lock, "--stale-after", "0"][..],
+        &["acquire", lock, "--stale-after", "100000"][..],
+        &["refresh", lock, "bad-token"][..],
+        &["holds", lock][..],
         &["acquire", lock, "--prefix", "--job"][..],
         &["status", "/"][..],
     ] {
@@ -120,4 +127,43 @@ fn export_writes_the_command_module_and_the_component() {
     assert_eq!(&module[..8], b"\0asm\x01\0\0\0");
     assert_eq!(&component[..8], b"\0asm\x0d\0\x01\0");
     assert_eq!(uuidlock(&["export", "/nonexistent/dir"]).status.code(), Some(4));
+}
+
+// A lock with a lifetime: refresh keeps it, holds answers, status --json
+// reports it, and a released lock can no longer be refreshed.
+#[test]
+fn refresh_holds_and_status_json_follow_the_contract() {
+    let sandbox = Sandbox::new();
+    let lock = sandbox.lock("job.lock");
+    let lock = lock.to_str().unwrap();
+    let acquired = uuidlock(&["acquire", lock, "--verification-delay", "0", "--stale-after", "30", "--prefix", "ci-"]);
+    assert_eq!(acquired.status.code(), Some(0), "{}", text(&acquired.stderr));
+    let token = text(&acquired.stdout).trim().to_owned();
+    let stranger = "00000000-0000-4000-8000-000000000000";
+
+    assert_eq!(uuidlock(&["refresh", lock, &token]).status.code(), Some(0));
+    assert_eq!(uuidlock(&["holds", lock, &token]).status.code(), Some(0));
+    assert_eq!(uuidlock(&["holds", lock, stranger]).status.code(), Some(3));
+    assert_eq!(uuidlock(&["refresh", lock, stranger]).status.code(), Some(3));
+
+    let status = uuidlock(&["status", lock, "--json"]);
+    assert_eq!(status.status.code(), Some(0));
+    let json = text(&status.stdout);
+    for part in [
+        "\"state\":\"held\"".to_owned(),
+        format!("\"token\":\"{token}\""),
+        "\"prefix\":\"ci-\"".into(),
+        "\"stale_after_s\":30,".into(),
+        "\"refreshes\":1}".into(),
+        "\"age_s\":".into(),
+    ] {
+        assert!(json.contains(&part), "{part} not in {json}");
+    }
+
+    assert_eq!(uuidlock(&["release", lock, &token]).status.code(), Some(0));
+    let refresh = uuidlock(&["refresh", lock, &token]);
+    assert_eq!(refresh.status.code(), Some(3));
+    assert!(text(&refresh.stderr).contains("broken as stale or released"));
+    let free = uuidlock(&["status", lock, "--json"]);
+    assert_eq!((free.status.code(), text(&free.stdout).trim()), (Some(1), "{\"state\":\"free\"}"));
 }

@@ -7,7 +7,7 @@ use std::fs;
 use std::time::Duration;
 
 use common::{runtime, Sandbox};
-use uuidlock_host::{Grant, LockError, Locker, Marker, Options};
+use uuidlock_host::{Grant, Held, LockError, Locker, Marker, Options};
 
 fn fast() -> Options {
     Options { verification_delay: Duration::ZERO, retry_interval: Duration::from_millis(1), ..Options::default() }
@@ -28,7 +28,9 @@ fn acquire_status_release_round_trip() {
     let token = guard.token().clone();
     assert!(token.as_str().starts_with("job-"));
     assert_eq!(fs::read_to_string(&path).unwrap(), format!("1\nuuidlock/1?token={token}\n"));
-    assert_eq!(locker.status(&path).unwrap(), Some(Marker::Uuidlock(token)));
+    let status = locker.status(&path).unwrap().unwrap();
+    assert_eq!(status.marker, Marker::Uuidlock(Held::new(token, None)));
+    assert!(status.age < Duration::from_secs(60));
     guard.release().unwrap();
     assert!(!path.exists());
     assert_eq!(locker.status(&path).unwrap(), None);
@@ -153,7 +155,7 @@ fn foreign_lock_files_are_waited_on_and_kept() {
         let path = sandbox.lock(name);
         fs::write(&path, &content).unwrap();
         assert_eq!(locker.acquire(&path, &once()).err(), Some(LockError::Timeout), "{name}");
-        assert!(matches!(locker.status(&path), Ok(Some(Marker::Foreign(_)))), "{name}");
+        assert!(matches!(locker.status(&path).map(|s| s.map(|s| s.marker)), Ok(Some(Marker::Foreign(_)))), "{name}");
         assert_eq!(locker.release(&path, "00000000-0000-4000-8000-000000000000"), Err(LockError::NotOwner));
         assert_eq!(fs::read(&path).unwrap(), content, "{name} was changed");
     }
@@ -217,25 +219,73 @@ fn a_locker_can_be_granted_several_directories() {
     assert!(a.lock("x.lock").exists() && b.lock("x.lock").exists());
 }
 
-// A thread waiting without a timeout on a lock that a guard of the same
-// locker holds must not stop that guard from releasing it.
+// While one thread of a locker waits (no timeout) for a lock another party
+// holds, the same locker's guard on another lock can still be released.
 #[test]
-fn a_waiting_acquire_does_not_block_the_holders_release() {
+fn a_waiting_acquire_does_not_block_the_lockers_other_calls() {
     let sandbox = Sandbox::new();
     let locker = sandbox.locker();
-    let path = sandbox.lock("job.lock");
-    let guard = locker.acquire(&path, &fast()).unwrap();
+    let (mine, theirs) = (sandbox.lock("mine.lock"), sandbox.lock("theirs.lock"));
+    let guard = locker.acquire(&mine, &fast()).unwrap();
+    let other_party = sandbox.locker().acquire(&theirs, &fast()).unwrap();
     let (done, finished) = std::sync::mpsc::channel();
     let waiter = {
-        let (locker, path) = (locker.clone(), path.clone());
+        let (locker, theirs) = (locker.clone(), theirs.clone());
         std::thread::spawn(move || {
-            let result = locker.acquire(&path, &fast()).map(|guard| guard.into_token());
+            let result = locker.acquire(&theirs, &fast()).map(|guard| guard.into_token());
             let _ = done.send(());
             result
         })
     };
     std::thread::sleep(Duration::from_millis(50));
-    guard.release().unwrap();
-    finished.recv_timeout(Duration::from_secs(30)).expect("the waiter never got the lock: a deadlock");
+    let (tx, released) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(guard.release()));
+    released.recv_timeout(Duration::from_secs(30)).expect("the release waited for the waiter: a deadlock").unwrap();
+    assert!(!mine.exists());
+    other_party.release().unwrap();
+    finished.recv_timeout(Duration::from_secs(30)).expect("the waiter never got the lock");
     assert!(waiter.join().unwrap().is_ok());
+}
+
+// A second acquire of a lock this locker still holds fails at once instead
+// of waiting for itself; once released (or lost), it can be taken again.
+#[test]
+fn a_locker_does_not_wait_for_itself() {
+    let sandbox = Sandbox::new();
+    let locker = sandbox.locker();
+    let path = sandbox.lock("job.lock");
+    let guard = locker.acquire(&path, &fast()).unwrap();
+    let clone = locker.clone();
+    assert!(matches!(clone.acquire(&path, &Options::default()), Err(LockError::AlreadyHeld(_))));
+    // Another locker is another party: it waits, and here times out.
+    assert_eq!(sandbox.locker().acquire(&path, &once()).err(), Some(LockError::Timeout));
+    guard.release().unwrap();
+    let again = locker.acquire(&path, &fast()).unwrap();
+    // Lost behind its back (deleted by hand): no longer "already held".
+    std::fs::remove_file(&path).unwrap();
+    assert!(locker.acquire(&path, &fast()).is_ok());
+    drop(again);
+}
+
+// Through the component: a lifetime lock is refreshed by its guard, reported
+// with its lifetime and refresh count, and broken once its holder stops.
+#[test]
+fn lifetimes_refresh_and_breaking_through_the_component() {
+    let sandbox = Sandbox::new();
+    let path = sandbox.lock("job.lock");
+    let lifetime = Duration::from_millis(80);
+    let holder = sandbox.locker();
+    let guard = holder.acquire(&path, &Options { stale_after: Some(lifetime), ..fast() }).unwrap();
+    guard.refresh().unwrap();
+    let Some(Marker::Uuidlock(held)) = holder.status(&path).unwrap().map(|s| s.marker) else { panic!() };
+    assert_eq!((held.stale_after, held.refreshes), (Some(lifetime), 1));
+    assert!(holder.holds(&path, guard.token().as_str()).unwrap());
+
+    // The holder stops refreshing; a contender breaks the lock.
+    let token = guard.into_token();
+    let contender = sandbox.locker();
+    let next = contender.acquire(&path, &Options { timeout: Some(Duration::from_secs(10)), ..fast() }).unwrap();
+    assert_eq!(holder.refresh(&path, token.as_str()), Err(LockError::NotOwner));
+    assert_eq!(holder.release(&path, token.as_str()), Err(LockError::NotOwner));
+    assert!(contender.holds(&path, next.token().as_str()).unwrap());
 }

@@ -92,3 +92,26 @@ fn contend_refuses_a_missing_directory() {
     assert_eq!(output.status.code(), Some(4));
     assert!(text(&output.stderr).contains("/nonexistent/uuidlock"));
 }
+
+// Holders SIGKILLed at random points of the protocol (while staging, while
+// holding, while releasing) leave locks that are broken once stale; the live
+// holders never overlap and no update is lost.
+#[test]
+fn killed_holders_are_recovered_from_without_overlap() {
+    let args = ["--processes", "4", "--iterations", "25", "--stale-after", "0.1", "--kill", "8"];
+    let (code, json) = contend(&args);
+    assert_eq!(code, Some(0), "{json}");
+    assert_eq!(field(&json, "kills"), 8.0);
+    assert_eq!(field(&json, "overlaps"), 0.0);
+    assert_eq!(field(&json, "violations"), 0.0);
+    assert_eq!(field(&json, "acquisitions"), 100.0);
+}
+
+// The same through a mix of command-module and component workers.
+#[test]
+fn killed_command_and_component_holders_are_recovered_from() {
+    let args = ["--processes", "4", "--iterations", "15", "--stale-after", "0.1", "--kill", "5", "--runner", "mixed"];
+    let (code, json) = contend(&args);
+    assert_eq!(code, Some(0), "{json}");
+    assert_eq!(field(&json, "violations"), 0.0);
+}

@@ -40,7 +40,9 @@ fn softfilelock_waits_for_a_uuidlock_holder_and_leaves_it_alone() {
     let Some(py) = python_or_skip("softfilelock_waits_for_a_uuidlock_holder_and_leaves_it_alone") else { return };
     let sandbox = Sandbox::new();
     let lock = sandbox.lock("shared.lock");
-    let guard = sandbox.locker().acquire(&lock, &Options::default()).unwrap();
+    // With a lifetime: the longer marker form must read as a holder too.
+    let with_lifetime = Options { stale_after: Some(Duration::from_secs(60)), ..Options::default() };
+    let guard = sandbox.locker().acquire(&lock, &with_lifetime).unwrap();
     let before = std::fs::read(&lock).unwrap();
     let said = python(
         &py,
@@ -113,7 +115,7 @@ fn uuidlock_waits_for_python_holders() {
         let locker = sandbox.locker();
         let once = Options { timeout: Some(Duration::ZERO), verification_delay: Duration::ZERO, ..Options::default() };
         assert_eq!(locker.acquire(&lock, &once).err(), Some(LockError::Timeout), "{library}");
-        assert!(matches!(locker.status(&lock), Ok(Some(Marker::Foreign(_)))), "{library}");
+        assert!(matches!(locker.status(&lock).map(|s| s.map(|s| s.marker)), Ok(Some(Marker::Foreign(_)))), "{library}");
         assert_eq!(locker.release(&lock, "00000000-0000-4000-8000-000000000000"), Err(LockError::NotOwner));
         assert!(lock.exists(), "{library}'s lock was deleted");
 
