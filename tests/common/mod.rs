@@ -7,7 +7,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use uuidlock_host::{Locker, Runtime};
 
@@ -83,7 +83,10 @@ pub fn skip(test: &str, why: &str) {
 
 /// A Python virtual environment under the target directory with `packages`
 /// installed; returns its interpreter. Made once per name; a failure says why.
+/// Tests run on parallel threads, so making one is serialised.
 pub fn venv(name: &str, packages: &[&str]) -> Result<PathBuf, String> {
+    static MAKING: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = MAKING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tools").join(name);
     let python = dir.join("bin/python");
     let stamp = dir.join(format!("installed-{}", packages.join("+")));
@@ -98,7 +101,8 @@ pub fn venv(name: &str, packages: &[&str]) -> Result<PathBuf, String> {
             Err(format!("{command:?} failed: {}", text(&output.stderr).trim()))
         }
     };
-    run(Command::new("python3").arg("-m").arg("venv").arg(&dir))?;
+    // --clear: a venv left half-made by an interrupted run is made anew.
+    run(Command::new("python3").args(["-m", "venv", "--clear"]).arg(&dir))?;
     run(Command::new(&python).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"]).args(packages))?;
     std::fs::write(&stamp, "").map_err(|e| e.to_string())?;
     Ok(python)
