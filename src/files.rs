@@ -24,7 +24,7 @@ pub enum Created {
 /// staged file, never an empty or half-written lock. Where the filesystem has
 /// no hard links, falls back to an exclusive create and a write.
 pub fn publish(path: &str, staged: &str, bytes: &[u8]) -> Result<Created, LockError> {
-    write_new(staged, bytes)?;
+    write_new(staged, path, bytes)?;
     let linked = fs::hard_link(staged, path);
     let _ = fs::remove_file(staged);
     match linked {
@@ -42,7 +42,7 @@ pub fn publish(path: &str, staged: &str, bytes: &[u8]) -> Result<Created, LockEr
 /// Replaces the file at `path` with one holding `bytes`, atomically (staged,
 /// then renamed over it). The caller must hold the right to replace it.
 pub fn replace(path: &str, staged: &str, bytes: &[u8]) -> Result<(), LockError> {
-    write_new(staged, bytes)?;
+    write_new(staged, path, bytes)?;
     fs::rename(staged, path).map_err(|e| {
         let _ = fs::remove_file(staged);
         io_error(path, "replace", e)
@@ -58,11 +58,12 @@ pub fn remove(path: &str) -> Result<bool, LockError> {
     }
 }
 
-/// Creates `path` exclusively and writes `bytes`; on failure nothing is left.
-fn write_new(path: &str, bytes: &[u8]) -> Result<(), LockError> {
-    let file = OpenOptions::new().write(true).create_new(true).open(path).map_err(|e| io_error(path, "create", e))?;
+/// Creates `staged` exclusively and writes `bytes`; on failure nothing is
+/// left. Errors name `path`, the lock the staging file is for.
+fn write_new(staged: &str, path: &str, bytes: &[u8]) -> Result<(), LockError> {
+    let file = OpenOptions::new().write(true).create_new(true).open(staged).map_err(|e| io_error(path, "create", e))?;
     write_all(path, file, bytes).inspect_err(|_| {
-        let _ = fs::remove_file(path);
+        let _ = fs::remove_file(staged);
     })
 }
 
@@ -147,11 +148,17 @@ pub fn check_path(path: &str) -> Result<(), LockError> {
 
 /// Maps an I/O error on `path` to the error users see, with the fix.
 pub fn io_error(path: &str, action: &str, e: io::Error) -> LockError {
+    if refused_by_sandbox(&e) && parent_reachable(path) {
+        return LockError::Io(format!(
+            "cannot {action} {path}: not permitted; its directory does not allow it \
+             (read-only, immutable, or another user's file in a sticky directory)"
+        ));
+    }
     if refused_by_sandbox(&e) {
         return LockError::OutsideSandbox(format!(
-            "cannot {action} {path}: not permitted; it leads outside the directories granted to this sandbox \
-             (through .. or a symbolic link): grant its directory (e.g. wasmtime run --dir HOST_DIR::GUEST_DIR) \
-             and name the lock inside it; or the OS forbids the operation"
+            "cannot {action} {path}: it leads outside the directories granted to this sandbox \
+             (through .. or a symbolic link); grant its directory (e.g. wasmtime run --dir HOST_DIR::GUEST_DIR) \
+             and name the lock inside it"
         ));
     }
     match e.kind() {
@@ -178,6 +185,13 @@ pub fn io_error(path: &str, action: &str, e: io::Error) -> LockError {
     }
 }
 
+/// Whether the directory holding `path` can be reached: if so, a refusal
+/// to create in it is the OS's, not the sandbox's.
+fn parent_reachable(path: &str) -> bool {
+    let parent = Path::new(path).parent().map(|dir| if dir.as_os_str().is_empty() { Path::new(".") } else { dir });
+    parent.is_some_and(|dir| fs::metadata(dir).is_ok())
+}
+
 /// Whether any directory above `path` exists. In the guest, wasi-libc
 /// answers "not found" for a path under no preopened directory, where no
 /// ancestor exists; natively `/` always does.
@@ -189,12 +203,12 @@ fn any_ancestor_exists(path: &str) -> bool {
         .any(|dir| fs::metadata(dir).is_ok())
 }
 
-/// Whether the WASI host refused the path because it leads outside the
-/// preopened directories. wasmtime reports an escape through `..` or a
-/// symbolic link as `EPERM`, which the OS also uses for rare refusals (such
-/// as another user's file in a sticky directory), hence the message naming
-/// both; `ENOTCAPABLE` is the capability error proper. Natively there is no
-/// sandbox.
+/// Whether the WASI host refused the path as leading outside the preopened
+/// directories. wasmtime reports an escape through `..` or a symbolic link
+/// as `EPERM`, which the OS also uses (an immutable directory, another
+/// user's file in a sticky directory): [`io_error`] tells them apart by
+/// whether the directory itself can be reached. `ENOTCAPABLE` is the
+/// capability error proper. Natively there is no sandbox.
 fn refused_by_sandbox(e: &io::Error) -> bool {
     #[cfg(target_os = "wasi")]
     {
