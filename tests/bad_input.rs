@@ -1,0 +1,222 @@
+//! Bad input gets a clear error, never a trap, a panic or a lost lock: one
+//! table of cases, each run through the WIT interface (via the host API),
+//! the guest command (the command module) and the native CLI, with the
+//! documented error variant and exit code.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{runtime, skip, text, uuidlock, Sandbox};
+use uuidlock_host::{cli, Grant, LockError, Options};
+
+/// Which error variant a case expects (its exit code follows from it).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Expect {
+    InvalidPath,
+    InvalidOptions,
+    InvalidToken,
+    OutsideSandbox,
+    Io,
+    NotOwner,
+    Timeout,
+}
+
+impl Expect {
+    fn matches(self, error: &LockError) -> bool {
+        matches!(
+            (self, error),
+            (Expect::InvalidPath, LockError::InvalidPath(_))
+                | (Expect::InvalidOptions, LockError::InvalidOptions(_))
+                | (Expect::InvalidToken, LockError::InvalidToken(_))
+                | (Expect::OutsideSandbox, LockError::OutsideSandbox(_))
+                | (Expect::Io, LockError::Io(_))
+                | (Expect::NotOwner, LockError::NotOwner)
+                | (Expect::Timeout, LockError::Timeout)
+        )
+    }
+
+    /// The documented exit code of the variant.
+    fn exit_code(self) -> i32 {
+        let why = String::new;
+        cli::exit_code(&match self {
+            Expect::InvalidPath => LockError::InvalidPath(why()),
+            Expect::InvalidOptions => LockError::InvalidOptions(why()),
+            Expect::InvalidToken => LockError::InvalidToken(why()),
+            Expect::OutsideSandbox => LockError::OutsideSandbox(why()),
+            Expect::Io => LockError::Io(why()),
+            Expect::NotOwner => LockError::NotOwner,
+            Expect::Timeout => LockError::Timeout,
+        })
+    }
+}
+
+/// A command line with `{}` where the lock directory goes.
+struct Case {
+    args: &'static [&'static str],
+    expect: Expect,
+    /// The native CLI grants the lock's own directory, so sandbox escapes do
+    /// not apply to it.
+    native: bool,
+}
+
+fn cases() -> Vec<Case> {
+    let case = |args, expect| Case { args, expect, native: true };
+    let guest_only = |args, expect| Case { args, expect, native: false };
+    vec![
+        case(&["acquire", "", "--timeout", "0"], Expect::InvalidPath),
+        case(&["acquire", "{}", "--timeout", "0"], Expect::InvalidPath),
+        case(&["status", "{}"], Expect::InvalidPath),
+        case(&["acquire", "{}/link.lock", "--timeout", "0"], Expect::InvalidPath),
+        case(&["release", "{}/link.lock", "00000000-0000-4000-8000-000000000000"], Expect::InvalidPath),
+        case(&["acquire", "{}/no/such/x.lock", "--timeout", "0"], Expect::Io),
+        guest_only(&["acquire", "{}/../outside/x.lock", "--timeout", "0"], Expect::OutsideSandbox),
+        guest_only(&["status", "{}/../outside/x.lock"], Expect::OutsideSandbox),
+        guest_only(&["acquire", "{}/escape/x.lock", "--timeout", "0"], Expect::OutsideSandbox),
+        guest_only(&["acquire", "/elsewhere/x.lock", "--timeout", "0"], Expect::OutsideSandbox),
+        case(&["acquire", "{}/x.lock", "--verification-delay", "3601"], Expect::InvalidOptions),
+        case(&["acquire", "{}/x.lock", "--retry-interval", "1e9"], Expect::InvalidOptions),
+        case(&["acquire", "{}/x.lock", "--stale-after", "0"], Expect::InvalidOptions),
+        case(&["acquire", "{}/x.lock", "--stale-after", "86401"], Expect::InvalidOptions),
+        case(&["acquire", "{}/x.lock", "--prefix", "two\nlines"], Expect::InvalidOptions),
+        case(&["acquire", "{}/x.lock", "--prefix", "-looks-like-an-option"], Expect::InvalidOptions),
+        case(
+            &["acquire", "{}/x.lock", "--prefix", "pppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppp"],
+            Expect::InvalidOptions,
+        ),
+        case(&["release", "{}/held.lock", ""], Expect::InvalidToken),
+        case(&["release", "{}/held.lock", "garbage"], Expect::InvalidToken),
+        case(&["release", "{}/held.lock", "7C9E6679-7425-40DE-944B-E07A4B7B7BD1"], Expect::InvalidToken),
+        case(&["refresh", "{}/held.lock", "short"], Expect::InvalidToken),
+        case(&["release", "{}/held.lock", "00000000-0000-4000-8000-000000000000"], Expect::NotOwner),
+        case(&["refresh", "{}/held.lock", "00000000-0000-4000-8000-000000000000"], Expect::NotOwner),
+        case(&["release", "{}/garbage.lock", "00000000-0000-4000-8000-000000000000"], Expect::NotOwner),
+        case(&["acquire", "{}/garbage.lock", "--timeout", "0"], Expect::Timeout),
+        case(&["acquire", "{}/empty.lock", "--timeout", "0"], Expect::Timeout),
+        case(&["acquire", "{}/huge.lock", "--timeout", "0"], Expect::Timeout),
+    ]
+}
+
+/// Sets up the files the cases refer to; returns what must survive untouched.
+fn prepare(sandbox: &Sandbox) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    std::os::unix::fs::symlink(sandbox.outside().join("t.lock"), sandbox.lock("link.lock")).unwrap();
+    std::os::unix::fs::symlink(sandbox.outside(), sandbox.lock("escape")).unwrap();
+    let once = Options { timeout: Some(Duration::ZERO), verification_delay: Duration::ZERO, ..Options::default() };
+    let held = sandbox.locker().acquire(sandbox.lock("held.lock"), &once).unwrap();
+    held.into_token();
+    for (name, content) in
+        [("garbage.lock", b"\x00\xffgarbage\n".to_vec()), ("empty.lock", vec![]), ("huge.lock", vec![b'h'; 2 << 20])]
+    {
+        std::fs::write(sandbox.lock(name), content).unwrap();
+    }
+    ["held.lock", "garbage.lock", "empty.lock", "huge.lock"]
+        .iter()
+        .map(|name| (sandbox.lock(name), std::fs::read(sandbox.lock(name)).unwrap()))
+        .collect()
+}
+
+fn assert_untouched(sandbox: &Sandbox, kept: &[(std::path::PathBuf, Vec<u8>)]) {
+    for (path, bytes) in kept {
+        assert_eq!(&std::fs::read(path).unwrap(), bytes, "{} changed", path.display());
+    }
+    assert!(sandbox.outside_entries().is_empty(), "written outside: {:?}", sandbox.outside_entries());
+}
+
+fn fill(args: &[&str], dir: &str) -> Vec<String> {
+    args.iter().map(|arg| arg.replace("{}", dir)).collect()
+}
+
+// Through the WIT interface: the parsed command, run on the host API, must
+// fail with the expected variant.
+#[test]
+fn bad_input_through_the_wit_interface() {
+    let sandbox = Sandbox::new();
+    let kept = prepare(&sandbox);
+    let locker = sandbox.locker();
+    let dir = sandbox.locks().display().to_string();
+    for case in cases() {
+        let args = fill(case.args, &dir);
+        let result = match cli::parse(&args) {
+            Ok(cli::Command::Acquire { path, options }) => locker.acquire(path, &options).map(|g| drop(g.into_token())),
+            Ok(cli::Command::Release { path, token }) => locker.release(path, &token),
+            Ok(cli::Command::Refresh { path, token }) => locker.refresh(path, &token),
+            Ok(cli::Command::Status { path, .. }) => locker.status(path).map(drop),
+            other => panic!("{args:?} parsed as {other:?}"),
+        };
+        let error = result.expect_err(&format!("{args:?} succeeded"));
+        assert!(case.expect.matches(&error), "{args:?}: expected {:?}, got {error:?}", case.expect);
+    }
+    // NUL cannot be passed on a command line, but it can through WIT.
+    let once = Options { timeout: Some(Duration::ZERO), ..Options::default() };
+    assert!(matches!(locker.acquire(format!("{dir}/a\0b"), &once), Err(LockError::InvalidPath(_))));
+    assert_untouched(&sandbox, &kept);
+}
+
+// Through the guest command (the command module, as `wasmtime run` runs it).
+#[test]
+fn bad_input_through_the_guest_command() {
+    let sandbox = Sandbox::new();
+    let kept = prepare(&sandbox);
+    let grants = [Grant { host: sandbox.locks(), guest: "/locks".into() }];
+    for case in cases() {
+        let args = fill(case.args, "/locks");
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let output = runtime().run_command(&args, &grants).unwrap();
+        assert_eq!(output.code, case.expect.exit_code(), "{args:?}: {}", output.stderr);
+        assert_eq!(output.stderr.lines().count(), 1, "{args:?}: {}", output.stderr);
+    }
+    assert_untouched(&sandbox, &kept);
+}
+
+// Through the native CLI.
+#[test]
+fn bad_input_through_the_native_cli() {
+    let sandbox = Sandbox::new();
+    let kept = prepare(&sandbox);
+    let dir = sandbox.locks().display().to_string();
+    for case in cases().into_iter().filter(|case| case.native) {
+        let args = fill(case.args, &dir);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let output = uuidlock(&args);
+        assert_eq!(output.status.code(), Some(case.expect.exit_code()), "{args:?}: {}", text(&output.stderr));
+        assert_eq!(text(&output.stderr).lines().count(), 1, "{args:?}: {}", text(&output.stderr));
+    }
+    assert_untouched(&sandbox, &kept);
+}
+
+// A directory the OS will not let anyone write (immutable, even for root):
+// an I/O error naming the path, through all three interfaces.
+#[test]
+fn a_read_only_directory_is_an_io_error() {
+    let sandbox = Sandbox::new();
+    let ro = sandbox.lock("ro");
+    std::fs::create_dir(&ro).unwrap();
+    let frozen = Command::new("chattr").arg("+i").arg(&ro).status().is_ok_and(|status| status.success());
+    if !frozen {
+        skip("a_read_only_directory_is_an_io_error", "chattr +i is not available here (needs root on ext4/xfs)");
+        return;
+    }
+    let thaw = Thaw(&ro);
+    let once = Options { timeout: Some(Duration::ZERO), ..Options::default() };
+    let Err(LockError::Io(message)) = sandbox.locker().acquire(ro.join("x.lock"), &once) else { panic!() };
+    assert!(message.contains("x.lock") && message.contains("not permitted"), "{message}");
+    let grants = [Grant { host: sandbox.locks(), guest: "/locks".into() }];
+    let output = runtime().run_command(&["acquire", "/locks/ro/x.lock", "--timeout", "0"], &grants).unwrap();
+    assert_eq!(output.code, 4, "{}", output.stderr);
+    let native = uuidlock(&["acquire", ro.join("x.lock").to_str().unwrap(), "--timeout", "0"]);
+    assert_eq!(native.status.code(), Some(4), "{}", text(&native.stderr));
+    drop(thaw);
+    assert_eq!(std::fs::read_dir(&ro).unwrap().count(), 0);
+}
+
+/// Makes the directory writable again, even if the test fails, so that the
+/// temporary directory can be removed.
+struct Thaw<'a>(&'a Path);
+
+impl Drop for Thaw<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(self.0).status();
+    }
+}
