@@ -10,9 +10,13 @@
 //!
 //! # Layout
 //!
-//! - [`protocol`]: the lock itself: exclusive create, verify, retry,
-//!   release-if-ours; plain `std::fs`, native and wasm alike. Its module docs
-//!   carry the argument for mutual exclusion.
+//! - [`protocol`]: the lock itself: publish, verify, retry, release,
+//!   refresh, break stale locks; plain `std::fs`, native and wasm alike. Its
+//!   module docs carry the argument for mutual exclusion.
+//! - `claim`: claims and staleness: who may remove or replace a lock
+//!   instance, and breaking stale locks (and stale claims).
+//! - `files`: the filesystem steps (stage, hard-link, rename, bounded read,
+//!   remove), each mapped to the error users see.
 //! - [`format`]: the lock file's bytes, a public format specified there.
 //! - [`error`]: the protocol's error type; each layer maps it once.
 //! - [`cli`]: the command-line contract shared by the guest command and the
