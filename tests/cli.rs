@@ -18,6 +18,7 @@ fn every_command_has_help() {
         (&["holds", "--help"][..], "held by TOKEN"),
         (&["contend", "--help"][..], "--processes"),
         (&["export", "--help"][..], "uuidlock.component.wasm"),
+        (&["bench", "--help"][..], "--anchors"),
     ] {
         let output = uuidlock(args);
         assert_eq!(output.status.code(), Some(0), "{args:?}");
@@ -166,4 +167,19 @@ fn refresh_holds_and_status_json_follow_the_contract() {
     assert!(text(&refresh.stderr).contains("broken as stale or released"));
     let free = uuidlock(&["status", lock, "--json"]);
     assert_eq!((free.status.code(), text(&free.stdout).trim()), (Some(1), "{\"state\":\"free\"}"));
+}
+
+// The bench in its smoke mode: every subject measured, no violation under
+// contention. (Figures are printed, never asserted: machines are noisy.)
+#[test]
+fn bench_quick_measures_every_subject() {
+    let sandbox = Sandbox::new();
+    let output = uuidlock(&["bench", "--quick", "--json", "--dir", sandbox.locks().to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let json = text(&output.stdout);
+    for name in ["\"floor\"", "\"native\"", "\"component\"", "\"command\"", "\"native binary\""] {
+        assert!(json.contains(&format!("\"name\":{name}")), "{name} missing from {json}");
+    }
+    assert_eq!(json.matches("\"violations\":0").count(), 2, "{json}");
+    assert!(output.stderr.is_empty(), "progress printed to a pipe: {}", text(&output.stderr));
 }

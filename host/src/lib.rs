@@ -8,6 +8,7 @@
 //!   one `bindgen!` of `wit/lock.wit`, and running the command module;
 //! - [`paths`]: host paths to the guest's view of them;
 //! - [`contend`]: the cross-process contention runner (`uuidlock contend`);
+//! - [`bench`]: the side-by-side benchmark (`uuidlock bench`);
 //! - [`plot`]: the wait-time histogram of a contention run, as SVG;
 //! - `src/main.rs`: the native `uuidlock` binary, a thin `main`.
 //!
@@ -25,6 +26,7 @@
 //! # Ok::<(), anyhow::Error>(())
 //! ```
 
+pub mod bench;
 pub mod contend;
 pub mod engine;
 pub mod paths;

@@ -5,12 +5,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::exit;
 
-use uuidlock_host::{cli, contend, engine, paths, LockError, Locker, Options, Runtime, Status, Token};
+use uuidlock_host::{bench, cli, contend, engine, paths, LockError, Locker, Options, Runtime, Status, Token};
 
 /// The native binary's own commands, added to `uuidlock --help`.
 const NATIVE_HELP: &str = "\
 Native commands:
   uuidlock contend [options]   cross-process contention run; see 'uuidlock contend --help'
+  uuidlock bench [options]     side-by-side benchmark; see 'uuidlock bench --help'
   uuidlock export DIR          write the embedded uuidlock.wasm (command module) and
                                uuidlock.component.wasm (component) into DIR
 
@@ -78,6 +79,7 @@ fn main() {
     };
     let code = match args.first().map(String::as_str) {
         Some("contend") => contend::main(&args[1..]),
+        Some("bench") => bench::main(&args[1..]),
         Some("export") => export(&args[1..]),
         Some(contend::WORKER_COMMAND) => contend::worker_main(&args[1..]),
         _ => {

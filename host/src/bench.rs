@@ -1,0 +1,518 @@
+//! The side-by-side benchmark: `uuidlock bench`.
+//!
+//! Everything is measured in one run, on one directory, so ratios compare
+//! like with like on a shared, noisy machine:
+//!
+//! 1. *Uncontended* acquire+release latency, in interleaved rounds (each
+//!    round runs a batch of every subject, so drift hits all alike):
+//!    - `floor`: the raw syscalls the protocol needs at least, natively
+//!      (exclusive create + write, read back, read, unlink);
+//!    - `native`: the protocol code compiled natively (`uuidlock::protocol`);
+//!    - `component`: the component through the host API, instance reused;
+//!    - `command`: the command module, one instantiation per call, as a
+//!      script's `wasmtime run` would (but without process start);
+//!    - with `--anchors`, Python's uuid-filelock (delay 0 and its default
+//!      0.1 s), filelock.SoftFileLock and flufl.lock, from a venv the bench
+//!      makes.
+//! 2. *Contention*: `contend` with N processes, with a 1 ms critical section
+//!    and with none: throughput, waits, hand-off ratio.
+//! 3. *Cold start*: from process start to the first lock held and released,
+//!    for the native binary (compiled code cached) and, when a `wasmtime`
+//!    CLI is found, for `wasmtime run uuidlock.wasm`.
+//!
+//! Medians and 99th percentiles are reported, with ratios to the floor.
+//! Nothing here asserts a time: figures are for people to read.
+
+use std::fmt::Write as _;
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+
+use crate::contend::{self, percentile};
+use crate::{engine, Grant, Locker, Options, Runtime};
+
+pub const HELP: &str = "\
+uuidlock bench [--dir D] [--rounds R] [--batch B] [--processes N] [--acquisitions M]
+               [--anchors] [--quick] [--json]
+
+Measures, side by side in one run on one directory:
+  1. uncontended acquire+release latency: the raw syscall floor, the protocol
+     natively, the component (instance reused), the command module; with
+     --anchors also Python's uuid-filelock, filelock.SoftFileLock, flufl.lock
+  2. contention: N processes x M acquisitions, 1 ms critical section and none
+  3. cold start: process start to first lock held, native binary and (if
+     found on PATH or in $WASMTIME) `wasmtime run uuidlock.wasm`
+and prints medians, 99th percentiles and ratios to the floor.
+
+Options:
+  --dir D            where to measure (e.g. a tmpfs or a disk)
+                     [default: a new temporary directory]
+  --rounds R         interleaved rounds for latency [default: 20]
+  --batch B          acquire+release pairs per subject per round [default: 50]
+  --processes N      contending processes [default: 8]
+  --acquisitions M   acquisitions per process [default: 100]
+  --anchors          also measure the Python libraries (installs them from
+                     PyPI into a venv under the uuidlock cache directory)
+  --quick            a smoke run: few rounds, small batches, short contention
+  --json             print the results as JSON
+
+Progress goes to stderr when it is a terminal.
+Exit codes: 0 done, 2 usage error, 4 a measurement failed.
+";
+
+/// The bench's settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub dir: Option<PathBuf>,
+    pub rounds: usize,
+    pub batch: usize,
+    pub processes: usize,
+    pub acquisitions: usize,
+    pub anchors: bool,
+    pub json: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { dir: None, rounds: 20, batch: 50, processes: 8, acquisitions: 100, anchors: false, json: false }
+    }
+}
+
+fn parse(args: &[String]) -> Result<Option<Config>, String> {
+    let mut config = Config::default();
+    let mut words = args.iter();
+    while let Some(flag) = words.next() {
+        let mut count = || -> Result<usize, String> {
+            let text = words.next().ok_or_else(|| format!("{flag} needs a value"))?;
+            text.parse()
+                .ok()
+                .filter(|&n| n >= 1)
+                .ok_or_else(|| format!("{flag} {text:?} must be a whole number, 1 or more"))
+        };
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "--rounds" => config.rounds = count()?,
+            "--batch" => config.batch = count()?,
+            "--processes" => config.processes = count()?,
+            "--acquisitions" => config.acquisitions = count()?,
+            "--anchors" => config.anchors = true,
+            "--json" => config.json = true,
+            "--quick" => {
+                (config.rounds, config.batch, config.processes, config.acquisitions) = (3, 10, 3, 10);
+            }
+            "--dir" => {
+                config.dir = Some(PathBuf::from(words.next().ok_or("--dir needs a value")?));
+            }
+            other => return Err(format!("unknown option {other:?}")),
+        }
+    }
+    Ok(Some(config))
+}
+
+/// `uuidlock bench ARGS`: returns the exit code.
+pub fn main(args: &[String]) -> i32 {
+    let config = match parse(args) {
+        Ok(Some(config)) => config,
+        Ok(None) => {
+            print!("{HELP}");
+            return 0;
+        }
+        Err(message) => {
+            eprintln!("uuidlock bench: {message}; see 'uuidlock bench --help'");
+            return 2;
+        }
+    };
+    match run(&config) {
+        Ok(results) => {
+            if config.json {
+                println!("{}", results.to_json());
+            } else {
+                print!("{}", results.to_text());
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("uuidlock bench: {e:#}");
+            4
+        }
+    }
+}
+
+/// One subject's latencies, sorted.
+#[derive(Debug)]
+pub struct Latency {
+    pub name: String,
+    pub samples: Vec<Duration>,
+}
+
+impl Latency {
+    pub fn median(&self) -> Duration {
+        percentile(&self.samples, 0.5)
+    }
+    pub fn p99(&self) -> Duration {
+        percentile(&self.samples, 0.99)
+    }
+}
+
+/// A contention run's summary.
+#[derive(Debug)]
+pub struct Contention {
+    pub hold: Duration,
+    pub per_second: f64,
+    pub wait_p50: Duration,
+    pub wait_p99: Duration,
+    pub wait_max: Duration,
+    pub handoff_ratio: f64,
+    pub violations: usize,
+}
+
+/// Everything a bench run measured.
+#[derive(Debug)]
+pub struct Results {
+    pub dir: PathBuf,
+    pub latencies: Vec<Latency>,
+    pub contention: Vec<Contention>,
+    pub cold_starts: Vec<Latency>,
+    pub processes: usize,
+    pub acquisitions: usize,
+}
+
+/// Runs every measurement.
+///
+/// # Errors
+/// A subject failed (the message names it).
+pub fn run(config: &Config) -> Result<Results> {
+    let (dir, temporary) = match &config.dir {
+        Some(dir) => {
+            ensure!(dir.is_dir(), "--dir {}: no such directory; create it first", dir.display());
+            (std::path::absolute(dir)?, false)
+        }
+        None => {
+            let dir = std::env::temp_dir().join(format!("uuidlock-bench-{}", std::process::id()));
+            fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            (dir, true)
+        }
+    };
+    let result = measure(config, &dir);
+    if temporary {
+        let _ = fs::remove_dir_all(&dir);
+    }
+    result
+}
+
+fn measure(config: &Config, dir: &Path) -> Result<Results> {
+    let progress = |what: &str| {
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            eprint!("\r\x1b[K  bench: {what}");
+        }
+    };
+    progress("uncontended latency");
+    let mut latencies = uncontended(config, dir)?;
+    if config.anchors {
+        progress("Python anchors");
+        latencies.extend(anchors(config, dir)?);
+    }
+    let mut contention = Vec::new();
+    for hold in [Duration::from_millis(1), Duration::ZERO] {
+        progress(&format!("contention, hold {hold:?}"));
+        contention.push(contended(config, dir, hold)?);
+    }
+    progress("cold start");
+    let cold_starts = cold_starts(config, dir)?;
+    progress("");
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprint!("\r\x1b[K");
+    }
+    Ok(Results {
+        dir: dir.to_path_buf(),
+        latencies,
+        contention,
+        cold_starts,
+        processes: config.processes,
+        acquisitions: config.acquisitions,
+    })
+}
+
+/// An acquire+release pair under test.
+type Subject<'a> = (&'static str, Box<dyn FnMut() -> Result<()> + 'a>);
+
+fn uncontended(config: &Config, dir: &Path) -> Result<Vec<Latency>> {
+    let lock = |name: &str| dir.join(name).to_str().map(str::to_owned).context("the directory is not UTF-8");
+    let runtime = Runtime::new()?;
+    let locker = Locker::new(&runtime, &[dir])?;
+    let grants = [Grant { host: dir.to_path_buf(), guest: "/bench".into() }];
+    let fast = Options { verification_delay: Duration::ZERO, ..Options::default() };
+    let (floor, native, component) = (lock("floor.lock")?, lock("native.lock")?, lock("component.lock")?);
+    let mut subjects: Vec<Subject> = vec![
+        ("floor", Box::new(|| syscall_floor(&floor))),
+        (
+            "native",
+            Box::new(|| {
+                let token = uuidlock::protocol::acquire(&native, &fast)?;
+                Ok(uuidlock::protocol::release(&native, token.as_str())?)
+            }),
+        ),
+        ("component", Box::new(|| Ok(locker.acquire(&component, &fast)?.release()?))),
+        (
+            "command",
+            Box::new(|| {
+                let acquired =
+                    runtime.run_command(&["acquire", "/bench/command.lock", "--verification-delay", "0"], &grants)?;
+                ensure!(acquired.code == 0, "acquire: {}", acquired.stderr.trim());
+                let released =
+                    runtime.run_command(&["release", "/bench/command.lock", acquired.stdout.trim()], &grants)?;
+                ensure!(released.code == 0, "release: {}", released.stderr.trim());
+                Ok(())
+            }),
+        ),
+    ];
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); subjects.len()];
+    // Warm up every subject once, then interleave.
+    for (name, subject) in &mut subjects {
+        subject().with_context(|| format!("warming up {name}"))?;
+    }
+    for _ in 0..config.rounds {
+        for (i, (name, subject)) in subjects.iter_mut().enumerate() {
+            for _ in 0..config.batch {
+                let start = Instant::now();
+                subject().with_context(|| format!("measuring {name}"))?;
+                samples[i].push(start.elapsed());
+            }
+        }
+    }
+    Ok(subjects
+        .iter()
+        .zip(samples)
+        .map(|((name, _), mut samples)| {
+            samples.sort();
+            Latency { name: (*name).into(), samples }
+        })
+        .collect())
+}
+
+/// The least the protocol must do: exclusive create and write, read back,
+/// read (the release's check), unlink.
+fn syscall_floor(path: &str) -> Result<()> {
+    OpenOptions::new().write(true).create_new(true).open(path)?.write_all(b"1\nfloor\n")?;
+    let mut buf = Vec::with_capacity(64);
+    for _ in 0..2 {
+        buf.clear();
+        fs::File::open(path)?.read_to_end(&mut buf)?;
+    }
+    fs::remove_file(path)?;
+    Ok(())
+}
+
+fn contended(config: &Config, dir: &Path, hold: Duration) -> Result<Contention> {
+    let run_dir = dir.join(format!("contend-{}", hold.as_micros()));
+    fs::create_dir_all(&run_dir)?;
+    let report = contend::run(&contend::Config {
+        processes: config.processes,
+        iterations: config.acquisitions,
+        hold,
+        dir: Some(run_dir.clone()),
+        ..contend::Config::default()
+    })?;
+    let _ = fs::remove_dir_all(&run_dir);
+    let waits = report.waits();
+    Ok(Contention {
+        hold,
+        per_second: report.per_second(),
+        wait_p50: percentile(&waits, 0.5),
+        wait_p99: percentile(&waits, 0.99),
+        wait_max: waits.last().copied().unwrap_or_default(),
+        handoff_ratio: report.handoff_ratio(),
+        violations: report.violations(),
+    })
+}
+
+fn cold_starts(config: &Config, dir: &Path) -> Result<Vec<Latency>> {
+    let runs = config.rounds.max(5);
+    let lock = dir.join("cold.lock");
+    let lock = lock.to_str().context("the directory is not UTF-8")?;
+    let exe = std::env::current_exe()?;
+    let mut native = Vec::new();
+    for _ in 0..runs {
+        let start = Instant::now();
+        let output = Command::new(&exe).args(["acquire", lock, "--verification-delay", "0"]).output()?;
+        native.push(start.elapsed());
+        ensure!(output.status.success(), "native acquire: {}", String::from_utf8_lossy(&output.stderr).trim());
+        uuidlock::protocol::release(lock, String::from_utf8_lossy(&output.stdout).trim())?;
+    }
+    native.sort();
+    let mut results = vec![Latency { name: "native binary".into(), samples: native }];
+    if let Some(wasmtime) = find_wasmtime() {
+        let module = dir.join("uuidlock.wasm");
+        fs::write(&module, engine::COMMAND_WASM)?;
+        let mut cli = Vec::new();
+        for _ in 0..runs {
+            let start = Instant::now();
+            let output = Command::new(&wasmtime)
+                .arg("run")
+                .arg("--dir")
+                .arg(format!("{}::/bench", dir.display()))
+                .arg(&module)
+                .args(["acquire", "/bench/cold.lock", "--verification-delay", "0"])
+                .output()?;
+            cli.push(start.elapsed());
+            if !output.status.success() {
+                bail!("wasmtime run: {}", String::from_utf8_lossy(&output.stderr).trim());
+            }
+            uuidlock::protocol::release(lock, String::from_utf8_lossy(&output.stdout).trim())?;
+        }
+        let _ = fs::remove_file(&module);
+        cli.sort();
+        results.push(Latency { name: "wasmtime run uuidlock.wasm".into(), samples: cli });
+    }
+    Ok(results)
+}
+
+/// `$WASMTIME`, or `wasmtime` on `PATH`.
+fn find_wasmtime() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("WASMTIME") {
+        return Some(PathBuf::from(path));
+    }
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|dir| Path::new(dir).join("wasmtime")).find(|p| p.is_file())
+}
+
+/// The Python libraries, each timed by a script in its own interpreter.
+fn anchors(config: &Config, dir: &Path) -> Result<Vec<Latency>> {
+    let python = anchor_venv()?;
+    let count = (config.rounds * config.batch).min(1000);
+    let mut results = Vec::new();
+    for (name, setup, n) in [
+        ("uuid-filelock (delay 0)", "import uuid_filelock\nmake = lambda p: uuid_filelock.UUIDFileLock(p, verification_delay=0, retry_interval=0)", count),
+        ("uuid-filelock (delay 0.1 s)", "import uuid_filelock\nmake = lambda p: uuid_filelock.UUIDFileLock(p)", 20),
+        ("filelock.SoftFileLock", "import filelock\nmake = lambda p: filelock.SoftFileLock(p)", count),
+        ("flufl.lock", "import flufl.lock, datetime\nmake = lambda p: flufl.lock.Lock(p, lifetime=datetime.timedelta(seconds=60))", count),
+    ] {
+        let script = format!(
+            "{setup}\nimport sys, time\npath = sys.argv[1]\nfor _ in range({n}):\n    lock = make(path)\n    t = time.perf_counter_ns()\n    lock.acquire()\n    lock.release()\n    print(time.perf_counter_ns() - t)\n"
+        );
+        let output = Command::new(&python).arg("-c").arg(&script).arg(dir.join("anchor.lock")).output()?;
+        ensure!(output.status.success(), "{name}: {}", String::from_utf8_lossy(&output.stderr).trim());
+        let mut samples: Vec<Duration> = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| line.trim().parse().ok().map(Duration::from_nanos))
+            .collect();
+        samples.sort();
+        results.push(Latency { name: name.into(), samples });
+    }
+    Ok(results)
+}
+
+/// A venv with the anchors, under the uuidlock cache directory.
+fn anchor_venv() -> Result<PathBuf> {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache")))
+        .context("no cache directory ($XDG_CACHE_HOME or $HOME)")?;
+    let venv = cache.join("uuidlock").join("bench-anchors");
+    let python = venv.join("bin/python");
+    let stamp = venv.join("installed");
+    if !stamp.exists() {
+        let run = |command: &mut Command| -> Result<()> {
+            let output = command.output().with_context(|| format!("running {command:?}"))?;
+            ensure!(output.status.success(), "{command:?}: {}", String::from_utf8_lossy(&output.stderr).trim());
+            Ok(())
+        };
+        run(Command::new("python3").args(["-m", "venv", "--clear"]).arg(&venv))?;
+        run(Command::new(&python).args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "uuid-filelock==1.4",
+            "filelock==4.2.11",
+            "flufl.lock",
+        ]))?;
+        fs::write(&stamp, "")?;
+    }
+    Ok(python)
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1e6)
+}
+
+impl Results {
+    fn floor(&self) -> Duration {
+        self.latencies.iter().find(|l| l.name == "floor").map(Latency::median).unwrap_or_default()
+    }
+
+    fn to_text(&self) -> String {
+        let mut text = String::new();
+        let floor = self.floor().as_secs_f64().max(1e-12);
+        let _ = writeln!(text, "uuidlock bench in {}", self.dir.display());
+        let _ = writeln!(text, "\nuncontended acquire+release       median µs      p99 µs   x floor");
+        for l in &self.latencies {
+            let ratio = l.median().as_secs_f64() / floor;
+            let _ = writeln!(text, "  {:<30} {:>10} {:>11} {:>9.1}", l.name, us(l.median()), us(l.p99()), ratio);
+        }
+        let _ = writeln!(
+            text,
+            "\ncontention: {} processes x {} acquisitions, component",
+            self.processes, self.acquisitions
+        );
+        let _ = writeln!(text, "  hold      acq/s   wait p50 ms   p99 ms    max ms   hand-off   violations");
+        for c in &self.contention {
+            let ms = |d: Duration| format!("{:.2}", d.as_secs_f64() * 1e3);
+            let _ = writeln!(
+                text,
+                "  {:<6} {:>8.0} {:>13} {:>8} {:>9} {:>10.2} {:>12}",
+                format!("{:?}", c.hold),
+                c.per_second,
+                ms(c.wait_p50),
+                ms(c.wait_p99),
+                ms(c.wait_max),
+                c.handoff_ratio,
+                c.violations
+            );
+        }
+        let _ = writeln!(text, "\ncold start to first lock held       median ms      p99 ms");
+        for l in &self.cold_starts {
+            let ms = |d: Duration| format!("{:.2}", d.as_secs_f64() * 1e3);
+            let _ = writeln!(text, "  {:<30} {:>11} {:>11}", l.name, ms(l.median()), ms(l.p99()));
+        }
+        text
+    }
+
+    fn to_json(&self) -> String {
+        let floor = self.floor().as_secs_f64().max(1e-12);
+        let latency = |l: &Latency| {
+            format!(
+                r#"{{"name":"{}","median_s":{:.9},"p99_s":{:.9},"ratio_to_floor":{:.3},"samples":{}}}"#,
+                l.name,
+                l.median().as_secs_f64(),
+                l.p99().as_secs_f64(),
+                l.median().as_secs_f64() / floor,
+                l.samples.len()
+            )
+        };
+        let contention = |c: &Contention| {
+            format!(
+                r#"{{"hold_s":{},"per_second":{:.3},"wait_p50_s":{:.9},"wait_p99_s":{:.9},"wait_max_s":{:.9},"handoff_ratio":{:.6},"violations":{}}}"#,
+                c.hold.as_secs_f64(),
+                c.per_second,
+                c.wait_p50.as_secs_f64(),
+                c.wait_p99.as_secs_f64(),
+                c.wait_max.as_secs_f64(),
+                c.handoff_ratio,
+                c.violations
+            )
+        };
+        let join = |items: Vec<String>| items.join(",");
+        format!(
+            r#"{{"processes":{},"acquisitions":{},"uncontended":[{}],"contention":[{}],"cold_start":[{}]}}"#,
+            self.processes,
+            self.acquisitions,
+            join(self.latencies.iter().map(latency).collect()),
+            join(self.contention.iter().map(contention).collect()),
+            join(self.cold_starts.iter().map(latency).collect())
+        )
+    }
+}
