@@ -11,6 +11,9 @@
 //!
 //! A claim is itself a small lease with the lock's lifetime; one left behind
 //! by a crash is broken the same way, through its own claim, one level up.
+//! Every name stays flat beside the lock: the claim on an instance, whether
+//! a lock or a claim, is named by that instance's token, so a chain of
+//! crashed claimants of any length never makes a name longer.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -19,31 +22,37 @@ use crate::files::{self, Created};
 use crate::format::{self, Held, Marker, Token};
 use crate::LockError;
 
-/// How many claims-on-claims a breaker follows before it gives up for this
-/// attempt (each level needs another party to have crashed mid-claim).
-const MAX_DEPTH: usize = 3;
+/// How many bytes the longest name derived from a lock file's name adds to
+/// it: `.<UUID>.claim`.
+pub const DERIVED_NAME_EXTRA: usize = 1 + 36 + ".claim".len();
 
-/// The claim file of the lock instance `token` at `path`.
-pub fn claim_path(path: &str, token: &Token) -> String {
-    format!("{path}.{}.claim", token.uuid())
+/// A bound on how many dead claimants one attempt follows; each needs a
+/// crash in the middle of a claim, so real chains are short. Past it the
+/// contender simply keeps waiting.
+const MAX_CHAIN: usize = 64;
+
+/// The claim on the instance with `token` (the lock itself, or a claim) of
+/// the lock at `lock`.
+pub fn claim_path(lock: &str, token: &Token) -> String {
+    format!("{lock}.{}.claim", token.uuid())
 }
 
-/// The staging file for a marker of `token` about to be published at `path`.
-pub fn staged_path(path: &str, token: &Token) -> String {
-    format!("{path}.{}.new", token.uuid())
+/// A staging file beside the lock at `lock`, unique to `token`.
+pub fn staged_path(lock: &str, token: &Token) -> String {
+    format!("{lock}.{}.new", token.uuid())
 }
 
-/// Runs `f` holding the claim on the instance `token` at `path`, then drops
-/// the claim. `Ok(None)` when someone else holds it.
+/// Runs `f` holding the claim on the instance with `token` of the lock at
+/// `lock`, then drops the claim. `Ok(None)` when someone else holds it.
 pub fn with_claim<T>(
-    path: &str,
+    lock: &str,
     token: &Token,
     lifetime: Duration,
     f: impl FnOnce() -> Result<T, LockError>,
 ) -> Result<Option<T>, LockError> {
-    let claim = claim_path(path, token);
+    let claim = claim_path(lock, token);
     let ours = Held::new(Token::generate("").map_err(LockError::Io)?, Some(lifetime));
-    match files::publish(&claim, &staged_path(&claim, &ours.token), &ours.encode())? {
+    match files::publish(&claim, &staged_path(lock, &ours.token), &ours.encode(), files::Fallback::Never)? {
         Created::Exists => Ok(None),
         Created::Yes => {
             let result = f();
@@ -82,35 +91,32 @@ impl Watch {
     }
 }
 
-/// Breaks the stale instance `stale` (whose bytes were `bytes`) at `path`,
-/// if nobody else is already at it. Returns whether it was removed.
-pub fn break_stale(path: &str, bytes: &[u8], stale: &Held, watch: &mut Watch) -> Result<bool, LockError> {
-    break_at_depth(path, bytes, stale, watch, 0)
-}
-
-fn break_at_depth(path: &str, bytes: &[u8], stale: &Held, watch: &mut Watch, depth: usize) -> Result<bool, LockError> {
-    let lifetime = stale.stale_after.unwrap_or(format::MAX_STALE_AFTER);
-    let removed = with_claim(path, &stale.token, lifetime, || {
-        // Under the claim the instance cannot change: act only if it is the
-        // very one judged stale (same token, not refreshed since).
-        if files::read(path)?.as_deref() == Some(bytes) {
-            files::remove(path)
-        } else {
-            Ok(false)
-        }
-    })?;
-    if let Some(removed) = removed {
-        return Ok(removed);
-    }
-    // Someone holds the claim: a breaker at work, the holder releasing or
-    // refreshing, or a claimant that died. Only the last goes stale.
-    let claim = claim_path(path, &stale.token);
-    if depth < MAX_DEPTH {
-        if let Some(claim_bytes) = files::read(&claim)? {
-            if let Some(claimant) = watch.stale(&claim, &claim_bytes) {
-                break_at_depth(&claim, &claim_bytes, &claimant, watch, depth + 1)?;
+/// Breaks the stale lock `stale` (whose bytes were `bytes`) at `lock`, if
+/// nobody else is at it. If its claim is held by a claimant that died, that
+/// claim is broken instead (and so on up the chain), and the lock itself on
+/// a later attempt. Returns whether the lock was removed.
+pub fn break_stale(lock: &str, bytes: &[u8], stale: &Held, watch: &mut Watch) -> Result<bool, LockError> {
+    let (mut path, mut bytes, mut stale) = (lock.to_owned(), bytes.to_vec(), stale.clone());
+    for _ in 0..MAX_CHAIN {
+        let lifetime = stale.stale_after.unwrap_or(format::MAX_STALE_AFTER);
+        let removed = with_claim(lock, &stale.token, lifetime, || {
+            // Under the claim the instance cannot change: act only if it is
+            // the very one judged stale (same token, not refreshed since).
+            if files::read(&path)?.as_deref() == Some(&bytes[..]) {
+                files::remove(&path)
+            } else {
+                Ok(false)
             }
+        })?;
+        if let Some(removed) = removed {
+            return Ok(removed && path == lock);
         }
+        // Someone holds the claim: a breaker at work, the holder releasing
+        // or refreshing, or a claimant that died. Only the last goes stale.
+        let claim = claim_path(lock, &stale.token);
+        let Some(claim_bytes) = files::read(&claim)? else { return Ok(false) };
+        let Some(claimant) = watch.stale(&claim, &claim_bytes) else { return Ok(false) };
+        (path, bytes, stale) = (claim, claim_bytes, claimant);
     }
     Ok(false)
 }

@@ -119,7 +119,8 @@ Options (SECS are decimal seconds, e.g. 0.25):
                              [default: wait forever]
   --stale-after SECS         the lock's lifetime: once it has gone this long
                              without `uuidlock refresh`, contenders may break
-                             it (at most 86400) [default: never broken]
+                             it (0.01 to 86400; a second or more is wise;
+                             needs hard links) [default: never broken]
 
 Exit codes: 0 acquired, 1 timed out, 2 invalid value, 4 outside the sandbox or I/O error.
 ";

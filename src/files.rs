@@ -17,19 +17,41 @@ pub enum Created {
     Exists,
 }
 
+/// Whether [`publish`] may fall back to an exclusive create and a write
+/// where the filesystem has no hard links. That fallback can leave an empty
+/// file behind a crash, which is never judged stale; so lifetimes and claims
+/// never use it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fallback {
+    Allowed,
+    Never,
+}
+
 /// Creates `path` holding exactly `bytes`, only if nothing is there.
 ///
 /// The bytes are written to `staged` first and hard-linked into place, so the
 /// lock file is complete from the instant it exists: a crash leaves at most a
 /// staged file, never an empty or half-written lock. Where the filesystem has
-/// no hard links, falls back to an exclusive create and a write.
-pub fn publish(path: &str, staged: &str, bytes: &[u8]) -> Result<Created, LockError> {
+/// no hard links, falls back to an exclusive create and a write if
+/// `fallback` allows.
+///
+/// A link reported as failing with "exists" whose target holds exactly our
+/// bytes was ours (an NFS server answering a retransmitted request): the
+/// bytes carry a random token, so nobody else could have written them.
+pub fn publish(path: &str, staged: &str, bytes: &[u8], fallback: Fallback) -> Result<Created, LockError> {
     write_new(staged, path, bytes)?;
     let linked = fs::hard_link(staged, path);
     let _ = fs::remove_file(staged);
     match linked {
         Ok(()) => Ok(Created::Yes),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(Created::Exists),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let ours = read(path).ok().flatten().is_some_and(|there| there == bytes);
+            Ok(if ours { Created::Yes } else { Created::Exists })
+        }
+        Err(e) if no_hard_links(&e) && fallback == Fallback::Never => Err(LockError::Io(format!(
+            "cannot create {path}: this filesystem has no hard links, which lock lifetimes need; \
+             acquire without --stale-after here"
+        ))),
         Err(e) if no_hard_links(&e) => match OpenOptions::new().write(true).create_new(true).open(path) {
             Ok(file) => write_all(path, file, bytes).map(|()| Created::Yes),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(Created::Exists),
@@ -220,5 +242,22 @@ fn refused_by_sandbox(e: &io::Error) -> bool {
     {
         let _ = e;
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_reported_as_existing_but_holding_our_bytes_was_ours() {
+        // What an NFS server's answer to a retransmitted LINK looks like.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.lock").to_str().unwrap().to_owned();
+        let staged = format!("{path}.new");
+        fs::write(&path, b"ours").unwrap();
+        assert_eq!(publish(&path, &staged, b"ours", Fallback::Never), Ok(Created::Yes));
+        assert_eq!(publish(&path, &staged, b"theirs", Fallback::Never), Ok(Created::Exists));
+        assert!(!fs::exists(&staged).unwrap());
     }
 }

@@ -67,11 +67,19 @@
 //! # The lease contract, and other caveats
 //!
 //! - A lock with a lifetime is a lease. Its holder must refresh it before the
-//!   lifetime runs out (every third of it is a good rhythm). A process that
-//!   is stopped (SIGSTOP, a paused VM) for longer than the lifetime while it
-//!   holds the lock, or a claim, may lose it to a breaker while still
-//!   believing it holds it. That is inherent to leases. Live, running
-//!   holders are never evicted.
+//!   lifetime runs out (every third of it is a good rhythm), and every party
+//!   must finish each step it takes under a claim well within the lifetime.
+//!   A process that is stopped (SIGSTOP, a paused VM, a machine under swap)
+//!   for longer than the lifetime in the middle of the protocol can break
+//!   exclusion. This applies to a holder, which may lose the lock while still
+//!   believing it holds it. It applies equally to a breaker, which may delete
+//!   a successor's lock after its own claim was broken as stale. Every
+//!   compare-then-delete scheme has this weakness. Lifetimes should
+//!   therefore be far longer than any stall the machines see. The minimum is
+//!   [`MIN_STALE_AFTER`]; a second or more is wise.
+//! - A lifetime counts from when contenders first see the marker. After a
+//!   verification delay, acquire refreshes once, so the caller gets the
+//!   whole lifetime.
 //! - A holder that dies leaves a lock with a lifetime to be broken within
 //!   the lifetime plus a retry interval of a contender's watch. A lock with
 //!   no lifetime stays until someone deletes it by hand.
@@ -82,20 +90,30 @@
 //!   concurrent releases of the same token could delete a successor's file.
 //!   (A lifetime makes release go through the claim, which removes this
 //!   caveat.)
-//! - Where the filesystem has no hard links, a crash between create and
-//!   write leaves an empty lock file, which is foreign and never broken.
+//! - Where the filesystem has no hard links, locks fall back to an exclusive
+//!   create and a write. There, a crash in between leaves an empty lock file,
+//!   which is foreign and never broken. Lifetimes (and so claims) are refused
+//!   there rather than made unreliable.
 //! - A symbolic link at the lock path is refused, never followed.
 
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use crate::claim::{self, Watch};
-use crate::files::{self, Created};
+use crate::files::{self, Created, Fallback};
 use crate::format::{self, Held, Marker, Token};
 use crate::LockError;
 
 /// The longest verification delay or retry interval accepted.
 pub const MAX_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// The shortest lifetime accepted. Ordinary scheduling delays must stay well
+/// inside a lifetime (see the lease contract); a second or more is wise.
+pub const MIN_STALE_AFTER: Duration = Duration::from_millis(10);
+
+/// The longest lock file name accepted: the names uuidlock derives from it
+/// (`<NAME>.<UUID>.claim`) must fit the usual 255-byte limit.
+pub const MAX_NAME_LEN: usize = 255 - claim::DERIVED_NAME_EXTRA;
 
 /// How to acquire a lock. [`Options::default`] documents the defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,8 +132,8 @@ pub struct Options {
     pub timeout: Option<Duration>,
     /// The lock's lifetime: once it has gone this long without a
     /// [`refresh`], contenders may break it. `None` (the default): never
-    /// broken, so a holder that never refreshes is never evicted. At most
-    /// one day; rounded up to whole milliseconds.
+    /// broken, so a holder that never refreshes is never evicted. From 10 ms
+    /// to one day; rounded up to whole milliseconds.
     pub stale_after: Option<Duration>,
 }
 
@@ -148,9 +166,9 @@ impl Options {
             }
         }
         match self.stale_after {
-            Some(lifetime) if lifetime.is_zero() || lifetime > format::MAX_STALE_AFTER => {
+            Some(lifetime) if lifetime < MIN_STALE_AFTER || lifetime > format::MAX_STALE_AFTER => {
                 Err(LockError::InvalidOptions(format!(
-                    "the stale-after lifetime is {lifetime:?}; it must be more than 0 and at most {}s",
+                    "the stale-after lifetime is {lifetime:?}; it must be from {MIN_STALE_AFTER:?} to {}s",
                     format::MAX_STALE_AFTER.as_secs()
                 )))
             }
@@ -177,6 +195,14 @@ pub struct Status {
 /// invalid path or options; the sandbox refusing the path; an I/O error.
 pub fn acquire(path: &str, options: &Options) -> Result<Token, LockError> {
     files::check_path(path)?;
+    let name = path.rsplit('/').next().unwrap_or(path);
+    if name.len() > MAX_NAME_LEN {
+        return Err(LockError::InvalidPath(format!(
+            "the lock file name in {path} is {} bytes long; at most {MAX_NAME_LEN} are allowed, \
+             because uuidlock keeps files named <NAME>.<UUID>.claim beside it",
+            name.len()
+        )));
+    }
     options.check()?;
     let token = Token::generate(&options.prefix).map_err(LockError::InvalidOptions)?;
     let marker = Held::new(token.clone(), options.stale_after).encode();
@@ -184,7 +210,7 @@ pub fn acquire(path: &str, options: &Options) -> Result<Token, LockError> {
     let deadline = options.timeout.and_then(|timeout| Instant::now().checked_add(timeout));
     let mut watch = Watch::default();
     loop {
-        if try_once(path, &token, &marker, options.verification_delay, &mut watch)? {
+        if try_once(path, &token, &marker, options, &mut watch)? {
             return Ok(token);
         }
         let pause = match deadline {
@@ -204,14 +230,17 @@ pub fn acquire(path: &str, options: &Options) -> Result<Token, LockError> {
 /// One attempt: publish, wait, verify. `Ok(false)` when someone else holds
 /// the lock. A stale lock found on the way is broken and the attempt made
 /// again at once.
-fn try_once(path: &str, token: &Token, marker: &[u8], delay: Duration, watch: &mut Watch) -> Result<bool, LockError> {
+fn try_once(path: &str, token: &Token, marker: &[u8], options: &Options, watch: &mut Watch) -> Result<bool, LockError> {
+    // Without hard links a crash could leave an empty lock file, which is
+    // never judged stale: a lock with a lifetime needs them.
+    let fallback = if options.stale_after.is_some() { Fallback::Never } else { Fallback::Allowed };
     for _ in 0..2 {
-        let published = files::publish(path, &claim::staged_path(path, token), marker).map_err(|e| {
+        let published = files::publish(path, &claim::staged_path(path, token), marker, fallback).map_err(|e| {
             // A directory or a link at the path explains the failure best.
             files::check_not_link_or_dir(path).err().unwrap_or(e)
         });
         match published? {
-            Created::Yes => return verify(path, token, delay),
+            Created::Yes => return verify(path, token, options),
             Created::Exists => {
                 // Refuse what can never be a lock file rather than wait on it forever.
                 let Some(bytes) = files::read(path)? else { continue };
@@ -225,12 +254,22 @@ fn try_once(path: &str, token: &Token, marker: &[u8], delay: Duration, watch: &m
     Ok(false)
 }
 
-/// Reads our freshly published lock back after `delay`.
-fn verify(path: &str, token: &Token, delay: Duration) -> Result<bool, LockError> {
+/// Reads our freshly published lock back after the verification delay.
+fn verify(path: &str, token: &Token, options: &Options) -> Result<bool, LockError> {
+    let delay = options.verification_delay;
     if !delay.is_zero() {
         sleep(delay);
     }
     match held_by(path, token) {
+        // A lifetime counts from when contenders first see the marker; after
+        // a delay, refresh once so that the caller gets all of it. Losing
+        // the lock in between is possible only if the delay outlasted the
+        // lifetime, and then the refresh says so.
+        Ok(held) if held.stale_after.is_some() && !delay.is_zero() => match refresh_token(path, token) {
+            Ok(()) => Ok(true),
+            Err(LockError::NotOwner) => Ok(false),
+            Err(e) => Err(e),
+        },
         Ok(_) => Ok(true),
         Err(LockError::NotOwner) => Ok(false),
         Err(e) => {
@@ -280,11 +319,18 @@ fn release_token(path: &str, token: &Token) -> Result<(), LockError> {
 pub fn refresh(path: &str, token: &str) -> Result<(), LockError> {
     files::check_path(path)?;
     let token = Token::parse(token).map_err(LockError::InvalidToken)?;
-    let Some(lifetime) = held_by(path, &token)?.stale_after else { return Ok(()) };
-    claim::with_claim(path, &token, lifetime, || {
-        let held = held_by(path, &token)?;
+    refresh_token(path, &token)
+}
+
+fn refresh_token(path: &str, token: &Token) -> Result<(), LockError> {
+    let Some(lifetime) = held_by(path, token)?.stale_after else { return Ok(()) };
+    claim::with_claim(path, token, lifetime, || {
+        let held = held_by(path, token)?;
         let next = Held { refreshes: held.refreshes + 1, ..held };
-        files::replace(path, &claim::staged_path(path, &token), &next.encode())
+        // A staging name of its own: one left behind by anything else
+        // cannot block a refresh.
+        let staged = claim::staged_path(path, &Token::generate("").map_err(LockError::Io)?);
+        files::replace(path, &staged, &next.encode())
     })?
     .ok_or(LockError::NotOwner)
 }
@@ -532,7 +578,7 @@ mod tests {
     fn a_lock_without_a_lifetime_is_never_broken() {
         let (_dir, path) = lock_in_temp_dir();
         let bytes = dead_holders_lock(&path, None);
-        let options = Options { timeout: Some(Duration::from_millis(150)), ..with_lifetime(Duration::from_millis(1)) };
+        let options = Options { timeout: Some(Duration::from_millis(150)), ..with_lifetime(MIN_STALE_AFTER) };
         assert_eq!(acquire(&path, &options), Err(LockError::Timeout));
         assert_eq!(fs::read(&path).unwrap(), bytes);
     }
@@ -639,10 +685,78 @@ mod tests {
         for content in [&b""[..], b"1\nuuidlock/1?tok"] {
             let (_dir, path) = lock_in_temp_dir();
             fs::write(&path, content).unwrap();
-            let options =
-                Options { timeout: Some(Duration::from_millis(60)), ..with_lifetime(Duration::from_millis(1)) };
+            let options = Options { timeout: Some(Duration::from_millis(60)), ..with_lifetime(MIN_STALE_AFTER) };
             assert_eq!(acquire(&path, &options), Err(LockError::Timeout));
             assert_eq!(fs::read(&path).unwrap(), content);
         }
+    }
+
+    #[test]
+    fn a_long_verification_delay_does_not_shorten_the_lifetime() {
+        // The lifetime (60 ms) is shorter than the holder's delay (100 ms); a
+        // contender with no delay starts watching while the holder waits.
+        // The holder must still get a whole lifetime from acquire's return,
+        // and, refreshing in time, keep the lock.
+        let (_dir, path) = lock_in_temp_dir();
+        let holder = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let slow = Options {
+                    verification_delay: Duration::from_millis(100),
+                    ..with_lifetime(Duration::from_millis(60))
+                };
+                let token = acquire(&path, &slow).unwrap();
+                for _ in 0..10 {
+                    std::thread::sleep(Duration::from_millis(15));
+                    refresh(&path, token.as_str()).expect("a holder refreshing in time lost its lock");
+                }
+                release(&path, token.as_str()).unwrap();
+            })
+        };
+        std::thread::sleep(Duration::from_millis(45));
+        let contender = acquire(&path, &Options { timeout: Some(Duration::from_millis(150)), ..fast() });
+        assert_eq!(contender, Err(LockError::Timeout));
+        holder.join().unwrap();
+    }
+
+    #[test]
+    fn a_chain_of_dead_claimants_of_any_length_is_broken() {
+        // A stale lock whose claim, and that claim's claim, and so on four
+        // levels up, were each left by a process killed while holding it.
+        let (dir, path) = lock_in_temp_dir();
+        let lifetime = Duration::from_millis(20);
+        let mut instance = Held::new(Token::generate("dead-").unwrap(), Some(lifetime));
+        fs::write(&path, instance.encode()).unwrap();
+        for _ in 0..4 {
+            let claimant = Held::new(Token::generate("").unwrap(), Some(lifetime));
+            fs::write(claim::claim_path(&path, &instance.token), claimant.encode()).unwrap();
+            instance = claimant;
+        }
+        let token = acquire(&path, &Options { timeout: Some(Duration::from_secs(10)), ..fast() }).unwrap();
+        assert!(holds(&path, token.as_str()).unwrap());
+        let left: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, ["job.lock"], "claims left behind");
+    }
+
+    #[test]
+    fn a_lock_name_too_long_for_its_claims_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let too_long = dir.path().join("x".repeat(MAX_NAME_LEN + 1));
+        let result = acquire(too_long.to_str().unwrap(), &once());
+        assert!(matches!(result, Err(LockError::InvalidPath(_))), "{result:?}");
+        let longest = dir.path().join("y".repeat(MAX_NAME_LEN));
+        let longest = longest.to_str().unwrap();
+        let token = acquire(longest, &with_lifetime(Duration::from_secs(60))).unwrap();
+        refresh(longest, token.as_str()).unwrap();
+        release(longest, token.as_str()).unwrap();
+    }
+
+    #[test]
+    fn a_leftover_staging_file_does_not_block_a_refresh() {
+        let (_dir, path) = lock_in_temp_dir();
+        let token = acquire(&path, &with_lifetime(Duration::from_secs(60))).unwrap();
+        fs::write(claim::staged_path(&path, &token), "left by a failed unlink").unwrap();
+        refresh(&path, token.as_str()).unwrap();
+        release(&path, token.as_str()).unwrap();
     }
 }
