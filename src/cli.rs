@@ -272,7 +272,10 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
 }
 
 /// Parses decimal seconds: finite, not negative, representable.
-fn seconds(flag: &str, value: &str) -> Result<Duration, String> {
+///
+/// # Errors
+/// A one-line message naming `flag`.
+pub fn seconds(flag: &str, value: &str) -> Result<Duration, String> {
     let secs: f64 =
         value.trim().parse().map_err(|_| format!("{flag} {value:?} is not a number of seconds (e.g. 0.5)"))?;
     if !secs.is_finite() || secs < 0.0 {

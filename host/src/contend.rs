@@ -182,13 +182,7 @@ fn parse(args: &[String]) -> Result<Parsed, String> {
                 _ => Err(format!("{flag} {text:?} must be a whole number, 1 or more")),
             }
         };
-        let seconds = |text: String| -> Result<Duration, String> {
-            let secs: f64 = text.parse().map_err(|_| format!("{flag} {text:?} is not a number of seconds"))?;
-            if !secs.is_finite() || secs < 0.0 {
-                return Err(format!("{flag} {text:?} must be a finite number of seconds, 0 or more"));
-            }
-            Duration::try_from_secs_f64(secs).map_err(|_| format!("{flag} {text:?} is too large"))
-        };
+        let seconds = |text: String| crate::cli::seconds(flag, &text);
         match flag {
             "--processes" => config.processes = count(value()?)?,
             "--iterations" => config.iterations = count(value()?)?,
