@@ -586,15 +586,18 @@ mod tests {
     #[test]
     fn a_refreshed_lock_is_never_broken() {
         let (_dir, path) = lock_in_temp_dir();
-        let token = acquire(&path, &with_lifetime(Duration::from_millis(100))).unwrap();
+        // Margins for a loaded machine: refreshes every 30 ms keep a 300 ms
+        // lifetime alive; without them the contender would break it well
+        // within its 600 ms.
+        let token = acquire(&path, &with_lifetime(Duration::from_millis(300))).unwrap();
         let contender = {
             let path = path.clone();
-            std::thread::spawn(move || acquire(&path, &Options { timeout: Some(Duration::from_millis(400)), ..fast() }))
+            std::thread::spawn(move || acquire(&path, &Options { timeout: Some(Duration::from_millis(600)), ..fast() }))
         };
         let start = Instant::now();
-        while start.elapsed() < Duration::from_millis(500) {
+        while start.elapsed() < Duration::from_millis(700) {
             refresh(&path, token.as_str()).unwrap();
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(30));
         }
         assert_eq!(contender.join().unwrap(), Err(LockError::Timeout));
         let Some(Status { marker: Marker::Uuidlock(held), .. }) = status(&path).unwrap() else { panic!() };
@@ -653,10 +656,8 @@ mod tests {
                 .map(|_| {
                     let path = path.clone();
                     std::thread::spawn(move || {
-                        let patient = Options {
-                            timeout: Some(Duration::from_millis(300)),
-                            ..with_lifetime(Duration::from_secs(60))
-                        };
+                        let patient =
+                            Options { timeout: Some(Duration::from_secs(1)), ..with_lifetime(Duration::from_secs(60)) };
                         acquire(&path, &patient).ok()
                     })
                 })
@@ -693,28 +694,30 @@ mod tests {
 
     #[test]
     fn a_long_verification_delay_does_not_shorten_the_lifetime() {
-        // The lifetime (60 ms) is shorter than the holder's delay (100 ms); a
-        // contender with no delay starts watching while the holder waits.
-        // The holder must still get a whole lifetime from acquire's return,
-        // and, refreshing in time, keep the lock.
+        // The holder's verification delay (400 ms) is longer than its
+        // lifetime (300 ms), and it refreshes every third of the lifetime
+        // after acquire returns. A contender starts watching at 150 ms, so it
+        // would judge the lock stale at 450 ms: after the holder's read-back
+        // (400 ms) but before its first refresh by the rhythm (500 ms). Only
+        // the refresh that acquire makes after the delay keeps the lock.
         let (_dir, path) = lock_in_temp_dir();
         let holder = {
             let path = path.clone();
             std::thread::spawn(move || {
                 let slow = Options {
-                    verification_delay: Duration::from_millis(100),
-                    ..with_lifetime(Duration::from_millis(60))
+                    verification_delay: Duration::from_millis(400),
+                    ..with_lifetime(Duration::from_millis(300))
                 };
                 let token = acquire(&path, &slow).unwrap();
-                for _ in 0..10 {
-                    std::thread::sleep(Duration::from_millis(15));
+                for _ in 0..6 {
+                    std::thread::sleep(Duration::from_millis(100));
                     refresh(&path, token.as_str()).expect("a holder refreshing in time lost its lock");
                 }
                 release(&path, token.as_str()).unwrap();
             })
         };
-        std::thread::sleep(Duration::from_millis(45));
-        let contender = acquire(&path, &Options { timeout: Some(Duration::from_millis(150)), ..fast() });
+        std::thread::sleep(Duration::from_millis(150));
+        let contender = acquire(&path, &Options { timeout: Some(Duration::from_millis(600)), ..fast() });
         assert_eq!(contender, Err(LockError::Timeout));
         holder.join().unwrap();
     }
