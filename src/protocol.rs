@@ -12,8 +12,10 @@
 //! (which fails if anything is there), and remove the staging name. Wait
 //! `verification_delay`, then read `PATH` back: if it holds our token we hold
 //! the lock. Otherwise sleep `retry_interval` and try again until `timeout`.
-//! Where the filesystem has no hard links, the lock is created exclusively
-//! (`O_EXCL`) and written instead.
+//! Where the filesystem has no hard links, a lock without a lifetime is
+//! created exclusively (`O_EXCL`) and written instead; one with a lifetime is
+//! refused. A link reported as failing with "exists" whose target holds our
+//! own bytes was ours (an NFS server answering a retransmission).
 //!
 //! **Release, refresh.** A lock with no lifetime is released by reading it
 //! and deleting it if it holds our token. A lock with a lifetime is released
@@ -55,8 +57,8 @@
 //!    the claim too. A holder whose lock is being or has been broken gets
 //!    [`LockError::NotOwner`], and never refreshes a lock it no longer holds.
 //!
-//! Step 2 of acquire, the read-back after `verification_delay`, is what keeps
-//! the lock exclusive against peers whose create is *not* atomic, such as
+//! The read-back after `verification_delay` is what keeps the lock
+//! exclusive against peers whose create is *not* atomic, such as
 //! the Python `uuid-filelock` package (it checks that the file is absent,
 //! then truncates and writes its own token). Such a peer can overwrite our
 //! marker just after we publish it. The read-back after the delay sees its
