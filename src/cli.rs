@@ -157,7 +157,8 @@ const STATUS_HELP: &str = "\
 uuidlock status PATH [--json]
 
 Prints the holder's token on stdout (or `foreign \"...\"` for another program's
-lock file) and exits 0 when the lock is held; exits 1 when it is free.
+lock file) and exits 0 when the lock is held; exits 1 when it is free. A line
+on stderr says the rest: the prefix, the lock's age, its lifetime and refreshes.
 With --json, prints one JSON object instead, e.g.
   {\"state\":\"held\",\"token\":\"job-...\",\"prefix\":\"job-\",\"age_s\":1.25,\"stale_after_s\":30,\"refreshes\":2}
   {\"state\":\"foreign\",\"marker\":\"...\",\"age_s\":3.5}
@@ -308,7 +309,7 @@ pub fn run(
 ) -> i32 {
     let result = parse(args)
         .map_err(|message| Failure { message, code: exit::USAGE })
-        .and_then(|command| execute(command, backend, more_help, out));
+        .and_then(|command| execute(command, backend, more_help, out, err));
     let code = match result {
         Ok(code) => code,
         Err(failure) => {
@@ -338,7 +339,13 @@ impl From<LockError> for Failure {
     }
 }
 
-fn execute(command: Command, backend: &mut dyn Backend, more_help: &str, out: &mut dyn Write) -> Result<i32, Failure> {
+fn execute(
+    command: Command,
+    backend: &mut dyn Backend,
+    more_help: &str,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<i32, Failure> {
     let print = |out: &mut dyn Write, line: &str| {
         writeln!(out, "{line}").map_err(|e| Failure { message: format!("cannot write to stdout: {e}"), code: exit::IO })
     };
@@ -398,14 +405,41 @@ fn execute(command: Command, backend: &mut dyn Backend, more_help: &str, out: &m
                 None if json => Ok(exit::TIMEOUT_OR_FREE),
                 None => Err(Failure { message: format!("{path} is free"), code: exit::TIMEOUT_OR_FREE }),
                 Some(_) if json => Ok(exit::OK),
-                Some(Status { marker: Marker::Uuidlock(held), .. }) => {
-                    print(out, held.token.as_str()).map(|()| exit::OK)
-                }
-                Some(Status { marker: Marker::Foreign(shown), .. }) => {
-                    print(out, &format!("foreign {shown}")).map(|()| exit::OK)
+                Some(status) => {
+                    // The token alone on stdout, for scripts; the rest, for
+                    // people, as one line on stderr.
+                    let _ = writeln!(err, "uuidlock: {}", describe(&path, &status));
+                    match status.marker {
+                        Marker::Uuidlock(held) => print(out, held.token.as_str()),
+                        Marker::Foreign(shown) => print(out, &format!("foreign {shown}")),
+                    }
+                    .map(|()| exit::OK)
                 }
             }
         }
+    }
+}
+
+/// `status` for people: who holds the lock, since when, for how long.
+fn describe(path: &str, status: &Status) -> String {
+    let age = status.age.as_secs_f64();
+    match &status.marker {
+        Marker::Uuidlock(held) => {
+            let lifetime = match held.stale_after {
+                Some(lifetime) => format!(
+                    "; breakable after {}s without a refresh, refreshed {} time(s)",
+                    lifetime.as_secs_f64(),
+                    held.refreshes
+                ),
+                None => "; never broken as stale".into(),
+            };
+            format!(
+                "{path} is held by {} (prefix {:?}), last written {age:.1}s ago{lifetime}",
+                held.token,
+                held.token.prefix()
+            )
+        }
+        Marker::Foreign(_) => format!("{path} is held by another program, last written {age:.1}s ago"),
     }
 }
 

@@ -43,6 +43,8 @@ fn exit_codes_and_output_follow_the_contract() {
 
     let status = uuidlock(&["status", lock]);
     assert_eq!((status.status.code(), text(&status.stdout)), (Some(0), format!("{token}\n")));
+    let described = text(&status.stderr);
+    assert!(described.contains("prefix \"sh-\"") && described.contains("s ago"), "{described}");
 
     let busy = uuidlock(&["acquire", lock, "--timeout", "0"]);
     assert_eq!(busy.status.code(), Some(1));
