@@ -53,7 +53,7 @@ pub fn with_claim<T>(
     let claim = claim_path(lock, token);
     let ours = Held::new(Token::generate("").map_err(LockError::Io)?, Some(lifetime));
     match files::publish(&claim, &staged_path(lock, &ours.token), &ours.encode(), files::Fallback::Never)? {
-        Created::Exists => Ok(None),
+        Created::Exists(_) => Ok(None),
         Created::Yes => {
             let result = f();
             // Plain removal: nobody breaks a live claim (see the lease

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::format::{Held, Marker};
-use crate::protocol;
+use crate::protocol::{self, nanos};
 use crate::LockError;
 
 wit_bindgen::generate!({ world: "guest", path: "wit" });
@@ -95,10 +95,6 @@ fn lock_info(held: Held) -> LockInfo {
         stale_after_ns: held.stale_after.map(nanos),
         refreshes: held.refreshes,
     }
-}
-
-fn nanos(duration: Duration) -> u64 {
-    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 fn to_wit(error: LockError) -> Error {

@@ -10,11 +10,12 @@ use crate::format::{self, Marker};
 use crate::LockError;
 
 /// Whether publishing created the lock file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Created {
     Yes,
-    /// Something is already there.
-    Exists,
+    /// Something is already there: its bytes (at most
+    /// [`format::MAX_MARKER_LEN`] + 1), or `None` if it went away meanwhile.
+    Exists(Option<Vec<u8>>),
 }
 
 /// Whether [`publish`] may fall back to an exclusive create and a write
@@ -45,8 +46,8 @@ pub fn publish(path: &str, staged: &str, bytes: &[u8], fallback: Fallback) -> Re
     match linked {
         Ok(()) => Ok(Created::Yes),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            let ours = read(path).ok().flatten().is_some_and(|there| there == bytes);
-            Ok(if ours { Created::Yes } else { Created::Exists })
+            let there = read(path)?;
+            Ok(if there.as_deref() == Some(bytes) { Created::Yes } else { Created::Exists(there) })
         }
         Err(e) if no_hard_links(&e) && fallback == Fallback::Never => Err(LockError::Io(format!(
             "cannot create {path}: this filesystem has no hard links, which lock lifetimes need; \
@@ -54,7 +55,7 @@ pub fn publish(path: &str, staged: &str, bytes: &[u8], fallback: Fallback) -> Re
         ))),
         Err(e) if no_hard_links(&e) => match OpenOptions::new().write(true).create_new(true).open(path) {
             Ok(file) => write_all(path, file, bytes).map(|()| Created::Yes),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(Created::Exists),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(Created::Exists(read(path)?)),
             Err(e) => Err(io_error(path, "create", e)),
         },
         Err(e) => Err(io_error(path, "create", e)),
@@ -257,7 +258,7 @@ mod tests {
         let staged = format!("{path}.new");
         fs::write(&path, b"ours").unwrap();
         assert_eq!(publish(&path, &staged, b"ours", Fallback::Never), Ok(Created::Yes));
-        assert_eq!(publish(&path, &staged, b"theirs", Fallback::Never), Ok(Created::Exists));
+        assert_eq!(publish(&path, &staged, b"theirs", Fallback::Never), Ok(Created::Exists(Some(b"ours".to_vec()))));
         assert!(!fs::exists(&staged).unwrap());
     }
 }

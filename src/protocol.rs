@@ -106,6 +106,12 @@ use crate::files::{self, Created, Fallback};
 use crate::format::{self, Held, Marker, Token};
 use crate::LockError;
 
+/// A duration in whole nanoseconds, as WIT carries them; saturates at
+/// `u64::MAX` (about 584 years).
+pub fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// The longest verification delay or retry interval accepted.
 pub const MAX_INTERVAL: Duration = Duration::from_secs(3600);
 
@@ -243,9 +249,9 @@ fn try_once(path: &str, token: &Token, marker: &[u8], options: &Options, watch: 
         });
         match published? {
             Created::Yes => return verify(path, token, options),
-            Created::Exists => {
-                // Refuse what can never be a lock file rather than wait on it forever.
-                let Some(bytes) = files::read(path)? else { continue };
+            // Released just now: try again at once.
+            Created::Exists(None) => continue,
+            Created::Exists(Some(bytes)) => {
                 let Some(stale) = watch.stale(path, &bytes) else { return Ok(false) };
                 if !claim::break_stale(path, &bytes, &stale, watch)? {
                     return Ok(false);

@@ -42,6 +42,7 @@ use wasmtime::Store;
 
 pub use engine::{CommandOutput, Grant, Runtime};
 pub use uuidlock::format::Held;
+use uuidlock::protocol::nanos;
 pub use uuidlock::protocol::Status;
 pub use uuidlock::{cli, LockError, Marker, Options, Token};
 
@@ -254,10 +255,6 @@ impl Drop for Guard {
             let _ = self.locker.release_guest_path(&self.path, token.as_str());
         }
     }
-}
-
-fn nanos(duration: Duration) -> u64 {
-    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// The WIT error back to the protocol's: the one mapping at this boundary.
