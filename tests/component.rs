@@ -289,3 +289,25 @@ fn lifetimes_refresh_and_breaking_through_the_component() {
     assert_eq!(holder.release(&path, token.as_str()), Err(LockError::NotOwner));
     assert!(contender.holds(&path, next.token().as_str()).unwrap());
 }
+
+// With fair hand-off, a locker that has just released a lock waits a retry
+// interval before trying it again, so a polling waiter takes it first.
+#[test]
+fn fair_handoff_lets_a_waiter_in_first() {
+    let sandbox = Sandbox::new();
+    let path = sandbox.lock("job.lock");
+    let releaser = sandbox.locker().fair_handoff(true);
+    let backoff = Options { retry_interval: Duration::from_millis(200), ..fast() };
+    let guard = releaser.acquire(&path, &backoff).unwrap();
+    let waiter = {
+        let (locker, path) = (sandbox.locker(), path.clone());
+        let polling =
+            Options { retry_interval: Duration::from_millis(2), timeout: Some(Duration::from_secs(30)), ..fast() };
+        std::thread::spawn(move || locker.acquire(&path, &polling).map(|guard| guard.into_token()))
+    };
+    std::thread::sleep(Duration::from_millis(20));
+    guard.release().unwrap();
+    let again = releaser.acquire(&path, &Options { timeout: Some(Duration::ZERO), ..backoff });
+    assert_eq!(again.err(), Some(LockError::Timeout));
+    assert!(waiter.join().unwrap().is_ok());
+}

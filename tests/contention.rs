@@ -116,3 +116,12 @@ fn killed_command_and_component_holders_are_recovered_from() {
     assert_eq!(code, Some(0), "{json}");
     assert_eq!(field(&json, "violations"), 0.0);
 }
+
+// Fair hand-off delays only the releaser's next attempt: exclusion holds.
+#[test]
+fn fair_handoff_keeps_mutual_exclusion() {
+    let (code, json) = contend(&["--processes", "4", "--iterations", "25", "--fair"]);
+    assert_eq!(code, Some(0), "{json}");
+    assert_eq!(field(&json, "violations"), 0.0);
+    assert_eq!(field(&json, "counter"), 100.0);
+}

@@ -43,7 +43,8 @@ Measures, side by side in one run on one directory:
   1. uncontended acquire+release latency: the raw syscall floor, the protocol
      natively, the component (instance reused), the command module; with
      --anchors also Python's uuid-filelock, filelock.SoftFileLock, flufl.lock
-  2. contention: N processes x M acquisitions, 1 ms critical section and none
+  2. contention: N processes x M acquisitions, 1 ms critical section (with and
+     without fair hand-off) and none
   3. cold start: process start to first lock held, native binary and (if
      found on PATH or in $WASMTIME) `wasmtime run uuidlock.wasm`
 and prints medians, 99th percentiles and ratios to the floor.
@@ -162,6 +163,8 @@ impl Latency {
 #[derive(Debug)]
 pub struct Contention {
     pub hold: Duration,
+    /// Measured with fair hand-off (see `Locker::fair_handoff`).
+    pub fair: bool,
     pub per_second: f64,
     pub wait_p50: Duration,
     pub wait_p99: Duration,
@@ -217,9 +220,9 @@ fn measure(config: &Config, dir: &Path) -> Result<Results> {
         latencies.extend(anchors(config, dir)?);
     }
     let mut contention = Vec::new();
-    for hold in [Duration::from_millis(1), Duration::ZERO] {
-        progress(&format!("contention, hold {hold:?}"));
-        contention.push(contended(config, dir, hold)?);
+    for (hold, fair) in [(Duration::from_millis(1), false), (Duration::from_millis(1), true), (Duration::ZERO, false)] {
+        progress(&format!("contention, hold {hold:?}{}", if fair { ", fair" } else { "" }));
+        contention.push(contended(config, dir, hold, fair)?);
     }
     progress("cold start");
     let cold_starts = cold_starts(config, dir)?;
@@ -307,13 +310,14 @@ fn syscall_floor(path: &str) -> Result<()> {
     Ok(())
 }
 
-fn contended(config: &Config, dir: &Path, hold: Duration) -> Result<Contention> {
-    let run_dir = dir.join(format!("contend-{}", hold.as_micros()));
+fn contended(config: &Config, dir: &Path, hold: Duration, fair: bool) -> Result<Contention> {
+    let run_dir = dir.join(format!("contend-{}-{fair}", hold.as_micros()));
     fs::create_dir_all(&run_dir)?;
     let report = contend::run(&contend::Config {
         processes: config.processes,
         iterations: config.acquisitions,
         hold,
+        fair,
         dir: Some(run_dir.clone()),
         ..contend::Config::default()
     })?;
@@ -321,6 +325,7 @@ fn contended(config: &Config, dir: &Path, hold: Duration) -> Result<Contention> 
     let waits = report.waits();
     Ok(Contention {
         hold,
+        fair,
         per_second: report.per_second(),
         wait_p50: percentile(&waits, 0.5),
         wait_p99: percentile(&waits, 0.99),
@@ -458,13 +463,14 @@ impl Results {
             "\ncontention: {} processes x {} acquisitions, component",
             self.processes, self.acquisitions
         );
-        let _ = writeln!(text, "  hold      acq/s   wait p50 ms   p99 ms    max ms   hand-off   violations");
+        let _ = writeln!(text, "  hold   fair      acq/s   wait p50 ms   p99 ms    max ms   hand-off   violations");
         for c in &self.contention {
             let ms = |d: Duration| format!("{:.2}", d.as_secs_f64() * 1e3);
             let _ = writeln!(
                 text,
-                "  {:<6} {:>8.0} {:>13} {:>8} {:>9} {:>10.2} {:>12}",
+                "  {:<6} {:<6} {:>8.0} {:>13} {:>8} {:>9} {:>10.2} {:>12}",
                 format!("{:?}", c.hold),
+                if c.fair { "yes" } else { "no" },
                 c.per_second,
                 ms(c.wait_p50),
                 ms(c.wait_p99),
@@ -495,8 +501,9 @@ impl Results {
         };
         let contention = |c: &Contention| {
             format!(
-                r#"{{"hold_s":{},"per_second":{:.3},"wait_p50_s":{:.9},"wait_p99_s":{:.9},"wait_max_s":{:.9},"handoff_ratio":{:.6},"violations":{}}}"#,
+                r#"{{"hold_s":{},"fair":{},"per_second":{:.3},"wait_p50_s":{:.9},"wait_p99_s":{:.9},"wait_max_s":{:.9},"handoff_ratio":{:.6},"violations":{}}}"#,
                 c.hold.as_secs_f64(),
+                c.fair,
                 c.per_second,
                 c.wait_p50.as_secs_f64(),
                 c.wait_p99.as_secs_f64(),

@@ -39,7 +39,7 @@ pub const HELP: &str = "\
 uuidlock contend [--processes N] [--iterations M] [--hold-ms H] [--dir D]
                  [--runner component|command|mixed|none]
                  [--verification-delay SECS] [--retry-interval SECS]
-                 [--stale-after SECS] [--kill K]
+                 [--stale-after SECS] [--kill K] [--fair]
                  [--plot FILE.svg] [--json]
 
 Spawns N processes of this binary; each takes the lock M times through the wasm
@@ -67,6 +67,9 @@ Options:
                              random points of the protocol, and replace it;
                              needs --stale-after (the killed holder's lock is
                              broken once stale) [default: 0]
+  --fair                     fair hand-off: a worker waits one retry interval
+                             before re-taking the lock it has just released
+                             (component workers)
   --plot FILE.svg            draw the wait-time distribution as an SVG file
   --json                     print the report as JSON
 
@@ -118,6 +121,9 @@ pub struct Config {
     pub stale_after: Option<Duration>,
     /// How many times to SIGKILL a worker (and replace it) during the run.
     pub kills: usize,
+    /// Workers' lockers wait a retry interval before re-taking a lock they
+    /// have just released.
+    pub fair: bool,
     pub plot: Option<PathBuf>,
     pub json: bool,
 }
@@ -134,6 +140,7 @@ impl Default for Config {
             retry_interval: Duration::from_millis(1),
             stale_after: None,
             kills: 0,
+            fair: false,
             plot: None,
             json: false,
         }
@@ -172,6 +179,10 @@ fn parse(args: &[String]) -> Result<Parsed, String> {
         }
         if flag == "--json" {
             config.json = true;
+            continue;
+        }
+        if flag == "--fair" {
+            config.fair = true;
             continue;
         }
         let mut value =
@@ -641,6 +652,9 @@ fn worker_args(config: &Config, dir: &Path, worker: usize, iterations: usize) ->
     if let Some(lifetime) = config.stale_after {
         args.extend(["--stale-after".into(), lifetime.as_secs_f64().to_string()]);
     }
+    if config.fair {
+        args.push("--fair".into());
+    }
     args
 }
 
@@ -763,7 +777,7 @@ fn work(config: &Config) -> Result<()> {
     let dir = config.dir.as_deref().context("a worker needs --dir")?;
     let runtime = Runtime::new()?;
     let taker = match config.runner {
-        Runner::Component | Runner::Mixed => Taker::Component(Locker::new(&runtime, &[dir])?),
+        Runner::Component | Runner::Mixed => Taker::Component(Locker::new(&runtime, &[dir])?.fair_handoff(config.fair)),
         Runner::Command => Taker::Command(runtime, vec![crate::paths::grant(dir)?]),
         Runner::None => Taker::None,
     };
