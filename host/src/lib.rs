@@ -172,7 +172,11 @@ impl Locker {
     /// being broken, released), and as [`Locker::acquire`].
     pub fn refresh(&self, path: impl AsRef<Path>, token: &str) -> Result<(), LockError> {
         let path = paths::guest_path(path.as_ref())?;
-        self.call(|guest, store| guest.uuidlock_lock_lock().call_refresh(store, &path, &token.to_owned()))
+        self.refresh_guest_path(&path, token)
+    }
+
+    fn refresh_guest_path(&self, path: &str, token: &str) -> Result<(), LockError> {
+        self.call(|guest, store| guest.uuidlock_lock_lock().call_refresh(store, path, &token.to_owned()))
     }
 
     /// Whether the lock at `path` is held with `token`.
@@ -257,8 +261,7 @@ impl Guard {
     /// # Errors
     /// [`LockError::NotOwner`] when the lock was broken as stale.
     pub fn refresh(&self) -> Result<(), LockError> {
-        self.locker
-            .call(|guest, store| guest.uuidlock_lock_lock().call_refresh(store, &self.path, &self.token().to_string()))
+        self.locker.refresh_guest_path(&self.path, self.token().as_str())
     }
 
     /// Releases the lock now.
