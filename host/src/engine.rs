@@ -1,11 +1,22 @@
 //! The wasmtime side: one engine, the guest compiled once (and cached on
 //! disk), linkers with WASI, and stores with the granted directories.
+//!
+//! One piece of WASI is replaced: the component's sleeps. wasmtime-wasi
+//! times a component's `subscribe-duration` with tokio's timer, which counts
+//! whole milliseconds (wasmtime issue #14364), so a guest that asks to sleep
+//! 100 µs between attempts sleeps 1 to 2 ms; under contention that gap is
+//! most of a hand-off. Our guest only ever sleeps (Rust's `thread::sleep`
+//! through the preview 1 adapter: one subscription, then `poll`), and its
+//! stores may block their thread, so its sleeps are timed by the thread
+//! instead ([`ThreadSleep`]). The command module needs nothing: wasmtime's
+//! preview 1 host already sleeps with the thread.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use wasmtime::component::{self, ResourceTable};
 use wasmtime::error::Context;
@@ -13,6 +24,7 @@ use wasmtime::Result;
 use wasmtime::{Engine, Module, Store};
 use wasmtime_wasi::p1::{self, WasiP1Ctx};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::p2::Pollable;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 /// The component, as built by `build.rs`.
@@ -37,6 +49,8 @@ pub struct Grant {
 pub struct ComponentState {
     ctx: WasiCtx,
     table: ResourceTable,
+    /// How many sleeps the guest has asked for; see [`ThreadSleep`].
+    pub(crate) sleeps: u64,
 }
 
 impl WasiView for ComponentState {
@@ -79,6 +93,7 @@ impl Runtime {
         )?;
         let mut linker = component::Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).context("linking WASI p2 for the component")?;
+        link_thread_sleep(&engine, &component, &mut linker)?;
         let component =
             bindings::GuestPre::new(linker.instantiate_pre(&component).context("pre-instantiating the component")?)
                 .context("checking the component's exports against wit/lock.wit")?;
@@ -108,7 +123,7 @@ impl Runtime {
         // instead of handing each to a blocking pool.
         wasi.allow_blocking_current_thread(true);
         preopen(&mut wasi, grants)?;
-        let state = ComponentState { ctx: wasi.build(), table: ResourceTable::new() };
+        let state = ComponentState { ctx: wasi.build(), table: ResourceTable::new(), sleeps: 0 };
         let mut store = Store::new(&self.engine, state);
         let guest = self.component.instantiate(&mut store).context("instantiating the component")?;
         Ok((store, guest))
@@ -146,6 +161,57 @@ pub struct CommandOutput {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
+}
+
+/// Replaces the component's `monotonic-clock.subscribe-duration` with one
+/// whose pollable sleeps the calling thread (see the module docs).
+fn link_thread_sleep(
+    engine: &Engine,
+    component: &component::Component,
+    linker: &mut component::Linker<ComponentState>,
+) -> Result<()> {
+    // The interface under the version the guest's adapter imports.
+    let imports = component.component_type();
+    let Some(clock) =
+        imports.imports(engine).map(|(name, _)| name).find(|name| name.starts_with("wasi:clocks/monotonic-clock@"))
+    else {
+        return Ok(()); // a guest that never sleeps
+    };
+    linker.allow_shadowing(true);
+    linker.instance(clock)?.func_wrap(
+        "subscribe-duration",
+        |mut store: wasmtime::StoreContextMut<'_, ComponentState>, (nanos,): (u64,)| {
+            let state = store.data_mut();
+            state.sleeps += 1;
+            // A deadline too far to represent: sleep for ever, as wasmtime-wasi does.
+            let until = Instant::now().checked_add(Duration::from_nanos(nanos));
+            let sleep = state.table.push(ThreadSleep { until })?;
+            Ok((wasmtime_wasi::p2::subscribe(&mut state.table, sleep)?,))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// A sleep timed by the thread (`std::thread::sleep`, precise to tens of
+/// microseconds) rather than by tokio's millisecond timer. Waiting on it
+/// blocks the thread, which is what a synchronous call into our guest does
+/// anyway; a guest that polled it beside other pollables would find them
+/// blocked for its duration, and ours never does.
+struct ThreadSleep {
+    until: Option<Instant>,
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for ThreadSleep {
+    async fn ready(&mut self) {
+        match self.until {
+            Some(until) => std::thread::sleep(until.saturating_duration_since(Instant::now())),
+            None => loop {
+                std::thread::sleep(Duration::MAX);
+            },
+        }
+    }
 }
 
 fn preopen(wasi: &mut WasiCtxBuilder, grants: &[Grant]) -> Result<()> {
@@ -243,4 +309,33 @@ fn cache_dir() -> Option<PathBuf> {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache")))?;
     Some(base.join("uuidlock"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuidlock::protocol::nanos;
+
+    #[test]
+    fn the_components_sleeps_are_timed_by_the_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let grant = crate::paths::grant(dir.path()).unwrap();
+        let lock = format!("{}/job.lock", grant.guest);
+        let fast = uuidlock::Options { verification_delay: Duration::ZERO, ..uuidlock::Options::default() };
+        let _held = uuidlock::protocol::acquire(&lock, &fast).unwrap();
+
+        let runtime = Runtime::new().unwrap();
+        let (mut store, guest) = runtime.instantiate(&[grant]).unwrap();
+        let options = bindings::Options {
+            prefix: String::new(),
+            verification_delay_ns: 0,
+            retry_interval_ns: nanos(Duration::from_millis(1)),
+            timeout_ns: Some(nanos(Duration::from_millis(20))),
+            stale_after_ns: None,
+        };
+        let result = guest.uuidlock_lock_lock().call_acquire(&mut store, &lock, &options).unwrap();
+        assert!(matches!(result, Err(bindings::Error::Timeout)), "{result:?}");
+        // The guest slept between attempts, and through our clock, not wasmtime-wasi's.
+        assert!(store.data().sleeps > 0);
+    }
 }
