@@ -10,8 +10,10 @@
 //! throughput, waits and hand-offs.
 //!
 //! `--runner none` skips the lock: a control run that shows the checks do
-//! catch a broken lock.
+//! catch a broken lock. The bench runs other lock libraries through the same
+//! checks by giving a worker [`Program`] of their own.
 
+use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -107,6 +109,16 @@ impl Runner {
     }
 }
 
+/// A worker program other than this binary, for comparisons (the bench's
+/// Python anchors). It is run as `ARGV... LOCK COUNTER GO ITERATIONS
+/// HOLD_SECONDS` and speaks the worker protocol of [`worker_main`].
+#[derive(Clone, Debug)]
+pub struct Program {
+    /// What the report calls it, in place of the runner.
+    pub name: String,
+    pub argv: Vec<OsString>,
+}
+
 /// A contention run's settings.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -124,6 +136,8 @@ pub struct Config {
     /// Workers' lockers wait a retry interval before re-taking a lock they
     /// have just released.
     pub fair: bool,
+    /// Workers run this instead of taking the lock through `runner`.
+    pub program: Option<Program>,
     pub plot: Option<PathBuf>,
     pub json: bool,
 }
@@ -141,6 +155,7 @@ impl Default for Config {
             stale_after: None,
             kills: 0,
             fair: false,
+            program: None,
             plot: None,
             json: false,
         }
@@ -148,6 +163,11 @@ impl Default for Config {
 }
 
 impl Config {
+    /// How the workers take the lock, as reports name it.
+    pub fn runner_name(&self) -> &str {
+        self.program.as_ref().map_or(self.runner.name(), |program| program.name.as_str())
+    }
+
     /// The options every worker acquires with.
     fn lock_options(&self) -> Options {
         Options {
@@ -339,7 +359,7 @@ impl Report {
         let _ = writeln!(
             text,
             "uuidlock contend: {} processes x {} acquisitions, hold {:?}, runner {}, verification delay {:?}, retry interval {:?}",
-            c.processes, c.iterations, c.hold, c.runner.name(), c.verification_delay, c.retry_interval
+            c.processes, c.iterations, c.hold, c.runner_name(), c.verification_delay, c.retry_interval
         );
         let _ = writeln!(text, "  directory         {}", self.dir.display());
         let _ = writeln!(
@@ -397,7 +417,7 @@ impl Report {
             c.processes,
             c.iterations,
             secs(c.hold),
-            c.runner.name(),
+            c.runner_name(),
             secs(c.verification_delay),
             secs(c.retry_interval),
             self.sections.len(),
@@ -513,9 +533,20 @@ fn contend_in(config: &Config, dir: &Path) -> Result<Report> {
     let exe = std::env::current_exe().context("finding this binary to spawn workers")?;
     let (events, received) = mpsc::channel();
     let spawn = |slot: usize, iterations: usize| -> Result<Child> {
-        let mut child = Command::new(&exe)
-            .arg(WORKER_COMMAND)
-            .args(worker_args(config, dir, slot, iterations))
+        let mut command = match &config.program {
+            Some(Program { argv, .. }) => {
+                let mut command = Command::new(argv.first().context("a worker program needs a command")?);
+                command.args(&argv[1..]).args([LOCK_FILE, COUNTER_FILE, GO_FILE].map(|name| dir.join(name)));
+                command.args([iterations.to_string(), config.hold.as_secs_f64().to_string()]);
+                command
+            }
+            None => {
+                let mut command = Command::new(&exe);
+                command.arg(WORKER_COMMAND).args(worker_args(config, dir, slot, iterations));
+                command
+            }
+        };
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -44,7 +44,7 @@ pub fn wait_histogram(report: &Report) -> String {
         c.processes,
         c.iterations,
         c.hold,
-        c.runner.name()
+        c.runner_name()
     );
     let bar_w = plot_w / BINS as f64;
     for (bin, &count) in counts.iter().enumerate() {
