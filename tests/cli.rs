@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{text, uuidlock, Sandbox};
+use common::{skip, text, uuidlock, Sandbox};
 
 // Every command answers --help on stdout with exit 0.
 #[test]
@@ -182,6 +182,36 @@ fn bench_quick_measures_every_subject() {
     for name in ["\"floor\"", "\"native\"", "\"component\"", "\"command\"", "\"native binary\""] {
         assert!(json.contains(&format!("\"name\":{name}")), "{name} missing from {json}");
     }
-    assert_eq!(json.matches("\"violations\":0").count(), 3, "{json}");
+    // The ceiling, and the component's three runs.
+    assert_eq!(json.matches("\"violations\":0").count(), 4, "{json}");
     assert!(output.stderr.is_empty(), "progress printed to a pipe: {}", text(&output.stderr));
+}
+
+// With --anchors the Python libraries run too, their contention workers
+// under the same checks as ours. The bench installs them itself.
+#[test]
+fn bench_quick_with_anchors_runs_the_python_libraries_under_the_same_checks() {
+    let test = "bench_quick_with_anchors_runs_the_python_libraries_under_the_same_checks";
+    let sandbox = Sandbox::new();
+    let output = uuidlock(&["bench", "--quick", "--anchors", "--json", "--dir", sandbox.locks().to_str().unwrap()]);
+    let stderr = text(&output.stderr);
+    if output.status.code() == Some(4) && (stderr.contains("venv") || stderr.contains("pip")) {
+        return skip(test, &format!("the bench could not install the Python libraries: {}", stderr.trim()));
+    }
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let json = text(&output.stdout);
+    let row = |name: &str| {
+        let start =
+            json.find(&format!("\"name\":\"{name}\",\"processes\"")).unwrap_or_else(|| panic!("{name}: {json}"));
+        json[start..json[start..].find('}').map_or(json.len(), |end| start + end)].to_owned()
+    };
+    for name in ["uuid-filelock (delay 0)", "uuid-filelock (delay 0.1 s)", "filelock.SoftFileLock", "flufl.lock"] {
+        assert!(json.contains(&format!("\"name\":\"{name}\",\"median_s\"")), "{name} not timed: {json}");
+    }
+    // Correct locks, so their runs must check out; uuid-filelock's create is
+    // not atomic, so it may let two in (that is what the checks are for).
+    for name in ["filelock.SoftFileLock", "flufl.lock"] {
+        assert!(row(name).contains("\"violations\":0"), "{}", row(name));
+    }
+    assert!(row("uuid-filelock (delay 0)").contains("\"per_second\""));
 }

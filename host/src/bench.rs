@@ -15,7 +15,9 @@
 //!      0.1 s), filelock.SoftFileLock and flufl.lock, from a venv the bench
 //!      makes.
 //! 2. *Contention*: `contend` with N processes, with a 1 ms critical section
-//!    and with none: throughput, waits, hand-off ratio.
+//!    and with none: throughput, waits, hand-off ratio. Beside them, the
+//!    ceiling (one process, no lock: what the critical section allows) and,
+//!    with `--anchors`, the Python libraries under the same checks.
 //! 3. *Cold start*: from process start to the first lock held and released,
 //!    for the native binary (compiled code cached) and, when a `wasmtime`
 //!    CLI is found, for `wasmtime run uuidlock.wasm`.
@@ -44,7 +46,8 @@ Measures, side by side in one run on one directory:
      natively, the component (instance reused), the command module; with
      --anchors also Python's uuid-filelock, filelock.SoftFileLock, flufl.lock
   2. contention: N processes x M acquisitions, 1 ms critical section (with and
-     without fair hand-off) and none
+     without fair hand-off) and none; the ceiling (no lock, one process); with
+     --anchors also the Python libraries
   3. cold start: process start to first lock held, native binary and (if
      found on PATH or in $WASMTIME) `wasmtime run uuidlock.wasm`
 and prints medians, 99th percentiles and ratios to the floor.
@@ -162,9 +165,10 @@ impl Latency {
 /// A contention run's summary.
 #[derive(Debug)]
 pub struct Contention {
+    /// Who took the lock, and how.
+    pub name: String,
+    pub processes: usize,
     pub hold: Duration,
-    /// Measured with fair hand-off (see `Locker::fair_handoff`).
-    pub fair: bool,
     pub per_second: f64,
     pub wait_p50: Duration,
     pub wait_p99: Duration,
@@ -220,9 +224,9 @@ fn measure(config: &Config, dir: &Path) -> Result<Results> {
         latencies.extend(anchors(config, dir)?);
     }
     let mut contention = Vec::new();
-    for (hold, fair) in [(Duration::from_millis(1), false), (Duration::from_millis(1), true), (Duration::ZERO, false)] {
-        progress(&format!("contention, hold {hold:?}{}", if fair { ", fair" } else { "" }));
-        contention.push(contended(config, dir, hold, fair)?);
+    for (index, (name, run)) in contention_runs(config)?.into_iter().enumerate() {
+        progress(&format!("contention: {name}"));
+        contention.push(contended(&dir.join(format!("contend-{index}")), name, &run)?);
     }
     progress("cold start");
     let cold_starts = cold_starts(config, dir)?;
@@ -310,22 +314,54 @@ fn syscall_floor(path: &str) -> Result<()> {
     Ok(())
 }
 
-fn contended(config: &Config, dir: &Path, hold: Duration, fair: bool) -> Result<Contention> {
-    let run_dir = dir.join(format!("contend-{}-{fair}", hold.as_micros()));
-    fs::create_dir_all(&run_dir)?;
-    let report = contend::run(&contend::Config {
+/// The contention runs, by name: the component's, the ceiling, and the
+/// anchors'.
+fn contention_runs(config: &Config) -> Result<Vec<(String, contend::Config)>> {
+    let base = contend::Config {
         processes: config.processes,
         iterations: config.acquisitions,
-        hold,
-        fair,
-        dir: Some(run_dir.clone()),
+        hold: Duration::from_millis(1),
         ..contend::Config::default()
-    })?;
-    let _ = fs::remove_dir_all(&run_dir);
+    };
+    let mut runs = vec![
+        (
+            "ceiling: no lock, 1 process".to_owned(),
+            contend::Config {
+                processes: 1,
+                iterations: config.processes * config.acquisitions,
+                runner: contend::Runner::None,
+                ..base.clone()
+            },
+        ),
+        ("component".to_owned(), base.clone()),
+        ("component, fair hand-off".to_owned(), contend::Config { fair: true, ..base.clone() }),
+        ("component, no hold".to_owned(), contend::Config { hold: Duration::ZERO, ..base.clone() }),
+    ];
+    if config.anchors {
+        let python = anchor_venv()?;
+        for anchor in ANCHORS.iter().filter(|anchor| !anchor.slow) {
+            let program = contend::Program {
+                name: anchor.name.into(),
+                argv: vec![python.clone().into(), "-c".into(), format!("{}\n{PYTHON_WORKER}", anchor.make).into()],
+            };
+            runs.push((anchor.name.to_owned(), contend::Config { program: Some(program), ..base.clone() }));
+        }
+    }
+    Ok(runs)
+}
+
+/// Runs `run` in `run_dir` (made for it, then removed).
+fn contended(run_dir: &Path, name: String, run: &contend::Config) -> Result<Contention> {
+    fs::create_dir_all(run_dir)?;
+    let report = contend::run(&contend::Config { dir: Some(run_dir.to_path_buf()), ..run.clone() })
+        .with_context(|| format!("contention: {name}"));
+    let _ = fs::remove_dir_all(run_dir);
+    let report = report?;
     let waits = report.waits();
     Ok(Contention {
-        hold,
-        fair,
+        name,
+        processes: run.processes,
+        hold: run.hold,
         per_second: report.per_second(),
         wait_p50: percentile(&waits, 0.5),
         wait_p99: percentile(&waits, 0.99),
@@ -384,19 +420,93 @@ fn find_wasmtime() -> Option<PathBuf> {
     std::env::var_os("PATH")?.to_str()?.split(':').map(|dir| Path::new(dir).join("wasmtime")).find(|p| p.is_file())
 }
 
+/// A Python lock library to compare with.
+struct Anchor {
+    name: &'static str,
+    /// Python that defines `make(path)`, returning the lock's acquire and
+    /// release functions. Waiters poll every millisecond where the library
+    /// lets them choose (flufl.lock sleeps 0.01 to 2 s, its own choice), and
+    /// give up after 60 s.
+    make: &'static str,
+    /// Takes 0.1 s per acquisition (uuid-filelock's default verification
+    /// delay): measured 20 times uncontended, and not under contention,
+    /// where it would take minutes.
+    slow: bool,
+}
+
+const ANCHORS: [Anchor; 4] = [
+    Anchor {
+        name: "uuid-filelock (delay 0)",
+        make: "import uuid_filelock
+def make(path):
+    lock = uuid_filelock.UUIDFileLock(path, verification_delay=0, retry_interval=0.001, timeout_interval=60)
+    return lock.acquire, lock.release",
+        slow: false,
+    },
+    Anchor {
+        name: "uuid-filelock (delay 0.1 s)",
+        make: "import uuid_filelock
+def make(path):
+    lock = uuid_filelock.UUIDFileLock(path, retry_interval=0.001, timeout_interval=60)
+    return lock.acquire, lock.release",
+        slow: true,
+    },
+    Anchor {
+        name: "filelock.SoftFileLock",
+        make: "import filelock
+def make(path):
+    lock = filelock.SoftFileLock(path, timeout=60, poll_interval=0.001)
+    return lock.acquire, lock.release",
+        slow: false,
+    },
+    Anchor {
+        name: "flufl.lock",
+        make: "import datetime, flufl.lock
+def make(path):
+    minute = datetime.timedelta(seconds=60)
+    lock = flufl.lock.Lock(path, lifetime=minute, default_timeout=minute)
+    return lock.lock, lock.unlock",
+        slow: false,
+    },
+];
+
+/// A contention worker in Python, after an anchor's `make`: the protocol of
+/// `contend::worker_main`, with the same critical section.
+const PYTHON_WORKER: &str = r#"import os, sys, time
+lock_path, counter, go = sys.argv[1:4]
+iterations, hold = int(sys.argv[4]), float(sys.argv[5])
+aside = f"{counter}.{os.getpid()}"
+print("ready", flush=True)
+while not os.path.exists(go):
+    time.sleep(0.001)
+for _ in range(iterations):
+    acquire, release = make(lock_path)
+    asked = time.monotonic_ns()
+    acquire()
+    wait = time.monotonic_ns() - asked
+    enter = time.time_ns()
+    with open(counter) as f:
+        value = int(f.read())
+    if hold > 0:
+        time.sleep(hold)
+    with open(aside, "w") as f:
+        f.write(str(value + 1))
+    os.replace(aside, counter)
+    leave = time.time_ns()
+    release()
+    print(enter, leave, wait, flush=True)
+"#;
+
 /// The Python libraries, each timed by a script in its own interpreter.
 fn anchors(config: &Config, dir: &Path) -> Result<Vec<Latency>> {
     let python = anchor_venv()?;
     let count = (config.rounds * config.batch).min(1000);
     let mut results = Vec::new();
-    for (name, setup, n) in [
-        ("uuid-filelock (delay 0)", "import uuid_filelock\nmake = lambda p: uuid_filelock.UUIDFileLock(p, verification_delay=0, retry_interval=0)", count),
-        ("uuid-filelock (delay 0.1 s)", "import uuid_filelock\nmake = lambda p: uuid_filelock.UUIDFileLock(p)", 20),
-        ("filelock.SoftFileLock", "import filelock\nmake = lambda p: filelock.SoftFileLock(p)", count),
-        ("flufl.lock", "import flufl.lock, datetime\nmake = lambda p: flufl.lock.Lock(p, lifetime=datetime.timedelta(seconds=60))", count),
-    ] {
+    for anchor in &ANCHORS {
+        let (name, make) = (anchor.name, anchor.make);
+        let n = if anchor.slow { count.min(20) } else { count };
         let script = format!(
-            "{setup}\nimport sys, time\npath = sys.argv[1]\nfor _ in range({n}):\n    lock = make(path)\n    t = time.perf_counter_ns()\n    lock.acquire()\n    lock.release()\n    print(time.perf_counter_ns() - t)\n"
+            "{make}\nimport sys, time\npath = sys.argv[1]\nfor _ in range({n}):\n    acquire, release = make(path)\n    t = time.perf_counter_ns()\n    acquire()\n    release()\n    print(time.perf_counter_ns() - t)\n"
         );
         let output = Command::new(&python).arg("-c").arg(&script).arg(dir.join("anchor.lock")).output()?;
         ensure!(output.status.success(), "{name}: {}", String::from_utf8_lossy(&output.stderr).trim());
@@ -419,23 +529,16 @@ fn anchor_venv() -> Result<PathBuf> {
     let venv = cache.join("uuidlock").join("bench-anchors");
     let python = venv.join("bin/python");
     let stamp = venv.join("installed");
-    if !stamp.exists() {
+    let packages = ["uuid-filelock==1.4", "filelock==4.2.11", "flufl.lock==10.0.0"];
+    if fs::read_to_string(&stamp).ok().as_deref() != Some(&packages.join("\n")) {
         let run = |command: &mut Command| -> Result<()> {
             let output = command.output().with_context(|| format!("running {command:?}"))?;
             ensure!(output.status.success(), "{command:?}: {}", String::from_utf8_lossy(&output.stderr).trim());
             Ok(())
         };
         run(Command::new("python3").args(["-m", "venv", "--clear"]).arg(&venv))?;
-        run(Command::new(&python).args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "uuid-filelock==1.4",
-            "filelock==4.2.11",
-            "flufl.lock",
-        ]))?;
-        fs::write(&stamp, "")?;
+        run(Command::new(&python).args(["-m", "pip", "install", "--quiet"]).args(packages))?;
+        fs::write(&stamp, packages.join("\n"))?;
     }
     Ok(python)
 }
@@ -460,18 +563,27 @@ impl Results {
         }
         let _ = writeln!(
             text,
-            "\ncontention: {} processes x {} acquisitions, component",
+            "\ncontention: {} processes x {} acquisitions, 1 ms critical section unless said",
             self.processes, self.acquisitions
         );
-        let _ = writeln!(text, "  hold   fair      acq/s   wait p50 ms   p99 ms    max ms   hand-off   violations");
+        let _ = writeln!(
+            text,
+            "  {:<30} {:>6} {:>10} {:>12} {:>8} {:>9} {:>9} {:>11}",
+            "", "acq/s", "x ceiling", "wait p50 ms", "p99 ms", "max ms", "hand-off", "violations"
+        );
+        let ceiling = self.contention.iter().find(|c| c.processes == 1);
         for c in &self.contention {
             let ms = |d: Duration| format!("{:.2}", d.as_secs_f64() * 1e3);
+            let ratio = match ceiling {
+                Some(ceiling) if ceiling.hold == c.hold => format!("{:.2}", c.per_second / ceiling.per_second),
+                _ => "-".into(),
+            };
             let _ = writeln!(
                 text,
-                "  {:<6} {:<6} {:>8.0} {:>13} {:>8} {:>9} {:>10.2} {:>12}",
-                format!("{:?}", c.hold),
-                if c.fair { "yes" } else { "no" },
+                "  {:<30} {:>6.0} {:>10} {:>12} {:>8} {:>9} {:>9.2} {:>11}",
+                c.name,
                 c.per_second,
+                ratio,
                 ms(c.wait_p50),
                 ms(c.wait_p99),
                 ms(c.wait_max),
@@ -501,9 +613,10 @@ impl Results {
         };
         let contention = |c: &Contention| {
             format!(
-                r#"{{"hold_s":{},"fair":{},"per_second":{:.3},"wait_p50_s":{:.9},"wait_p99_s":{:.9},"wait_max_s":{:.9},"handoff_ratio":{:.6},"violations":{}}}"#,
+                r#"{{"name":"{}","processes":{},"hold_s":{},"per_second":{:.3},"wait_p50_s":{:.9},"wait_p99_s":{:.9},"wait_max_s":{:.9},"handoff_ratio":{:.6},"violations":{}}}"#,
+                c.name,
+                c.processes,
                 c.hold.as_secs_f64(),
-                c.fair,
                 c.per_second,
                 c.wait_p50.as_secs_f64(),
                 c.wait_p99.as_secs_f64(),
