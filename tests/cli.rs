@@ -213,5 +213,11 @@ fn bench_quick_with_anchors_runs_the_python_libraries_under_the_same_checks() {
     for name in ["filelock.SoftFileLock", "flufl.lock"] {
         assert!(row(name).contains("\"violations\":0"), "{}", row(name));
     }
-    assert!(row("uuid-filelock (delay 0)").contains("\"per_second\""));
+    // Every anchor ran its 3 processes (--quick) and measured a throughput.
+    for name in ["uuid-filelock (delay 0)", "filelock.SoftFileLock", "flufl.lock"] {
+        let row = row(name);
+        assert!(row.contains("\"processes\":3,"), "{row}");
+        let per_second = row.split("\"per_second\":").nth(1).and_then(|rest| rest.split(',').next());
+        assert!(per_second.and_then(|n| n.parse::<f64>().ok()).is_some_and(|n| n > 0.0), "{row}");
+    }
 }

@@ -548,6 +548,13 @@ fn us(d: Duration) -> String {
 }
 
 impl Results {
+    /// A run's throughput over the ceiling's (one process, no lock), when
+    /// both had the same critical section.
+    fn ceiling_ratio(&self, run: &Contention) -> Option<f64> {
+        let ceiling = self.contention.iter().find(|c| c.processes == 1)?;
+        (ceiling.hold == run.hold).then(|| run.per_second / ceiling.per_second)
+    }
+
     fn floor(&self) -> Duration {
         self.latencies.iter().find(|l| l.name == "floor").map(Latency::median).unwrap_or_default()
     }
@@ -571,13 +578,9 @@ impl Results {
             "  {:<30} {:>6} {:>10} {:>12} {:>8} {:>9} {:>9} {:>11}",
             "", "acq/s", "x ceiling", "wait p50 ms", "p99 ms", "max ms", "hand-off", "violations"
         );
-        let ceiling = self.contention.iter().find(|c| c.processes == 1);
         for c in &self.contention {
             let ms = |d: Duration| format!("{:.2}", d.as_secs_f64() * 1e3);
-            let ratio = match ceiling {
-                Some(ceiling) if ceiling.hold == c.hold => format!("{:.2}", c.per_second / ceiling.per_second),
-                _ => "-".into(),
-            };
+            let ratio = self.ceiling_ratio(c).map_or("-".into(), |ratio| format!("{ratio:.2}"));
             let _ = writeln!(
                 text,
                 "  {:<30} {:>6.0} {:>10} {:>12} {:>8} {:>9} {:>9.2} {:>11}",
@@ -613,11 +616,12 @@ impl Results {
         };
         let contention = |c: &Contention| {
             format!(
-                r#"{{"name":"{}","processes":{},"hold_s":{},"per_second":{:.3},"wait_p50_s":{:.9},"wait_p99_s":{:.9},"wait_max_s":{:.9},"handoff_ratio":{:.6},"violations":{}}}"#,
+                r#"{{"name":"{}","processes":{},"hold_s":{},"per_second":{:.3},"ceiling_ratio":{},"wait_p50_s":{:.9},"wait_p99_s":{:.9},"wait_max_s":{:.9},"handoff_ratio":{:.6},"violations":{}}}"#,
                 c.name,
                 c.processes,
                 c.hold.as_secs_f64(),
                 c.per_second,
+                self.ceiling_ratio(c).map_or("null".into(), |ratio| format!("{ratio:.3}")),
                 c.wait_p50.as_secs_f64(),
                 c.wait_p99.as_secs_f64(),
                 c.wait_max.as_secs_f64(),

@@ -136,7 +136,9 @@ pub struct Config {
     /// Workers' lockers wait a retry interval before re-taking a lock they
     /// have just released.
     pub fair: bool,
-    /// Workers run this instead of taking the lock through `runner`.
+    /// Workers run this instead of taking the lock through `runner`; the
+    /// lock options above (delay, interval, lifetime, fair) are then the
+    /// program's own business and do not apply.
     pub program: Option<Program>,
     pub plot: Option<PathBuf>,
     pub json: bool,

@@ -170,7 +170,10 @@ fn link_thread_sleep(
     component: &component::Component,
     linker: &mut component::Linker<ComponentState>,
 ) -> Result<()> {
-    // The interface under the version the guest's adapter imports.
+    // The interface under the version the guest's adapter imports. It must be
+    // the version wasmtime-wasi defines (both crates come from one wasmtime
+    // release, 48), or this makes a second instance holding only this
+    // function and instantiating fails, naming the missing ones.
     let imports = component.component_type();
     let Some(clock) =
         imports.imports(engine).map(|(name, _)| name).find(|name| name.starts_with("wasi:clocks/monotonic-clock@"))
@@ -194,23 +197,47 @@ fn link_thread_sleep(
 }
 
 /// A sleep timed by the thread (`std::thread::sleep`, precise to tens of
-/// microseconds) rather than by tokio's millisecond timer. Waiting on it
-/// blocks the thread, which is what a synchronous call into our guest does
-/// anyway; a guest that polled it beside other pollables would find them
-/// blocked for its duration, and ours never does.
+/// microseconds) rather than by tokio's millisecond timer.
+///
+/// Its first poll only answers whether the deadline has passed, so that
+/// `pollable.ready` (one poll) tells the truth without blocking; `poll` and
+/// `block` poll again and sleep the thread, which is what a synchronous call
+/// into our guest does anyway. A guest that polled it beside other pollables
+/// would find them blocked until the deadline; ours never does.
 struct ThreadSleep {
+    /// `None`: too far to represent, never.
     until: Option<Instant>,
 }
 
 #[wasmtime_wasi::async_trait]
 impl Pollable for ThreadSleep {
     async fn ready(&mut self) {
+        if self.until.is_some_and(|until| until <= Instant::now()) {
+            return;
+        }
+        NotYet(false).await;
         match self.until {
             Some(until) => std::thread::sleep(until.saturating_duration_since(Instant::now())),
             None => loop {
                 std::thread::sleep(Duration::MAX);
             },
         }
+    }
+}
+
+/// Pending once (asking to be polled again at once), then ready.
+struct NotYet(bool);
+
+impl std::future::Future for NotYet {
+    type Output = ();
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
     }
 }
 
