@@ -5,7 +5,8 @@
 //!
 //! - this module: the public API, [`Locker`] and its [`Guard`];
 //! - [`engine`]: engine, compiled-code cache, linkers, stores and grants, the
-//!   one `bindgen!` of `wit/lock.wit`, and running the command module;
+//!   one `bindgen!` of `wit/lock.wit`, the guest's sleeps (timed by the
+//!   thread), and running the command module;
 //! - [`paths`]: host paths to the guest's view of them;
 //! - [`contend`]: the cross-process contention runner (`uuidlock contend`);
 //! - [`bench`]: the side-by-side benchmark (`uuidlock bench`);
