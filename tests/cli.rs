@@ -176,8 +176,22 @@ fn refresh_holds_and_status_json_follow_the_contract() {
 #[test]
 fn bench_quick_measures_every_subject() {
     let sandbox = Sandbox::new();
-    let output = uuidlock(&["bench", "--quick", "--json", "--dir", sandbox.locks().to_str().unwrap()]);
+    let plot = sandbox.root.path().join("waits.svg");
+    let output = uuidlock(&[
+        "bench",
+        "--quick",
+        "--json",
+        "--dir",
+        sandbox.locks().to_str().unwrap(),
+        "--plot",
+        plot.to_str().unwrap(),
+    ]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    // A panel for each contention run that has waiters.
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    for name in ["component", "component, fair hand-off", "component, no hold"] {
+        assert!(svg.contains(&format!(">{name}</text>")), "{name} not drawn");
+    }
     let json = text(&output.stdout);
     for name in ["\"floor\"", "\"native\"", "\"component\"", "\"command\"", "\"native binary\""] {
         assert!(json.contains(&format!("\"name\":{name}")), "{name} missing from {json}");

@@ -35,11 +35,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 
 use crate::contend::{self, percentile};
-use crate::{engine, Grant, Locker, Options, Runtime};
+use crate::{engine, plot, Grant, Locker, Options, Runtime};
 
 pub const HELP: &str = "\
 uuidlock bench [--dir D] [--rounds R] [--batch B] [--processes N] [--acquisitions M]
-               [--anchors] [--quick] [--json]
+               [--anchors] [--quick] [--json] [--plot FILE]
 
 Measures, side by side in one run on one directory:
   1. uncontended acquire+release latency: the raw syscall floor, the protocol
@@ -63,6 +63,8 @@ Options:
                      PyPI into a venv under the uuidlock cache directory)
   --quick            a smoke run: few rounds, small batches, short contention
   --json             print the results as JSON
+  --plot FILE        draw each contention run's wait distribution as SVG,
+                     one panel per run on one time axis
 
 Progress goes to stderr when it is a terminal.
 Exit codes: 0 done, 2 usage error, 4 a measurement failed.
@@ -78,11 +80,21 @@ pub struct Config {
     pub acquisitions: usize,
     pub anchors: bool,
     pub json: bool,
+    pub plot: Option<PathBuf>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { dir: None, rounds: 20, batch: 50, processes: 8, acquisitions: 100, anchors: false, json: false }
+        Config {
+            dir: None,
+            rounds: 20,
+            batch: 50,
+            processes: 8,
+            acquisitions: 100,
+            anchors: false,
+            json: false,
+            plot: None,
+        }
     }
 }
 
@@ -111,6 +123,9 @@ fn parse(args: &[String]) -> Result<Option<Config>, String> {
             "--dir" => {
                 config.dir = Some(PathBuf::from(words.next().ok_or("--dir needs a value")?));
             }
+            "--plot" => {
+                config.plot = Some(PathBuf::from(words.next().ok_or("--plot needs a value")?));
+            }
             other => return Err(format!("unknown option {other:?}")),
         }
     }
@@ -136,6 +151,12 @@ pub fn main(args: &[String]) -> i32 {
                 println!("{}", results.to_json());
             } else {
                 print!("{}", results.to_text());
+            }
+            if let Some(path) = &config.plot {
+                if let Err(e) = fs::write(path, results.to_plot()) {
+                    eprintln!("uuidlock bench: cannot write the plot to {}: {e}", path.display());
+                    return 4;
+                }
             }
             0
         }
@@ -175,6 +196,8 @@ pub struct Contention {
     pub wait_max: Duration,
     pub handoff_ratio: f64,
     pub violations: usize,
+    /// Every wait, sorted.
+    pub waits: Vec<Duration>,
 }
 
 /// Everything a bench run measured.
@@ -368,6 +391,7 @@ fn contended(run_dir: &Path, name: String, run: &contend::Config) -> Result<Cont
         wait_max: waits.last().copied().unwrap_or_default(),
         handoff_ratio: report.handoff_ratio(),
         violations: report.violations(),
+        waits,
     })
 }
 
@@ -600,6 +624,21 @@ impl Results {
             let _ = writeln!(text, "  {:<30} {:>11} {:>11}", l.name, ms(l.median()), ms(l.p99()));
         }
         text
+    }
+
+    /// The contention runs' waits, one panel each (the ceiling never waits).
+    fn to_plot(&self) -> String {
+        let series: Vec<plot::Series> = self
+            .contention
+            .iter()
+            .filter(|c| c.processes > 1)
+            .map(|c| plot::Series { name: &c.name, waits: &c.waits })
+            .collect();
+        let title = format!(
+            "uuidlock bench: wait before holding the lock ({} processes x {} acquisitions)",
+            self.processes, self.acquisitions
+        );
+        plot::wait_histograms(&title, &series)
     }
 
     fn to_json(&self) -> String {
