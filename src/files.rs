@@ -111,19 +111,19 @@ fn no_hard_links(e: &io::Error) -> bool {
 /// `None` when there is no file. A symbolic link or a directory there is
 /// refused ([`check_not_link_or_dir`]).
 pub fn read(path: &str) -> Result<Option<Vec<u8>>, LockError> {
+    // A link (ELOOP on open) or a directory (EISDIR on read): the link or
+    // directory check explains any failure best.
+    let failed = |e| check_not_link_or_dir(path).err().unwrap_or_else(|| io_error(path, "read", e));
     let file = match open_no_follow(path) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             // Absent; unless nothing above it exists either: then it is outside the sandbox.
             return if any_ancestor_exists(path) { Ok(None) } else { Err(io_error(path, "read", e)) };
         }
-        // A link (ELOOP) or anything else: the link or directory check explains it best.
-        Err(e) => return Err(check_not_link_or_dir(path).err().unwrap_or_else(|| io_error(path, "read", e))),
+        Err(e) => return Err(failed(e)),
     };
     let mut bytes = Vec::with_capacity(128);
-    file.take(format::MAX_MARKER_LEN as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| check_not_link_or_dir(path).err().unwrap_or_else(|| io_error(path, "read", e)))?;
+    file.take(format::MAX_MARKER_LEN as u64 + 1).read_to_end(&mut bytes).map_err(failed)?;
     Ok(Some(bytes))
 }
 
