@@ -191,13 +191,22 @@ pub struct Contention {
     pub processes: usize,
     pub hold: Duration,
     pub per_second: f64,
-    pub wait_p50: Duration,
-    pub wait_p99: Duration,
-    pub wait_max: Duration,
     pub handoff_ratio: f64,
     pub violations: usize,
     /// Every wait, sorted.
     pub waits: Vec<Duration>,
+}
+
+impl Contention {
+    pub fn wait_p50(&self) -> Duration {
+        percentile(&self.waits, 0.5)
+    }
+    pub fn wait_p99(&self) -> Duration {
+        percentile(&self.waits, 0.99)
+    }
+    pub fn wait_max(&self) -> Duration {
+        self.waits.last().copied().unwrap_or_default()
+    }
 }
 
 /// Everything a bench run measured.
@@ -380,18 +389,14 @@ fn contended(run_dir: &Path, name: String, run: &contend::Config) -> Result<Cont
         .with_context(|| format!("contention: {name}"));
     let _ = fs::remove_dir_all(run_dir);
     let report = report?;
-    let waits = report.waits();
     Ok(Contention {
         name,
         processes: run.processes,
         hold: run.hold,
         per_second: report.per_second(),
-        wait_p50: percentile(&waits, 0.5),
-        wait_p99: percentile(&waits, 0.99),
-        wait_max: waits.last().copied().unwrap_or_default(),
         handoff_ratio: report.handoff_ratio(),
         violations: report.violations(),
-        waits,
+        waits: report.waits(),
     })
 }
 
@@ -611,9 +616,9 @@ impl Results {
                 c.name,
                 c.per_second,
                 ratio,
-                ms(c.wait_p50),
-                ms(c.wait_p99),
-                ms(c.wait_max),
+                ms(c.wait_p50()),
+                ms(c.wait_p99()),
+                ms(c.wait_max()),
                 c.handoff_ratio,
                 c.violations
             );
@@ -661,9 +666,9 @@ impl Results {
                 c.hold.as_secs_f64(),
                 c.per_second,
                 self.ceiling_ratio(c).map_or("null".into(), |ratio| format!("{ratio:.3}")),
-                c.wait_p50.as_secs_f64(),
-                c.wait_p99.as_secs_f64(),
-                c.wait_max.as_secs_f64(),
+                c.wait_p50().as_secs_f64(),
+                c.wait_p99().as_secs_f64(),
+                c.wait_max().as_secs_f64(),
                 c.handoff_ratio,
                 c.violations
             )
