@@ -10,7 +10,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{runtime, skip, text, uuidlock, Sandbox};
-use uuidlock_host::{cli, Grant, LockError, Options};
+use uuidlock_host::cli::{self, LockCommand, PathToken};
+use uuidlock_host::{Grant, LockError, Options};
 
 /// Which error variant a case expects (its exit code follows from it).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -137,12 +138,15 @@ fn bad_input_through_the_wit_interface() {
     let locker = sandbox.locker();
     let dir = sandbox.locks().display().to_string();
     for case in cases() {
-        let args = fill(case.args, &dir);
-        let result = match cli::parse(&args) {
-            Ok(cli::Command::Acquire { path, options }) => locker.acquire(path, &options).map(|g| drop(g.into_token())),
-            Ok(cli::Command::Release { path, token }) => locker.release(path, &token),
-            Ok(cli::Command::Refresh { path, token }) => locker.refresh(path, &token),
-            Ok(cli::Command::Status { path, .. }) => locker.status(path).map(drop),
+        let args = fill(&[&["uuidlock"], case.args].concat(), &dir);
+        let parsed = cli::parse::<cli::GuestArgs>(&args, &mut Vec::new(), &mut Vec::new()).map(|parsed| parsed.command);
+        let result = match parsed {
+            Ok(LockCommand::Acquire { path, options }) => {
+                locker.acquire(path, &options.options()).map(|g| drop(g.into_token()))
+            }
+            Ok(LockCommand::Release(PathToken { path, token })) => locker.release(path, &token),
+            Ok(LockCommand::Refresh(PathToken { path, token })) => locker.refresh(path, &token),
+            Ok(LockCommand::Status { path, .. }) => locker.status(path).map(drop),
             other => panic!("{args:?} parsed as {other:?}"),
         };
         let error = result.expect_err(&format!("{args:?} succeeded"));
