@@ -22,6 +22,8 @@ use wasi_preview1_component_adapter_provider::{
 use wit_component::ComponentEncoder;
 
 const TARGET: &str = "wasm32-wasip1";
+/// The workspace's profile for the guest's wasm files (see Cargo.toml).
+const PROFILE: &str = "wasm";
 
 fn main() -> Result<()> {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR is not set")?);
@@ -59,13 +61,13 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// Runs `cargo <args> --release --target wasm32-wasip1` on the guest in its
-/// own target directory and returns the path of `uuidlock.wasm` there.
+/// Runs `cargo <args> --profile wasm --target wasm32-wasip1` on the guest in
+/// its own target directory and returns the path of `uuidlock.wasm` there.
 fn build_guest(guest_root: &Path, target_dir: &Path, args: &[&str]) -> Result<PathBuf> {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(&cargo)
         .args(args)
-        .args(["--release", "--target", TARGET, "--package", "uuidlock", "--manifest-path"])
+        .args(["--profile", PROFILE, "--target", TARGET, "--package", "uuidlock", "--manifest-path"])
         .arg(guest_root.join("Cargo.toml"))
         .env("CARGO_TARGET_DIR", target_dir)
         // Flags meant for the host build would break the wasm build.
@@ -77,7 +79,7 @@ fn build_guest(guest_root: &Path, target_dir: &Path, args: &[&str]) -> Result<Pa
     if !status.success() {
         bail!("building the guest for {TARGET} failed ({status}); the errors are above");
     }
-    Ok(target_dir.join(TARGET).join("release").join("uuidlock.wasm"))
+    Ok(target_dir.join(TARGET).join(PROFILE).join("uuidlock.wasm"))
 }
 
 /// A fresh machine has the toolchain that `rust-toolchain.toml` names, but

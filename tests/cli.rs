@@ -4,6 +4,8 @@
 mod common;
 
 use common::{skip, text, uuidlock, Sandbox};
+use uuidlock_host::bench;
+use uuidlock_host::cli::StatusJson;
 
 // Every command answers --help on stdout with exit 0.
 #[test]
@@ -25,6 +27,61 @@ fn every_command_has_help() {
         assert!(text(&output.stdout).contains(expected), "{args:?}: {}", text(&output.stdout));
         assert!(output.stderr.is_empty(), "{args:?}");
     }
+}
+
+// --version names the version; both binaries share it.
+#[test]
+fn version_is_printed() {
+    let output = uuidlock(&["--version"]);
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(text(&output.stdout).trim(), format!("uuidlock {}", env!("CARGO_PKG_VERSION")));
+}
+
+// A mistyped flag or command is a one-line usage error with a suggestion and
+// the help to read, and touches nothing.
+#[test]
+fn mistyped_flags_get_a_suggestion() {
+    let sandbox = Sandbox::new();
+    let lock = sandbox.lock("x.lock");
+    let lock = lock.to_str().unwrap();
+    for (args, suggested, help) in [
+        (&["acquire", lock, "--timout", "1"][..], "'--timeout'", "'uuidlock acquire --help'"),
+        (&["contend", "--proceses", "2"][..], "'--processes'", "'uuidlock contend --help'"),
+        (&["stauts", lock][..], "'status'", "'uuidlock --help'"),
+    ] {
+        let output = uuidlock(args);
+        let stderr = text(&output.stderr);
+        assert_eq!((output.status.code(), stderr.lines().count()), (Some(2), 1), "{args:?}: {stderr}");
+        assert!(stderr.contains(suggested) && stderr.contains(help), "{args:?}: {stderr}");
+    }
+    assert!(!std::path::Path::new(lock).exists());
+}
+
+// Completions for the usual shells name every command, the native ones too.
+#[test]
+fn completions_cover_every_command() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let output = uuidlock(&["completions", shell]);
+        assert_eq!(output.status.code(), Some(0), "{shell}: {}", text(&output.stderr));
+        let script = text(&output.stdout);
+        for command in ["acquire", "release", "refresh", "holds", "status", "contend", "bench", "export"] {
+            assert!(script.contains(command), "{shell} completions miss {command}");
+        }
+        assert!(script.contains("verification-delay"), "{shell} completions miss acquire's flags");
+        assert!(!script.contains("contend-worker"), "{shell} completions show the hidden worker");
+    }
+    assert_eq!(uuidlock(&["completions", "tcsh"]).status.code(), Some(2));
+}
+
+// The bash completion script loads in bash and completes a command.
+#[test]
+fn bash_completion_script_completes_commands() {
+    let script = text(&uuidlock(&["completions", "bash"]).stdout);
+    let output = std::process::Command::new("bash")
+        .args(["-c", &format!("{script}\nCOMP_WORDS=(uuidlock acq); COMP_CWORD=1; _uuidlock uuidlock acq uuidlock; echo \"${{COMPREPLY[@]}}\"")])
+        .output()
+        .expect("running bash");
+    assert_eq!(text(&output.stdout).trim(), "acquire", "{}", text(&output.stderr));
 }
 
 // The whole life of a lock from a shell script's point of view.
@@ -151,24 +208,18 @@ fn refresh_holds_and_status_json_follow_the_contract() {
 
     let status = uuidlock(&["status", lock, "--json"]);
     assert_eq!(status.status.code(), Some(0));
-    let json = text(&status.stdout);
-    for part in [
-        "\"state\":\"held\"".to_owned(),
-        format!("\"token\":\"{token}\""),
-        "\"prefix\":\"ci-\"".into(),
-        "\"stale_after_s\":30,".into(),
-        "\"refreshes\":1}".into(),
-        "\"age_s\":".into(),
-    ] {
-        assert!(json.contains(&part), "{part} not in {json}");
-    }
+    let json: StatusJson = serde_json::from_slice(&status.stdout).expect("status --json is one JSON object");
+    let StatusJson::Held { token: held, prefix, age_s, stale_after_s, refreshes } = json else { panic!("{json:?}") };
+    assert_eq!((held, prefix.as_str(), stale_after_s, refreshes), (token.clone(), "ci-", Some(30.0), 1));
+    assert!((0.0..30.0).contains(&age_s), "{age_s}");
 
     assert_eq!(uuidlock(&["release", lock, &token]).status.code(), Some(0));
     let refresh = uuidlock(&["refresh", lock, &token]);
     assert_eq!(refresh.status.code(), Some(3));
     assert!(text(&refresh.stderr).contains("broken as stale or released"));
     let free = uuidlock(&["status", lock, "--json"]);
-    assert_eq!((free.status.code(), text(&free.stdout).trim()), (Some(1), "{\"state\":\"free\"}"));
+    assert_eq!(free.status.code(), Some(1));
+    assert_eq!(serde_json::from_slice::<StatusJson>(&free.stdout).unwrap(), StatusJson::Free);
 }
 
 // The bench in its smoke mode: every subject measured, no violation under
@@ -189,15 +240,19 @@ fn bench_quick_measures_every_subject() {
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     // A panel for each contention run that has waiters.
     let svg = std::fs::read_to_string(&plot).unwrap();
+    // Text elements' contents, whatever the line breaks around them.
+    let svg = svg.replace(">\n", ">").replace("\n</text>", "</text>");
     for name in ["component", "component, fair hand-off", "component, no hold"] {
         assert!(svg.contains(&format!(">{name}</text>")), "{name} not drawn");
     }
-    let json = text(&output.stdout);
-    for name in ["\"floor\"", "\"native\"", "\"component\"", "\"command\"", "\"native binary\""] {
-        assert!(json.contains(&format!("\"name\":{name}")), "{name} missing from {json}");
+    let results: bench::Summary = serde_json::from_slice(&output.stdout).expect("bench --json is one JSON object");
+    let timed: Vec<&str> = results.uncontended.iter().chain(&results.cold_start).map(|l| l.name.as_str()).collect();
+    for name in ["floor", "native", "component", "command", "native binary"] {
+        assert!(timed.contains(&name), "{name} missing from {results:?}");
     }
-    // The ceiling, and the component's three runs.
-    assert_eq!(json.matches("\"violations\":0").count(), 4, "{json}");
+    // The ceiling, and the component's three runs, each without a violation.
+    assert_eq!(results.contention.len(), 4, "{results:?}");
+    assert!(results.contention.iter().all(|run| run.violations == 0 && run.per_second > 0.0), "{results:?}");
     assert!(output.stderr.is_empty(), "progress printed to a pipe: {}", text(&output.stderr));
 }
 
@@ -213,25 +268,21 @@ fn bench_quick_with_anchors_runs_the_python_libraries_under_the_same_checks() {
         return skip(test, &format!("the bench could not install the Python libraries: {}", stderr.trim()));
     }
     assert_eq!(output.status.code(), Some(0), "{stderr}");
-    let json = text(&output.stdout);
+    let results: bench::Summary = serde_json::from_slice(&output.stdout).expect("bench --json is one JSON object");
     let row = |name: &str| {
-        let start =
-            json.find(&format!("\"name\":\"{name}\",\"processes\"")).unwrap_or_else(|| panic!("{name}: {json}"));
-        json[start..json[start..].find('}').map_or(json.len(), |end| start + end)].to_owned()
+        results.contention.iter().find(|run| run.name == name).unwrap_or_else(|| panic!("{name}: {results:?}"))
     };
     for name in ["uuid-filelock (delay 0)", "uuid-filelock (delay 0.1 s)", "filelock.SoftFileLock", "flufl.lock"] {
-        assert!(json.contains(&format!("\"name\":\"{name}\",\"median_s\"")), "{name} not timed: {json}");
+        assert!(results.uncontended.iter().any(|l| l.name == name && l.samples > 0), "{name} not timed");
     }
     // Correct locks, so their runs must check out; uuid-filelock's create is
     // not atomic, so it may let two in (that is what the checks are for).
     for name in ["filelock.SoftFileLock", "flufl.lock"] {
-        assert!(row(name).contains("\"violations\":0"), "{}", row(name));
+        assert_eq!(row(name).violations, 0, "{:?}", row(name));
     }
     // Every anchor ran its 3 processes (--quick) and measured a throughput.
     for name in ["uuid-filelock (delay 0)", "filelock.SoftFileLock", "flufl.lock"] {
-        let row = row(name);
-        assert!(row.contains("\"processes\":3,"), "{row}");
-        let per_second = row.split("\"per_second\":").nth(1).and_then(|rest| rest.split(',').next());
-        assert!(per_second.and_then(|n| n.parse::<f64>().ok()).is_some_and(|n| n > 0.0), "{row}");
+        assert_eq!(row(name).processes, 3, "{:?}", row(name));
+        assert!(row(name).per_second > 0.0, "{:?}", row(name));
     }
 }

@@ -5,59 +5,55 @@
 mod common;
 
 use common::{text, uuidlock, Sandbox};
+use uuidlock_host::contend::Summary;
 
-/// Reads one number from `uuidlock contend --json` output.
-fn field(json: &str, name: &str) -> f64 {
-    let key = format!("\"{name}\":");
-    let start = json.find(&key).unwrap_or_else(|| panic!("no {name} in {json}")) + key.len();
-    let end = json[start..].find([',', '}']).unwrap() + start;
-    json[start..end].parse().unwrap_or_else(|_| panic!("{name} in {json}"))
-}
-
-fn contend(args: &[&str]) -> (Option<i32>, String) {
+/// Runs `uuidlock contend --json ARGS`: the exit code and the report.
+fn contend(args: &[&str]) -> (Option<i32>, Summary) {
     let mut all = vec!["contend", "--json"];
     all.extend_from_slice(args);
     let output = uuidlock(&all);
     assert!(output.status.code() != Some(4), "contend failed: {}", text(&output.stderr));
-    (output.status.code(), text(&output.stdout))
+    let report = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("contend --json printed {:?}: {e}", text(&output.stdout)));
+    (output.status.code(), report)
 }
 
 // Four processes through the component: every update kept, no overlap.
 #[test]
 fn processes_through_the_component_never_overlap() {
-    let (code, json) = contend(&["--processes", "4", "--iterations", "40", "--hold-ms", "0.5"]);
-    assert_eq!(code, Some(0), "{json}");
-    assert_eq!(field(&json, "counter"), 160.0);
-    assert_eq!(field(&json, "overlaps"), 0.0);
-    assert_eq!(field(&json, "violations"), 0.0);
+    let (code, report) = contend(&["--processes", "4", "--iterations", "40", "--hold-ms", "0.5"]);
+    assert_eq!(code, Some(0), "{report:?}");
+    assert_eq!(report.counter, 160);
+    assert_eq!(report.overlaps, 0);
+    assert_eq!(report.violations, 0);
 }
 
 // Command-module and component contenders exclude each other.
 #[test]
 fn mixed_command_and_component_contenders_never_overlap() {
-    let (code, json) = contend(&["--processes", "4", "--iterations", "25", "--runner", "mixed"]);
-    assert_eq!(code, Some(0), "{json}");
-    assert_eq!(field(&json, "counter"), 100.0);
-    assert_eq!(field(&json, "violations"), 0.0);
+    let (code, report) = contend(&["--processes", "4", "--iterations", "25", "--runner", "mixed"]);
+    assert_eq!(code, Some(0), "{report:?}");
+    assert_eq!(report.counter, 100);
+    assert_eq!(report.violations, 0);
 }
 
 // With a verification delay the protocol still excludes, and waits are counted.
 #[test]
 fn contention_with_a_verification_delay_never_overlaps() {
     let args = ["--processes", "3", "--iterations", "8", "--verification-delay", "0.005"];
-    let (code, json) = contend(&args);
-    assert_eq!(code, Some(0), "{json}");
-    assert_eq!(field(&json, "counter"), 24.0);
+    let (code, report) = contend(&args);
+    assert_eq!(code, Some(0), "{report:?}");
+    assert_eq!(report.counter, 24);
 }
 
 // The control run takes no lock: the checker must see overlaps and lost
 // updates and exit 1. Without this the tests above could pass vacuously.
 #[test]
 fn the_checker_catches_a_lock_that_does_not_exclude() {
-    let (code, json) = contend(&["--processes", "4", "--iterations", "10", "--hold-ms", "3", "--runner", "none"]);
-    assert_eq!(code, Some(1), "{json}");
-    assert!(field(&json, "overlaps") > 0.0, "{json}");
-    assert!(field(&json, "counter") < 40.0, "{json}");
+    let (code, report) = contend(&["--processes", "4", "--iterations", "10", "--hold-ms", "3", "--runner", "none"]);
+    assert_eq!(code, Some(1), "{report:?}");
+    assert!(report.overlaps > 0, "{report:?}");
+    assert!(report.counter < 40, "{report:?}");
 }
 
 // In a given directory, the run leaves the directory and draws the plot;
@@ -100,28 +96,28 @@ fn contend_refuses_a_missing_directory() {
 #[test]
 fn killed_holders_are_recovered_from_without_overlap() {
     let args = ["--processes", "4", "--iterations", "25", "--stale-after", "0.5", "--kill", "8"];
-    let (code, json) = contend(&args);
-    assert_eq!(code, Some(0), "{json}");
-    assert_eq!(field(&json, "kills"), 8.0);
-    assert_eq!(field(&json, "overlaps"), 0.0);
-    assert_eq!(field(&json, "violations"), 0.0);
-    assert_eq!(field(&json, "acquisitions"), 100.0);
+    let (code, report) = contend(&args);
+    assert_eq!(code, Some(0), "{report:?}");
+    assert_eq!(report.kills, 8);
+    assert_eq!(report.overlaps, 0);
+    assert_eq!(report.violations, 0);
+    assert_eq!(report.acquisitions, 100);
 }
 
 // The same through a mix of command-module and component workers.
 #[test]
 fn killed_command_and_component_holders_are_recovered_from() {
     let args = ["--processes", "4", "--iterations", "15", "--stale-after", "0.5", "--kill", "5", "--runner", "mixed"];
-    let (code, json) = contend(&args);
-    assert_eq!(code, Some(0), "{json}");
-    assert_eq!(field(&json, "violations"), 0.0);
+    let (code, report) = contend(&args);
+    assert_eq!(code, Some(0), "{report:?}");
+    assert_eq!(report.violations, 0);
 }
 
 // Fair hand-off delays only the releaser's next attempt: exclusion holds.
 #[test]
 fn fair_handoff_keeps_mutual_exclusion() {
-    let (code, json) = contend(&["--processes", "4", "--iterations", "25", "--fair"]);
-    assert_eq!(code, Some(0), "{json}");
-    assert_eq!(field(&json, "violations"), 0.0);
-    assert_eq!(field(&json, "counter"), 100.0);
+    let (code, report) = contend(&["--processes", "4", "--iterations", "25", "--fair"]);
+    assert_eq!(code, Some(0), "{report:?}");
+    assert_eq!(report.violations, 0);
+    assert_eq!(report.counter, 100);
 }

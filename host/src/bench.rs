@@ -33,128 +33,80 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use clap::{Args, FromArgMatches};
+use serde::{Deserialize, Serialize};
 
-use crate::contend::{self, percentile};
+use crate::contend;
+use crate::progress::progress_bar;
+use crate::stats::percentile;
 use crate::{engine, plot, Grant, Locker, Options, Runtime};
 
-pub const HELP: &str = "\
-uuidlock bench [--dir D] [--rounds R] [--batch B] [--processes N] [--acquisitions M]
-               [--anchors] [--quick] [--json] [--plot FILE]
-
-Measures, side by side in one run on one directory:
-  1. uncontended acquire+release latency: the raw syscall floor, the protocol
-     natively, the component (instance reused), the command module; with
-     --anchors also Python's uuid-filelock, filelock.SoftFileLock, flufl.lock
-  2. contention: N processes x M acquisitions, 1 ms critical section (with and
-     without fair hand-off) and none; the ceiling (no lock, one process); with
-     --anchors also the Python libraries
-  3. cold start: process start to first lock held, native binary and (if
-     found on PATH or in $WASMTIME) `wasmtime run uuidlock.wasm`
-and prints medians, 99th percentiles and ratios to the floor.
-
-Options:
-  --dir D            where to measure (e.g. a tmpfs or a disk)
-                     [default: a new temporary directory]
-  --rounds R         interleaved rounds for latency [default: 20]
-  --batch B          acquire+release pairs per subject per round [default: 50]
-  --processes N      contending processes [default: 8]
-  --acquisitions M   acquisitions per process [default: 100]
-  --anchors          also measure the Python libraries (installs them from
-                     PyPI into a venv under the uuidlock cache directory)
-  --quick            a smoke run: few rounds, small batches, short contention
-  --json             print the results as JSON
-  --plot FILE        draw each contention run's wait distribution as SVG,
-                     one panel per run on one time axis
-
-Progress goes to stderr when it is a terminal.
-Exit codes: 0 done, 2 usage error, 4 a measurement failed.
-";
-
-/// The bench's settings.
-#[derive(Clone, Debug)]
+/// The bench's settings: the flags of `uuidlock bench`.
+#[derive(Args, Clone, Debug)]
+#[command(after_help = "Progress goes to stderr when it is a terminal.
+Exit codes: 0 done, 2 usage error, 4 a measurement failed.")]
 pub struct Config {
+    /// Where to measure (e.g. a tmpfs or a disk) [default: a new temporary
+    /// directory]
+    #[arg(long, value_name = "D")]
     pub dir: Option<PathBuf>,
+    /// Interleaved rounds for latency
+    #[arg(long, value_name = "R", default_value = "20", value_parser = at_least_one)]
     pub rounds: usize,
+    /// Acquire+release pairs per subject per round
+    #[arg(long, value_name = "B", default_value = "50", value_parser = at_least_one)]
     pub batch: usize,
+    /// Contending processes
+    #[arg(long, value_name = "N", default_value = "8", value_parser = at_least_one)]
     pub processes: usize,
+    /// Acquisitions per process
+    #[arg(long, value_name = "M", default_value = "100", value_parser = at_least_one)]
     pub acquisitions: usize,
+    /// Also measure the Python libraries (installs them from PyPI into a
+    /// venv under the uuidlock cache directory)
+    #[arg(long)]
     pub anchors: bool,
+    /// A smoke run: few rounds, small batches, short contention (overrides
+    /// the four counts above)
+    #[arg(long)]
+    pub quick: bool,
+    /// Print the results as JSON
+    #[arg(long)]
     pub json: bool,
+    /// Draw each contention run's wait distribution as SVG, one panel per
+    /// run on one time axis
+    #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
 }
 
 impl Default for Config {
+    /// The defaults `uuidlock bench --help` documents: the flags' own.
     fn default() -> Self {
-        Config {
-            dir: None,
-            rounds: 20,
-            batch: 50,
-            processes: 8,
-            acquisitions: 100,
-            anchors: false,
-            json: false,
-            plot: None,
-        }
+        let command = Config::augment_args(clap::Command::new("bench"));
+        Config::from_arg_matches(&command.get_matches_from(["bench"])).expect("the defaults parse")
     }
 }
 
-fn parse(args: &[String]) -> Result<Option<Config>, String> {
-    let mut config = Config::default();
-    let mut words = args.iter();
-    while let Some(flag) = words.next() {
-        let mut count = || -> Result<usize, String> {
-            let text = words.next().ok_or_else(|| format!("{flag} needs a value"))?;
-            text.parse()
-                .ok()
-                .filter(|&n| n >= 1)
-                .ok_or_else(|| format!("{flag} {text:?} must be a whole number, 1 or more"))
-        };
-        match flag.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--rounds" => config.rounds = count()?,
-            "--batch" => config.batch = count()?,
-            "--processes" => config.processes = count()?,
-            "--acquisitions" => config.acquisitions = count()?,
-            "--anchors" => config.anchors = true,
-            "--json" => config.json = true,
-            "--quick" => {
-                (config.rounds, config.batch, config.processes, config.acquisitions) = (3, 10, 3, 10);
-            }
-            "--dir" => {
-                config.dir = Some(PathBuf::from(words.next().ok_or("--dir needs a value")?));
-            }
-            "--plot" => {
-                config.plot = Some(PathBuf::from(words.next().ok_or("--plot needs a value")?));
-            }
-            other => return Err(format!("unknown option {other:?}")),
-        }
-    }
-    Ok(Some(config))
+/// A count of 1 or more.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    text.parse().ok().filter(|&n| n >= 1).ok_or_else(|| "must be a whole number, 1 or more".into())
 }
 
-/// `uuidlock bench ARGS`: returns the exit code.
-pub fn main(args: &[String]) -> i32 {
-    let config = match parse(args) {
-        Ok(Some(config)) => config,
-        Ok(None) => {
-            print!("{HELP}");
-            return 0;
-        }
-        Err(message) => {
-            eprintln!("uuidlock bench: {message}; see 'uuidlock bench --help'");
-            return 2;
-        }
-    };
+/// `uuidlock bench`: returns the exit code.
+pub fn main(mut config: Config) -> i32 {
+    if config.quick {
+        (config.rounds, config.batch, config.processes, config.acquisitions) = (3, 10, 3, 10);
+    }
     match run(&config) {
         Ok(results) => {
             if config.json {
-                println!("{}", results.to_json());
+                println!("{}", serde_json::to_string(&results.summary()).expect("plain data serialises"));
             } else {
                 print!("{}", results.to_text());
             }
             if let Some(path) = &config.plot {
-                if let Err(e) = fs::write(path, results.to_plot()) {
-                    eprintln!("uuidlock bench: cannot write the plot to {}: {e}", path.display());
+                if let Err(e) = results.draw().and_then(|svg| Ok(fs::write(path, svg)?)) {
+                    eprintln!("uuidlock bench: cannot write the plot to {}: {e:#}", path.display());
                     return 4;
                 }
             }
@@ -244,28 +196,27 @@ pub fn run(config: &Config) -> Result<Results> {
 }
 
 fn measure(config: &Config, dir: &Path) -> Result<Results> {
-    let progress = |what: &str| {
-        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-            eprint!("\r\x1b[K  bench: {what}");
-        }
+    let runs = contention_runs(config)?;
+    // Steps: uncontended, the anchors, each contention run, cold start.
+    let progress = progress_bar(2 + u64::from(config.anchors) + runs.len() as u64, "");
+    let step = |what: String| {
+        progress.set_message(what);
+        progress.inc(1);
     };
-    progress("uncontended latency");
+    progress.set_message("uncontended latency");
     let mut latencies = uncontended(config, dir)?;
     if config.anchors {
-        progress("Python anchors");
+        step("Python anchors".into());
         latencies.extend(anchors(config, dir)?);
     }
     let mut contention = Vec::new();
-    for (index, (name, run)) in contention_runs(config)?.into_iter().enumerate() {
-        progress(&format!("contention: {name}"));
+    for (index, (name, run)) in runs.into_iter().enumerate() {
+        step(format!("contention: {name}"));
         contention.push(contended(&dir.join(format!("contend-{index}")), name, &run)?);
     }
-    progress("cold start");
+    step("cold start".into());
     let cold_starts = cold_starts(config, dir)?;
-    progress("");
-    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        eprint!("\r\x1b[K");
-    }
+    progress.finish_and_clear();
     Ok(Results {
         dir: dir.to_path_buf(),
         latencies,
@@ -418,25 +369,32 @@ fn cold_starts(config: &Config, dir: &Path) -> Result<Vec<Latency>> {
     if let Some(wasmtime) = find_wasmtime() {
         let module = dir.join("uuidlock.wasm");
         fs::write(&module, engine::COMMAND_WASM)?;
-        let mut cli = Vec::new();
-        for _ in 0..runs {
-            let start = Instant::now();
-            let output = Command::new(&wasmtime)
-                .arg("run")
-                .arg("--dir")
-                .arg(format!("{}::/bench", dir.display()))
-                .arg(&module)
-                .args(["acquire", "/bench/cold.lock", "--verification-delay", "0"])
-                .output()?;
-            cli.push(start.elapsed());
-            if !output.status.success() {
-                bail!("wasmtime run: {}", String::from_utf8_lossy(&output.stderr).trim());
+        // wasmtime's own cache of compiled code is on by default; without it,
+        // every run compiles the module, as a first run on a machine does.
+        for (name, flags) in
+            [("wasmtime run uuidlock.wasm", &[][..]), ("wasmtime run, no compile cache", &["-C", "cache=n"][..])]
+        {
+            let mut samples = Vec::new();
+            for _ in 0..runs {
+                let start = Instant::now();
+                let output = Command::new(&wasmtime)
+                    .arg("run")
+                    .args(flags)
+                    .arg("--dir")
+                    .arg(format!("{}::/bench", dir.display()))
+                    .arg(&module)
+                    .args(["acquire", "/bench/cold.lock", "--verification-delay", "0"])
+                    .output()?;
+                samples.push(start.elapsed());
+                if !output.status.success() {
+                    bail!("{name}: {}", String::from_utf8_lossy(&output.stderr).trim());
+                }
+                uuidlock::protocol::release(lock, String::from_utf8_lossy(&output.stdout).trim())?;
             }
-            uuidlock::protocol::release(lock, String::from_utf8_lossy(&output.stdout).trim())?;
+            samples.sort();
+            results.push(Latency { name: name.into(), samples });
         }
         let _ = fs::remove_file(&module);
-        cli.sort();
-        results.push(Latency { name: "wasmtime run uuidlock.wasm".into(), samples: cli });
     }
     Ok(results)
 }
@@ -632,7 +590,7 @@ impl Results {
     }
 
     /// The contention runs' waits, one panel each (the ceiling never waits).
-    fn to_plot(&self) -> String {
+    fn draw(&self) -> Result<String> {
         let series: Vec<plot::Series> = self
             .contention
             .iter()
@@ -646,41 +604,71 @@ impl Results {
         plot::wait_histograms(&title, &series)
     }
 
-    fn to_json(&self) -> String {
+    /// The results' figures, as `--json` prints them.
+    pub fn summary(&self) -> Summary {
         let floor = self.floor().as_secs_f64().max(1e-12);
-        let latency = |l: &Latency| {
-            format!(
-                r#"{{"name":"{}","median_s":{:.9},"p99_s":{:.9},"ratio_to_floor":{:.3},"samples":{}}}"#,
-                l.name,
-                l.median().as_secs_f64(),
-                l.p99().as_secs_f64(),
-                l.median().as_secs_f64() / floor,
-                l.samples.len()
-            )
+        let latency = |l: &Latency| LatencySummary {
+            name: l.name.clone(),
+            median_s: l.median().as_secs_f64(),
+            p99_s: l.p99().as_secs_f64(),
+            ratio_to_floor: l.median().as_secs_f64() / floor,
+            samples: l.samples.len(),
         };
-        let contention = |c: &Contention| {
-            format!(
-                r#"{{"name":"{}","processes":{},"hold_s":{},"per_second":{:.3},"ceiling_ratio":{},"wait_p50_s":{:.9},"wait_p99_s":{:.9},"wait_max_s":{:.9},"handoff_ratio":{:.6},"violations":{}}}"#,
-                c.name,
-                c.processes,
-                c.hold.as_secs_f64(),
-                c.per_second,
-                self.ceiling_ratio(c).map_or("null".into(), |ratio| format!("{ratio:.3}")),
-                c.wait_p50().as_secs_f64(),
-                c.wait_p99().as_secs_f64(),
-                c.wait_max().as_secs_f64(),
-                c.handoff_ratio,
-                c.violations
-            )
+        let contention = |c: &Contention| ContentionSummary {
+            name: c.name.clone(),
+            processes: c.processes,
+            hold_s: c.hold.as_secs_f64(),
+            per_second: c.per_second,
+            ceiling_ratio: self.ceiling_ratio(c),
+            wait_p50_s: c.wait_p50().as_secs_f64(),
+            wait_p99_s: c.wait_p99().as_secs_f64(),
+            wait_max_s: c.wait_max().as_secs_f64(),
+            handoff_ratio: c.handoff_ratio,
+            violations: c.violations,
         };
-        let join = |items: Vec<String>| items.join(",");
-        format!(
-            r#"{{"processes":{},"acquisitions":{},"uncontended":[{}],"contention":[{}],"cold_start":[{}]}}"#,
-            self.processes,
-            self.acquisitions,
-            join(self.latencies.iter().map(latency).collect()),
-            join(self.contention.iter().map(contention).collect()),
-            join(self.cold_starts.iter().map(latency).collect())
-        )
+        Summary {
+            processes: self.processes,
+            acquisitions: self.acquisitions,
+            uncontended: self.latencies.iter().map(latency).collect(),
+            contention: self.contention.iter().map(contention).collect(),
+            cold_start: self.cold_starts.iter().map(latency).collect(),
+        }
     }
+}
+
+/// What `uuidlock bench --json` prints: one object, durations in seconds.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Summary {
+    pub processes: usize,
+    pub acquisitions: usize,
+    pub uncontended: Vec<LatencySummary>,
+    pub contention: Vec<ContentionSummary>,
+    pub cold_start: Vec<LatencySummary>,
+}
+
+/// A latency subject: median and 99th percentile.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct LatencySummary {
+    pub name: String,
+    pub median_s: f64,
+    pub p99_s: f64,
+    pub ratio_to_floor: f64,
+    pub samples: usize,
+}
+
+/// A contention run's figures.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ContentionSummary {
+    pub name: String,
+    pub processes: usize,
+    pub hold_s: f64,
+    pub per_second: f64,
+    /// Throughput over the ceiling's, when both had the same critical
+    /// section; null otherwise.
+    pub ceiling_ratio: Option<f64>,
+    pub wait_p50_s: f64,
+    pub wait_p99_s: f64,
+    pub wait_max_s: f64,
+    pub handoff_ratio: f64,
+    pub violations: usize,
 }

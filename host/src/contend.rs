@@ -15,14 +15,18 @@
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure, Context, Result};
+use clap::{Args, FromArgMatches, ValueEnum};
+use serde::{Deserialize, Serialize};
 
+use crate::progress::progress_bar;
+use crate::stats::percentile;
 use crate::{plot, Grant, Locker, Options, Runtime};
 
 /// The hidden subcommand a worker process runs.
@@ -37,54 +41,16 @@ const GO_FILE: &str = "go";
 /// dead worker would otherwise keep the run waiting for ever).
 const WORKER_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub const HELP: &str = "\
-uuidlock contend [--processes N] [--iterations M] [--hold-ms H] [--dir D]
-                 [--runner component|command|mixed|none]
-                 [--verification-delay SECS] [--retry-interval SECS]
-                 [--stale-after SECS] [--kill K] [--fair]
-                 [--plot FILE.svg] [--json]
-
-Spawns N processes of this binary; each takes the lock M times through the wasm
-guest and, holding it, does a non-atomic read-modify-write of a shared counter
-file. Checks that the counter ends at N*M and that no two critical sections
-overlap, and reports acquisitions per second, wait p50/p99/max and the hand-off
-ratio (the fraction of consecutive acquisitions by different processes).
-
-Options:
-  --processes N              worker processes [default: 4]
-  --iterations M             acquisitions per worker [default: 25]
-  --hold-ms H                time inside the critical section, ms [default: 1]
-  --dir D                    where the lock and counter live [default: a new
-                             temporary directory, removed afterwards]
-  --runner R                 component: the component through the host API;
-                             command: the command module, one run per call;
-                             mixed: half of each; none: no lock at all (a
-                             control run that must show violations)
-                             [default: component]
-  --verification-delay SECS  as for acquire [default: 0]
-  --retry-interval SECS      as for acquire [default: 0.001]
-  --stale-after SECS         the lifetime every worker's lock declares
-                             [default: none]
-  --kill K                   SIGKILL a random worker K times during the run, at
-                             random points of the protocol, and replace it;
-                             needs --stale-after (the killed holder's lock is
-                             broken once stale) [default: 0]
-  --fair                     fair hand-off: a worker waits one retry interval
-                             before re-taking the lock it has just released
-                             (component workers)
-  --plot FILE.svg            draw the wait-time distribution as an SVG file
-  --json                     print the report as JSON
-
-Progress goes to stderr when it is a terminal.
-Exit codes: 0 no violation, 1 violations found, 2 usage error, 4 a worker or I/O failed.
-";
-
 /// Which way workers take the lock.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Runner {
+    /// The component through the host API
     Component,
+    /// The command module, one run per call
     Command,
+    /// Half of each
     Mixed,
+    /// No lock at all: a control run that must show violations
     None,
 }
 
@@ -119,49 +85,75 @@ pub struct Program {
     pub argv: Vec<OsString>,
 }
 
-/// A contention run's settings.
-#[derive(Clone, Debug)]
+/// A contention run's settings: the flags of `uuidlock contend`.
+#[derive(Args, Clone, Debug)]
+#[command(after_help = "Progress goes to stderr when it is a terminal.
+Exit codes: 0 no violation, 1 violations found, 2 usage error, 4 a worker or I/O failed.")]
 pub struct Config {
+    /// Worker processes
+    #[arg(long, value_name = "N", default_value = "4", value_parser = at_least_one)]
     pub processes: usize,
+    /// Acquisitions per worker
+    #[arg(long, value_name = "M", default_value = "25", value_parser = at_least_one)]
     pub iterations: usize,
+    /// Time inside the critical section, in milliseconds
+    #[arg(long = "hold-ms", value_name = "H", default_value = "1", value_parser = millis)]
     pub hold: Duration,
+    /// Where the lock and counter live [default: a new temporary directory,
+    /// removed afterwards]
+    #[arg(long, value_name = "D")]
     pub dir: Option<PathBuf>,
+    /// How workers take the lock
+    #[arg(long, value_name = "R", value_enum, default_value = "component")]
     pub runner: Runner,
+    /// As for acquire
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = crate::cli::seconds)]
     pub verification_delay: Duration,
+    /// As for acquire
+    #[arg(long, value_name = "SECS", default_value = "0.001", value_parser = crate::cli::seconds)]
     pub retry_interval: Duration,
-    /// The lifetime every worker's lock declares.
+    /// The lifetime every worker's lock declares [default: none]
+    #[arg(long, value_name = "SECS", value_parser = crate::cli::seconds)]
     pub stale_after: Option<Duration>,
-    /// How many times to SIGKILL a worker (and replace it) during the run.
+    /// SIGKILL a random worker K times during the run, at random points of
+    /// the protocol, and replace it; needs --stale-after (the killed
+    /// holder's lock is broken once stale)
+    #[arg(long = "kill", value_name = "K", default_value = "0")]
     pub kills: usize,
-    /// Workers' lockers wait a retry interval before re-taking a lock they
-    /// have just released.
+    /// Fair hand-off: a worker waits one retry interval before re-taking the
+    /// lock it has just released (component workers)
+    #[arg(long)]
     pub fair: bool,
     /// Workers run this instead of taking the lock through `runner`; the
     /// lock options above (delay, interval, lifetime, fair) are then the
     /// program's own business and do not apply.
+    #[arg(skip)]
     pub program: Option<Program>,
+    /// Draw the wait-time distribution as an SVG file
+    #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
+    /// Print the report as JSON
+    #[arg(long)]
     pub json: bool,
 }
 
 impl Default for Config {
+    /// The defaults `uuidlock contend --help` documents: the flags' own, so
+    /// that they are written down once.
     fn default() -> Self {
-        Config {
-            processes: 4,
-            iterations: 25,
-            hold: Duration::from_millis(1),
-            dir: None,
-            runner: Runner::Component,
-            verification_delay: Duration::ZERO,
-            retry_interval: Duration::from_millis(1),
-            stale_after: None,
-            kills: 0,
-            fair: false,
-            program: None,
-            plot: None,
-            json: false,
-        }
+        let command = Config::augment_args(clap::Command::new("contend"));
+        Config::from_arg_matches(&command.get_matches_from(["contend"])).expect("the defaults parse")
     }
+}
+
+/// A count of 1 or more.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    text.parse().ok().filter(|&n| n >= 1).ok_or_else(|| "must be a whole number, 1 or more".into())
+}
+
+/// Decimal milliseconds.
+fn millis(text: &str) -> Result<Duration, String> {
+    crate::cli::seconds(text).map(|seconds| seconds / 1000)
 }
 
 impl Config {
@@ -182,98 +174,29 @@ impl Config {
     }
 }
 
-/// What a command-line parse produced.
-enum Parsed {
-    Run(Config),
-    Help,
-}
-
-fn parse(args: &[String]) -> Result<Parsed, String> {
-    let mut config = Config::default();
-    let mut words = args.iter();
-    while let Some(word) = words.next() {
-        let (flag, inline) = match word.split_once('=') {
-            Some((flag, value)) => (flag, Some(value.to_owned())),
-            None => (word.as_str(), None),
-        };
-        if matches!(flag, "-h" | "--help") {
-            return Ok(Parsed::Help);
+/// `uuidlock contend`: returns the exit code.
+pub fn main(config: Config) -> i32 {
+    let checked = match config.lock_options().check() {
+        Err(e) => Err(e.to_string()),
+        Ok(()) if config.kills > 0 && config.stale_after.is_none() => {
+            Err("--kill needs --stale-after: a killed holder's lock must be breakable".into())
         }
-        if flag == "--json" {
-            config.json = true;
-            continue;
-        }
-        if flag == "--fair" {
-            config.fair = true;
-            continue;
-        }
-        let mut value =
-            || inline.clone().or_else(|| words.next().cloned()).ok_or_else(|| format!("{flag} needs a value"));
-        let count = |text: String| -> Result<usize, String> {
-            match text.parse::<usize>() {
-                Ok(n) if n >= 1 => Ok(n),
-                _ => Err(format!("{flag} {text:?} must be a whole number, 1 or more")),
-            }
-        };
-        let seconds = |text: String| crate::cli::seconds(flag, &text);
-        match flag {
-            "--processes" => config.processes = count(value()?)?,
-            "--iterations" => config.iterations = count(value()?)?,
-            "--hold-ms" => config.hold = seconds(value()?)? / 1000,
-            "--dir" => config.dir = Some(PathBuf::from(value()?)),
-            "--plot" => config.plot = Some(PathBuf::from(value()?)),
-            "--verification-delay" => config.verification_delay = seconds(value()?)?,
-            "--retry-interval" => config.retry_interval = seconds(value()?)?,
-            "--stale-after" => config.stale_after = Some(seconds(value()?)?),
-            "--kill" => {
-                let text = value()?;
-                config.kills = text.parse().map_err(|_| format!("--kill {text:?} must be a whole number"))?;
-            }
-            "--runner" => {
-                config.runner = match value()?.as_str() {
-                    "component" => Runner::Component,
-                    "command" => Runner::Command,
-                    "mixed" => Runner::Mixed,
-                    "none" => Runner::None,
-                    other => return Err(format!("--runner {other:?}: choose component, command, mixed or none")),
-                }
-            }
-            _ => return Err(format!("unknown option {word:?}")),
-        }
-    }
-    if config.kills > 0 && config.stale_after.is_none() {
-        return Err("--kill needs --stale-after: a killed holder's lock must be breakable".into());
-    }
-    Ok(Parsed::Run(config))
-}
-
-/// `uuidlock contend ARGS`: returns the exit code.
-pub fn main(args: &[String]) -> i32 {
-    let checked = parse(args).and_then(|parsed| match parsed {
-        Parsed::Run(config) => config.lock_options().check().map(|()| Parsed::Run(config)).map_err(|e| e.to_string()),
-        help => Ok(help),
-    });
-    let config = match checked {
-        Ok(Parsed::Run(config)) => config,
-        Ok(Parsed::Help) => {
-            print!("{HELP}");
-            return 0;
-        }
-        Err(message) => {
-            eprintln!("uuidlock contend: {message}; see 'uuidlock contend --help'");
-            return 2;
-        }
+        Ok(()) => Ok(()),
     };
+    if let Err(message) = checked {
+        eprintln!("uuidlock contend: {message}; see 'uuidlock contend --help'");
+        return 2;
+    }
     match run(&config) {
         Ok(report) => {
             if config.json {
-                println!("{}", report.to_json());
+                println!("{}", serde_json::to_string(&report.summary()).expect("plain data serialises"));
             } else {
                 print!("{}", report.to_text());
             }
             if let Some(path) = &config.plot {
-                if let Err(e) = std::fs::write(path, plot::wait_histogram(&report)) {
-                    eprintln!("uuidlock contend: cannot write the plot to {}: {e}", path.display());
+                if let Err(e) = report.draw().and_then(|svg| Ok(std::fs::write(path, svg)?)) {
+                    eprintln!("uuidlock contend: cannot write the plot to {}: {e:#}", path.display());
                     return 4;
                 }
             }
@@ -403,49 +326,69 @@ impl Report {
         text
     }
 
-    fn to_json(&self) -> String {
+    /// The report's figures, as `--json` prints them.
+    pub fn summary(&self) -> Summary {
         let c = &self.config;
         let waits = self.waits();
-        let secs = |d: Duration| d.as_secs_f64();
-        format!(
-            concat!(
-                "{{\"processes\":{},\"iterations\":{},\"hold_s\":{},\"runner\":\"{}\",",
-                "\"verification_delay_s\":{},\"retry_interval_s\":{},",
-                "\"acquisitions\":{},\"elapsed_s\":{:.6},\"per_second\":{:.3},",
-                "\"wait_p50_s\":{:.9},\"wait_p99_s\":{:.9},\"wait_max_s\":{:.9},",
-                "\"handoff_ratio\":{:.6},\"counter\":{},\"expected\":{},\"overlaps\":{},\"violations\":{},",
-                "\"kills\":{},\"longest_gap_after_kill_s\":{:.6}}}"
-            ),
-            c.processes,
-            c.iterations,
-            secs(c.hold),
-            c.runner_name(),
-            secs(c.verification_delay),
-            secs(c.retry_interval),
-            self.sections.len(),
-            secs(self.elapsed),
-            self.per_second(),
-            secs(percentile(&waits, 0.50)),
-            secs(percentile(&waits, 0.99)),
-            secs(waits.last().copied().unwrap_or_default()),
-            self.handoff_ratio(),
-            self.counter,
-            self.expected(),
-            self.overlaps,
-            self.violations(),
-            self.kills.len(),
-            secs(self.longest_gap_after_a_kill())
-        )
+        Summary {
+            processes: c.processes,
+            iterations: c.iterations,
+            hold_s: c.hold.as_secs_f64(),
+            runner: c.runner_name().into(),
+            verification_delay_s: c.verification_delay.as_secs_f64(),
+            retry_interval_s: c.retry_interval.as_secs_f64(),
+            acquisitions: self.sections.len(),
+            elapsed_s: self.elapsed.as_secs_f64(),
+            per_second: self.per_second(),
+            wait_p50_s: percentile(&waits, 0.50).as_secs_f64(),
+            wait_p99_s: percentile(&waits, 0.99).as_secs_f64(),
+            wait_max_s: waits.last().copied().unwrap_or_default().as_secs_f64(),
+            handoff_ratio: self.handoff_ratio(),
+            counter: self.counter,
+            expected: self.expected(),
+            overlaps: self.overlaps,
+            violations: self.violations(),
+            kills: self.kills.len(),
+            longest_gap_after_kill_s: self.longest_gap_after_a_kill().as_secs_f64(),
+        }
+    }
+
+    /// The wait-time distribution, as an SVG document.
+    pub fn draw(&self) -> Result<String> {
+        let c = &self.config;
+        let title = format!(
+            "uuidlock contend: wait before holding the lock ({} processes x {}, hold {:?})",
+            c.processes, c.iterations, c.hold
+        );
+        plot::wait_histograms(&title, &[plot::Series { name: c.runner_name(), waits: &self.waits() }])
     }
 }
 
-/// The `q` quantile of sorted `values` (nearest rank).
-pub fn percentile(sorted: &[Duration], q: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
+/// What `uuidlock contend --json` prints: one object, durations in seconds.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Summary {
+    pub processes: usize,
+    pub iterations: usize,
+    pub hold_s: f64,
+    pub runner: String,
+    pub verification_delay_s: f64,
+    pub retry_interval_s: f64,
+    pub acquisitions: usize,
+    pub elapsed_s: f64,
+    pub per_second: f64,
+    pub wait_p50_s: f64,
+    pub wait_p99_s: f64,
+    pub wait_max_s: f64,
+    /// The fraction of consecutive acquisitions by different processes.
+    pub handoff_ratio: f64,
+    pub counter: u64,
+    pub expected: u64,
+    /// Critical sections that began before an earlier one had ended.
+    pub overlaps: usize,
+    /// Overlaps plus lost (or extra) counter updates.
+    pub violations: usize,
+    pub kills: usize,
+    pub longest_gap_after_kill_s: f64,
 }
 
 fn ms(d: Duration) -> String {
@@ -572,7 +515,7 @@ fn contend_in(config: &Config, dir: &Path) -> Result<Report> {
     }
 
     let total = config.processes * config.iterations;
-    let mut progress = Progress::new(total);
+    let progress = progress_bar(total as u64, "acquisitions");
     let mut ready = 0;
     let mut started = None;
     let mut sections = Vec::with_capacity(total);
@@ -614,7 +557,7 @@ fn contend_in(config: &Config, dir: &Path) -> Result<Report> {
             Event::Line(slot, line) => {
                 sections.push(parse_section(slot, &line)?);
                 workers.0[slot].reported += 1;
-                progress.show(sections.len());
+                progress.inc(1);
             }
             Event::Done(slot) => {
                 let worker = &mut workers.0[slot];
@@ -632,7 +575,7 @@ fn contend_in(config: &Config, dir: &Path) -> Result<Report> {
         }
     }
     let elapsed = started.map(|at| at.elapsed()).unwrap_or_default();
-    progress.finish();
+    progress.finish_and_clear();
     ensure!(sections.len() == total, "workers reported {} of {total} acquisitions", sections.len());
 
     let counter = std::fs::read_to_string(dir.join(COUNTER_FILE))?.trim().parse().context("reading the counter")?;
@@ -703,34 +646,6 @@ fn parse_section(worker: usize, line: &str) -> Result<Section> {
     Ok(Section { worker, enter_ns, exit_ns, wait: Duration::from_nanos(wait_ns as u64) })
 }
 
-/// A progress line on stderr, only when stderr is a terminal.
-struct Progress {
-    total: usize,
-    on_terminal: bool,
-    last: Option<Instant>,
-}
-
-impl Progress {
-    fn new(total: usize) -> Progress {
-        Progress { total, on_terminal: std::io::stderr().is_terminal(), last: None }
-    }
-
-    fn show(&mut self, done: usize) {
-        if !self.on_terminal || self.last.is_some_and(|at| at.elapsed() < Duration::from_millis(100)) {
-            return;
-        }
-        self.last = Some(Instant::now());
-        eprint!("\r  {done}/{} acquisitions", self.total);
-        let _ = std::io::stderr().flush();
-    }
-
-    fn finish(&self) {
-        if self.on_terminal {
-            eprint!("\r\x1b[K");
-        }
-    }
-}
-
 fn now_ns() -> u128 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos()
 }
@@ -738,14 +653,7 @@ fn now_ns() -> u128 {
 /// `uuidlock contend-worker ARGS`: one worker process. Prints `ready`, waits
 /// for the start signal, then one line `ENTER_NS EXIT_NS WAIT_NS` per
 /// acquisition.
-pub fn worker_main(args: &[String]) -> i32 {
-    let config = match parse(args) {
-        Ok(Parsed::Run(config)) => config,
-        _ => {
-            eprintln!("uuidlock {WORKER_COMMAND}: bad arguments {args:?} (this command is for `contend` only)");
-            return 2;
-        }
-    };
+pub fn worker_main(config: Config) -> i32 {
     match work(&config) {
         Ok(()) => 0,
         Err(e) => {
@@ -858,19 +766,42 @@ mod tests {
         assert_eq!(count_overlaps(&[section(0, 0, 10), section(1, 10, 20)]), 0);
     }
 
-    #[test]
-    fn percentiles_use_the_nearest_rank() {
-        let waits: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
-        assert_eq!(percentile(&waits, 0.5), Duration::from_millis(50));
-        assert_eq!(percentile(&waits, 0.99), Duration::from_millis(99));
-        assert_eq!(percentile(&[], 0.5), Duration::ZERO);
+    fn parse(line: &str) -> Result<Config, clap::Error> {
+        let command = Config::augment_args(clap::Command::new("contend"));
+        let matches = command.try_get_matches_from(std::iter::once("contend").chain(line.split_whitespace()))?;
+        Config::from_arg_matches(&matches)
     }
 
     #[test]
     fn bad_options_are_refused() {
         for line in ["--processes 0", "--processes x", "--hold-ms -1", "--runner fast", "--bogus", "--dir"] {
-            let args: Vec<String> = line.split_whitespace().map(String::from).collect();
-            assert!(parse(&args).is_err(), "{line}");
+            assert!(parse(line).is_err(), "{line}");
         }
+    }
+
+    #[test]
+    fn the_defaults_are_the_documented_ones() {
+        let config = Config::default();
+        assert_eq!((config.processes, config.iterations, config.runner), (4, 25, Runner::Component));
+        assert_eq!((config.hold, config.retry_interval), (Duration::from_millis(1), Duration::from_millis(1)));
+        let parsed = parse("--hold-ms 0.5 --runner mixed --kill 2").unwrap();
+        assert_eq!((parsed.hold, parsed.runner, parsed.kills), (Duration::from_micros(500), Runner::Mixed, 2));
+    }
+
+    #[test]
+    fn the_json_summary_round_trips() {
+        let report = Report {
+            config: Config::default(),
+            dir: PathBuf::from("/tmp/x"),
+            elapsed: Duration::from_secs(1),
+            sections: vec![section(0, 0, 10), section(1, 20, 30)],
+            counter: 2,
+            overlaps: 0,
+            kills: vec![],
+        };
+        let json = serde_json::to_string(&report.summary()).unwrap();
+        let back: Summary = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, report.summary());
+        assert_eq!((back.counter, back.expected, back.handoff_ratio), (2, 100, 1.0));
     }
 }

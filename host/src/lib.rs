@@ -10,7 +10,10 @@
 //! - [`paths`]: host paths to the guest's view of them;
 //! - [`contend`]: the cross-process contention runner (`uuidlock contend`);
 //! - [`bench`]: the side-by-side benchmark (`uuidlock bench`);
-//! - [`plot`]: the wait-time histogram of a contention run, as SVG;
+//! - [`plot`]: wait-time histograms of contention runs, as SVG, from plain
+//!   data;
+//! - [`stats`]: percentiles, shared by the runner, the bench and the plots;
+//! - `progress`: the progress bar of long runs (stderr, terminals only);
 //! - `src/main.rs`: the native `uuidlock` binary, a thin `main`.
 //!
 //! # Example
@@ -32,6 +35,8 @@ pub mod contend;
 pub mod engine;
 pub mod paths;
 pub mod plot;
+mod progress;
+pub mod stats;
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -5,19 +5,77 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::exit;
 
+use clap::{CommandFactory, Parser, Subcommand};
+use clap_complete::Shell;
 use uuidlock_host::{bench, cli, contend, engine, paths, LockError, Locker, Options, Runtime, Status, Token};
 
-/// The native binary's own commands, added to `uuidlock --help`.
-const NATIVE_HELP: &str = "\
-Native commands:
-  uuidlock contend [options]   cross-process contention run; see 'uuidlock contend --help'
-  uuidlock bench [options]     side-by-side benchmark; see 'uuidlock bench --help'
-  uuidlock export DIR          write the embedded uuidlock.wasm (command module) and
-                               uuidlock.component.wasm (component) into DIR
+/// The native binary's arguments: the lock commands, and its own.
+#[derive(Parser)]
+#[command(
+    name = "uuidlock",
+    bin_name = "uuidlock",
+    version,
+    about = cli::ABOUT,
+    long_about = format!("{}\n\nThe native binary runs the lock inside wasmtime: PATH is a host path, and the \
+        guest is granted only the directory that holds it.", cli::ABOUT),
+    after_help = format!("{}\n\nExamples:\n  \
+        token=$(uuidlock acquire /srv/locks/job.lock --timeout 60) || exit 1\n  \
+        uuidlock release /srv/locks/job.lock \"$token\"\n  \
+        uuidlock contend    # 4 processes contend on a temporary directory", cli::EXIT_CODES),
+)]
+struct NativeArgs {
+    #[command(subcommand)]
+    command: NativeCommand,
+}
 
-The native binary runs the lock inside wasmtime: PATH is a host path, and the guest
-is granted only the directory that holds it.
-";
+#[derive(Subcommand)]
+enum NativeCommand {
+    #[command(flatten)]
+    Lock(cli::LockCommand),
+    /// Run processes against one lock and check mutual exclusion
+    ///
+    /// N processes of this binary each take the lock M times and, holding it,
+    /// do a non-atomic read-modify-write of a shared counter file. Checks that
+    /// the counter ends at N*M and that no two critical sections overlap, and
+    /// reports throughput, waits and the hand-off ratio (the fraction of
+    /// consecutive acquisitions by different processes).
+    Contend(contend::Config),
+    /// Measure latency, contention and cold start side by side
+    ///
+    /// Uncontended acquire+release latency (the raw syscall floor, the
+    /// protocol natively, the component, the command module; with --anchors
+    /// the Python libraries), contention (with and without fair hand-off, and
+    /// the ceiling: no lock, one process), and cold start, in one run on one
+    /// directory; medians, 99th percentiles and ratios.
+    Bench(bench::Config),
+    /// Write the embedded wasm files into DIR
+    ///
+    /// Writes uuidlock.wasm (the WASI command module) and
+    /// uuidlock.component.wasm (the component exporting wit/lock.wit) into
+    /// DIR.
+    Export {
+        /// An existing directory
+        dir: PathBuf,
+    },
+    /// Print a shell completion script
+    ///
+    /// Prints a completion script for SHELL on stdout, e.g.
+    /// `uuidlock completions bash > /etc/bash_completion.d/uuidlock`.
+    Completions {
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+}
+
+/// `uuidlock contend-worker ...`: one worker of `uuidlock contend`, for
+/// contend only, so parsed apart from the public commands (and kept out of
+/// their help and completions).
+#[derive(Parser)]
+#[command(name = "uuidlock contend-worker")]
+struct WorkerArgs {
+    #[command(flatten)]
+    config: contend::Config,
+}
 
 /// Runs each call in the component, granting the lock file's directory.
 #[derive(Default)]
@@ -72,37 +130,39 @@ impl cli::Backend for NativeBackend {
 }
 
 fn main() {
-    let args: Result<Vec<String>, _> = std::env::args_os().skip(1).map(|a| a.into_string()).collect();
-    let Ok(args) = args else {
-        eprintln!("uuidlock: an argument is not valid UTF-8; lock paths and tokens must be UTF-8");
-        exit(cli::exit::USAGE);
-    };
-    let code = match args.first().map(String::as_str) {
-        Some("contend") => contend::main(&args[1..]),
-        Some("bench") => bench::main(&args[1..]),
-        Some("export") => export(&args[1..]),
-        Some(contend::WORKER_COMMAND) => contend::worker_main(&args[1..]),
-        _ => {
-            cli::run(&args, &mut NativeBackend::default(), NATIVE_HELP, &mut std::io::stdout(), &mut std::io::stderr())
+    let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+    let parsed = cli::args().map_err(|message| {
+        eprintln!("uuidlock: {message}");
+        cli::exit::USAGE
+    });
+    let code = match parsed {
+        Err(code) => code,
+        Ok(args) if args.get(1).is_some_and(|command| command == contend::WORKER_COMMAND) => {
+            match cli::parse::<WorkerArgs>(&args[1..], &mut out, &mut err) {
+                Ok(worker) => contend::worker_main(worker.config),
+                Err(code) => code,
+            }
         }
+        Ok(args) => match cli::parse::<NativeArgs>(&args, &mut out, &mut err) {
+            Err(code) => code,
+            Ok(NativeArgs { command }) => match command {
+                NativeCommand::Lock(command) => cli::run(command, &mut NativeBackend::default(), &mut out, &mut err),
+                NativeCommand::Contend(config) => contend::main(config),
+                NativeCommand::Bench(config) => bench::main(config),
+                NativeCommand::Export { dir } => export(&dir),
+                NativeCommand::Completions { shell } => {
+                    clap_complete::generate(shell, &mut NativeArgs::command(), "uuidlock", &mut out);
+                    cli::exit::OK
+                }
+            },
+        },
     };
     exit(code);
 }
 
 /// `uuidlock export DIR`: the guest artifacts this binary embeds, for
 /// `wasmtime run` and for other component hosts.
-fn export(args: &[String]) -> i32 {
-    let dir = match args {
-        [flag] if flag == "--help" || flag == "-h" => {
-            println!("uuidlock export DIR\n\nWrites uuidlock.wasm (the WASI command module) and uuidlock.component.wasm\n(the component exporting wit/lock.wit) into DIR, which must exist.");
-            return 0;
-        }
-        [dir] => Path::new(dir),
-        _ => {
-            eprintln!("uuidlock: export takes one directory; see 'uuidlock export --help'");
-            return cli::exit::USAGE;
-        }
-    };
+fn export(dir: &Path) -> i32 {
     for (name, bytes) in [("uuidlock.wasm", engine::COMMAND_WASM), ("uuidlock.component.wasm", engine::COMPONENT_WASM)]
     {
         let path = dir.join(name);
