@@ -1,13 +1,17 @@
-//! Claims and stale locks: who may remove or replace a lock instance.
+//! Claims, heartbeats and stale locks: who may remove a lock instance, and
+//! when an instance is dead.
 //!
 //! A lock whose marker declares a lifetime (`stale-after`) may be broken by
-//! a contender once it has gone that long without a refresh. Removing or
-//! replacing such an instance, by anyone (the holder releasing or
-//! refreshing, or a contender breaking it), first requires its *claim*: the
-//! file `<PATH>.<UUID>.claim`, created exclusively, where `<UUID>` is the
-//! instance's token's. Holding the claim, the party reads the lock file again
-//! and acts only if it still holds that token. The argument that this keeps
-//! the lock exclusive is in [`crate::protocol`].
+//! a contender once it has gone that long without a renewal. Its holder
+//! renews by rewriting its heartbeat file `<PATH>.<UUID>.beat` (never the
+//! lock file), and a contender judges the instance stale when neither the
+//! lock file nor that heartbeat has changed for the lifetime. Removing such
+//! an instance, by anyone (the holder releasing, or a contender breaking
+//! it), first requires its *claim*: the file `<PATH>.<UUID>.claim`, created
+//! exclusively, where `<UUID>` is the instance's token's. Holding the claim,
+//! the party reads the lock file again and acts only if it still holds that
+//! token. The argument that this keeps the lock exclusive is in
+//! [`crate::protocol`].
 //!
 //! A claim is itself a small lease with the lock's lifetime; one left behind
 //! by a crash is broken the same way, through its own claim, one level up.
@@ -42,8 +46,41 @@ pub fn staged_path(lock: &str, token: &Token) -> String {
     format!("{lock}.{}.new", token.uuid())
 }
 
+/// The heartbeat of the instance with `token` of the lock at `lock`.
+pub fn beat_path(lock: &str, token: &Token) -> String {
+    format!("{lock}.{}.beat", token.uuid())
+}
+
+/// What a contender sees of an instance: the file's bytes and, for a
+/// uuidlock marker with a lifetime, its holder's heartbeat (`None` before the
+/// first renewal). An instance whose observation stays the same for its
+/// lifetime is dead.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observed {
+    pub bytes: Vec<u8>,
+    pub beat: Option<Vec<u8>>,
+}
+
+impl Observed {
+    /// Observes the instance at `path` whose bytes were just read.
+    pub fn new(lock: &str, bytes: Vec<u8>) -> Result<Observed, LockError> {
+        let beat = match format::parse(&bytes) {
+            Marker::Uuidlock(held) if held.stale_after.is_some() => files::read(&beat_path(lock, &held.token))?,
+            _ => None,
+        };
+        Ok(Observed { bytes, beat })
+    }
+
+    /// Observes `path` again: `None` when it is gone.
+    fn again(lock: &str, path: &str) -> Result<Option<Observed>, LockError> {
+        files::read(path)?.map(|bytes| Observed::new(lock, bytes)).transpose()
+    }
+}
+
 /// Runs `f` holding the claim on the instance with `token` of the lock at
 /// `lock`, then drops the claim. `Ok(None)` when someone else holds it.
+/// Claims are never renewed: a party finishes its step well within the
+/// lifetime, or its claim may be broken (the lease contract).
 pub fn with_claim<T>(
     lock: &str,
     token: &Token,
@@ -68,45 +105,47 @@ pub fn with_claim<T>(
 /// (or claim) from a live one without trusting anyone's clock but its own.
 #[derive(Default)]
 pub struct Watch {
-    seen: HashMap<String, (Vec<u8>, Instant)>,
+    seen: HashMap<String, (Observed, Instant)>,
 }
 
 impl Watch {
-    /// Records that `path` holds `bytes` now; returns its marker if it
-    /// declares a lifetime and has held these same bytes for that long. (A
-    /// refresh changes the bytes, so a live holder is never stale.)
-    pub fn stale(&mut self, path: &str, bytes: &[u8]) -> Option<Held> {
+    /// Records that `path` looks like `observed` now; returns its marker if
+    /// it declares a lifetime and has looked the same for that long. (A
+    /// renewal changes the heartbeat, so a live holder is never stale.)
+    pub fn stale(&mut self, path: &str, observed: &Observed) -> Option<Held> {
         let now = Instant::now();
         let since = match self.seen.get(path) {
-            Some((seen, since)) if seen == bytes => *since,
+            Some((seen, since)) if seen == observed => *since,
             _ => {
-                self.seen.insert(path.to_owned(), (bytes.to_vec(), now));
+                self.seen.insert(path.to_owned(), (observed.clone(), now));
                 now
             }
         };
-        match format::parse(bytes) {
+        match format::parse(&observed.bytes) {
             Marker::Uuidlock(held) if held.stale_after.is_some_and(|lifetime| now - since >= lifetime) => Some(held),
             _ => None,
         }
     }
 }
 
-/// Breaks the stale lock `stale` (whose bytes were `bytes`) at `lock`, if
-/// nobody else is at it. If its claim is held by a claimant that died, that
-/// claim is broken instead (and so on up the chain), and the lock itself on
-/// a later attempt. Returns whether the lock was removed.
-pub fn break_stale(lock: &str, bytes: &[u8], stale: &Held, watch: &mut Watch) -> Result<bool, LockError> {
-    let (mut path, mut bytes, mut stale) = (lock.to_owned(), bytes.to_vec(), stale.clone());
+/// Breaks the stale lock `stale` (observed as `observed`) at `lock`, if
+/// nobody else is at it, and removes its heartbeat. If its claim is held by
+/// a claimant that died, that claim is broken instead (and so on up the
+/// chain), and the lock itself on a later attempt. Returns whether the lock
+/// was removed.
+pub fn break_stale(lock: &str, observed: &Observed, stale: &Held, watch: &mut Watch) -> Result<bool, LockError> {
+    let (mut path, mut observed, mut stale) = (lock.to_owned(), observed.clone(), stale.clone());
     for _ in 0..MAX_CHAIN {
         let lifetime = stale.stale_after.unwrap_or(format::MAX_STALE_AFTER);
         let removed = with_claim(lock, &stale.token, lifetime, || {
-            // Under the claim the instance cannot change: act only if it is
-            // the very one judged stale (same token, not refreshed since).
-            if files::read(&path)?.as_deref() == Some(&bytes[..]) {
-                files::remove(&path)
-            } else {
-                Ok(false)
+            // Under the claim nobody else removes the instance: act only if
+            // it is the very one judged stale (same token, no renewal since).
+            if Observed::again(lock, &path)?.as_ref() != Some(&observed) {
+                return Ok(false);
             }
+            let removed = files::remove(&path)?;
+            let _ = files::remove(&beat_path(lock, &stale.token));
+            Ok(removed)
         })?;
         if let Some(removed) = removed {
             return Ok(removed && path == lock);
@@ -114,9 +153,9 @@ pub fn break_stale(lock: &str, bytes: &[u8], stale: &Held, watch: &mut Watch) ->
         // Someone holds the claim: a breaker at work, the holder releasing
         // or refreshing, or a claimant that died. Only the last goes stale.
         let claim = claim_path(lock, &stale.token);
-        let Some(claim_bytes) = files::read(&claim)? else { return Ok(false) };
-        let Some(claimant) = watch.stale(&claim, &claim_bytes) else { return Ok(false) };
-        (path, bytes, stale) = (claim, claim_bytes, claimant);
+        let Some(claim_seen) = Observed::again(lock, &claim)? else { return Ok(false) };
+        let Some(claimant) = watch.stale(&claim, &claim_seen) else { return Ok(false) };
+        (path, observed, stale) = (claim, claim_seen, claimant);
     }
     Ok(false)
 }

@@ -29,8 +29,8 @@ use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 
-use crate::format::{Marker, Token};
-use crate::protocol::{self, Status};
+use crate::format::Marker;
+use crate::protocol::{self, Acquired, Status};
 use crate::{LockError, Options};
 
 /// Exit codes, the same for every command.
@@ -51,7 +51,7 @@ pub mod exit {
 /// Where lock operations run.
 pub trait Backend {
     /// See [`protocol::acquire`].
-    fn acquire(&mut self, path: &str, options: &Options) -> Result<Token, LockError>;
+    fn acquire(&mut self, path: &str, options: &Options) -> Result<Acquired, LockError>;
     /// See [`protocol::release`].
     fn release(&mut self, path: &str, token: &str) -> Result<(), LockError>;
     /// See [`protocol::refresh`].
@@ -66,7 +66,7 @@ pub trait Backend {
 pub struct Direct;
 
 impl Backend for Direct {
-    fn acquire(&mut self, path: &str, options: &Options) -> Result<Token, LockError> {
+    fn acquire(&mut self, path: &str, options: &Options) -> Result<Acquired, LockError> {
         protocol::acquire(path, options)
     }
     fn release(&mut self, path: &str, token: &str) -> Result<(), LockError> {
@@ -119,6 +119,10 @@ pub enum LockCommand {
         path: String,
         #[command(flatten)]
         options: AcquireOptions,
+        /// Print the acquisition's fencing number after the token, on the
+        /// same line: `TOKEN FENCE`
+        #[arg(long)]
+        fence: bool,
     },
     /// Release a lock held by TOKEN
     ///
@@ -144,9 +148,9 @@ broken as stale), 2 malformed TOKEN, 4 outside the sandbox or I/O error.")]
     ///
     /// Prints the holder's token on stdout (or `foreign "..."` for another
     /// program's lock file); a line on stderr says the prefix, the lock's
-    /// age, its lifetime and refreshes.
+    /// age, its lifetime, its last renewal and its fencing number.
     #[command(after_help = r#"With --json, one JSON object instead, e.g.
-  {"state":"held","token":"job-...","prefix":"job-","age_s":1.25,"stale_after_s":30.0,"refreshes":2}
+  {"state":"held","token":"job-...","prefix":"job-","age_s":1.25,"stale_after_s":30.0,"renewed_s":0.5,"fence":7}
   {"state":"foreign","marker":"...","age_s":3.5}
   {"state":"free"}
 
@@ -343,15 +347,18 @@ fn execute(
         code: exit::NOT_OWNER,
     };
     match command {
-        LockCommand::Acquire { path, options } => match backend.acquire(&path, &options.options()) {
-            Ok(token) => print(out, token.as_str()).map(|()| exit::OK).map_err(|failure| {
-                // Nobody will see the token, so nobody could release the lock.
-                let undone = match backend.release(&path, token.as_str()) {
-                    Ok(()) => "the lock was released again".to_owned(),
-                    Err(e) => format!("the lock stays held by {token} ({e})"),
-                };
-                Failure { message: format!("{failure}; {undone}"), ..failure }
-            }),
+        LockCommand::Acquire { path, options, fence } => match backend.acquire(&path, &options.options()) {
+            Ok(Acquired { token, fence: number }) => {
+                let line = if fence { format!("{token} {number}") } else { token.to_string() };
+                print(out, &line).map(|()| exit::OK).map_err(|failure| {
+                    // Nobody will see the token, so nobody could release the lock.
+                    let undone = match backend.release(&path, token.as_str()) {
+                        Ok(()) => "the lock was released again".to_owned(),
+                        Err(e) => format!("the lock stays held by {token} ({e})"),
+                    };
+                    Failure { message: format!("{failure}; {undone}"), ..failure }
+                })
+            }
             Err(LockError::Timeout) => {
                 let waited = options.timeout.unwrap_or_default();
                 Err(Failure {
@@ -408,16 +415,20 @@ fn describe(path: &str, status: &Status) -> String {
     let age = status.age.as_secs_f64();
     match &status.marker {
         Marker::Uuidlock(held) => {
-            let lifetime = match held.stale_after {
-                Some(lifetime) => format!(
-                    "; breakable after {}s without a refresh, refreshed {} time(s)",
+            let lifetime = match (held.stale_after, status.renewed) {
+                (Some(lifetime), Some(renewed)) => format!(
+                    "; breakable after {}s without a renewal, renewed {:.1}s ago",
                     lifetime.as_secs_f64(),
-                    held.refreshes
+                    renewed.as_secs_f64()
                 ),
-                None => "; never broken as stale".into(),
+                (Some(lifetime), None) => {
+                    format!("; breakable after {}s without a renewal, not renewed yet", lifetime.as_secs_f64())
+                }
+                (None, _) => "; never broken as stale".into(),
             };
+            let fence = status.fence.map_or(String::new(), |fence| format!(", fence {fence}"));
             format!(
-                "{path} is held by {} (prefix {:?}), last written {age:.1}s ago{lifetime}",
+                "{path} is held by {} (prefix {:?}{fence}), taken {age:.1}s ago{lifetime}",
                 held.token,
                 held.token.prefix()
             )
@@ -438,7 +449,11 @@ pub enum StatusJson {
         age_s: f64,
         /// The lifetime in seconds, or null for a lock never broken as stale.
         stale_after_s: Option<f64>,
-        refreshes: u64,
+        /// Seconds since the holder's last renewal; null before the first.
+        renewed_s: Option<f64>,
+        /// The latest fencing number taken for this path: the holder's
+        /// (larger only if a stalled former holder took one since).
+        fence: Option<u64>,
     },
     /// Held by another program: its marker, quoted and shortened.
     Foreign {
@@ -450,15 +465,17 @@ pub enum StatusJson {
 
 impl StatusJson {
     pub fn new(status: Option<&Status>) -> StatusJson {
-        let Some(Status { marker, age }) = status else { return StatusJson::Free };
-        let age_s = age.as_millis() as f64 / 1e3;
+        let Some(Status { marker, age, renewed, fence }) = status else { return StatusJson::Free };
+        let seconds = |duration: &Duration| duration.as_millis() as f64 / 1e3;
+        let age_s = seconds(age);
         match marker {
             Marker::Uuidlock(held) => StatusJson::Held {
                 token: held.token.as_str().into(),
                 prefix: held.token.prefix().into(),
                 age_s,
                 stale_after_s: held.stale_after.map(|lifetime| lifetime.as_secs_f64()),
-                refreshes: held.refreshes,
+                renewed_s: renewed.as_ref().map(seconds),
+                fence: *fence,
             },
             Marker::Foreign(shown) => StatusJson::Foreign { marker: shown.clone(), age_s },
         }
@@ -478,6 +495,7 @@ fn held_by(backend: &mut dyn Backend, path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::Token;
 
     fn args(line: &str) -> Vec<String> {
         std::iter::once("uuidlock").chain(line.split_whitespace()).map(String::from).collect()
@@ -494,8 +512,9 @@ mod tests {
 
     #[test]
     fn acquire_takes_all_options_in_both_spellings() {
-        let parsed = parsed("acquire /l/x.lock --prefix job- --verification-delay=0 --retry-interval 0.25 --timeout 3");
-        let Ok(LockCommand::Acquire { path, options }) = parsed else { panic!("{parsed:?}") };
+        let parsed =
+            parsed("acquire /l/x.lock --prefix job- --verification-delay=0 --retry-interval 0.25 --timeout 3 --fence");
+        let Ok(LockCommand::Acquire { path, options, fence: true }) = parsed else { panic!("{parsed:?}") };
         let expected = Options {
             prefix: "job-".into(),
             verification_delay: Duration::ZERO,
@@ -582,12 +601,17 @@ mod tests {
         assert_eq!(parsed("status x --json"), Ok(LockCommand::Status { path: "x".into(), json: true }));
         assert_eq!(serde_json::to_string(&StatusJson::new(None)).unwrap(), r#"{"state":"free"}"#);
         let token = Token::parse("a\"b\\-7c9e6679-7425-40de-944b-e07a4b7b7bd1").unwrap();
-        let held = crate::format::Held { token, stale_after: Some(Duration::from_millis(1500)), refreshes: 2 };
-        let status = Status { marker: Marker::Uuidlock(held), age: Duration::from_micros(250_400) };
+        let held = crate::format::Held { token, stale_after: Some(Duration::from_millis(1500)) };
+        let status = Status {
+            marker: Marker::Uuidlock(held),
+            age: Duration::from_micros(250_400),
+            renewed: Some(Duration::from_millis(100)),
+            fence: Some(7),
+        };
         let json = serde_json::to_string(&StatusJson::new(Some(&status))).unwrap();
         assert_eq!(
             json,
-            r#"{"state":"held","token":"a\"b\\-7c9e6679-7425-40de-944b-e07a4b7b7bd1","prefix":"a\"b\\-","age_s":0.25,"stale_after_s":1.5,"refreshes":2}"#
+            r#"{"state":"held","token":"a\"b\\-7c9e6679-7425-40de-944b-e07a4b7b7bd1","prefix":"a\"b\\-","age_s":0.25,"stale_after_s":1.5,"renewed_s":0.1,"fence":7}"#
         );
         assert_eq!(serde_json::from_str::<StatusJson>(&json).unwrap(), StatusJson::new(Some(&status)));
     }

@@ -7,13 +7,13 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::format::{Held, Marker};
+use crate::format::{Held, Marker, Token};
 use crate::protocol::{self, nanos};
 use crate::LockError;
 
 wit_bindgen::generate!({ world: "guest", path: "wit" });
 
-use exports::uuidlock::lock::lock::{Error, Guest, Holder, LockInfo, LockStatus, Options};
+use exports::uuidlock::lock::lock::{Acquired, Error, Guest, Holder, LockInfo, LockStatus, Options};
 
 thread_local! {
     /// Path to token of every lock acquired through this instance and not
@@ -35,25 +35,13 @@ impl Guest for Component {
         }
     }
 
-    fn acquire(path: String, options: Options) -> Result<String, Error> {
-        let mine = HELD.with_borrow(|held| held.get(&path).cloned());
-        if let Some(token) = mine {
-            if protocol::holds(&path, &token).unwrap_or(false) {
-                return Err(to_wit(LockError::AlreadyHeld(format!(
-                    "{path} is already held through this instance, with token {token}; release it first"
-                ))));
-            }
-        }
-        let options = protocol::Options {
-            prefix: options.prefix,
-            verification_delay: Duration::from_nanos(options.verification_delay_ns),
-            retry_interval: Duration::from_nanos(options.retry_interval_ns),
-            timeout: options.timeout_ns.map(Duration::from_nanos),
-            stale_after: options.stale_after_ns.map(Duration::from_nanos),
-        };
-        let token = protocol::acquire(&path, &options).map_err(to_wit)?.into_string();
-        HELD.with_borrow_mut(|held| held.insert(path, token.clone()));
-        Ok(token)
+    fn acquire(path: String, options: Options) -> Result<Acquired, Error> {
+        take(path, None, options)
+    }
+
+    fn acquire_as(path: String, token: String, options: Options) -> Result<Acquired, Error> {
+        let token = Token::parse(&token).map_err(|why| to_wit(LockError::InvalidToken(why)))?;
+        take(path, Some(token), options)
     }
 
     fn release(path: String, token: String) -> Result<(), Error> {
@@ -84,8 +72,37 @@ impl Guest for Component {
                 Marker::Foreign(shown) => Holder::Foreign(shown),
             },
             age_ns: nanos(status.age),
+            renewed_ns: status.renewed.map(nanos),
+            fence: status.fence,
         }))
     }
+}
+
+/// `acquire` (with a new token) or `acquire-as` (with the caller's).
+fn take(path: String, token: Option<Token>, options: Options) -> Result<Acquired, Error> {
+    let mine = HELD.with_borrow(|held| held.get(&path).cloned());
+    if let Some(token) = mine {
+        if protocol::holds(&path, &token).unwrap_or(false) {
+            return Err(to_wit(LockError::AlreadyHeld(format!(
+                "{path} is already held through this instance, with token {token}; release it first"
+            ))));
+        }
+    }
+    let options = protocol::Options {
+        prefix: options.prefix,
+        verification_delay: Duration::from_nanos(options.verification_delay_ns),
+        retry_interval: Duration::from_nanos(options.retry_interval_ns),
+        timeout: options.timeout_ns.map(Duration::from_nanos),
+        stale_after: options.stale_after_ns.map(Duration::from_nanos),
+    };
+    let acquired = match token {
+        None => protocol::acquire(&path, &options),
+        Some(token) => protocol::acquire_as(&path, token, &options),
+    }
+    .map_err(to_wit)?;
+    let token = acquired.token.into_string();
+    HELD.with_borrow_mut(|held| held.insert(path, token.clone()));
+    Ok(Acquired { token, fence: acquired.fence })
 }
 
 fn lock_info(held: Held) -> LockInfo {
@@ -93,7 +110,6 @@ fn lock_info(held: Held) -> LockInfo {
         prefix: held.token.prefix().to_owned(),
         token: held.token.into_string(),
         stale_after_ns: held.stale_after.map(nanos),
-        refreshes: held.refreshes,
     }
 }
 

@@ -11,11 +11,11 @@
 //! ```
 //!
 //! or, for a lock whose holder declared a lifetime (it may be broken once it
-//! has gone that long without a refresh):
+//! has gone that long without a renewal):
 //!
 //! ```text
 //! 1\n
-//! uuidlock/1?token=<TOKEN>&stale-after-ms=<MS>&refreshes=<N>\n
+//! uuidlock/2?token=<TOKEN>&stale-after-ms=<MS>\n
 //! ```
 //!
 //! `<TOKEN>` is the owner token: a prefix of at most [`MAX_PREFIX_LEN`]
@@ -24,10 +24,18 @@
 //! form, e.g.
 //! `job-7c9e6679-7425-40de-944b-e07a4b7b7bd1`. The token is the holder's
 //! capability: whoever knows it can release the lock. `<MS>` is the
-//! lifetime in whole milliseconds (1 to 86,400,000) and `<N>` counts the
-//! holder's refreshes; both are decimal without leading zeros. A refresh
-//! replaces the file with one whose `<N>` is one higher, which is how
-//! contenders see that the holder is alive.
+//! lifetime in whole milliseconds (1 to 86,400,000), decimal without
+//! leading zeros. A lock file never changes while it is held. The holder of
+//! a lock with a lifetime shows it is alive by rewriting its *heartbeat*
+//! file `<PATH>.<UUID>.beat` (named by its own token's UUID), which holds
+//! `uuidlock-beat/1?nonce=<UUID>\n` with a fresh random UUID each time.
+//!
+//! Format 1 markers with a lifetime
+//! (`uuidlock/1?token=<TOKEN>&stale-after-ms=<MS>&refreshes=<N>`) come from
+//! uuidlock 0.1, whose holders renewed by replacing the lock file with `<N>`
+//! one higher. They are still read, and watched, as before. uuidlock 0.1
+//! reads a `uuidlock/2` marker as foreign, so it waits for it and never
+//! breaks it.
 //!
 //! Readers read at most [`MAX_MARKER_LEN`] bytes. Anything that is not exactly
 //! one of the forms above is a *foreign* marker: the lock is held by someone
@@ -36,7 +44,9 @@
 //!
 //! Beside a lock file `<PATH>`, uuidlock briefly creates `<PATH>.<UUID>.new`
 //! (a marker staged before it is linked into place) and `<PATH>.<UUID>.claim`
-//! (the right to remove or replace the lock instance with that UUID); see
+//! (the right to remove the lock instance with that UUID), keeps
+//! `<PATH>.<UUID>.beat` while a lock with a lifetime is held, and keeps the
+//! fencing counter in the directory `<PATH>.fence/` ([`crate::fence`]); see
 //! [`crate::protocol`].
 //!
 //! # Why these bytes
@@ -70,8 +80,11 @@ pub const MAX_MARKER_LEN: usize = 1024;
 /// Length of a hyphenated UUID, the random part of every token.
 const UUID_LEN: usize = 36;
 
-/// What comes before the token in a marker.
+/// What comes before the token in a marker without a lifetime (and in
+/// uuidlock 0.1's markers with one).
 const MARKER_HEAD: &str = "1\nuuidlock/1?token=";
+/// What comes before the token in a marker with a lifetime.
+const LEASE_HEAD: &str = "1\nuuidlock/2?token=";
 
 /// The longest lifetime a marker may declare.
 pub const MAX_STALE_AFTER: Duration = Duration::from_secs(86_400);
@@ -162,32 +175,34 @@ pub fn check_prefix(prefix: &str) -> Result<(), String> {
 }
 
 /// What a uuidlock marker says: who holds the lock, and for how long it
-/// stays valid without a refresh.
+/// stays valid without a renewal.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Held {
     /// The holder's token.
     pub token: Token,
     /// The declared lifetime: `None` for a lock that is never broken.
     pub stale_after: Option<Duration>,
-    /// How many times the holder has refreshed the lock.
-    pub refreshes: u64,
 }
 
 impl Held {
-    /// A fresh marker for `token`.
+    /// A marker for `token`.
     pub fn new(token: Token, stale_after: Option<Duration>) -> Held {
-        Held { token, stale_after, refreshes: 0 }
+        Held { token, stale_after }
     }
 
     /// The bytes of a lock file holding this marker.
     pub fn encode(&self) -> Vec<u8> {
-        let mut text = format!("{MARKER_HEAD}{}", self.token);
-        if let Some(lifetime) = self.stale_after {
-            text.push_str(&format!("&stale-after-ms={}&refreshes={}", whole_millis(lifetime), self.refreshes));
-        }
-        text.push('\n');
+        let text = match self.stale_after {
+            None => format!("{MARKER_HEAD}{}\n", self.token),
+            Some(lifetime) => format!("{LEASE_HEAD}{}&stale-after-ms={}\n", self.token, whole_millis(lifetime)),
+        };
         text.into_bytes()
     }
+}
+
+/// Fresh heartbeat bytes: different every time, which is all that counts.
+pub fn beat() -> Vec<u8> {
+    format!("uuidlock-beat/1?nonce={}\n", uuid::Uuid::new_v4().hyphenated()).into_bytes()
 }
 
 /// A lifetime in whole milliseconds, rounded up so that it never shrinks.
@@ -206,35 +221,37 @@ pub enum Marker {
 
 /// Reads a lock file's content (at most [`MAX_MARKER_LEN`] bytes of it).
 pub fn parse(bytes: &[u8]) -> Marker {
-    let held = std::str::from_utf8(bytes)
-        .ok()
-        .and_then(|text| text.strip_prefix(MARKER_HEAD))
-        .and_then(|rest| rest.strip_suffix('\n'))
-        .and_then(parse_fields);
+    let text = std::str::from_utf8(bytes).ok().and_then(|text| text.strip_suffix('\n'));
+    let held = text.and_then(|text| match text.strip_prefix(MARKER_HEAD) {
+        Some(fields) => parse_fields(fields),
+        None => parse_lease_fields(text.strip_prefix(LEASE_HEAD)?),
+    });
     match held {
         Some(held) => Marker::Uuidlock(held),
         None => Marker::Foreign(describe_foreign(bytes)),
     }
 }
 
-/// `<TOKEN>` or `<TOKEN>&stale-after-ms=<MS>&refreshes=<N>`.
+/// Format 1: `<TOKEN>`, or uuidlock 0.1's `<TOKEN>&stale-after-ms=<MS>&refreshes=<N>`.
 fn parse_fields(fields: &str) -> Option<Held> {
-    let (token, lifetime) = match fields.split_once('&') {
-        None => (fields, None),
-        Some((token, rest)) => {
-            let (ms, refreshes) = rest.strip_prefix("stale-after-ms=")?.split_once("&refreshes=")?;
-            let ms = Duration::from_millis(decimal(ms)?);
-            if ms.is_zero() || ms > MAX_STALE_AFTER {
-                return None;
-            }
-            (token, Some((ms, decimal(refreshes)?)))
-        }
+    let Some((token, rest)) = fields.split_once('&') else {
+        return Some(Held::new(Token::parse(fields).ok()?, None));
     };
-    let token = Token::parse(token).ok()?;
-    Some(match lifetime {
-        None => Held::new(token, None),
-        Some((ms, refreshes)) => Held { token, stale_after: Some(ms), refreshes },
-    })
+    let (ms, refreshes) = rest.strip_prefix("stale-after-ms=")?.split_once("&refreshes=")?;
+    decimal(refreshes)?;
+    Some(Held::new(Token::parse(token).ok()?, Some(lifetime(ms)?)))
+}
+
+/// Format 2: `<TOKEN>&stale-after-ms=<MS>`.
+fn parse_lease_fields(fields: &str) -> Option<Held> {
+    let (token, ms) = fields.split_once("&stale-after-ms=")?;
+    Some(Held::new(Token::parse(token).ok()?, Some(lifetime(ms)?)))
+}
+
+/// A lifetime in milliseconds, within the limits.
+fn lifetime(ms: &str) -> Option<Duration> {
+    let lifetime = Duration::from_millis(decimal(ms)?);
+    (!lifetime.is_zero() && lifetime <= MAX_STALE_AFTER).then_some(lifetime)
 }
 
 /// ASCII digits without a leading zero (but "0" itself), as `encode` writes.
@@ -273,12 +290,14 @@ mod tests {
     }
 
     #[test]
-    fn a_lifetime_and_refresh_count_round_trip() {
-        let held =
-            Held { token: Token::generate("").unwrap(), stale_after: Some(Duration::from_secs(30)), refreshes: 7 };
+    fn a_lifetime_round_trips_in_format_2() {
+        let held = Held::new(Token::generate("").unwrap(), Some(Duration::from_secs(30)));
         let text = String::from_utf8(held.encode()).unwrap();
-        assert!(text.ends_with("&stale-after-ms=30000&refreshes=7\n"), "{text}");
-        assert_eq!(parse(text.as_bytes()), Marker::Uuidlock(held));
+        assert!(text.starts_with("1\nuuidlock/2?token=") && text.ends_with("&stale-after-ms=30000\n"), "{text}");
+        assert_eq!(parse(text.as_bytes()), Marker::Uuidlock(held.clone()));
+        // uuidlock 0.1's markers with a lifetime are still read.
+        let old = format!("1\nuuidlock/1?token={}&stale-after-ms=30000&refreshes=7\n", held.token);
+        assert_eq!(parse(old.as_bytes()), Marker::Uuidlock(held));
         // Sub-millisecond lifetimes round up, never down to zero.
         let tiny = Held::new(Token::generate("").unwrap(), Some(Duration::from_nanos(1)));
         let Marker::Uuidlock(back) = parse(&tiny.encode()) else { panic!() };
@@ -289,8 +308,7 @@ mod tests {
     fn the_marker_is_a_softfilelock_holder_on_no_real_host() {
         // SoftFileLock needs "<pid>\n<host>\n": two lines, a decimal pid in
         // 1..2^31, a trailing newline; and a host name no machine has.
-        let held =
-            Held { token: Token::generate("").unwrap(), stale_after: Some(Duration::from_secs(1)), refreshes: 0 };
+        let held = Held::new(Token::generate("").unwrap(), Some(Duration::from_secs(1)));
         let text = String::from_utf8(held.encode()).unwrap();
         assert!(text.ends_with('\n'));
         let lines: Vec<&str> = text.trim().lines().collect();
@@ -351,6 +369,9 @@ mod tests {
             format!("{head}&stale-after-ms=5\n").as_bytes(),
             format!("{head}&refreshes=1&stale-after-ms=5\n").as_bytes(),
             format!("{head}&stale-after-ms=5&refreshes=-1\n").as_bytes(),
+            format!("1\nuuidlock/2?token={token}\n").as_bytes(),
+            format!("1\nuuidlock/2?token={token}&stale-after-ms=5&refreshes=0\n").as_bytes(),
+            format!("1\nuuidlock/2?token={token}&stale-after-ms=0\n").as_bytes(),
         ] {
             assert!(matches!(parse(bytes), Marker::Foreign(_)), "{bytes:?} parsed as ours");
         }

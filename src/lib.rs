@@ -13,11 +13,13 @@
 //! - [`protocol`]: the lock itself: publish, verify, retry, release,
 //!   refresh, break stale locks; plain `std::fs`, native and wasm alike. Its
 //!   module docs carry the argument for mutual exclusion.
-//! - `claim`: claims and staleness: who may remove or replace a lock
-//!   instance, and breaking stale locks (and stale claims).
+//! - `claim`: claims, heartbeats and staleness: who may remove a lock
+//!   instance, when it is dead, and breaking stale locks (and stale claims).
 //! - `files`: the filesystem steps (stage, hard-link, rename, bounded read,
 //!   remove), each mapped to the error users see.
 //! - [`format`]: the lock file's bytes, a public format specified there.
+//! - [`fence`]: fencing numbers, a counter beside the lock that only moves
+//!   forward.
 //! - [`error`]: the protocol's error type; each layer maps it once.
 //! - [`cli`]: the command-line contract shared by the guest command and the
 //!   native binary: parsing, output, messages, exit codes.
@@ -29,9 +31,9 @@
 //! ```no_run
 //! use uuidlock::{protocol, Options};
 //!
-//! let token = protocol::acquire("/locks/job.lock", &Options::default())?;
-//! // ... the critical section ...
-//! protocol::release("/locks/job.lock", token.as_str())?;
+//! let acquired = protocol::acquire("/locks/job.lock", &Options::default())?;
+//! // ... the critical section; pass acquired.fence to the resource ...
+//! protocol::release("/locks/job.lock", acquired.token.as_str())?;
 //! # Ok::<(), uuidlock::LockError>(())
 //! ```
 
@@ -39,6 +41,8 @@ pub mod cli;
 pub mod error;
 pub mod format;
 pub mod protocol;
+
+pub mod fence;
 
 mod claim;
 mod files;

@@ -1,5 +1,6 @@
-//! The lock protocol: publish a marker exclusively, verify it, retry; and
-//! release, refresh or break a lock only while holding its claim.
+//! The lock protocol: publish a marker exclusively, take a fencing number,
+//! verify, retry; renew through a heartbeat that never touches the lock
+//! file; release or break a lock only while holding its claim.
 //!
 //! Plain `std::fs`, so the same code runs natively and in the wasm32-wasip1
 //! guest (WASI preview 1 has exclusive create, hard links, rename and file
@@ -17,18 +18,28 @@
 //! refused. A link reported as failing with "exists" whose target holds our
 //! own bytes was ours (an NFS server answering a retransmission).
 //!
-//! **Release, refresh.** A lock with no lifetime is released by reading it
-//! and deleting it if it holds our token. A lock with a lifetime is released
-//! or refreshed only while holding its claim `<PATH>.<UUID>.claim`
-//! ([`crate::claim`]): claim it exclusively, read it again, then delete it,
-//! or replace it (staged, renamed over it) with a marker whose refresh count
-//! is one higher. If the claim is taken, the lock is being broken: the call
-//! reports [`LockError::NotOwner`] and touches nothing.
+//! **Fence.** Between publishing and the read-back, take the next fencing
+//! number of the path ([`crate::fence`]). The number is ours only if the
+//! read-back then finds our marker.
 //!
-//! **Break.** A contender that sees the same bytes at `PATH` for longer than
-//! the lifetime the marker declares (timed on its own monotonic clock, so no
-//! two machines' clocks are compared) takes the instance's claim, reads
-//! `PATH` again, and deletes it only if it still holds exactly those bytes.
+//! **Renew** (refresh). A holder with a lifetime rewrites its own heartbeat
+//! file `<PATH>.<UUID>.beat` (staged, renamed over the old one; named by the
+//! holder's token), then reads `PATH`: if it no longer holds our token, the
+//! renewal reports [`LockError::NotOwner`] and removes the heartbeat it
+//! wrote. A renewal takes no claim and never writes `PATH`.
+//!
+//! **Release.** A lock with no lifetime is released by reading it and
+//! deleting it if it holds our token. A lock with a lifetime is released only
+//! while holding its claim `<PATH>.<UUID>.claim` ([`crate::claim`]): claim it
+//! exclusively, read it again, delete it and its heartbeat. If the claim is
+//! taken, the lock is being broken: the call reports [`LockError::NotOwner`]
+//! and touches nothing.
+//!
+//! **Break.** A contender that sees the same bytes at `PATH` *and* the same
+//! heartbeat for longer than the lifetime the marker declares (timed on its
+//! own monotonic clock, so no two machines' clocks are compared) takes the
+//! instance's claim, observes both again, and deletes `PATH` (and the
+//! heartbeat) only if neither changed.
 //!
 //! # Why it is exclusive
 //!
@@ -44,18 +55,39 @@
 //! 2. *A complete marker from the first instant.* A linked file was
 //!    written in full before it appeared. No reader ever sees a uuidlock lock
 //!    that is empty or half-written, and a crash cannot leave one.
-//! 3. *Only a claimant changes a lifetime instance.* Removing or replacing an
-//!    instance with a lifetime requires its claim, which one party holds at a
-//!    time (exclusive create). The holder of the claim reads `PATH` after
-//!    taking it, and nobody else can change that instance meanwhile. So it
-//!    acts on exactly the instance it just read. A breaker therefore never
-//!    deletes a fresh lock that replaced the stale one, and two breakers of
-//!    one instance cannot both delete: the second finds the claim taken, or
-//!    `PATH` changed. A lock with no lifetime is never broken, so its holder
-//!    alone ever deletes it.
-//! 4. *A holder learns when it has lost the lock.* Release and refresh need
-//!    the claim too. A holder whose lock is being or has been broken gets
-//!    [`LockError::NotOwner`], and never refreshes a lock it no longer holds.
+//! 3. *An instance never comes back.* Nobody but its creator writes an
+//!    instance's bytes (they carry its random token), and its creator writes
+//!    them once, at publish: `PATH` is never rewritten while held. So once an
+//!    instance is gone it stays gone, and a holder that reads its token back
+//!    held the lock over the whole time since publishing.
+//! 4. *Only a claimant removes a lifetime instance.* Removing an instance
+//!    with a lifetime requires its claim, which one party holds at a time
+//!    (exclusive create). The holder of the claim observes `PATH` after
+//!    taking it and acts only on the instance it just observed. A breaker
+//!    therefore never deletes a fresh lock that replaced the stale one, and
+//!    two breakers of one instance cannot both delete: the second finds the
+//!    claim taken, or `PATH` changed. A lock with no lifetime is never
+//!    broken, so its holder alone ever deletes it.
+//! 5. *A renewal cannot harm anyone else, however late it runs.* It writes
+//!    only the heartbeat named by its own token, which speaks for its own
+//!    instance and for no successor, and it reads `PATH`. A renewer stalled
+//!    for any length of time, past its lifetime and past a break and a new
+//!    holder, wakes to write a heartbeat nobody watches (and removes it),
+//!    and is told [`LockError::NotOwner`]. It never overwrites, resurrects
+//!    or deletes a successor's lock. (uuidlock 0.1 renewed by renaming a new
+//!    marker over `PATH` under the claim: a renewer stalled there past the
+//!    lifetime put its old marker back over a successor's.)
+//! 6. *A holder learns when it has lost the lock.* Every renewal and release
+//!    reads `PATH` after acting; a holder whose lock was broken gets
+//!    [`LockError::NotOwner`] at its next renewal.
+//! 7. *Fencing numbers increase with the holders.* By 3, a holder held the
+//!    lock from publishing to its read-back, and its number was taken in
+//!    between; by 1, holders' intervals do not overlap; the counter only
+//!    moves forward ([`crate::fence`]). So every holder's number is larger
+//!    than every earlier holder's, also when a stalled former holder wakes
+//!    in the middle of any step: a number it takes then fails its
+//!    read-back and is never used, and nothing else it does moves the
+//!    counter.
 //!
 //! The read-back after `verification_delay` is what keeps the lock
 //! exclusive against peers whose create is *not* atomic, such as
@@ -68,20 +100,25 @@
 //!
 //! # The lease contract, and other caveats
 //!
-//! - A lock with a lifetime is a lease. Its holder must refresh it before the
-//!   lifetime runs out (every third of it is a good rhythm), and every party
-//!   must finish each step it takes under a claim well within the lifetime.
-//!   A process that is stopped (SIGSTOP, a paused VM, a machine under swap)
-//!   for longer than the lifetime in the middle of the protocol can break
-//!   exclusion. This applies to a holder, which may lose the lock while still
-//!   believing it holds it. It applies equally to a breaker, which may delete
-//!   a successor's lock after its own claim was broken as stale. Every
-//!   compare-then-delete scheme has this weakness. Lifetimes should
-//!   therefore be far longer than any stall the machines see. The minimum is
-//!   [`MIN_STALE_AFTER`]; a second or more is wise.
+//! - A lock with a lifetime is a lease. Its holder must renew it before the
+//!   lifetime runs out (every third of it is a good rhythm; the host's
+//!   `Lease` does it in the background). A holder stopped (SIGSTOP, a paused
+//!   VM, a machine under swap) for longer than the lifetime loses the lock,
+//!   and until its next renewal it believes it still holds it: that is what
+//!   the fencing number is for. Pass it to the resource, which refuses a
+//!   number lower than one it has seen.
+//! - A *breaker* or a *releaser* stopped for longer than the lifetime while
+//!   holding a claim can still delete a successor's lock: its claim goes
+//!   stale, is broken, the lock is broken and taken again, and then it wakes
+//!   and deletes. Deleting by name after a check is all that a filesystem
+//!   without locks offers, so no such scheme can close this window. It is
+//!   a few file operations wide, and the fencing number still tells the
+//!   resource apart. Lifetimes should be far longer than any stall the
+//!   machines see. The minimum is [`MIN_STALE_AFTER`]; a second or more is
+//!   wise.
 //! - A lifetime counts from when contenders first see the marker. After a
-//!   verification delay, acquire refreshes once, so the caller gets the
-//!   whole lifetime.
+//!   verification delay, acquire renews once, so the caller gets the whole
+//!   lifetime.
 //! - A holder that dies leaves a lock with a lifetime to be broken within
 //!   the lifetime plus a retry interval of a contender's watch. A lock with
 //!   no lifetime stays until someone deletes it by hand.
@@ -96,15 +133,18 @@
 //!   create and a write. There, a crash in between leaves an empty lock file,
 //!   which is foreign and never broken. Lifetimes (and so claims) are refused
 //!   there rather than made unreliable.
+//! - Fencing numbers need a directory listing that shows the counter file;
+//!   a listing that is behind (a caching network client) makes the rename
+//!   fail and retry, never succeed with a stale number.
 //! - A symbolic link at the lock path is refused, never followed.
 
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use crate::claim::{self, Watch};
+use crate::claim::{self, Observed, Watch};
 use crate::files::{self, Created, Fallback};
 use crate::format::{self, Held, Marker, Token};
-use crate::LockError;
+use crate::{fence, LockError};
 
 /// A duration in whole nanoseconds, as WIT carries them; saturates at
 /// `u64::MAX` (about 584 years).
@@ -190,36 +230,59 @@ impl Options {
 pub struct Status {
     /// Who holds it.
     pub marker: Marker,
-    /// How long ago the lock file was last written (created or refreshed),
-    /// by the wall clock.
+    /// How long ago the lock file was written, by the wall clock.
     pub age: Duration,
+    /// How long ago the holder last renewed (its heartbeat), by the wall
+    /// clock; `None` before the first renewal, or without a lifetime.
+    pub renewed: Option<Duration>,
+    /// The latest fencing number taken for this path: the holder's, unless a
+    /// stalled former holder woke up and took one since (then larger).
+    pub fence: Option<u64>,
+}
+
+/// A lock just taken: the owner token that [`release`] needs, and the
+/// fencing number of this acquisition ([`crate::fence`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Acquired {
+    pub token: Token,
+    pub fence: u64,
 }
 
 /// Takes the lock at `path`, waiting as `options` say, and returns the owner
-/// token that [`release`] needs.
+/// token that [`release`] needs with the acquisition's fencing number.
 ///
 /// # Errors
 /// [`LockError::Timeout`] when the lock stayed held until the timeout; an
 /// invalid path or options; the sandbox refusing the path; an I/O error.
-pub fn acquire(path: &str, options: &Options) -> Result<Token, LockError> {
-    files::check_path(path)?;
-    let name = path.rsplit('/').next().unwrap_or(path);
-    if name.len() > MAX_NAME_LEN {
-        return Err(LockError::InvalidPath(format!(
-            "the lock file name in {path} is {} bytes long; at most {MAX_NAME_LEN} are allowed, \
-             because uuidlock keeps files named <NAME>.<UUID>.claim beside it",
-            name.len()
-        )));
-    }
+pub fn acquire(path: &str, options: &Options) -> Result<Acquired, LockError> {
+    check_lock_path(path)?;
     options.check()?;
     let token = Token::generate(&options.prefix).map_err(LockError::InvalidOptions)?;
+    acquire_as(path, token, options)
+}
+
+/// As [`acquire`], with a token the caller made (a fresh one, from
+/// [`Token::generate`]; `options.prefix` is then not used). The caller knows
+/// the token before the call, so if the call is cut short it can undo
+/// whatever the call left: [`release`] with that token, and the staging file
+/// `<PATH>.<UUID>.new`.
+///
+/// # Errors
+/// As [`acquire`]; [`LockError::AlreadyHeld`] if the lock already holds
+/// `token`.
+pub fn acquire_as(path: &str, token: Token, options: &Options) -> Result<Acquired, LockError> {
+    check_lock_path(path)?;
+    options.check()?;
+    if held_by(path, &token).is_ok() {
+        return Err(LockError::AlreadyHeld(format!("{path} is already held with token {token}; release it first")));
+    }
     let marker = Held::new(token.clone(), options.stale_after).encode();
     // No deadline when there is no timeout, or when it is too far to compute.
     let deadline = options.timeout.and_then(|timeout| Instant::now().checked_add(timeout));
     let mut watch = Watch::default();
     loop {
-        if try_once(path, &token, &marker, options, &mut watch)? {
-            return Ok(token);
+        if let Some(fence) = try_once(path, &token, &marker, options, &mut watch)? {
+            return Ok(Acquired { token, fence });
         }
         let pause = match deadline {
             None => options.retry_interval,
@@ -235,10 +298,31 @@ pub fn acquire(path: &str, options: &Options) -> Result<Token, LockError> {
     }
 }
 
-/// One attempt: publish, wait, verify. `Ok(false)` when someone else holds
-/// the lock. A stale lock found on the way is broken and the attempt made
-/// again at once.
-fn try_once(path: &str, token: &Token, marker: &[u8], options: &Options, watch: &mut Watch) -> Result<bool, LockError> {
+/// Refuses a path that can never name a lock file, or whose name leaves no
+/// room for the names uuidlock derives from it.
+fn check_lock_path(path: &str) -> Result<(), LockError> {
+    files::check_path(path)?;
+    let name = path.rsplit('/').next().unwrap_or(path);
+    if name.len() > MAX_NAME_LEN {
+        return Err(LockError::InvalidPath(format!(
+            "the lock file name in {path} is {} bytes long; at most {MAX_NAME_LEN} are allowed, \
+             because uuidlock keeps files named <NAME>.<UUID>.claim beside it",
+            name.len()
+        )));
+    }
+    Ok(())
+}
+
+/// One attempt: publish, wait, verify; the fencing number if we hold the
+/// lock, `None` when someone else does. A stale lock found on the way is
+/// broken and the attempt made again at once.
+fn try_once(
+    path: &str,
+    token: &Token,
+    marker: &[u8],
+    options: &Options,
+    watch: &mut Watch,
+) -> Result<Option<u64>, LockError> {
     // Without hard links a crash could leave an empty lock file, which is
     // never judged stale: a lock with a lifetime needs them.
     let fallback = if options.stale_after.is_some() { Fallback::Never } else { Fallback::Allowed };
@@ -252,34 +336,38 @@ fn try_once(path: &str, token: &Token, marker: &[u8], options: &Options, watch: 
             // Released just now: try again at once.
             Created::Exists(None) => continue,
             Created::Exists(Some(bytes)) => {
-                let Some(stale) = watch.stale(path, &bytes) else { return Ok(false) };
-                if !claim::break_stale(path, &bytes, &stale, watch)? {
-                    return Ok(false);
+                let observed = Observed::new(path, bytes)?;
+                let Some(stale) = watch.stale(path, &observed) else { return Ok(None) };
+                if !claim::break_stale(path, &observed, &stale, watch)? {
+                    return Ok(None);
                 }
             }
         }
     }
-    Ok(false)
+    Ok(None)
 }
 
-/// Reads our freshly published lock back after the verification delay.
-fn verify(path: &str, token: &Token, options: &Options) -> Result<bool, LockError> {
+/// Reads our freshly published lock back after the verification delay,
+/// taking a fencing number just before: if the read-back finds our marker,
+/// we held the lock when the number was taken (see [`crate::fence`]).
+fn verify(path: &str, token: &Token, options: &Options) -> Result<Option<u64>, LockError> {
     let delay = options.verification_delay;
     if !delay.is_zero() {
         sleep(delay);
     }
-    match held_by(path, token) {
+    let read_back = fence::take(path).and_then(|fence| held_by(path, token).map(|held| (fence, held)));
+    match read_back {
         // A lifetime counts from when contenders first see the marker; after
-        // a delay, refresh once so that the caller gets all of it. Losing
-        // the lock in between is possible only if the delay outlasted the
-        // lifetime, and then the refresh says so.
-        Ok(held) if held.stale_after.is_some() && !delay.is_zero() => match refresh_token(path, token) {
-            Ok(()) => Ok(true),
-            Err(LockError::NotOwner) => Ok(false),
+        // a delay, renew once so that the caller gets all of it. Losing the
+        // lock in between is possible only if the delay outlasted the
+        // lifetime, and then the renewal says so.
+        Ok((fence, held)) if held.stale_after.is_some() && !delay.is_zero() => match renew(path, token, &|_| ()) {
+            Ok(()) => Ok(Some(fence)),
+            Err(LockError::NotOwner) => Ok(None),
             Err(e) => Err(e),
         },
-        Ok(_) => Ok(true),
-        Err(LockError::NotOwner) => Ok(false),
+        Ok((fence, _)) => Ok(Some(fence)),
+        Err(LockError::NotOwner) => Ok(None),
         Err(e) => {
             // Our marker may be on disk, and the caller never gets the token
             // that would release it: release it here, if it is still ours.
@@ -310,37 +398,56 @@ fn release_token(path: &str, token: &Token) -> Result<(), LockError> {
     };
     claim::with_claim(path, token, lifetime, || {
         held_by(path, token)?;
-        files::remove(path)
+        let removed = files::remove(path)?;
+        let _ = files::remove(&claim::beat_path(path, token));
+        Ok(removed)
     })?
     .filter(|&removed| removed)
     .map(|_| ())
     .ok_or(LockError::NotOwner)
 }
 
-/// Extends the lifetime of the lock at `path` held with `token`, by replacing
-/// it with a marker whose refresh count is one higher. A lock without a
-/// lifetime never goes stale; refreshing it only checks that it is ours.
+/// Renews the lock at `path` held with `token`: rewrites its heartbeat, so
+/// that contenders see its holder is alive, then checks that the lock is
+/// still ours. The lock file itself is never touched, so a renewal stalled
+/// for any length of time cannot harm a successor. A lock without a lifetime
+/// never goes stale; refreshing it only checks that it is ours.
 ///
 /// # Errors
 /// [`LockError::NotOwner`] when the lock is no longer ours (broken as stale,
-/// being broken, or released); otherwise as [`release`].
+/// or released); otherwise as [`release`].
 pub fn refresh(path: &str, token: &str) -> Result<(), LockError> {
     files::check_path(path)?;
     let token = Token::parse(token).map_err(LockError::InvalidToken)?;
-    refresh_token(path, &token)
+    match held_by(path, &token)?.stale_after {
+        None => Ok(()),
+        Some(_) => renew(path, &token, &|_| ()),
+    }
 }
 
-fn refresh_token(path: &str, token: &Token) -> Result<(), LockError> {
-    let Some(lifetime) = held_by(path, token)?.stale_after else { return Ok(()) };
-    claim::with_claim(path, token, lifetime, || {
-        let held = held_by(path, token)?;
-        let next = Held { refreshes: held.refreshes + 1, ..held };
-        // A staging name of its own: one left behind by anything else
-        // cannot block a refresh.
-        let staged = claim::staged_path(path, &Token::generate("").map_err(LockError::Io)?);
-        files::replace(path, &staged, &next.encode())
-    })?
-    .ok_or(LockError::NotOwner)
+/// The steps of a renewal, named for [`renew`]'s `pause` (tests stall a
+/// renewer there).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RenewStep {
+    BeforeBeat,
+    BeforeCheck,
+}
+
+/// Writes a fresh heartbeat for `token`, then reads the lock back. A
+/// heartbeat is named by our own token, so whatever the timing, it can only
+/// ever speak for our own instance; a successor's is another file. If the
+/// lock is no longer ours, the heartbeat we just wrote is removed again.
+pub(crate) fn renew(path: &str, token: &Token, pause: &dyn Fn(RenewStep)) -> Result<(), LockError> {
+    let beat = claim::beat_path(path, token);
+    // A staging name of its own: one left behind by anything else cannot
+    // block a renewal.
+    let staged = claim::staged_path(path, &Token::generate("").map_err(LockError::Io)?);
+    pause(RenewStep::BeforeBeat);
+    files::replace(&beat, &staged, &format::beat())?;
+    pause(RenewStep::BeforeCheck);
+    held_by(path, token).map(drop).inspect_err(|_| {
+        let _ = files::remove(&beat);
+    })
 }
 
 /// Whether the lock at `path` is held with `token`.
@@ -367,7 +474,11 @@ pub fn status(path: &str) -> Result<Option<Status>, LockError> {
     let Some(marker) = files::read_marker(path)? else { return Ok(None) };
     // Released in between: report the marker we read, with no age.
     let age = files::age(path).unwrap_or_default();
-    Ok(Some(Status { marker, age }))
+    let renewed = match &marker {
+        Marker::Uuidlock(held) if held.stale_after.is_some() => files::age(&claim::beat_path(path, &held.token)).ok(),
+        _ => None,
+    };
+    Ok(Some(Status { marker, age, renewed, fence: fence::current(path)? }))
 }
 
 /// The marker at `path` if it holds `token`; [`LockError::NotOwner`] if not.
@@ -398,6 +509,11 @@ mod tests {
 
     fn once() -> Options {
         Options { timeout: Some(Duration::ZERO), ..fast() }
+    }
+
+    /// The token of an acquisition: most tests need nothing else.
+    fn acquire(path: &str, options: &Options) -> Result<Token, LockError> {
+        super::acquire(path, options).map(|acquired| acquired.token)
     }
 
     #[test]
@@ -608,9 +724,11 @@ mod tests {
             std::thread::sleep(Duration::from_millis(30));
         }
         assert_eq!(contender.join().unwrap(), Err(LockError::Timeout));
-        let Some(Status { marker: Marker::Uuidlock(held), .. }) = status(&path).unwrap() else { panic!() };
-        assert!(held.refreshes >= 10, "{held:?}");
+        let Some(Status { marker: Marker::Uuidlock(held), renewed, .. }) = status(&path).unwrap() else { panic!() };
+        assert_eq!(held.token, token);
+        assert!(renewed.is_some_and(|ago| ago < Duration::from_millis(300)), "{renewed:?}");
         release(&path, token.as_str()).unwrap();
+        assert!(!fs::exists(claim::beat_path(&path, &token)).unwrap(), "the heartbeat outlived the release");
     }
 
     #[test]
@@ -627,14 +745,16 @@ mod tests {
     }
 
     #[test]
-    fn while_a_claim_is_held_the_holder_can_neither_release_nor_refresh() {
+    fn while_a_claim_is_held_the_holder_cannot_release_but_renews() {
         let (_dir, path) = lock_in_temp_dir();
         let token = acquire(&path, &with_lifetime(Duration::from_secs(60))).unwrap();
         let bytes = fs::read(&path).unwrap();
         let claim = claim::claim_path(&path, &token);
         fs::write(&claim, Held::new(Token::generate("").unwrap(), Some(Duration::from_secs(60))).encode()).unwrap();
         assert_eq!(release(&path, token.as_str()), Err(LockError::NotOwner));
-        assert_eq!(refresh(&path, token.as_str()), Err(LockError::NotOwner));
+        // A renewal touches only the heartbeat: it needs no claim, and a
+        // breaker holding one sees the heartbeat change and backs off.
+        refresh(&path, token.as_str()).unwrap();
         assert_eq!(fs::read(&path).unwrap(), bytes);
         fs::remove_file(&claim).unwrap();
         release(&path, token.as_str()).unwrap();
@@ -745,8 +865,9 @@ mod tests {
         }
         let token = acquire(&path, &Options { timeout: Some(Duration::from_secs(10)), ..fast() }).unwrap();
         assert!(holds(&path, token.as_str()).unwrap());
-        let left: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert_eq!(left, ["job.lock"], "claims left behind");
+        let mut left: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        left.sort();
+        assert_eq!(left, ["job.lock", "job.lock.fence"], "claims left behind");
     }
 
     #[test]
@@ -768,6 +889,69 @@ mod tests {
         let token = acquire(&path, &with_lifetime(Duration::from_secs(60))).unwrap();
         fs::write(claim::staged_path(&path, &token), "left by a failed unlink").unwrap();
         refresh(&path, token.as_str()).unwrap();
+        release(&path, token.as_str()).unwrap();
+    }
+
+    // A renewer stalled at any step, for longer than the lifetime, while a
+    // contender breaks its lock and takes it: the stalled renewal is told
+    // it lost, and the successor's lock, heartbeat and fence are untouched.
+    #[test]
+    fn a_stalled_renewer_cannot_harm_a_successor() {
+        for step in [RenewStep::BeforeBeat, RenewStep::BeforeCheck] {
+            let (_dir, path) = lock_in_temp_dir();
+            let stalled = acquire(&path, &with_lifetime(Duration::from_millis(50))).unwrap();
+            let renewal = {
+                let (path, token) = (path.clone(), stalled.clone());
+                std::thread::spawn(move || {
+                    renew(&path, &token, &|at| {
+                        if at == step {
+                            std::thread::sleep(Duration::from_millis(400));
+                        }
+                    })
+                })
+            };
+            let patient = Options { timeout: Some(Duration::from_secs(10)), ..with_lifetime(Duration::from_secs(60)) };
+            let successor = super::acquire(&path, &patient).unwrap();
+            refresh(&path, successor.token.as_str()).unwrap();
+            let (lock, beat) = (fs::read(&path).unwrap(), fs::read(claim::beat_path(&path, &successor.token)).unwrap());
+            assert_eq!(renewal.join().unwrap(), Err(LockError::NotOwner), "stalled at {step:?}");
+            assert_eq!(fs::read(&path).unwrap(), lock, "stalled at {step:?}: the successor's lock changed");
+            assert_eq!(fs::read(claim::beat_path(&path, &successor.token)).unwrap(), beat);
+            assert!(!fs::exists(claim::beat_path(&path, &stalled)).unwrap(), "the stalled heartbeat was left");
+            assert_eq!(fence::current(&path).unwrap(), Some(successor.fence));
+            assert!(holds(&path, successor.token.as_str()).unwrap());
+        }
+    }
+
+    // Every acquisition gets a larger fencing number: across releases,
+    // locks without and with a lifetime, and a stale lock broken.
+    #[test]
+    fn fences_increase_across_releases_and_breaks() {
+        let (_dir, path) = lock_in_temp_dir();
+        let mut fences = Vec::new();
+        for lifetime in [None, Some(Duration::from_secs(60)), None] {
+            let acquired = super::acquire(&path, &Options { stale_after: lifetime, ..fast() }).unwrap();
+            fences.push(acquired.fence);
+            release(&path, acquired.token.as_str()).unwrap();
+        }
+        let dead = super::acquire(&path, &with_lifetime(Duration::from_millis(30))).unwrap();
+        fences.push(dead.fence);
+        let next = super::acquire(&path, &Options { timeout: Some(Duration::from_secs(10)), ..fast() }).unwrap();
+        fences.push(next.fence);
+        assert_eq!(fences, [1, 2, 3, 4, 5]);
+        let Some(Status { fence, .. }) = status(&path).unwrap() else { panic!() };
+        assert_eq!(fence, Some(5));
+    }
+
+    // A caller-made token: known before the call, so an interrupted acquire
+    // can be undone; and it cannot take a lock it already holds.
+    #[test]
+    fn acquire_as_takes_the_callers_token() {
+        let (_dir, path) = lock_in_temp_dir();
+        let token = Token::generate("mine-").unwrap();
+        let acquired = acquire_as(&path, token.clone(), &fast()).unwrap();
+        assert_eq!(acquired.token, token);
+        assert!(matches!(acquire_as(&path, token.clone(), &once()), Err(LockError::AlreadyHeld(_))));
         release(&path, token.as_str()).unwrap();
     }
 }

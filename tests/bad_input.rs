@@ -141,7 +141,7 @@ fn bad_input_through_the_wit_interface() {
         let args = fill(&[&["uuidlock"], case.args].concat(), &dir);
         let parsed = cli::parse::<cli::GuestArgs>(&args, &mut Vec::new(), &mut Vec::new()).map(|parsed| parsed.command);
         let result = match parsed {
-            Ok(LockCommand::Acquire { path, options }) => {
+            Ok(LockCommand::Acquire { path, options, .. }) => {
                 locker.acquire(path, &options.options()).map(|g| drop(g.into_token()))
             }
             Ok(LockCommand::Release(PathToken { path, token })) => locker.release(path, &token),

@@ -196,9 +196,14 @@ fn refresh_holds_and_status_json_follow_the_contract() {
     let sandbox = Sandbox::new();
     let lock = sandbox.lock("job.lock");
     let lock = lock.to_str().unwrap();
-    let acquired = uuidlock(&["acquire", lock, "--verification-delay", "0", "--stale-after", "30", "--prefix", "ci-"]);
+    let acquired =
+        uuidlock(&["acquire", lock, "--verification-delay", "0", "--stale-after", "30", "--prefix", "ci-", "--fence"]);
     assert_eq!(acquired.status.code(), Some(0), "{}", text(&acquired.stderr));
-    let token = text(&acquired.stdout).trim().to_owned();
+    // --fence: `TOKEN FENCE` on one line; the first acquisition of a path is 1.
+    let line = text(&acquired.stdout);
+    let (token, fence) = line.trim().split_once(' ').expect("TOKEN FENCE");
+    assert_eq!(fence, "1");
+    let token = token.to_owned();
     let stranger = "00000000-0000-4000-8000-000000000000";
 
     assert_eq!(uuidlock(&["refresh", lock, &token]).status.code(), Some(0));
@@ -209,9 +214,12 @@ fn refresh_holds_and_status_json_follow_the_contract() {
     let status = uuidlock(&["status", lock, "--json"]);
     assert_eq!(status.status.code(), Some(0));
     let json: StatusJson = serde_json::from_slice(&status.stdout).expect("status --json is one JSON object");
-    let StatusJson::Held { token: held, prefix, age_s, stale_after_s, refreshes } = json else { panic!("{json:?}") };
-    assert_eq!((held, prefix.as_str(), stale_after_s, refreshes), (token.clone(), "ci-", Some(30.0), 1));
+    let StatusJson::Held { token: held, prefix, age_s, stale_after_s, renewed_s, fence } = json else {
+        panic!("{json:?}")
+    };
+    assert_eq!((held, prefix.as_str(), stale_after_s, fence), (token.clone(), "ci-", Some(30.0), Some(1)));
     assert!((0.0..30.0).contains(&age_s), "{age_s}");
+    assert!(renewed_s.is_some_and(|ago| (0.0..30.0).contains(&ago)), "{renewed_s:?}");
 
     assert_eq!(uuidlock(&["release", lock, &token]).status.code(), Some(0));
     let refresh = uuidlock(&["refresh", lock, &token]);

@@ -267,8 +267,9 @@ fn a_locker_does_not_wait_for_itself() {
     drop(again);
 }
 
-// Through the component: a lifetime lock is refreshed by its guard, reported
-// with its lifetime and refresh count, and broken once its holder stops.
+// Through the component: a lifetime lock is renewed by its guard, reported
+// with its lifetime, last renewal and fence, and broken once its holder
+// stops; the contender's fence is larger.
 #[test]
 fn lifetimes_refresh_and_breaking_through_the_component() {
     let sandbox = Sandbox::new();
@@ -277,9 +278,12 @@ fn lifetimes_refresh_and_breaking_through_the_component() {
     let holder = sandbox.locker();
     let guard = holder.acquire(&path, &Options { stale_after: Some(lifetime), ..fast() }).unwrap();
     guard.refresh().unwrap();
-    let Some(Marker::Uuidlock(held)) = holder.status(&path).unwrap().map(|s| s.marker) else { panic!() };
-    assert_eq!((held.stale_after, held.refreshes), (Some(lifetime), 1));
+    let status = holder.status(&path).unwrap().unwrap();
+    let Marker::Uuidlock(held) = status.marker else { panic!() };
+    assert_eq!((held.stale_after, status.fence), (Some(lifetime), Some(guard.fence())));
+    assert!(status.renewed.is_some_and(|ago| ago < Duration::from_secs(10)), "{:?}", status.renewed);
     assert!(holder.holds(&path, guard.token().as_str()).unwrap());
+    let first_fence = guard.fence();
 
     // The holder stops refreshing; a contender breaks the lock.
     let token = guard.into_token();
@@ -288,6 +292,7 @@ fn lifetimes_refresh_and_breaking_through_the_component() {
     assert_eq!(holder.refresh(&path, token.as_str()), Err(LockError::NotOwner));
     assert_eq!(holder.release(&path, token.as_str()), Err(LockError::NotOwner));
     assert!(contender.holds(&path, next.token().as_str()).unwrap());
+    assert!(next.fence() > first_fence, "{} after {first_fence}", next.fence());
 }
 
 // With fair hand-off, a locker that has just released a lock waits a retry

@@ -49,6 +49,8 @@ fn op() -> impl Strategy<Value = Op> {
 #[derive(Default)]
 struct Model {
     holder: Option<(usize, String)>,
+    /// The last acquisition's fencing number.
+    fence: u64,
 }
 
 const NEVER_ISSUED: &str = "00000000-0000-4000-8000-000000000000";
@@ -69,10 +71,14 @@ proptest! {
             match op {
                 Op::TryAcquire { handle, lifetime } => {
                     let options = Options { stale_after: lifetime.then_some(Duration::from_secs(600)), ..once.clone() };
-                    let result = lockers[handle].acquire(&path, &options).map(|guard| guard.into_token().into_string());
+                    let result = lockers[handle].acquire(&path, &options).map(|guard| guard.into_acquired());
                     match &model.holder {
                         None => {
-                            let token = result.expect("a free lock is acquired");
+                            let acquired = result.expect("a free lock is acquired");
+                            // Every acquisition's fence is larger than the last.
+                            prop_assert!(acquired.fence > model.fence, "{} after {}", acquired.fence, model.fence);
+                            model.fence = acquired.fence;
+                            let token = acquired.token.into_string();
                             tokens[handle] = Some(token.clone());
                             model.holder = Some((handle, token));
                         }
@@ -113,9 +119,15 @@ proptest! {
             }
             // At most one holder, and the file says who.
             prop_assert_eq!(path.exists(), model.holder.is_some());
-            // Nothing left beside the lock: no staging files, no claims.
-            let entries = std::fs::read_dir(sandbox.locks()).unwrap().count();
-            prop_assert_eq!(entries, usize::from(model.holder.is_some()));
+            // Nothing left beside the lock but the fence counter and the
+            // holder's heartbeat: no staging files, no claims, no stale beats.
+            let holder_beat = model.holder.as_ref().map(|(_, token)| format!("model.lock.{}.beat", &token[token.len() - 36..]));
+            let others: Vec<String> = std::fs::read_dir(sandbox.locks())
+                .unwrap()
+                .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|name| name != "model.lock.fence" && Some(name) != holder_beat.as_ref())
+                .collect();
+            prop_assert_eq!(others.len(), usize::from(model.holder.is_some()), "{:?}", others);
         }
     }
 }

@@ -243,7 +243,7 @@ fn uncontended(config: &Config, dir: &Path) -> Result<Vec<Latency>> {
             "native",
             Box::new(|| {
                 let token = uuidlock::protocol::acquire(&native, &fast)?;
-                Ok(uuidlock::protocol::release(&native, token.as_str())?)
+                Ok(uuidlock::protocol::release(&native, token.token.as_str())?)
             }),
         ),
         ("component", Box::new(|| Ok(locker.acquire(&component, &fast)?.release()?))),

@@ -35,7 +35,7 @@ pub const COMMAND_WASM: &[u8] = include_bytes!(env!("UUIDLOCK_COMMAND_WASM"));
 /// The generated bindings of `wit/lock.wit`; the rest of the host uses these types.
 pub mod bindings {
     wasmtime::component::bindgen!({ path: "../wit", world: "guest" });
-    pub use exports::uuidlock::lock::lock::{Error, Holder, Options};
+    pub use exports::uuidlock::lock::lock::{Acquired, Error, Holder, Options};
 }
 
 /// A directory granted to the guest: `host` is visible inside as `guest`.

@@ -49,7 +49,7 @@ use wasmtime::Store;
 pub use engine::{CommandOutput, Grant, Runtime};
 pub use uuidlock::format::Held;
 use uuidlock::protocol::nanos;
-pub use uuidlock::protocol::Status;
+pub use uuidlock::protocol::{Acquired, Status};
 pub use uuidlock::{cli, LockError, Marker, Options, Token};
 
 use engine::{bindings, ComponentState};
@@ -107,7 +107,42 @@ impl Locker {
     /// As [`uuidlock::protocol::acquire`]; a failure of the guest itself is
     /// reported as [`LockError::Io`].
     pub fn acquire(&self, path: impl AsRef<Path>, options: &Options) -> Result<Guard, LockError> {
-        let path = paths::guest_path(path.as_ref())?;
+        self.take(path.as_ref(), None, options)
+    }
+
+    /// As [`Locker::acquire`], with a token the caller made (a fresh one,
+    /// from [`Token::generate`]; `options.prefix` is not used). Knowing the
+    /// token before the call, a caller that cuts the call short (an
+    /// interrupt) can undo it with [`Locker::undo_acquire`].
+    ///
+    /// # Errors
+    /// As [`Locker::acquire`].
+    pub fn acquire_as(&self, path: impl AsRef<Path>, token: Token, options: &Options) -> Result<Guard, LockError> {
+        self.take(path.as_ref(), Some(token), options)
+    }
+
+    /// Undoes an [`Locker::acquire_as`] with `token` that was cut short:
+    /// releases the lock if the call had taken it, and removes the staging
+    /// file it may have left. Touches nothing that is not `token`'s.
+    pub fn undo_acquire(&self, path: impl AsRef<Path>, token: &Token) -> Result<(), LockError> {
+        let path = path.as_ref();
+        let guest = paths::guest_path(path)?;
+        match self.release_guest_path(&guest, token.as_str()) {
+            Ok(()) | Err(LockError::NotOwner) => {}
+            Err(e) => return Err(e),
+        }
+        // The staging file is named by the token's UUID, which nobody else has.
+        let staged = format!("{}.{}.new", path.display(), token.uuid());
+        match std::fs::remove_file(&staged) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(LockError::Io(format!("cannot delete {staged}: {e}")))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn take(&self, path: &Path, token: Option<Token>, options: &Options) -> Result<Guard, LockError> {
+        let path = paths::guest_path(path)?;
         if self.fair_handoff {
             let released = self.released.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&path).copied();
             if let Some(at) = released {
@@ -130,10 +165,13 @@ impl Locker {
             timeout_ns: options.timeout.map(nanos),
             stale_after_ns: options.stale_after.map(nanos),
         };
-        let token = self.call(|guest, store| guest.uuidlock_lock_lock().call_acquire(store, &path, &options))?;
-        let token = parse_token(&token)?;
+        let acquired = self.call(|guest, store| match &token {
+            None => guest.uuidlock_lock_lock().call_acquire(store, &path, &options),
+            Some(token) => guest.uuidlock_lock_lock().call_acquire_as(store, &path, &token.to_string(), &options),
+        })?;
+        let token = parse_token(&acquired.token)?;
         self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(path.clone(), token.to_string());
-        Ok(Guard { locker: self.clone(), path, token: Some(token) })
+        Ok(Guard { locker: self.clone(), path, token: Some(token), fence: acquired.fence })
     }
 
     /// Deletes the lock file at `path` if, and only if, it holds `token`.
@@ -211,11 +249,15 @@ impl Locker {
                     bindings::Holder::Uuidlock(info) => Marker::Uuidlock(Held {
                         token: parse_token(&info.token)?,
                         stale_after: info.stale_after_ns.map(Duration::from_nanos),
-                        refreshes: info.refreshes,
                     }),
                     bindings::Holder::Foreign(shown) => Marker::Foreign(shown),
                 };
-                Ok(Status { marker, age: Duration::from_nanos(status.age_ns) })
+                Ok(Status {
+                    marker,
+                    age: Duration::from_nanos(status.age_ns),
+                    renewed: status.renewed_ns.map(Duration::from_nanos),
+                    fence: status.fence,
+                })
             })
             .transpose()
     }
@@ -254,6 +296,7 @@ pub struct Guard {
     locker: Locker,
     path: String,
     token: Option<Token>,
+    fence: u64,
 }
 
 impl Guard {
@@ -262,7 +305,21 @@ impl Guard {
         self.token.as_ref().expect("a guard holds its token until released")
     }
 
-    /// Extends the lock's lifetime; see [`Locker::refresh`].
+    /// The fencing number of this acquisition: larger than that of every
+    /// earlier acquisition of the same path. Send it with every write to the
+    /// resource the lock protects; the resource refuses a number lower than
+    /// one it has seen.
+    pub fn fence(&self) -> u64 {
+        self.fence
+    }
+
+    /// Keeps the lock held past the guard: the token and the fence.
+    pub fn into_acquired(self) -> Acquired {
+        let fence = self.fence;
+        Acquired { token: self.into_token(), fence }
+    }
+
+    /// Renews the lock; see [`Locker::refresh`].
     ///
     /// # Errors
     /// [`LockError::NotOwner`] when the lock was broken as stale.

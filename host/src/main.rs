@@ -7,7 +7,7 @@ use std::process::exit;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use clap_complete::Shell;
-use uuidlock_host::{bench, cli, contend, engine, paths, LockError, Locker, Options, Runtime, Status, Token};
+use uuidlock_host::{bench, cli, contend, engine, paths, Acquired, LockError, Locker, Options, Runtime, Status};
 
 /// The native binary's arguments: the lock commands, and its own.
 #[derive(Parser)]
@@ -107,9 +107,9 @@ impl NativeBackend {
 }
 
 impl cli::Backend for NativeBackend {
-    fn acquire(&mut self, path: &str, options: &Options) -> Result<Token, LockError> {
+    fn acquire(&mut self, path: &str, options: &Options) -> Result<Acquired, LockError> {
         let (locker, file) = self.locker_for(path)?;
-        Ok(locker.acquire(file, options)?.into_token())
+        Ok(locker.acquire(file, options)?.into_acquired())
     }
     fn release(&mut self, path: &str, token: &str) -> Result<(), LockError> {
         let (locker, file) = self.locker_for(path)?;
