@@ -4,6 +4,8 @@
 //! # Layout
 //!
 //! - this module: the public API, [`Locker`] and its [`Guard`];
+//! - [`lease`]: [`Lease`], a guard that renews its lock in the background
+//!   and reports when it is lost;
 //! - [`engine`]: engine, compiled-code cache, linkers, stores and grants, the
 //!   one `bindgen!` of `wit/lock.wit`, the guest's sleeps (timed by the
 //!   thread), and running the command module;
@@ -33,6 +35,7 @@
 pub mod bench;
 pub mod contend;
 pub mod engine;
+pub mod lease;
 pub mod paths;
 pub mod plot;
 mod progress;
@@ -47,6 +50,7 @@ use anyhow::Result;
 use wasmtime::Store;
 
 pub use engine::{CommandOutput, Grant, Runtime};
+pub use lease::{Lease, Lost};
 pub use uuidlock::format::Held;
 use uuidlock::protocol::nanos;
 pub use uuidlock::protocol::{Acquired, Status};
