@@ -251,7 +251,7 @@ pub fn parse<P: Parser>(args: &[String], out: &mut dyn Write, err: &mut dyn Writ
 /// one line per failure, as for every other error.
 fn one_line(error: &clap::Error) -> String {
     let rendered = error.render().to_string();
-    let mut parts = Vec::new();
+    let mut parts: Vec<String> = Vec::new();
     let mut command = "uuidlock".to_owned();
     for line in rendered.lines().map(str::trim).filter(|line| !line.is_empty()) {
         if let Some(usage) = line.strip_prefix("Usage: ") {
@@ -260,7 +260,12 @@ fn one_line(error: &clap::Error) -> String {
                 usage.split_whitespace().take_while(|word| !word.starts_with(['<', '[', '-'])).collect();
             command = words.join(" ");
         } else if !line.starts_with("For more information") {
-            parts.push(line.strip_prefix("error: ").unwrap_or(line).to_owned());
+            let line = line.strip_prefix("error: ").unwrap_or(line);
+            // "...were not provided:" and the list under it make one part.
+            match parts.last_mut() {
+                Some(last) if last.ends_with(':') => *last = format!("{last} {line}"),
+                _ => parts.push(line.to_owned()),
+            }
         }
     }
     parts.push(format!("see '{command} --help'"));

@@ -419,9 +419,14 @@ fn release_token(path: &str, token: &Token) -> Result<(), LockError> {
 pub fn refresh(path: &str, token: &str) -> Result<(), LockError> {
     files::check_path(path)?;
     let token = Token::parse(token).map_err(LockError::InvalidToken)?;
-    match held_by(path, &token)?.stale_after {
-        None => Ok(()),
-        Some(_) => renew(path, &token, &|_| ()),
+    match held_by(path, &token) {
+        Ok(Held { stale_after: None, .. }) => Ok(()),
+        Ok(_) => renew(path, &token, &|_| ()),
+        Err(e) => {
+            // Lost: the heartbeat an earlier renewal wrote speaks for nobody.
+            let _ = files::remove(&claim::beat_path(path, &token));
+            Err(e)
+        }
     }
 }
 

@@ -184,6 +184,11 @@ fn link_thread_sleep(
     linker.instance(clock)?.func_wrap(
         "subscribe-duration",
         |mut store: wasmtime::StoreContextMut<'_, ComponentState>, (nanos,): (u64,)| {
+            // An interrupted call stops here, in a wait, where it holds no
+            // claim and has nothing half done (see crate::interrupt).
+            if let Some(signal) = crate::interrupt::requested() {
+                wasmtime::bail!("interrupted by signal {signal}");
+            }
             let state = store.data_mut();
             state.sleeps += 1;
             // A deadline too far to represent: sleep for ever, as wasmtime-wasi does.
@@ -216,14 +221,19 @@ impl Pollable for ThreadSleep {
             return;
         }
         NotYet(false).await;
-        match self.until {
-            Some(until) => std::thread::sleep(until.saturating_duration_since(Instant::now())),
-            None => loop {
-                std::thread::sleep(Duration::MAX);
-            },
+        // In slices, so that an interrupt ends the sleep within one.
+        while crate::interrupt::requested().is_none() {
+            let left = self.until.map_or(INTERRUPT_SLICE, |until| until.saturating_duration_since(Instant::now()));
+            if left.is_zero() {
+                return;
+            }
+            std::thread::sleep(left.min(INTERRUPT_SLICE));
         }
     }
 }
+
+/// The longest a guest's sleep goes without looking for an interrupt.
+const INTERRUPT_SLICE: Duration = Duration::from_millis(10);
 
 /// Pending once (asking to be polled again at once), then ready.
 struct NotYet(bool);

@@ -9,9 +9,12 @@
 //! - [`engine`]: engine, compiled-code cache, linkers, stores and grants, the
 //!   one `bindgen!` of `wit/lock.wit`, the guest's sleeps (timed by the
 //!   thread), and running the command module;
+//! - [`interrupt`]: signals become requests that guest calls honour at their
+//!   next sleep, so that an interrupted call can be undone;
 //! - [`paths`]: host paths to the guest's view of them;
 //! - [`contend`]: the cross-process contention runner (`uuidlock contend`);
 //! - [`bench`]: the side-by-side benchmark (`uuidlock bench`);
+//! - [`run`]: `uuidlock run`, a command under a lock with a lease;
 //! - [`plot`]: wait-time histograms of contention runs, as SVG, from plain
 //!   data;
 //! - [`stats`]: percentiles, shared by the runner, the bench and the plots;
@@ -35,10 +38,12 @@
 pub mod bench;
 pub mod contend;
 pub mod engine;
+pub mod interrupt;
 pub mod lease;
 pub mod paths;
 pub mod plot;
 mod progress;
+pub mod run;
 pub mod stats;
 
 use std::collections::HashMap;

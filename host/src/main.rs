@@ -7,7 +7,10 @@ use std::process::exit;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use clap_complete::Shell;
-use uuidlock_host::{bench, cli, contend, engine, paths, Acquired, LockError, Locker, Options, Runtime, Status};
+use uuidlock_host::{
+    bench, cli, contend, engine, interrupt, paths, run, Acquired, Guard, LockError, Locker, Options, Runtime, Status,
+    Token,
+};
 
 /// The native binary's arguments: the lock commands, and its own.
 #[derive(Parser)]
@@ -48,6 +51,13 @@ enum NativeCommand {
     /// the ceiling: no lock, one process), and cold start, in one run on one
     /// directory; medians, 99th percentiles and ratios.
     Bench(bench::Config),
+    /// Run a command while holding a lock
+    ///
+    /// Takes the lock (waiting as acquire does), runs CMD with UUIDLOCK_PATH,
+    /// UUIDLOCK_TOKEN and UUIDLOCK_FENCE in its environment while renewing
+    /// the lock in the background, releases it when CMD exits, and exits
+    /// with CMD's status.
+    Run(run::RunArgs),
     /// Write the embedded wasm files into DIR
     ///
     /// Writes uuidlock.wasm (the WASI command module) and
@@ -82,6 +92,8 @@ struct WorkerArgs {
 struct NativeBackend {
     runtime: Option<Runtime>,
     lockers: HashMap<PathBuf, Locker>,
+    /// The signal that cut an acquire short.
+    interrupted: Option<i32>,
 }
 
 impl NativeBackend {
@@ -109,7 +121,17 @@ impl NativeBackend {
 impl cli::Backend for NativeBackend {
     fn acquire(&mut self, path: &str, options: &Options) -> Result<Acquired, LockError> {
         let (locker, file) = self.locker_for(path)?;
-        Ok(locker.acquire(file, options)?.into_acquired())
+        // Our own token, known before the call, so that an interrupted call
+        // can be undone (crate::interrupt).
+        let token = Token::generate(&options.prefix).map_err(LockError::InvalidOptions)?;
+        let result = locker.acquire_as(&file, token.clone(), options).map(Guard::into_acquired);
+        let Some(signal) = interrupt::requested() else { return result };
+        self.interrupted = Some(signal);
+        let undone = match locker.undo_acquire(&file, &token) {
+            Ok(()) => "nothing of it was left behind".to_owned(),
+            Err(e) => format!("undoing it failed: {e}"),
+        };
+        Err(LockError::Io(format!("interrupted by signal {signal} while acquiring {path}; {undone}")))
     }
     fn release(&mut self, path: &str, token: &str) -> Result<(), LockError> {
         let (locker, file) = self.locker_for(path)?;
@@ -146,7 +168,17 @@ fn main() {
         Ok(args) => match cli::parse::<NativeArgs>(&args, &mut out, &mut err) {
             Err(code) => code,
             Ok(NativeArgs { command }) => match command {
-                NativeCommand::Lock(command) => cli::run(command, &mut NativeBackend::default(), &mut out, &mut err),
+                NativeCommand::Lock(command) => {
+                    // Signals wait for the command's current step, and an
+                    // interrupted acquire is undone (crate::interrupt).
+                    if let Err(e) = interrupt::catch(|_| {}) {
+                        eprintln!("uuidlock: cannot catch signals ({e}); an interrupt may leave files behind");
+                    }
+                    let mut backend = NativeBackend::default();
+                    let code = cli::run(command, &mut backend, &mut out, &mut err);
+                    backend.interrupted.map_or(code, |signal| 128 + signal)
+                }
+                NativeCommand::Run(args) => run::main(args),
                 NativeCommand::Contend(config) => contend::main(config),
                 NativeCommand::Bench(config) => bench::main(config),
                 NativeCommand::Export { dir } => export(&dir),
