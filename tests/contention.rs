@@ -121,3 +121,31 @@ fn fair_handoff_keeps_mutual_exclusion() {
     assert_eq!(report.violations, 0);
     assert_eq!(report.counter, 100);
 }
+
+// Holders that keep the lock three lifetimes without renewing are evicted:
+// contenders break their locks, and each learns it at release. contend
+// reports the evictions (and the overlaps they cause) and exits 1. With
+// self-renewing leases the same run has no eviction and no violation, and
+// fences rise in critical-section order in both.
+#[test]
+fn evictions_are_reported_and_renewing_leases_prevent_them() {
+    let base = ["--processes", "2", "--iterations", "2", "--hold-ms", "600", "--stale-after", "0.2"];
+    let (code, report) = contend(&base);
+    assert_eq!(code, Some(1), "{report:?}");
+    assert!(report.evictions > 0, "{report:?}");
+    assert!(!report.renew);
+    let (code, report) = contend(&[&base[..], &["--renew"]].concat());
+    assert_eq!(code, Some(0), "{report:?}");
+    assert_eq!((report.evictions, report.violations, report.fence_inversions), (0, 0, 0), "{report:?}");
+    assert!(report.renew);
+}
+
+// Fences rise in critical-section order through every runner.
+#[test]
+fn fences_rise_in_critical_section_order() {
+    for runner in ["component", "mixed"] {
+        let (code, report) = contend(&["--processes", "3", "--iterations", "10", "--runner", runner]);
+        assert_eq!(code, Some(0), "{report:?}");
+        assert_eq!(report.fence_inversions, 0, "{runner}: {report:?}");
+    }
+}

@@ -9,6 +9,13 @@
 //! counter equals N*M and that no two critical sections overlap, and reports
 //! throughput, waits and hand-offs.
 //!
+//! Each section also reports the acquisition's fencing number, and the
+//! parent checks that fences strictly increase in critical-section order. A
+//! worker whose release (or lease) says the lock was no longer its own was
+//! *evicted* (its lock broken as stale while it held it): it reports so and
+//! carries on, and the run counts evictions and exits 1. With `--renew`
+//! workers hold self-renewing leases instead of plain guards.
+//!
 //! `--runner none` skips the lock: a control run that shows the checks do
 //! catch a broken lock. The bench runs other lock libraries through the same
 //! checks by giving a worker [`Program`] of their own.
@@ -27,7 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::progress::progress_bar;
 use crate::stats::percentile;
-use crate::{plot, Grant, Locker, Options, Runtime};
+use crate::{cli, plot, Grant, Lease, LockError, Locker, Options, Runtime};
 
 /// The hidden subcommand a worker process runs.
 pub const WORKER_COMMAND: &str = "contend-worker";
@@ -88,7 +95,7 @@ pub struct Program {
 /// A contention run's settings: the flags of `uuidlock contend`.
 #[derive(Args, Clone, Debug)]
 #[command(after_help = "Progress goes to stderr when it is a terminal.
-Exit codes: 0 no violation, 1 violations found, 2 usage error, 4 a worker or I/O failed.")]
+Exit codes: 0 no violation, 1 violations or evictions found, 2 usage error, 4 a worker or I/O failed.")]
 pub struct Config {
     /// Worker processes
     #[arg(long, value_name = "N", default_value = "4", value_parser = at_least_one)]
@@ -124,6 +131,10 @@ pub struct Config {
     /// lock it has just released (component workers)
     #[arg(long)]
     pub fair: bool,
+    /// Component workers hold self-renewing leases (renewed every third of
+    /// --stale-after, or of 30 s without it) instead of plain guards
+    #[arg(long)]
+    pub renew: bool,
     /// Workers run this instead of taking the lock through `runner`; the
     /// lock options above (delay, interval, lifetime, fair) are then the
     /// program's own business and do not apply.
@@ -200,7 +211,7 @@ pub fn main(config: Config) -> i32 {
                     return 4;
                 }
             }
-            if report.violations() == 0 {
+            if report.violations() == 0 && report.evictions() == 0 {
                 0
             } else {
                 1
@@ -220,6 +231,10 @@ pub struct Section {
     pub enter_ns: u128,
     pub exit_ns: u128,
     pub wait: Duration,
+    /// The acquisition's fencing number (0: the worker has none).
+    pub fence: u64,
+    /// The worker learnt at release that its lock had been broken.
+    pub evicted: bool,
 }
 
 /// The outcome of a run.
@@ -247,7 +262,18 @@ impl Report {
     pub fn violations(&self) -> usize {
         let (low, high) = (self.expected(), self.expected() + self.kills.len() as u64);
         let off = if self.counter < low { low - self.counter } else { self.counter.saturating_sub(high) };
-        self.overlaps + off as usize
+        self.overlaps + off as usize + self.fence_inversions()
+    }
+
+    /// Sections whose holder learnt at release that its lock had been broken
+    /// as stale while it held it.
+    pub fn evictions(&self) -> usize {
+        self.sections.iter().filter(|s| s.evicted).count()
+    }
+
+    /// Sections whose fencing number was not larger than every earlier one's.
+    pub fn fence_inversions(&self) -> usize {
+        count_fence_inversions(&self.sections)
     }
 
     /// The longest time from a kill to the next acquisition by anyone: how
@@ -320,8 +346,16 @@ impl Report {
             );
         }
         let _ = writeln!(text, "  overlaps          {}", self.overlaps);
-        let verdict =
-            if self.violations() == 0 { "OK: mutual exclusion held" } else { "VIOLATIONS: mutual exclusion broken" };
+        let fenced = self.sections.iter().filter(|s| s.fence > 0).count();
+        if fenced > 0 {
+            let _ = writeln!(text, "  fences            {} of {fenced} out of order", self.fence_inversions());
+        }
+        let _ = writeln!(text, "  evictions         {}", self.evictions());
+        let verdict = match (self.violations(), self.evictions()) {
+            (0, 0) => "OK: mutual exclusion held",
+            (0, _) => "EVICTIONS: live holders lost their locks (a lifetime too short for this load?)",
+            _ => "VIOLATIONS: mutual exclusion broken",
+        };
         let _ = writeln!(text, "  result            {verdict}");
         text
     }
@@ -347,7 +381,10 @@ impl Report {
             counter: self.counter,
             expected: self.expected(),
             overlaps: self.overlaps,
+            fence_inversions: self.fence_inversions(),
             violations: self.violations(),
+            evictions: self.evictions(),
+            renew: c.renew,
             kills: self.kills.len(),
             longest_gap_after_kill_s: self.longest_gap_after_a_kill().as_secs_f64(),
         }
@@ -385,14 +422,35 @@ pub struct Summary {
     pub expected: u64,
     /// Critical sections that began before an earlier one had ended.
     pub overlaps: usize,
-    /// Overlaps plus lost (or extra) counter updates.
+    /// Sections whose fencing number was not larger than every earlier one's.
+    pub fence_inversions: usize,
+    /// Overlaps, lost (or extra) counter updates, and fence inversions.
     pub violations: usize,
+    /// Holders told at release that their lock had been broken under them.
+    pub evictions: usize,
+    /// Workers held self-renewing leases.
+    pub renew: bool,
     pub kills: usize,
     pub longest_gap_after_kill_s: f64,
 }
 
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+/// Counts sections (sorted by entry) whose fencing number is not larger than
+/// every earlier one's, as a resource that refuses old fences would judge
+/// them; sections without a fence (0) are not judged.
+fn count_fence_inversions(sorted: &[Section]) -> usize {
+    let mut highest = 0;
+    let mut inversions = 0;
+    for fence in sorted.iter().map(|s| s.fence).filter(|&fence| fence > 0) {
+        if fence <= highest {
+            inversions += 1;
+        }
+        highest = highest.max(fence);
+    }
+    inversions
 }
 
 /// Counts sections that start before an earlier one has ended.
@@ -631,20 +689,34 @@ fn worker_args(config: &Config, dir: &Path, worker: usize, iterations: usize) ->
     if config.fair {
         args.push("--fair".into());
     }
+    if config.renew {
+        args.push("--renew".into());
+    }
     args
 }
 
+/// `[evicted] ENTER_NS EXIT_NS WAIT_NS [FENCE]` (other programs' workers
+/// print no fence).
 fn parse_section(worker: usize, line: &str) -> Result<Section> {
-    let fields: Vec<u128> = line
+    let (evicted, numbers) = match line.strip_prefix(EVICTED) {
+        Some(rest) => (true, rest),
+        None => (false, line),
+    };
+    let fields: Vec<u128> = numbers
         .split_whitespace()
         .map(str::parse)
         .collect::<Result<_, _>>()
         .with_context(|| format!("worker {worker} printed {line:?}"))?;
-    let [enter_ns, exit_ns, wait_ns] = fields[..] else {
-        bail!("worker {worker} printed {line:?}");
+    let (enter_ns, exit_ns, wait_ns, fence) = match fields[..] {
+        [enter, exit, wait] => (enter, exit, wait, 0),
+        [enter, exit, wait, fence] => (enter, exit, wait, fence as u64),
+        _ => bail!("worker {worker} printed {line:?}"),
     };
-    Ok(Section { worker, enter_ns, exit_ns, wait: Duration::from_nanos(wait_ns as u64) })
+    Ok(Section { worker, enter_ns, exit_ns, wait: Duration::from_nanos(wait_ns as u64), fence, evicted })
 }
+
+/// What a worker prints before a section whose lock was broken under it.
+const EVICTED: &str = "evicted ";
 
 fn now_ns() -> u128 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos()
@@ -666,20 +738,39 @@ pub fn worker_main(config: Config) -> i32 {
 /// How a worker takes and releases the lock.
 enum Taker {
     Component(Locker),
+    /// Component workers holding self-renewing leases (`--renew`).
+    Lease(Locker),
     Command(Runtime, Vec<Grant>),
     None,
 }
 
+/// A lock a worker holds.
+enum Held {
+    Token(String),
+    Lease(Box<Lease>),
+    Nothing,
+}
+
 impl Taker {
-    fn acquire(&self, lock: &Path, options: &Options) -> Result<Option<String>> {
+    /// Takes the lock; what is held, and the fence (0 without a lock).
+    fn acquire(&self, lock: &Path, options: &Options) -> Result<(Held, u64)> {
         match self {
-            Taker::Component(locker) => Ok(Some(locker.acquire(lock, options)?.into_token().into_string())),
+            Taker::Component(locker) => {
+                let acquired = locker.acquire(lock, options)?.into_acquired();
+                Ok((Held::Token(acquired.token.into_string()), acquired.fence))
+            }
+            Taker::Lease(locker) => {
+                let lease = locker.lease(lock, options)?;
+                let fence = lease.fence();
+                Ok((Held::Lease(Box::new(lease)), fence))
+            }
             Taker::Command(runtime, grants) => {
                 let lock = lock.to_str().context("the lock path is not UTF-8")?;
                 let seconds = |d: Duration| d.as_secs_f64().to_string();
                 let mut args = vec![
                     "acquire".to_owned(),
                     lock.to_owned(),
+                    "--fence".into(),
                     "--verification-delay".into(),
                     seconds(options.verification_delay),
                     "--retry-interval".into(),
@@ -693,23 +784,35 @@ impl Taker {
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 let output = runtime.run_command(&args, grants)?;
                 ensure!(output.code == 0, "acquire exited {}: {}", output.code, output.stderr.trim());
-                Ok(Some(output.stdout.trim().to_owned()))
+                let (token, fence) =
+                    output.stdout.trim().split_once(' ').context("acquire --fence printed no fence")?;
+                Ok((Held::Token(token.to_owned()), fence.parse().context("acquire --fence printed a bad fence")?))
             }
-            Taker::None => Ok(None),
+            Taker::None => Ok((Held::Nothing, 0)),
         }
     }
 
-    fn release(&self, lock: &Path, token: Option<String>) -> Result<()> {
-        let Some(token) = token else { return Ok(()) };
-        match self {
-            Taker::Component(locker) => Ok(locker.release(lock, &token)?),
-            Taker::Command(runtime, grants) => {
+    /// Releases the lock; `true` when it turned out to have been broken
+    /// under us (an eviction), so that there was nothing to release.
+    fn release(&self, lock: &Path, held: Held) -> Result<bool> {
+        let evicted = |result: Result<(), LockError>| match result {
+            Ok(()) => Ok(false),
+            Err(LockError::NotOwner) => Ok(true),
+            Err(e) => Err(anyhow::Error::from(e)),
+        };
+        match (self, held) {
+            (_, Held::Lease(lease)) => evicted(lease.release()),
+            (Taker::Component(locker), Held::Token(token)) => evicted(locker.release(lock, &token)),
+            (Taker::Command(runtime, grants), Held::Token(token)) => {
                 let lock = lock.to_str().context("the lock path is not UTF-8")?;
                 let output = runtime.run_command(&["release", lock, &token], grants)?;
-                ensure!(output.code == 0, "release exited {}: {}", output.code, output.stderr.trim());
-                Ok(())
+                match output.code {
+                    0 => Ok(false),
+                    cli::exit::NOT_OWNER => Ok(true),
+                    code => bail!("release exited {code}: {}", output.stderr.trim()),
+                }
             }
-            Taker::None => Ok(()),
+            _ => Ok(false),
         }
     }
 }
@@ -718,6 +821,9 @@ fn work(config: &Config) -> Result<()> {
     let dir = config.dir.as_deref().context("a worker needs --dir")?;
     let runtime = Runtime::new()?;
     let taker = match config.runner {
+        Runner::Component | Runner::Mixed if config.renew => {
+            Taker::Lease(Locker::new(&runtime, &[dir])?.fair_handoff(config.fair))
+        }
         Runner::Component | Runner::Mixed => Taker::Component(Locker::new(&runtime, &[dir])?.fair_handoff(config.fair)),
         Runner::Command => Taker::Command(runtime, vec![crate::paths::grant(dir)?]),
         Runner::None => Taker::None,
@@ -733,7 +839,7 @@ fn work(config: &Config) -> Result<()> {
     }
     for _ in 0..config.iterations {
         let asked = Instant::now();
-        let token = taker.acquire(&lock, &options)?;
+        let (held, fence) = taker.acquire(&lock, &options)?;
         let wait = asked.elapsed();
         let enter_ns = now_ns();
         // The non-atomic read-modify-write that only mutual exclusion keeps whole.
@@ -744,8 +850,8 @@ fn work(config: &Config) -> Result<()> {
         std::fs::write(&counter_aside, (value + 1).to_string())?;
         std::fs::rename(&counter_aside, &counter)?;
         let exit_ns = now_ns();
-        taker.release(&lock, token)?;
-        writeln!(out, "{enter_ns} {exit_ns} {}", wait.as_nanos())?;
+        let evicted = if taker.release(&lock, held)? { EVICTED } else { "" };
+        writeln!(out, "{evicted}{enter_ns} {exit_ns} {} {fence}", wait.as_nanos())?;
         out.flush()?;
     }
     Ok(())
@@ -756,7 +862,25 @@ mod tests {
     use super::*;
 
     fn section(worker: usize, enter_ns: u128, exit_ns: u128) -> Section {
-        Section { worker, enter_ns, exit_ns, wait: Duration::ZERO }
+        Section { worker, enter_ns, exit_ns, wait: Duration::ZERO, fence: 0, evicted: false }
+    }
+
+    #[test]
+    fn fences_must_rise_in_section_order() {
+        let fenced = |fence, enter| Section { fence, ..section(0, enter, enter + 1) };
+        assert_eq!(count_fence_inversions(&[fenced(1, 0), fenced(2, 10), fenced(5, 20)]), 0);
+        assert_eq!(count_fence_inversions(&[fenced(1, 0), fenced(3, 10), fenced(2, 20), fenced(3, 30)]), 2);
+        // Workers without fences (other programs) are not judged.
+        assert_eq!(count_fence_inversions(&[fenced(0, 0), fenced(0, 10)]), 0);
+    }
+
+    #[test]
+    fn worker_lines_parse_with_and_without_fence_and_eviction() {
+        let plain = parse_section(3, "10 20 5").unwrap();
+        assert_eq!((plain.worker, plain.enter_ns, plain.fence, plain.evicted), (3, 10, 0, false));
+        let evicted = parse_section(1, "evicted 10 20 5 42").unwrap();
+        assert_eq!((evicted.fence, evicted.evicted), (42, true));
+        assert!(parse_section(0, "10 20").is_err() && parse_section(0, "evicted x").is_err());
     }
 
     #[test]
