@@ -130,11 +130,13 @@ pub enum LockCommand {
     #[command(after_help = "Exit codes: 0 released, 3 not held by TOKEN (nothing deleted; also when the lock was
 broken as stale), 2 malformed TOKEN, 4 outside the sandbox or I/O error.")]
     Release(PathToken),
-    /// Extend a lock's lifetime
+    /// Renew a lock that has a lifetime
     ///
-    /// Extends the lifetime of a lock taken with --stale-after: contenders see
-    /// that its holder is alive. Refresh well within the lifetime (every third
-    /// of it).
+    /// Renews a lock taken with --stale-after: rewrites the holder's
+    /// heartbeat file, so that contenders see it is alive, and checks the
+    /// lock is still held by TOKEN. It never rewrites the lock file, so a
+    /// late renewal cannot harm a later holder. Renew well within the
+    /// lifetime (every third of it), or let `uuidlock run` do it.
     #[command(after_help = "Exit codes: 0 refreshed (or held without a lifetime), 3 no longer held by TOKEN
 (broken as stale, or released), 2 malformed TOKEN, 4 outside the sandbox or I/O error.")]
     Refresh(PathToken),

@@ -11,6 +11,8 @@
 //!    - `component`: the component through the host API, instance reused;
 //!    - `command`: the command module, one instantiation per call, as a
 //!      script's `wasmtime run` would (but without process start);
+//!    - `component renewal`: one renewal (refresh) of a held lock with a
+//!      lifetime, what a lease does every third of its lifetime;
 //!    - with `--anchors`, Python's uuid-filelock (delay 0 and its default
 //!      0.1 s), filelock.SoftFileLock and flufl.lock, from a venv the bench
 //!      makes.
@@ -237,6 +239,8 @@ fn uncontended(config: &Config, dir: &Path) -> Result<Vec<Latency>> {
     let grants = [Grant { host: dir.to_path_buf(), guest: "/bench".into() }];
     let fast = Options { verification_delay: Duration::ZERO, ..Options::default() };
     let (floor, native, component) = (lock("floor.lock")?, lock("native.lock")?, lock("component.lock")?);
+    let lifetime = Options { stale_after: Some(Duration::from_secs(600)), ..fast.clone() };
+    let renewed = locker.acquire(lock("renewed.lock")?, &lifetime)?;
     let mut subjects: Vec<Subject> = vec![
         ("floor", Box::new(|| syscall_floor(&floor))),
         (
@@ -247,6 +251,8 @@ fn uncontended(config: &Config, dir: &Path) -> Result<Vec<Latency>> {
             }),
         ),
         ("component", Box::new(|| Ok(locker.acquire(&component, &fast)?.release()?))),
+        // One renewal of a held lease-like lock (not an acquire+release).
+        ("component renewal", Box::new(|| Ok(renewed.refresh()?))),
         (
             "command",
             Box::new(|| {
