@@ -14,8 +14,8 @@
 //! taker that stalls for any length of time and then wakes cannot set the
 //! counter back, because its rename of the old name fails. The numbers live
 //! outside the lock file, so they survive its deletion on release, crashes
-//! and stale breaks. The first taker finds the directory empty (or missing)
-//! and creates `1` exclusively.
+//! and stale breaks. The first taker finds no directory and makes it, with
+//! `0` inside, so the first number is 1.
 //!
 //! # Why the holder's number is larger than every earlier holder's
 //!
@@ -31,13 +31,18 @@
 //! which is larger than everyone's, but its read-back then fails and the
 //! number is never used. Numbers are therefore increasing but may skip.
 //!
-//! A listing of the directory that misses the latest name (a caching network
-//! client) makes a rename fail, never succeed wrongly. A stray second file
-//! (two first takers racing on an empty directory, one of them stalled) is
-//! harmless: the largest name is the counter, and smaller ones are removed
-//! when seen.
+//! The directory appears whole: it is built under a staging name with `0`
+//! inside and renamed into place, so there is never an empty counter and
+//! never a second file. A name that exists is therefore the counter, and a
+//! taker first tries the number it took last (kept per thread, which in the
+//! guest is per component instance): one rename, no listing, when nobody
+//! else took one since. If someone did, the rename fails and the taker
+//! lists the directory. A listing that misses the latest name (a caching
+//! network client) makes the rename fail and retry, never succeed wrongly.
 
-use std::fs::{self, OpenOptions};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fs;
 use std::io;
 
 use crate::files::io_error;
@@ -47,6 +52,11 @@ use crate::LockError;
 /// numbers, one at a time, plus the rare stalled former holder, so this is
 /// never reached in practice.
 const MAX_TRIES: usize = 64;
+
+thread_local! {
+    /// The number this thread (guest instance) took last, by counter directory.
+    static LAST: RefCell<HashMap<String, u64>> = RefCell::new(HashMap::new());
+}
 
 /// The counter's directory for the lock at `lock`.
 pub fn dir(lock: &str) -> String {
@@ -60,19 +70,25 @@ pub fn dir(lock: &str) -> String {
 /// [`MAX_TRIES`] times in a row.
 pub fn take(lock: &str) -> Result<u64, LockError> {
     let dir = dir(lock);
+    let mut guess = LAST.with_borrow(|last| last.get(&dir).copied());
     for _ in 0..MAX_TRIES {
-        let taken = match latest(&dir)? {
-            None => OpenOptions::new().write(true).create_new(true).open(format!("{dir}/1")).map(|_| 1),
-            Some(n) => fs::rename(format!("{dir}/{n}"), format!("{dir}/{}", n + 1)).map(|()| n + 1),
+        let current = match guess.take() {
+            Some(n) => n,
+            None => match latest(&dir)? {
+                Some(n) => n,
+                None => {
+                    create(&dir)?;
+                    continue;
+                }
+            },
         };
-        match taken {
-            // A first `1` made after someone had already moved the counter
-            // on (our listing was older than their rename) is a stray: the
-            // counter file always exists once made, so a look now shows it.
-            Ok(1) if latest(&dir)? != Some(1) => continue,
-            Ok(number) => return Ok(number),
-            // Someone took a number first: look again.
-            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::AlreadyExists) => continue,
+        match fs::rename(format!("{dir}/{current}"), format!("{dir}/{}", current + 1)) {
+            Ok(()) => {
+                LAST.with_borrow_mut(|last| last.insert(dir, current + 1));
+                return Ok(current + 1);
+            }
+            // Someone took a number first (or the guess was old): look again.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(io_error(&dir, "take a fencing number in", e)),
         }
     }
@@ -84,40 +100,51 @@ pub fn take(lock: &str) -> Result<u64, LockError> {
 /// # Errors
 /// An I/O error reading the counter's directory.
 pub fn current(lock: &str) -> Result<Option<u64>, LockError> {
-    match fs::read_dir(dir(lock)) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_error(&dir(lock), "read", e)),
-        Ok(entries) => Ok(entries.filter_map(|entry| number(&entry.ok()?.file_name().to_string_lossy())).max()),
-    }
+    Ok(latest(&dir(lock))?.filter(|&n| n > 0))
 }
 
-/// The largest number in `dir`, creating the directory if it is missing and
-/// removing stray smaller numbers (a stray `1` is removed by the next look).
+/// The counter in `dir`: `None` when there is no directory yet.
 fn latest(dir: &str) -> Result<Option<u64>, LockError> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return match fs::create_dir(dir) {
-                Ok(()) => Ok(None),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(None),
-                Err(e) => Err(io_error(dir, "create", e)),
-            };
-        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_error(dir, "read", e)),
     };
-    let mut numbers: Vec<u64> =
-        entries.filter_map(|entry| number(&entry.ok()?.file_name().to_string_lossy())).collect();
-    numbers.sort_unstable();
-    let latest = numbers.pop();
-    for stray in numbers {
-        let _ = fs::remove_file(format!("{dir}/{stray}"));
+    match entries.filter_map(|entry| number(&entry.ok()?.file_name().to_string_lossy())).max() {
+        Some(n) => Ok(Some(n)),
+        // Never made by uuidlock, which renames the directory into place
+        // with its counter inside.
+        None => Err(LockError::Io(format!(
+            "{dir} holds no fencing counter (was it emptied by hand?); remove the directory to start counting again"
+        ))),
     }
-    Ok(latest)
 }
 
-/// A counter file's name: decimal digits without a leading zero.
+/// Makes the counter's directory with `0` inside: built aside, renamed into
+/// place. If another taker's is there first, ours is removed.
+fn create(dir: &str) -> Result<(), LockError> {
+    // Named as staged markers are (`<PATH>.<UUID>.new`), which the lock
+    // name's length limit already allows for.
+    let lock = dir.strip_suffix(".fence").unwrap_or(dir);
+    let staged = format!("{lock}.{}.new", uuid::Uuid::new_v4().hyphenated());
+    let made = fs::create_dir(&staged)
+        .and_then(|()| fs::File::create(format!("{staged}/0")))
+        .map_err(|e| io_error(dir, "create", e));
+    let placed = made.and_then(|_| match fs::rename(&staged, dir) {
+        Ok(()) => Ok(()),
+        // Someone else's counter is in place (EEXIST or ENOTEMPTY): use it.
+        Err(_) if fs::metadata(dir).is_ok_and(|meta| meta.is_dir()) => Ok(()),
+        Err(e) => Err(io_error(dir, "create", e)),
+    });
+    let _ = fs::remove_file(format!("{staged}/0"));
+    let _ = fs::remove_dir(&staged);
+    placed
+}
+
+/// A counter file's name: decimal digits without a leading zero (or `0`).
 fn number(name: &str) -> Option<u64> {
-    let canonical = !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()) && !name.starts_with('0');
+    let canonical =
+        !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()) && (name == "0" || !name.starts_with('0'));
     canonical.then(|| name.parse().ok()).flatten()
 }
 
@@ -154,14 +181,22 @@ mod tests {
     }
 
     #[test]
-    fn a_stray_smaller_number_is_ignored_and_removed() {
+    fn an_old_guess_falls_back_to_the_listing() {
+        let (_dir, lock) = lock();
+        assert_eq!(take(&lock).unwrap(), 1);
+        // Another process moves the counter on; this thread's guess is old.
+        fs::rename(format!("{}/1", dir(&lock)), format!("{}/9", dir(&lock))).unwrap();
+        assert_eq!(take(&lock).unwrap(), 10);
+        assert_eq!(take(&lock).unwrap(), 11);
+    }
+
+    #[test]
+    fn an_emptied_counter_is_an_error_not_a_restart() {
         let (_dir, lock) = lock();
         take(&lock).unwrap();
-        take(&lock).unwrap();
-        fs::write(format!("{}/1", dir(&lock)), "").unwrap(); // a stalled first taker's create
-        assert_eq!(current(&lock).unwrap(), Some(2));
-        assert_eq!(take(&lock).unwrap(), 3);
-        assert_eq!(fs::read_dir(dir(&lock)).unwrap().count(), 1);
+        fs::remove_file(format!("{}/1", dir(&lock))).unwrap();
+        assert!(matches!(take(&lock), Err(LockError::Io(_))));
+        assert!(matches!(current(&lock), Err(LockError::Io(_))));
     }
 
     #[test]

@@ -43,7 +43,8 @@
 //! uuidlock never deletes it.
 //!
 //! Beside a lock file `<PATH>`, uuidlock briefly creates `<PATH>.<UUID>.new`
-//! (a marker staged before it is linked into place) and `<PATH>.<UUID>.claim`
+//! (a marker staged before it is linked into place, or the fencing counter's
+//! directory staged before it is renamed into place) and `<PATH>.<UUID>.claim`
 //! (the right to remove the lock instance with that UUID), keeps
 //! `<PATH>.<UUID>.beat` while a lock with a lifetime is held, and keeps the
 //! fencing counter in the directory `<PATH>.fence/` ([`crate::fence`]); see

@@ -258,7 +258,7 @@ pub fn acquire(path: &str, options: &Options) -> Result<Acquired, LockError> {
     check_lock_path(path)?;
     options.check()?;
     let token = Token::generate(&options.prefix).map_err(LockError::InvalidOptions)?;
-    acquire_as(path, token, options)
+    take(path, token, options)
 }
 
 /// As [`acquire`], with a token the caller made (a fresh one, from
@@ -273,9 +273,16 @@ pub fn acquire(path: &str, options: &Options) -> Result<Acquired, LockError> {
 pub fn acquire_as(path: &str, token: Token, options: &Options) -> Result<Acquired, LockError> {
     check_lock_path(path)?;
     options.check()?;
+    // A fresh token never holds the lock; a caller-made one might.
     if held_by(path, &token).is_ok() {
         return Err(LockError::AlreadyHeld(format!("{path} is already held with token {token}; release it first")));
     }
+    take(path, token, options)
+}
+
+/// The acquire loop, for a valid path and options and a token that does not
+/// hold the lock.
+fn take(path: &str, token: Token, options: &Options) -> Result<Acquired, LockError> {
     let marker = Held::new(token.clone(), options.stale_after).encode();
     // No deadline when there is no timeout, or when it is too far to compute.
     let deadline = options.timeout.and_then(|timeout| Instant::now().checked_add(timeout));
