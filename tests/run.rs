@@ -140,7 +140,9 @@ fn a_killed_run_frees_the_lock_within_a_lifetime() {
     let lock = sandbox.lock("job.lock");
     let lock_path = lock.to_str().unwrap();
     let started = sandbox.lock("started");
-    let script = format!("touch {}; exec sleep 60", started.display());
+    // The shell writes its pid, which `exec` hands to sleep, then renames
+    // the file into place so that the test never reads it half written.
+    let script = format!("echo $$ > {0}.new && mv {0}.new {0}; exec sleep 60", started.display());
     let mut child = spawn(&["run", lock_path, "--stale-after", "0.5", "--", "sh", "-c", &script]);
     wait_for(&started);
     child.kill().unwrap();
@@ -151,7 +153,9 @@ fn a_killed_run_frees_the_lock_within_a_lifetime() {
     let waited = start.elapsed();
     assert!(waited >= Duration::from_millis(400), "broken after {waited:?}, before the lifetime");
     // The orphaned sleep is the test's to end.
-    let _ = Command::new("pkill").args(["-f", &format!("touch {}", started.display())]).status();
+    let sleeper: i32 = std::fs::read_to_string(&started).unwrap().trim().parse().unwrap();
+    // SAFETY: kill(2) on the pid the test's own shell reported.
+    unsafe { libc::kill(sleeper, libc::SIGKILL) };
 }
 
 // SIGINT at random moments of `uuidlock acquire` (waiting, staging, in the
