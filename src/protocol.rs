@@ -966,4 +966,22 @@ mod tests {
         assert!(matches!(acquire_as(&path, token.clone(), &once()), Err(LockError::AlreadyHeld(_))));
         release(&path, token.as_str()).unwrap();
     }
+
+    // A token from another lock path is not-owner for release and refresh,
+    // and neither lock, heartbeat nor fence changes.
+    #[test]
+    fn a_token_from_another_lock_changes_nothing() {
+        let (dir, a) = lock_in_temp_dir();
+        let b = dir.path().join("other.lock").to_str().unwrap().to_owned();
+        let token_a = acquire(&a, &with_lifetime(Duration::from_secs(60))).unwrap();
+        let token_b = acquire(&b, &with_lifetime(Duration::from_secs(60))).unwrap();
+        refresh(&b, token_b.as_str()).unwrap();
+        let before = |path: &str, token: &Token| {
+            (fs::read(path).unwrap(), fs::read(claim::beat_path(path, token)).ok(), fence::current(path).unwrap())
+        };
+        let (was_a, was_b) = (before(&a, &token_a), before(&b, &token_b));
+        assert_eq!(release(&b, token_a.as_str()), Err(LockError::NotOwner));
+        assert_eq!(refresh(&b, token_a.as_str()), Err(LockError::NotOwner));
+        assert_eq!((before(&a, &token_a), before(&b, &token_b)), (was_a, was_b));
+    }
 }
