@@ -38,7 +38,7 @@ use anyhow::{bail, ensure, Context, Result};
 use clap::{Args, FromArgMatches};
 use serde::{Deserialize, Serialize};
 
-use crate::contend;
+use crate::contend::{self, at_least_one};
 use crate::progress::progress_bar;
 use crate::stats::percentile;
 use crate::{engine, plot, Grant, Locker, Options, Runtime};
@@ -87,11 +87,6 @@ impl Default for Config {
         let command = Config::augment_args(clap::Command::new("bench"));
         Config::from_arg_matches(&command.get_matches_from(["bench"])).expect("the defaults parse")
     }
-}
-
-/// A count of 1 or more.
-fn at_least_one(text: &str) -> Result<usize, String> {
-    text.parse().ok().filter(|&n| n >= 1).ok_or_else(|| "must be a whole number, 1 or more".into())
 }
 
 /// `uuidlock bench`: returns the exit code.

@@ -157,8 +157,8 @@ impl Default for Config {
     }
 }
 
-/// A count of 1 or more.
-fn at_least_one(text: &str) -> Result<usize, String> {
+/// A count of 1 or more (for clap).
+pub(crate) fn at_least_one(text: &str) -> Result<usize, String> {
     text.parse().ok().filter(|&n| n >= 1).ok_or_else(|| "must be a whole number, 1 or more".into())
 }
 

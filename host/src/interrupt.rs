@@ -13,9 +13,12 @@
 //! Nothing here runs unless the binary calls [`catch`]: a library user's
 //! process keeps its own signal handling.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+
+use crate::{LockError, Locker, Token};
 
 /// The signal that asked to interrupt; 0 for none.
 static REQUESTED: AtomicI32 = AtomicI32::new(0);
@@ -48,4 +51,27 @@ pub fn catch(forward: impl Fn(i32) + Send + 'static) -> std::io::Result<()> {
         }
     })?;
     Ok(())
+}
+
+/// How an acquire with a caller-made token ended.
+pub enum Settled<T> {
+    /// No interrupt: the acquire's own result.
+    Done(Result<T, LockError>),
+    /// An interrupt came: whatever the acquire took was dropped and undone.
+    Interrupted { signal: i32, message: String },
+}
+
+/// Settles an acquire of the lock file `file` with `token` that returned
+/// `taken`: if an interrupt was requested meanwhile, `taken` is dropped (a
+/// guard or lease releases) and the acquire undone
+/// ([`Locker::undo_acquire`]), whatever point it had reached.
+pub fn settle<T>(locker: &Locker, file: &Path, token: &Token, taken: Result<T, LockError>) -> Settled<T> {
+    let Some(signal) = requested() else { return Settled::Done(taken) };
+    drop(taken);
+    let undone = match locker.undo_acquire(file, token) {
+        Ok(()) => "nothing of it was left behind".to_owned(),
+        Err(e) => format!("undoing it failed: {e}"),
+    };
+    let message = format!("interrupted by signal {signal} while acquiring {}; {undone}", file.display());
+    Settled::Interrupted { signal, message }
 }

@@ -7,9 +7,9 @@ use std::process::exit;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use clap_complete::Shell;
+use uuidlock_host::interrupt::{self, Settled};
 use uuidlock_host::{
-    bench, cli, contend, engine, interrupt, paths, run, Acquired, Guard, LockError, Locker, Options, Runtime, Status,
-    Token,
+    bench, cli, contend, engine, paths, run, Acquired, Guard, LockError, Locker, Options, Runtime, Status, Token,
 };
 
 /// The native binary's arguments: the lock commands, and its own.
@@ -124,14 +124,14 @@ impl cli::Backend for NativeBackend {
         // Our own token, known before the call, so that an interrupted call
         // can be undone (crate::interrupt).
         let token = Token::generate(&options.prefix).map_err(LockError::InvalidOptions)?;
-        let result = locker.acquire_as(&file, token.clone(), options).map(Guard::into_acquired);
-        let Some(signal) = interrupt::requested() else { return result };
-        self.interrupted = Some(signal);
-        let undone = match locker.undo_acquire(&file, &token) {
-            Ok(()) => "nothing of it was left behind".to_owned(),
-            Err(e) => format!("undoing it failed: {e}"),
-        };
-        Err(LockError::Io(format!("interrupted by signal {signal} while acquiring {path}; {undone}")))
+        let taken = locker.acquire_as(&file, token.clone(), options).map(Guard::into_acquired);
+        match interrupt::settle(&locker, &file, &token, taken) {
+            Settled::Done(result) => result,
+            Settled::Interrupted { signal, message } => {
+                self.interrupted = Some(signal);
+                Err(LockError::Io(message))
+            }
+        }
     }
     fn release(&mut self, path: &str, token: &str) -> Result<(), LockError> {
         let (locker, file) = self.locker_for(path)?;

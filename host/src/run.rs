@@ -27,8 +27,9 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::cli::{self, AcquireOptions};
+use crate::interrupt::{self, Settled};
 use crate::lease::DEFAULT_LIFETIME;
-use crate::{interrupt, paths, Lease, LockError, Locker, Lost, Options, Runtime, Token};
+use crate::{paths, Lease, LockError, Locker, Lost, Options, Runtime, Token};
 
 /// The exit codes of `uuidlock run` that are its own (otherwise it exits
 /// with the command's status).
@@ -184,13 +185,10 @@ fn take(path: &str, options: &Options) -> Result<Lease, Taken> {
         .map_err(|e| Taken::Failed(LockError::Io(format!("cannot grant {}: {e:#}", dir.display()))))?;
     let token = Token::generate(&options.prefix).map_err(|why| Taken::Failed(LockError::InvalidOptions(why)))?;
     let taken = locker.lease_as(&file, token.clone(), options);
-    let Some(signal) = interrupt::requested() else { return taken.map_err(Taken::Failed) };
-    drop(taken); // a lease taken just before the signal is released here
-    let undone = match locker.undo_acquire(&file, &token) {
-        Ok(()) => "nothing of it was left behind".to_owned(),
-        Err(e) => format!("undoing it failed: {e}"),
-    };
-    Err(Taken::Interrupted(signal, format!("interrupted by signal {signal} while acquiring {path}; {undone}")))
+    match interrupt::settle(&locker, &file, &token, taken) {
+        Settled::Done(result) => result.map_err(Taken::Failed),
+        Settled::Interrupted { signal, message } => Err(Taken::Interrupted(signal, message)),
+    }
 }
 
 /// Sends `signal` to the process `pid` (nothing for pid 0: no child yet).
