@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::files::{self, Created};
-use crate::format::{self, Held, Marker, Token};
+use crate::format::{self, beat_path, claim_path, staged_path, Held, Marker, Token};
 use crate::LockError;
 
 /// How many bytes the longest name derived from a lock file's name adds to
@@ -34,22 +34,6 @@ pub const DERIVED_NAME_EXTRA: usize = 1 + 36 + ".claim".len();
 /// crash in the middle of a claim, so real chains are short. Past it the
 /// contender simply keeps waiting.
 const MAX_CHAIN: usize = 64;
-
-/// The claim on the instance with `token` (the lock itself, or a claim) of
-/// the lock at `lock`.
-pub fn claim_path(lock: &str, token: &Token) -> String {
-    format!("{lock}.{}.claim", token.uuid())
-}
-
-/// A staging file beside the lock at `lock`, unique to `token`.
-pub fn staged_path(lock: &str, token: &Token) -> String {
-    format!("{lock}.{}.new", token.uuid())
-}
-
-/// The heartbeat of the instance with `token` of the lock at `lock`.
-pub fn beat_path(lock: &str, token: &Token) -> String {
-    format!("{lock}.{}.beat", token.uuid())
-}
 
 /// What a contender sees of an instance: the file's bytes and, for a
 /// uuidlock marker with a lifetime, its holder's heartbeat (`None` before the

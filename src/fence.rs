@@ -46,6 +46,7 @@ use std::fs;
 use std::io;
 
 use crate::files::io_error;
+use crate::format::{self, Token};
 use crate::LockError;
 
 /// How many times a taker looks again after losing a race. Only holders take
@@ -126,7 +127,7 @@ fn create(dir: &str) -> Result<(), LockError> {
     // Named as staged markers are (`<PATH>.<UUID>.new`), which the lock
     // name's length limit already allows for.
     let lock = dir.strip_suffix(".fence").unwrap_or(dir);
-    let staged = format!("{lock}.{}.new", uuid::Uuid::new_v4().hyphenated());
+    let staged = format::staged_path(lock, &Token::generate("").map_err(LockError::Io)?);
     let made = fs::create_dir(&staged)
         .and_then(|()| fs::File::create(format!("{staged}/0")))
         .map_err(|e| io_error(dir, "create", e));

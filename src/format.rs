@@ -201,6 +201,24 @@ impl Held {
     }
 }
 
+/// The claim on the instance with `token` (the lock itself, or a claim) of
+/// the lock at `lock`: `<PATH>.<UUID>.claim`.
+pub fn claim_path(lock: &str, token: &Token) -> String {
+    format!("{lock}.{}.claim", token.uuid())
+}
+
+/// A staging name beside the lock at `lock`, unique to `token`:
+/// `<PATH>.<UUID>.new`.
+pub fn staged_path(lock: &str, token: &Token) -> String {
+    format!("{lock}.{}.new", token.uuid())
+}
+
+/// The heartbeat of the instance with `token` of the lock at `lock`:
+/// `<PATH>.<UUID>.beat`.
+pub fn beat_path(lock: &str, token: &Token) -> String {
+    format!("{lock}.{}.beat", token.uuid())
+}
+
 /// Fresh heartbeat bytes: different every time, which is all that counts.
 pub fn beat() -> Vec<u8> {
     format!("uuidlock-beat/1?nonce={}\n", uuid::Uuid::new_v4().hyphenated()).into_bytes()

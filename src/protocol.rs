@@ -334,7 +334,7 @@ fn try_once(
     // never judged stale: a lock with a lifetime needs them.
     let fallback = if options.stale_after.is_some() { Fallback::Never } else { Fallback::Allowed };
     for _ in 0..2 {
-        let published = files::publish(path, &claim::staged_path(path, token), marker, fallback).map_err(|e| {
+        let published = files::publish(path, &format::staged_path(path, token), marker, fallback).map_err(|e| {
             // A directory or a link at the path explains the failure best.
             files::check_not_link_or_dir(path).err().unwrap_or(e)
         });
@@ -406,7 +406,7 @@ fn release_token(path: &str, token: &Token) -> Result<(), LockError> {
     claim::with_claim(path, token, lifetime, || {
         held_by(path, token)?;
         let removed = files::remove(path)?;
-        let _ = files::remove(&claim::beat_path(path, token));
+        let _ = files::remove(&format::beat_path(path, token));
         Ok(removed)
     })?
     .filter(|&removed| removed)
@@ -431,7 +431,7 @@ pub fn refresh(path: &str, token: &str) -> Result<(), LockError> {
         Ok(_) => renew(path, &token, &|_| ()),
         Err(e) => {
             // Lost: the heartbeat an earlier renewal wrote speaks for nobody.
-            let _ = files::remove(&claim::beat_path(path, &token));
+            let _ = files::remove(&format::beat_path(path, &token));
             Err(e)
         }
     }
@@ -450,10 +450,10 @@ pub(crate) enum RenewStep {
 /// ever speak for our own instance; a successor's is another file. If the
 /// lock is no longer ours, the heartbeat we just wrote is removed again.
 pub(crate) fn renew(path: &str, token: &Token, pause: &dyn Fn(RenewStep)) -> Result<(), LockError> {
-    let beat = claim::beat_path(path, token);
+    let beat = format::beat_path(path, token);
     // A staging name of its own: one left behind by anything else cannot
     // block a renewal.
-    let staged = claim::staged_path(path, &Token::generate("").map_err(LockError::Io)?);
+    let staged = format::staged_path(path, &Token::generate("").map_err(LockError::Io)?);
     pause(RenewStep::BeforeBeat);
     files::replace(&beat, &staged, &format::beat())?;
     pause(RenewStep::BeforeCheck);
@@ -487,7 +487,7 @@ pub fn status(path: &str) -> Result<Option<Status>, LockError> {
     // Released in between: report the marker we read, with no age.
     let age = files::age(path).unwrap_or_default();
     let renewed = match &marker {
-        Marker::Uuidlock(held) if held.stale_after.is_some() => files::age(&claim::beat_path(path, &held.token)).ok(),
+        Marker::Uuidlock(held) if held.stale_after.is_some() => files::age(&format::beat_path(path, &held.token)).ok(),
         _ => None,
     };
     Ok(Some(Status { marker, age, renewed, fence: fence::current(path)? }))
@@ -707,7 +707,7 @@ mod tests {
         let token = acquire(&path, &Options { timeout: Some(Duration::from_secs(10)), ..fast() }).unwrap();
         assert!(start.elapsed() >= Duration::from_millis(40), "broken before its lifetime");
         assert!(holds(&path, token.as_str()).unwrap());
-        assert!(!fs::exists(claim::claim_path(&path, &token)).unwrap());
+        assert!(!fs::exists(format::claim_path(&path, &token)).unwrap());
     }
 
     #[test]
@@ -740,7 +740,7 @@ mod tests {
         assert_eq!(held.token, token);
         assert!(renewed.is_some_and(|ago| ago < Duration::from_millis(300)), "{renewed:?}");
         release(&path, token.as_str()).unwrap();
-        assert!(!fs::exists(claim::beat_path(&path, &token)).unwrap(), "the heartbeat outlived the release");
+        assert!(!fs::exists(format::beat_path(&path, &token)).unwrap(), "the heartbeat outlived the release");
     }
 
     #[test]
@@ -761,7 +761,7 @@ mod tests {
         let (_dir, path) = lock_in_temp_dir();
         let token = acquire(&path, &with_lifetime(Duration::from_secs(60))).unwrap();
         let bytes = fs::read(&path).unwrap();
-        let claim = claim::claim_path(&path, &token);
+        let claim = format::claim_path(&path, &token);
         fs::write(&claim, Held::new(Token::generate("").unwrap(), Some(Duration::from_secs(60))).encode()).unwrap();
         assert_eq!(release(&path, token.as_str()), Err(LockError::NotOwner));
         // A renewal touches only the heartbeat: it needs no claim, and a
@@ -778,7 +778,7 @@ mod tests {
         let lifetime = Duration::from_millis(30);
         let stale = Held::new(Token::generate("dead-").unwrap(), Some(lifetime));
         fs::write(&path, stale.encode()).unwrap();
-        let claim = claim::claim_path(&path, &stale.token);
+        let claim = format::claim_path(&path, &stale.token);
         fs::write(&claim, Held::new(Token::generate("").unwrap(), Some(lifetime)).encode()).unwrap();
         let token = acquire(&path, &Options { timeout: Some(Duration::from_secs(10)), ..fast() }).unwrap();
         assert!(holds(&path, token.as_str()).unwrap());
@@ -816,7 +816,7 @@ mod tests {
         // file exists, and the lock is free.
         let (_dir, path) = lock_in_temp_dir();
         let token = Token::generate("").unwrap();
-        fs::write(claim::staged_path(&path, &token), &Held::new(token, None).encode()[..10]).unwrap();
+        fs::write(format::staged_path(&path, &token), &Held::new(token, None).encode()[..10]).unwrap();
         assert!(acquire(&path, &once()).is_ok());
     }
 
@@ -872,7 +872,7 @@ mod tests {
         fs::write(&path, instance.encode()).unwrap();
         for _ in 0..4 {
             let claimant = Held::new(Token::generate("").unwrap(), Some(lifetime));
-            fs::write(claim::claim_path(&path, &instance.token), claimant.encode()).unwrap();
+            fs::write(format::claim_path(&path, &instance.token), claimant.encode()).unwrap();
             instance = claimant;
         }
         let token = acquire(&path, &Options { timeout: Some(Duration::from_secs(10)), ..fast() }).unwrap();
@@ -899,7 +899,7 @@ mod tests {
     fn a_leftover_staging_file_does_not_block_a_refresh() {
         let (_dir, path) = lock_in_temp_dir();
         let token = acquire(&path, &with_lifetime(Duration::from_secs(60))).unwrap();
-        fs::write(claim::staged_path(&path, &token), "left by a failed unlink").unwrap();
+        fs::write(format::staged_path(&path, &token), "left by a failed unlink").unwrap();
         refresh(&path, token.as_str()).unwrap();
         release(&path, token.as_str()).unwrap();
     }
@@ -925,11 +925,12 @@ mod tests {
             let patient = Options { timeout: Some(Duration::from_secs(10)), ..with_lifetime(Duration::from_secs(60)) };
             let successor = super::acquire(&path, &patient).unwrap();
             refresh(&path, successor.token.as_str()).unwrap();
-            let (lock, beat) = (fs::read(&path).unwrap(), fs::read(claim::beat_path(&path, &successor.token)).unwrap());
+            let (lock, beat) =
+                (fs::read(&path).unwrap(), fs::read(format::beat_path(&path, &successor.token)).unwrap());
             assert_eq!(renewal.join().unwrap(), Err(LockError::NotOwner), "stalled at {step:?}");
             assert_eq!(fs::read(&path).unwrap(), lock, "stalled at {step:?}: the successor's lock changed");
-            assert_eq!(fs::read(claim::beat_path(&path, &successor.token)).unwrap(), beat);
-            assert!(!fs::exists(claim::beat_path(&path, &stalled)).unwrap(), "the stalled heartbeat was left");
+            assert_eq!(fs::read(format::beat_path(&path, &successor.token)).unwrap(), beat);
+            assert!(!fs::exists(format::beat_path(&path, &stalled)).unwrap(), "the stalled heartbeat was left");
             assert_eq!(fence::current(&path).unwrap(), Some(successor.fence));
             assert!(holds(&path, successor.token.as_str()).unwrap());
         }
@@ -977,7 +978,7 @@ mod tests {
         let token_b = acquire(&b, &with_lifetime(Duration::from_secs(60))).unwrap();
         refresh(&b, token_b.as_str()).unwrap();
         let before = |path: &str, token: &Token| {
-            (fs::read(path).unwrap(), fs::read(claim::beat_path(path, token)).ok(), fence::current(path).unwrap())
+            (fs::read(path).unwrap(), fs::read(format::beat_path(path, token)).ok(), fence::current(path).unwrap())
         };
         let (was_a, was_b) = (before(&a, &token_a), before(&b, &token_b));
         assert_eq!(release(&b, token_a.as_str()), Err(LockError::NotOwner));

@@ -141,7 +141,7 @@ impl Locker {
             Err(e) => return Err(e),
         }
         // The staging file is named by the token's UUID, which nobody else has.
-        let staged = format!("{}.{}.new", path.display(), token.uuid());
+        let staged = uuidlock::format::staged_path(&path.to_string_lossy(), token);
         match std::fs::remove_file(&staged) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(LockError::Io(format!("cannot delete {staged}: {e}")))
