@@ -429,11 +429,12 @@ pub fn refresh(path: &str, token: &str) -> Result<(), LockError> {
     match held_by(path, &token) {
         Ok(Held { stale_after: None, .. }) => Ok(()),
         Ok(_) => renew(path, &token, &|_| ()),
-        Err(e) => {
+        Err(LockError::NotOwner) => {
             // Lost: the heartbeat an earlier renewal wrote speaks for nobody.
             let _ = files::remove(&format::beat_path(path, &token));
-            Err(e)
+            Err(LockError::NotOwner)
         }
+        Err(e) => Err(e),
     }
 }
 
