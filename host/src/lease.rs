@@ -108,8 +108,8 @@ impl Locker {
     /// # Ok::<(), anyhow::Error>(())
     /// ```
     pub fn lease(&self, path: impl AsRef<Path>, options: &Options) -> Result<Lease, LockError> {
-        let options = Options { stale_after: Some(options.stale_after.unwrap_or(DEFAULT_LIFETIME)), ..options.clone() };
-        Ok(Lease::start(self.acquire(path, &options)?, options.stale_after.unwrap_or(DEFAULT_LIFETIME)))
+        let (options, lifetime) = with_lifetime(options);
+        Ok(Lease::start(self.acquire(path, &options)?, lifetime))
     }
 
     /// As [`Locker::lease`], with a token the caller made; see
@@ -118,10 +118,16 @@ impl Locker {
     /// # Errors
     /// As [`Locker::acquire`].
     pub fn lease_as(&self, path: impl AsRef<Path>, token: Token, options: &Options) -> Result<Lease, LockError> {
-        let lifetime = options.stale_after.unwrap_or(DEFAULT_LIFETIME);
-        let options = Options { stale_after: Some(lifetime), ..options.clone() };
+        let (options, lifetime) = with_lifetime(options);
         Ok(Lease::start(self.acquire_as(path, token, &options)?, lifetime))
     }
+}
+
+/// `options` with the lifetime a lease declares (theirs, or
+/// [`DEFAULT_LIFETIME`]), and that lifetime.
+pub fn with_lifetime(options: &Options) -> (Options, Duration) {
+    let lifetime = options.stale_after.unwrap_or(DEFAULT_LIFETIME);
+    (Options { stale_after: Some(lifetime), ..options.clone() }, lifetime)
 }
 
 impl Lease {

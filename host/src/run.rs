@@ -2,7 +2,7 @@
 //! as `flock(1)` runs one, with a lease that renews itself.
 //!
 //! 1. Take the lock as a [`Lease`] (always with a lifetime: `--stale-after`,
-//!    or [`DEFAULT_LIFETIME`]), with a token made here so that an
+//!    or [`crate::lease::DEFAULT_LIFETIME`]), with a token made here so that an
 //!    interrupted acquire can be undone ([`crate::interrupt`]).
 //! 2. Run CMD as a child with `UUIDLOCK_PATH`, `UUIDLOCK_TOKEN` and
 //!    `UUIDLOCK_FENCE` in its environment; SIGINT, SIGTERM and SIGHUP sent
@@ -28,8 +28,7 @@ use clap::Args;
 
 use crate::cli::{self, AcquireOptions};
 use crate::interrupt::{self, Settled};
-use crate::lease::DEFAULT_LIFETIME;
-use crate::{paths, Lease, LockError, Locker, Lost, Options, Runtime, Token};
+use crate::{lease, paths, Lease, LockError, Locker, Lost, Options, Runtime, Token};
 
 /// The exit codes of `uuidlock run` that are its own (otherwise it exits
 /// with the command's status).
@@ -88,8 +87,7 @@ pub fn main(args: RunArgs) -> i32 {
         eprintln!("uuidlock run: {message}");
         code
     };
-    let lifetime = args.options.stale_after.unwrap_or(DEFAULT_LIFETIME);
-    let options = Options { stale_after: Some(lifetime), ..args.options.options() };
+    let (options, _) = lease::with_lifetime(&args.options.options());
     if let Err(e) = options.check() {
         return fail(exit::USAGE, format!("{e}; see 'uuidlock run --help'"));
     }
