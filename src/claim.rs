@@ -20,9 +20,9 @@
 //! crashed claimants of any length never makes a name longer.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::files::{self, Created};
+use crate::files::{self, Content, Created};
 use crate::format::{self, beat_path, claim_path, staged_path, Held, Marker, Token};
 use crate::LockError;
 
@@ -39,76 +39,128 @@ const MAX_CHAIN: usize = 64;
 /// uuidlock marker with a lifetime, its holder's heartbeat (`None` before the
 /// first renewal). An instance whose observation stays the same for its
 /// lifetime is dead.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Observed {
     pub bytes: Vec<u8>,
     pub beat: Option<Vec<u8>>,
+    /// The instance's last sign of life by the filesystem's clock: when the
+    /// file or its heartbeat was last written, whichever is later. `None`
+    /// where the filesystem does not date its files.
+    pub written: Option<SystemTime>,
+}
+
+/// Two observations are of the same instance, unrenewed, when the bytes and
+/// the heartbeat are the same; the dates follow from those.
+impl PartialEq for Observed {
+    fn eq(&self, other: &Observed) -> bool {
+        self.bytes == other.bytes && self.beat == other.beat
+    }
 }
 
 impl Observed {
-    /// Observes the instance at `path` whose bytes were just read.
-    pub fn new(lock: &str, bytes: Vec<u8>) -> Result<Observed, LockError> {
-        let beat = match format::parse(&bytes) {
-            Marker::Uuidlock(held) if held.stale_after.is_some() => files::read(&beat_path(lock, &held.token))?,
-            _ => None,
+    /// Observes the instance at `lock` whose content was just read.
+    pub fn new(lock: &str, content: Content) -> Result<Observed, LockError> {
+        let (beat, written) = match content.marker() {
+            Marker::Uuidlock(held) if held.stale_after.is_some() => {
+                match files::read_dated(&beat_path(lock, &held.token))? {
+                    Some(beat) => (Some(beat.bytes), content.modified.zip(beat.modified).map(|(a, b)| a.max(b))),
+                    None => (None, content.modified),
+                }
+            }
+            _ => (None, content.modified),
         };
-        Ok(Observed { bytes, beat })
+        Ok(Observed { bytes: content.bytes, beat, written })
     }
 
     /// Observes `path` again: `None` when it is gone.
     fn again(lock: &str, path: &str) -> Result<Option<Observed>, LockError> {
-        files::read(path)?.map(|bytes| Observed::new(lock, bytes)).transpose()
+        files::read_dated(path)?.map(|content| Observed::new(lock, content)).transpose()
     }
 }
+
+/// How long an instance last written at `written` has been silent at `now`,
+/// both read off the filesystem's clock, less the clock's resolution so that
+/// it is never overstated. `None` when `written` is after `now`: then the
+/// dates cannot be trusted.
+pub fn silence(now: SystemTime, written: SystemTime) -> Option<Duration> {
+    let elapsed = now.duration_since(written).ok()?;
+    // Whole-second dates on both (FAT counts in two seconds, some shares in
+    // one) mean coarse dates; otherwise allow for a kernel tick.
+    let whole = |time: SystemTime| time.duration_since(UNIX_EPOCH).is_ok_and(|since| since.subsec_nanos() == 0);
+    let resolution = if whole(now) && whole(written) { COARSE_RESOLUTION } else { FINE_RESOLUTION };
+    Some(elapsed.saturating_sub(resolution))
+}
+
+/// The resolution assumed for dates with a fractional part: a kernel tick.
+const FINE_RESOLUTION: Duration = Duration::from_millis(10);
+
+/// The resolution assumed for dates in whole seconds.
+const COARSE_RESOLUTION: Duration = Duration::from_secs(2);
 
 /// Runs `f` holding the claim on the instance with `token` of the lock at
 /// `lock`, then drops the claim. `Ok(None)` when someone else holds it.
-/// Claims are never renewed: a party finishes its step well within the
-/// lifetime, or its claim may be broken (the lease contract).
+///
+/// The claim on an instance with a `lifetime` is itself a small lease with
+/// that lifetime, so that a claimant that died is broken in turn. Claims are
+/// never renewed: a party finishes its step well within the lifetime, or its
+/// claim may be broken (the lease contract). The claim on an instance
+/// without a lifetime is an empty file: nobody breaks such an instance, so
+/// only its releasers take the claim, and it is never broken either. Being
+/// empty, it needs no hard links and no free space.
 pub fn with_claim<T>(
     lock: &str,
     token: &Token,
-    lifetime: Duration,
+    lifetime: Option<Duration>,
     f: impl FnOnce() -> Result<T, LockError>,
 ) -> Result<Option<T>, LockError> {
     let claim = claim_path(lock, token);
-    let ours = Held::new(Token::generate("").map_err(LockError::Io)?, Some(lifetime));
-    match files::publish(&claim, &staged_path(lock, &ours.token), &ours.encode(), files::Fallback::Never)? {
-        Created::Exists(_) => Ok(None),
-        Created::Yes => {
-            let result = f();
-            // Plain removal: nobody breaks a live claim (see the lease
-            // contract in crate::protocol).
-            files::remove(&claim)?;
-            result.map(Some)
+    let taken = match lifetime {
+        Some(lifetime) => {
+            let ours = Held::new(Token::generate("").map_err(LockError::Io)?, Some(lifetime));
+            let staged = staged_path(lock, &ours.token);
+            files::publish(&claim, &staged, &ours.encode(), files::Fallback::Never)? == Created::Yes
         }
+        None => files::create_empty(&claim)?,
+    };
+    if !taken {
+        return Ok(None);
     }
+    let result = f();
+    // Plain removal: nobody breaks a live claim (see the lease contract in
+    // crate::protocol).
+    files::remove(&claim)?;
+    result.map(Some)
 }
 
 /// What a contender has seen of the files it waits on, to tell a stale lock
-/// (or claim) from a live one without trusting anyone's clock but its own.
+/// (or claim) from a live one.
 #[derive(Default)]
 pub struct Watch {
     seen: HashMap<String, (Observed, Instant)>,
+    /// Whether a stale lock was broken: someone died, and may have left
+    /// files behind ([`crate::sweep`]).
+    pub broke: bool,
 }
 
 impl Watch {
     /// Records that `path` looks like `observed` now; returns its marker if
-    /// it declares a lifetime and has looked the same for that long. (A
-    /// renewal changes the heartbeat, so a live holder is never stale.)
-    pub fn stale(&mut self, path: &str, observed: &Observed) -> Option<Held> {
-        let now = Instant::now();
-        let since = match self.seen.get(path) {
+    /// it declares a lifetime and has been silent for that long: by the
+    /// filesystem's clock (`now` against the instance's dates), or else for
+    /// that long on this contender's own watch. (A renewal changes the
+    /// heartbeat, so a live holder is never stale.)
+    pub fn stale(&mut self, path: &str, observed: &Observed, now: Option<SystemTime>) -> Option<Held> {
+        let Marker::Uuidlock(held) = format::parse(&observed.bytes) else { return None };
+        let lifetime = held.stale_after?;
+        let watched_since = match self.seen.get(path) {
             Some((seen, since)) if seen == observed => *since,
             _ => {
-                self.seen.insert(path.to_owned(), (observed.clone(), now));
-                now
+                let since = Instant::now();
+                self.seen.insert(path.to_owned(), (observed.clone(), since));
+                since
             }
         };
-        match format::parse(&observed.bytes) {
-            Marker::Uuidlock(held) if held.stale_after.is_some_and(|lifetime| now - since >= lifetime) => Some(held),
-            _ => None,
-        }
+        let silent = now.zip(observed.written).and_then(|(now, written)| silence(now, written));
+        (silent.is_some_and(|silent| silent >= lifetime) || watched_since.elapsed() >= lifetime).then_some(held)
     }
 }
 
@@ -117,11 +169,17 @@ impl Watch {
 /// a claimant that died, that claim is broken instead (and so on up the
 /// chain), and the lock itself on a later attempt. Returns whether the lock
 /// was removed.
-pub fn break_stale(lock: &str, observed: &Observed, stale: &Held, watch: &mut Watch) -> Result<bool, LockError> {
+pub fn break_stale(
+    lock: &str,
+    observed: &Observed,
+    stale: &Held,
+    watch: &mut Watch,
+    now: Option<SystemTime>,
+) -> Result<bool, LockError> {
     let (mut path, mut observed, mut stale) = (lock.to_owned(), observed.clone(), stale.clone());
     for _ in 0..MAX_CHAIN {
         let lifetime = stale.stale_after.unwrap_or(format::MAX_STALE_AFTER);
-        let removed = with_claim(lock, &stale.token, lifetime, || {
+        let removed = with_claim(lock, &stale.token, Some(lifetime), || {
             // Under the claim nobody else removes the instance: act only if
             // it is the very one judged stale (same token, no renewal since).
             if Observed::again(lock, &path)?.as_ref() != Some(&observed) {
@@ -138,7 +196,7 @@ pub fn break_stale(lock: &str, observed: &Observed, stale: &Held, watch: &mut Wa
         // or refreshing, or a claimant that died. Only the last goes stale.
         let claim = claim_path(lock, &stale.token);
         let Some(claim_seen) = Observed::again(lock, &claim)? else { return Ok(false) };
-        let Some(claimant) = watch.stale(&claim, &claim_seen) else { return Ok(false) };
+        let Some(claimant) = watch.stale(&claim, &claim_seen, now) else { return Ok(false) };
         (path, observed, stale) = (claim, claim_seen, claimant);
     }
     Ok(false)

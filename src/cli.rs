@@ -29,6 +29,7 @@ use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 
+pub use crate::format::one_line;
 use crate::format::Marker;
 use crate::protocol::{self, Acquired, Status};
 use crate::{LockError, Options};
@@ -152,7 +153,7 @@ broken as stale), 2 malformed TOKEN, 4 outside the sandbox or I/O error.")]
     /// program's lock file); a line on stderr says the prefix, the lock's
     /// age, its lifetime, its last renewal and its fencing number.
     #[command(after_help = r#"With --json, one JSON object instead, e.g.
-  {"state":"held","token":"job-...","prefix":"job-","age_s":1.25,"stale_after_s":30.0,"renewed_s":0.5,"fence":7}
+  {"state":"held","token":"job-...","prefix":"job-","age_s":1.25,"stale_after_s":30.0,"renewed_s":0.5,"stale":false,"fence":7}
   {"state":"foreign","marker":"...","age_s":3.5}
   {"state":"free"}
 
@@ -191,8 +192,9 @@ pub struct AcquireOptions {
     /// Sleep this long between attempts
     #[arg(long, value_name = "SECS", default_value = "0.1", value_parser = seconds)]
     pub retry_interval: Duration,
-    /// Give up after this long; 0 tries exactly once [default: wait forever]
-    #[arg(long, value_name = "SECS", value_parser = seconds)]
+    /// Give up after this long; 0 tries exactly once; any length is taken
+    /// [default: wait forever]
+    #[arg(long, value_name = "SECS", value_parser = seconds_or_forever)]
     pub timeout: Option<Duration>,
     /// The lock's lifetime: once it has gone this long without `uuidlock
     /// refresh`, contenders may break it (0.01 to 86400; a second or more is
@@ -242,7 +244,7 @@ pub fn parse<P: Parser>(args: &[String], out: &mut dyn Write, err: &mut dyn Writ
             exit::OK
         }
         _ => {
-            let _ = writeln!(err, "uuidlock: {}", one_line(&error));
+            let _ = writeln!(err, "uuidlock: {}", usage_line(&error));
             exit::USAGE
         }
     })
@@ -251,7 +253,7 @@ pub fn parse<P: Parser>(args: &[String], out: &mut dyn Write, err: &mut dyn Writ
 /// A clap error as one line: what is wrong, clap's tip ("a similar argument
 /// exists: '--timeout'"), and which `--help` to read. Scripts and logs keep
 /// one line per failure, as for every other error.
-fn one_line(error: &clap::Error) -> String {
+fn usage_line(error: &clap::Error) -> String {
     let rendered = error.render().to_string();
     let mut parts: Vec<String> = Vec::new();
     let mut command = "uuidlock".to_owned();
@@ -283,8 +285,22 @@ pub fn seconds(value: &str) -> Result<Duration, String> {
     if !secs.is_finite() || secs < 0.0 {
         return Err("must be a finite number of seconds, 0 or more".into());
     }
-    Duration::try_from_secs_f64(secs).map_err(|_| "too large".into())
+    Duration::try_from_secs_f64(secs).map_err(|_| TOO_LARGE.into())
 }
+
+/// Parses decimal seconds as [`seconds`] does, taking a length too long to
+/// represent (`1e300`) as forever: a timeout has no upper limit.
+///
+/// # Errors
+/// A message for clap to put after the flag and the value.
+pub fn seconds_or_forever(value: &str) -> Result<Duration, String> {
+    match seconds(value) {
+        Err(e) if e == TOO_LARGE => Ok(Duration::MAX),
+        parsed => parsed,
+    }
+}
+
+const TOO_LARGE: &str = "too large";
 
 /// The exit code for an error.
 pub fn exit_code(error: &LockError) -> i32 {
@@ -330,7 +346,7 @@ struct Failure {
 
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
+        f.write_str(&crate::format::one_line(&self.message))
     }
 }
 
@@ -405,7 +421,7 @@ fn execute(
                 Some(status) => {
                     // The token alone on stdout, for scripts; the rest, for
                     // people, as one line on stderr.
-                    let _ = writeln!(err, "uuidlock: {}", describe(&path, &status));
+                    let _ = writeln!(err, "uuidlock: {}", one_line(&describe(&path, &status)));
                     match status.marker {
                         Marker::Uuidlock(held) => print(out, held.token.as_str()),
                         Marker::Foreign(shown) => print(out, &format!("foreign {shown}")),
@@ -423,6 +439,10 @@ fn describe(path: &str, status: &Status) -> String {
     match &status.marker {
         Marker::Uuidlock(held) => {
             let lifetime = match (held.stale_after, status.renewed) {
+                (Some(lifetime), _) if status.stale => format!(
+                    "; stale: not renewed within its {}s lifetime, so the next acquire breaks it",
+                    lifetime.as_secs_f64()
+                ),
                 (Some(lifetime), Some(renewed)) => format!(
                     "; breakable after {}s without a renewal, renewed {:.1}s ago",
                     lifetime.as_secs_f64(),
@@ -458,6 +478,9 @@ pub enum StatusJson {
         stale_after_s: Option<f64>,
         /// Seconds since the holder's last renewal; null before the first.
         renewed_s: Option<f64>,
+        /// Whether it has gone its lifetime without a renewal: the next
+        /// acquire breaks it.
+        stale: bool,
         /// The latest fencing number taken for this path: the holder's
         /// (larger only if a stalled former holder took one since).
         fence: Option<u64>,
@@ -472,7 +495,7 @@ pub enum StatusJson {
 
 impl StatusJson {
     pub fn new(status: Option<&Status>) -> StatusJson {
-        let Some(Status { marker, age, renewed, fence }) = status else { return StatusJson::Free };
+        let Some(Status { marker, age, renewed, stale, fence }) = status else { return StatusJson::Free };
         let seconds = |duration: &Duration| duration.as_millis() as f64 / 1e3;
         let age_s = seconds(age);
         match marker {
@@ -482,6 +505,7 @@ impl StatusJson {
                 age_s,
                 stale_after_s: held.stale_after.map(|lifetime| lifetime.as_secs_f64()),
                 renewed_s: renewed.as_ref().map(seconds),
+                stale: *stale,
                 fence: *fence,
             },
             Marker::Foreign(shown) => StatusJson::Foreign { marker: shown.clone(), age_s },
@@ -613,12 +637,13 @@ mod tests {
             marker: Marker::Uuidlock(held),
             age: Duration::from_micros(250_400),
             renewed: Some(Duration::from_millis(100)),
+            stale: false,
             fence: Some(7),
         };
         let json = serde_json::to_string(&StatusJson::new(Some(&status))).unwrap();
         assert_eq!(
             json,
-            r#"{"state":"held","token":"a\"b\\-7c9e6679-7425-40de-944b-e07a4b7b7bd1","prefix":"a\"b\\-","age_s":0.25,"stale_after_s":1.5,"renewed_s":0.1,"fence":7}"#
+            r#"{"state":"held","token":"a\"b\\-7c9e6679-7425-40de-944b-e07a4b7b7bd1","prefix":"a\"b\\-","age_s":0.25,"stale_after_s":1.5,"renewed_s":0.1,"stale":false,"fence":7}"#
         );
         assert_eq!(serde_json::from_str::<StatusJson>(&json).unwrap(), StatusJson::new(Some(&status)));
     }

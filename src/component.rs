@@ -73,6 +73,7 @@ impl Guest for Component {
             },
             age_ns: nanos(status.age),
             renewed_ns: status.renewed.map(nanos),
+            stale: status.stale,
             fence: status.fence,
         }))
     }
@@ -114,15 +115,17 @@ fn lock_info(held: Held) -> LockInfo {
 }
 
 fn to_wit(error: LockError) -> Error {
+    // Messages cross as one line, as they are shown.
+    let message = error.to_string();
     match error {
         LockError::Timeout => Error::Timeout,
         LockError::NotOwner => Error::NotOwner,
-        LockError::AlreadyHeld(why) => Error::AlreadyHeld(why),
-        LockError::InvalidPath(why) => Error::InvalidPath(why),
-        LockError::InvalidOptions(why) => Error::InvalidOptions(why),
-        LockError::InvalidToken(why) => Error::InvalidToken(why),
-        LockError::OutsideSandbox(why) => Error::OutsideSandbox(why),
-        LockError::Io(why) => Error::Io(why),
+        LockError::AlreadyHeld(_) => Error::AlreadyHeld(message),
+        LockError::InvalidPath(_) => Error::InvalidPath(message),
+        LockError::InvalidOptions(_) => Error::InvalidOptions(message),
+        LockError::InvalidToken(_) => Error::InvalidToken(message),
+        LockError::OutsideSandbox(_) => Error::OutsideSandbox(message),
+        LockError::Io(_) => Error::Io(message),
     }
 }
 

@@ -4,7 +4,8 @@
 
 use std::fmt;
 
-/// Why a lock call failed. The messages name the path and the fix.
+/// Why a lock call failed. The messages name the path and the fix, and are
+/// shown on one line (control characters in a path escaped).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LockError {
     /// The lock stayed held by someone else until the timeout.
@@ -39,7 +40,7 @@ impl fmt::Display for LockError {
             | LockError::InvalidOptions(why)
             | LockError::InvalidToken(why)
             | LockError::OutsideSandbox(why)
-            | LockError::Io(why) => f.write_str(why),
+            | LockError::Io(why) => f.write_str(&crate::format::one_line(why)),
         }
     }
 }

@@ -128,15 +128,17 @@ fn create(dir: &str) -> Result<(), LockError> {
     // name's length limit already allows for.
     let lock = dir.strip_suffix(".fence").unwrap_or(dir);
     let staged = format::staged_path(lock, &Token::generate("").map_err(LockError::Io)?);
-    let made = fs::create_dir(&staged)
-        .and_then(|()| fs::File::create(format!("{staged}/0")))
-        .map_err(|e| io_error(dir, "create", e));
-    let placed = made.and_then(|_| match fs::rename(&staged, dir) {
+    fs::create_dir(&staged).map_err(|e| io_error(dir, "create", e))?;
+    let made = fs::File::create(format!("{staged}/0")).and_then(|_| fs::rename(&staged, dir));
+    let placed = match made {
         Ok(()) => Ok(()),
+        // Our staged directory was reclaimed as a leftover while we stalled
+        // (crate::sweep): the caller looks again, and builds another.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         // Someone else's counter is in place (EEXIST or ENOTEMPTY): use it.
         Err(_) if fs::metadata(dir).is_ok_and(|meta| meta.is_dir()) => Ok(()),
         Err(e) => Err(io_error(dir, "create", e)),
-    });
+    };
     let _ = fs::remove_file(format!("{staged}/0"));
     let _ = fs::remove_dir(&staged);
     placed

@@ -5,6 +5,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::Path;
+use std::time::SystemTime;
 
 use crate::format::{self, Marker};
 use crate::LockError;
@@ -13,9 +14,14 @@ use crate::LockError;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Created {
     Yes,
-    /// Something is already there: its bytes (at most
-    /// [`format::MAX_MARKER_LEN`] + 1), or `None` if it went away meanwhile.
-    Exists(Option<Vec<u8>>),
+    /// Something is already there.
+    Exists {
+        /// What it holds; `None` if it went away meanwhile.
+        there: Option<Content>,
+        /// The filesystem's time just before `there` was read: when our
+        /// staging file was written, by the same clock that dates `there`.
+        now: Option<SystemTime>,
+    },
 }
 
 /// Whether [`publish`] may fall back to an exclusive create and a write
@@ -27,6 +33,10 @@ pub enum Fallback {
     Allowed,
     Never,
 }
+
+/// How many times [`publish`] stages again when its staging file vanished
+/// before the link: reclaimed as a leftover while this process stalled.
+const RESTAGE_TRIES: usize = 3;
 
 /// Creates `path` holding exactly `bytes`, only if nothing is there.
 ///
@@ -40,24 +50,67 @@ pub enum Fallback {
 /// bytes was ours (an NFS server answering a retransmitted request): the
 /// bytes carry a random token, so nobody else could have written them.
 pub fn publish(path: &str, staged: &str, bytes: &[u8], fallback: Fallback) -> Result<Created, LockError> {
-    write_new(staged, path, bytes)?;
-    let linked = fs::hard_link(staged, path);
-    let _ = fs::remove_file(staged);
-    match linked {
-        Ok(()) => Ok(Created::Yes),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            let there = read(path)?;
-            Ok(if there.as_deref() == Some(bytes) { Created::Yes } else { Created::Exists(there) })
-        }
-        Err(e) if no_hard_links(&e) && fallback == Fallback::Never => Err(LockError::Io(format!(
-            "cannot create {path}: this filesystem has no hard links, which lock lifetimes need; \
-             acquire without --stale-after here"
-        ))),
-        Err(e) if no_hard_links(&e) => match OpenOptions::new().write(true).create_new(true).open(path) {
-            Ok(file) => write_all(path, file, bytes).map(|()| Created::Yes),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(Created::Exists(read(path)?)),
+    let mut tries = 0;
+    loop {
+        write_new(staged, path, bytes)?;
+        let linked = fs::hard_link(staged, path);
+        // The filesystem's "now", for judging what is there (only needed then).
+        let now = match &linked {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => modified(staged),
+            _ => None,
+        };
+        let _ = fs::remove_file(staged);
+        return match linked {
+            Ok(()) => Ok(Created::Yes),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let there = read_dated(path)?;
+                if there.as_ref().is_some_and(|there| there.bytes == bytes) {
+                    Ok(Created::Yes)
+                } else {
+                    Ok(Created::Exists { there, now })
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound && tries < RESTAGE_TRIES => {
+                tries += 1;
+                continue;
+            }
+            Err(e) if no_hard_links(&e) && fallback == Fallback::Never => Err(LockError::Io(format!(
+                "cannot create {path}: this filesystem has no hard links, which lock lifetimes need; \
+                 acquire without --stale-after here"
+            ))),
+            Err(e) if no_hard_links(&e) => match OpenOptions::new().write(true).create_new(true).open(path) {
+                Ok(file) => write_all(path, file, bytes).map(|()| Created::Yes),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    Ok(Created::Exists { there: read_dated(path)?, now: None })
+                }
+                Err(e) => Err(io_error(path, "create", e)),
+            },
             Err(e) => Err(io_error(path, "create", e)),
-        },
+        };
+    }
+}
+
+/// When `path` was last written, by the filesystem's clock.
+pub fn modified(path: &str) -> Option<SystemTime> {
+    fs::symlink_metadata(path).and_then(|meta| meta.modified()).ok()
+}
+
+/// The filesystem's clock: the date it gives a file created at `probe`
+/// (then removed). `None` where no file can be created, or none is dated.
+pub fn clock(probe: &str) -> Option<SystemTime> {
+    let file = OpenOptions::new().write(true).create_new(true).open(probe).ok()?;
+    let now = file.metadata().and_then(|meta| meta.modified()).ok();
+    drop(file);
+    let _ = fs::remove_file(probe);
+    now
+}
+
+/// Creates `path` empty and exclusively; `false` when something is there.
+/// Needs no free blocks, only a directory entry: it works on a full disk.
+pub fn create_empty(path: &str) -> Result<bool, LockError> {
+    match OpenOptions::new().write(true).create_new(true).open(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
         Err(e) => Err(io_error(path, "create", e)),
     }
 }
@@ -107,38 +160,167 @@ fn no_hard_links(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::Unsupported || e.raw_os_error().is_some_and(|code| NOT_SUPPORTED.contains(&code))
 }
 
-/// The bytes at `path` (at most [`format::MAX_MARKER_LEN`] + 1 of them);
-/// `None` when there is no file. A symbolic link or a directory there is
-/// refused ([`check_not_link_or_dir`]).
-pub fn read(path: &str) -> Result<Option<Vec<u8>>, LockError> {
-    // A link (ELOOP on open) or a directory (EISDIR on read): the link or
-    // directory check explains any failure best.
-    let failed = |e| check_not_link_or_dir(path).err().unwrap_or_else(|| io_error(path, "read", e));
-    let file = match open_no_follow(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            // Absent; unless nothing above it exists either: then it is outside the sandbox.
-            return if any_ancestor_exists(path) { Ok(None) } else { Err(io_error(path, "read", e)) };
-        }
-        Err(e) => return Err(failed(e)),
+/// What reading a lock file found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Content {
+    /// Its bytes, at most [`format::MAX_MARKER_LEN`] + 1 of them; empty when
+    /// it may not be read.
+    pub bytes: Vec<u8>,
+    /// When it was last written, by the filesystem's clock (the server's, on
+    /// a share), where the filesystem says and the caller asked
+    /// ([`read_dated`]).
+    pub modified: Option<SystemTime>,
+    /// `false` for a file this user may not read: another user's lock file
+    /// with mode 600, say. It is someone else's lock, waited for and never
+    /// deleted.
+    pub readable: bool,
+}
+
+/// Reads the file at `path`; `None` when there is no file. A symbolic link,
+/// a directory or any other file that is not a regular file (a FIFO, a
+/// socket, a device) is refused as [`LockError::InvalidPath`], without
+/// opening it: opening a FIFO blocks until someone writes to it.
+pub fn read(path: &str) -> Result<Option<Content>, LockError> {
+    read_file(path, false)
+}
+
+/// As [`read`], with the file's date. The date comes from the open file,
+/// which network filesystems revalidate on open (NFS's close-to-open), so
+/// it is as fresh as the bytes.
+pub fn read_dated(path: &str) -> Result<Option<Content>, LockError> {
+    read_file(path, true)
+}
+
+fn read_file(path: &str, dated: bool) -> Result<Option<Content>, LockError> {
+    let failed = |e: io::Error| check_not_link_or_dir(path).err().unwrap_or_else(|| io_error(path, "read", e));
+    let Some(opened) = open_regular(path, dated)? else { return Ok(None) };
+    let (file, modified) = match opened {
+        Opened::File(file, modified) => (file, modified),
+        Opened::Unreadable(modified) => return Ok(Some(Content { bytes: Vec::new(), modified, readable: false })),
     };
     let mut bytes = Vec::with_capacity(128);
     file.take(format::MAX_MARKER_LEN as u64 + 1).read_to_end(&mut bytes).map_err(failed)?;
-    Ok(Some(bytes))
+    Ok(Some(Content { bytes, modified, readable: true }))
 }
 
-/// Opens `path` for reading, failing (`ELOOP`) if it is a symbolic link.
-/// One call, where checking with `lstat` first would take two (three
-/// host calls through wasmtime's preview 1 adapter) on every read.
+/// A regular file opened for reading, or one that exists but may not be
+/// read; with its modification time.
+enum Opened {
+    File(File, Option<SystemTime>),
+    Unreadable(Option<SystemTime>),
+}
+
+/// Opens `path` for reading if it is a regular file; `None` when there is
+/// no file. The date is the open file's, if `dated` (natively it comes
+/// free with the type check).
+///
+/// Natively the open is non-blocking (`O_NONBLOCK`, which a FIFO honours),
+/// and the file type comes from the open file. WASI cannot open without
+/// blocking, so the guest asks for the type first (one more call): the
+/// remaining window, a FIFO swapped in between the two calls, needs someone
+/// who can write the lock directory and means to wedge it.
+fn open_regular(path: &str, dated: bool) -> Result<Option<Opened>, LockError> {
+    #[cfg(target_os = "wasi")]
+    {
+        let meta = match fs::symlink_metadata(path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return absent(path, e),
+            Err(e) => return Err(io_error(path, "read", e)),
+        };
+        check_regular(path, &meta)?;
+        match open_no_follow(path) {
+            Ok(file) => {
+                let modified = if dated { file.metadata().and_then(|meta| meta.modified()).ok() } else { None };
+                Ok(Some(Opened::File(file, modified)))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => absent(path, e),
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                Ok(Some(Opened::Unreadable(meta.modified().ok().filter(|_| dated))))
+            }
+            Err(e) => Err(check_not_link_or_dir(path).err().unwrap_or_else(|| io_error(path, "read", e))),
+        }
+    }
+    #[cfg(not(target_os = "wasi"))]
+    {
+        let _ = dated;
+        match open_no_follow(path) {
+            Ok(file) => {
+                let meta = file.metadata().map_err(|e| io_error(path, "read", e))?;
+                check_regular(path, &meta)?;
+                Ok(Some(Opened::File(file, meta.modified().ok())))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => absent(path, e),
+            Err(e) => match fs::symlink_metadata(path) {
+                // Another user's file we may not read: a held lock.
+                Ok(meta) if meta.is_file() && e.kind() == io::ErrorKind::PermissionDenied => {
+                    Ok(Some(Opened::Unreadable(meta.modified().ok())))
+                }
+                // A link (ELOOP), a socket (ENXIO): say what it is.
+                Ok(meta) => {
+                    check_not_link_or_dir(path)?;
+                    check_regular(path, &meta)?;
+                    Err(io_error(path, "read", e))
+                }
+                Err(_) => Err(io_error(path, "read", e)),
+            },
+        }
+    }
+}
+
+/// No file at `path`: `None`, unless nothing above it exists either; then
+/// it is outside the sandbox.
+fn absent<T>(path: &str, e: io::Error) -> Result<Option<T>, LockError> {
+    if any_ancestor_exists(path) {
+        Ok(None)
+    } else {
+        Err(io_error(path, "read", e))
+    }
+}
+
+/// Refuses anything at the lock path but a regular file.
+fn check_regular(path: &str, meta: &fs::Metadata) -> Result<(), LockError> {
+    if meta.is_file() {
+        return Ok(());
+    }
+    check_not_link_or_dir(path)?;
+    Err(LockError::InvalidPath(format!(
+        "{path} is {}, not a regular file; uuidlock never opens or deletes it: remove it, or name another lock path",
+        special_kind(&meta.file_type())
+    )))
+}
+
+/// Names a file type that is neither a regular file, a directory nor a link.
+fn special_kind(file_type: &fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if file_type.is_fifo() {
+            return "a named pipe (FIFO)";
+        }
+        if file_type.is_socket() {
+            return "a socket";
+        }
+        if file_type.is_char_device() || file_type.is_block_device() {
+            return "a device";
+        }
+    }
+    let _ = file_type;
+    "a special file (a FIFO, a socket or a device)"
+}
+
+/// Opens `path` for reading, failing (`ELOOP`) if it is a symbolic link,
+/// and without waiting for a writer if it is a FIFO. One call, where
+/// checking with `lstat` first would take two.
 #[cfg(unix)]
 fn open_no_follow(path: &str) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
-    OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)
+    OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)
 }
 
 /// As above. Rust's std on WASI always follows links (its switch is
 /// unstable), so this goes through wasi-libc's `open`, which resolves the
-/// path against the preopened directories just as std does.
+/// path against the preopened directories just as std does. (WASI hosts
+/// ignore `O_NONBLOCK` on open, hence [`open_regular`]'s check first.)
 #[cfg(target_os = "wasi")]
 fn open_no_follow(path: &str) -> io::Result<File> {
     use std::os::fd::FromRawFd;
@@ -161,16 +343,21 @@ fn open_no_follow(path: &str) -> io::Result<File> {
     }
 }
 
-/// The marker at `path`; `None` when there is no file.
-pub fn read_marker(path: &str) -> Result<Option<Marker>, LockError> {
-    Ok(read(path)?.map(|bytes| format::parse(&bytes)))
+impl Content {
+    /// What the file says about its holder. A file that may not be read is
+    /// someone else's.
+    pub fn marker(&self) -> Marker {
+        if self.readable {
+            format::parse(&self.bytes)
+        } else {
+            Marker::Foreign("(unreadable by this user: permission denied)".into())
+        }
+    }
 }
 
-/// How long ago `path` was last written, by the wall clock (zero if its
-/// time is in the future, as on a share whose clock runs ahead).
-pub fn age(path: &str) -> Result<std::time::Duration, LockError> {
-    let modified = fs::metadata(path).and_then(|meta| meta.modified()).map_err(|e| io_error(path, "inspect", e))?;
-    Ok(std::time::SystemTime::now().duration_since(modified).unwrap_or_default())
+/// The marker at `path`; `None` when there is no file.
+pub fn read_marker(path: &str) -> Result<Option<Marker>, LockError> {
+    Ok(read(path)?.map(|content| content.marker()))
 }
 
 /// Refuses a symbolic link or a directory at the lock path. Returns whether
@@ -230,8 +417,15 @@ pub fn io_error(path: &str, action: &str, e: io::Error) -> LockError {
         io::ErrorKind::NotFound => {
             LockError::Io(format!("cannot {action} {path}: its directory does not exist; create it first"))
         }
+        io::ErrorKind::PermissionDenied if action == "read" || action == "inspect" => LockError::Io(format!(
+            "cannot {action} {path}: permission denied; this user must be allowed to search its directory"
+        )),
         io::ErrorKind::PermissionDenied => LockError::Io(format!(
             "cannot {action} {path}: permission denied; the directory must be writable by this user"
+        )),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => LockError::Io(format!(
+            "cannot {action} {path}: {}; free some space (a lock without a lifetime is still released)",
+            condition(&e)
         )),
         io::ErrorKind::ReadOnlyFilesystem => LockError::Io(format!(
             "cannot {action} {path}: the filesystem is read-only; put the lock on a writable one"
@@ -242,8 +436,18 @@ pub fn io_error(path: &str, action: &str, e: io::Error) -> LockError {
         io::ErrorKind::NotADirectory => {
             LockError::InvalidPath(format!("cannot {action} {path}: a component of the path is not a directory"))
         }
-        _ => LockError::Io(format!("cannot {action} {path}: {e}")),
+        _ => LockError::Io(format!("cannot {action} {path}: {}", condition(&e))),
     }
+}
+
+/// What went wrong, in words: "no space left on device". Without the error
+/// number, which in the guest is WASI's (51 for a full disk, where Linux
+/// says 28) and means nothing to the user.
+fn condition(e: &io::Error) -> String {
+    let text = e.to_string();
+    let text = text.rfind(" (os error ").map_or(text.as_str(), |at| &text[..at]);
+    let mut chars = text.chars();
+    chars.next().map(|first| first.to_lowercase().chain(chars).collect()).unwrap_or_default()
 }
 
 /// Whether the directory holding `path` can be reached: if so, a refusal
@@ -296,7 +500,12 @@ mod tests {
         let staged = format!("{path}.new");
         fs::write(&path, b"ours").unwrap();
         assert_eq!(publish(&path, &staged, b"ours", Fallback::Never), Ok(Created::Yes));
-        assert_eq!(publish(&path, &staged, b"theirs", Fallback::Never), Ok(Created::Exists(Some(b"ours".to_vec()))));
+        let Ok(Created::Exists { there: Some(there), now }) = publish(&path, &staged, b"theirs", Fallback::Never)
+        else {
+            panic!("published over an existing file")
+        };
+        assert_eq!(there.bytes, b"ours");
+        assert!(now.is_some(), "the staging file's date is the filesystem's clock");
         assert!(!fs::exists(&staged).unwrap());
     }
 }

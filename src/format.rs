@@ -280,6 +280,19 @@ fn decimal(text: &str) -> Option<u64> {
     canonical.then(|| text.parse().ok()).flatten()
 }
 
+/// `text` on one line: control characters (a newline in a lock path, say)
+/// escaped as Rust writes them (`\n`, `\u{1b}`), everything else as is.
+/// Every message passes through it, so one failure is one line of stderr.
+pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() })
+        .collect::<String>()
+        .into()
+}
+
 fn describe_foreign(bytes: &[u8]) -> String {
     if bytes.is_empty() {
         return "an empty file (a writer between create and write, or one that crashed there)".into();

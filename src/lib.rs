@@ -15,8 +15,10 @@
 //!   module docs carry the argument for mutual exclusion.
 //! - `claim`: claims, heartbeats and staleness: who may remove a lock
 //!   instance, when it is dead, and breaking stale locks (and stale claims).
-//! - `files`: the filesystem steps (stage, hard-link, rename, bounded read,
-//!   remove), each mapped to the error users see.
+//! - `files`: the filesystem steps (stage, hard-link, rename, bounded read
+//!   of regular files only, remove, the filesystem's clock), each mapped to
+//!   the error users see.
+//! - `sweep`: reclaiming what killed processes leave beside a lock.
 //! - [`format`]: the lock file's bytes, a public format specified there.
 //! - [`fence`]: fencing numbers, a counter beside the lock that only moves
 //!   forward.
@@ -46,6 +48,7 @@ pub mod fence;
 
 mod claim;
 mod files;
+mod sweep;
 
 #[cfg(all(feature = "component", target_arch = "wasm32"))]
 mod component;

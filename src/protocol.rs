@@ -28,18 +28,35 @@
 //! renewal reports [`LockError::NotOwner`] and removes the heartbeat it
 //! wrote. A renewal takes no claim and never writes `PATH`.
 //!
-//! **Release.** A lock with no lifetime is released by reading it and
-//! deleting it if it holds our token. A lock with a lifetime is released only
-//! while holding its claim `<PATH>.<UUID>.claim` ([`crate::claim`]): claim it
-//! exclusively, read it again, delete it and its heartbeat. If the claim is
-//! taken, the lock is being broken: the call reports [`LockError::NotOwner`]
-//! and touches nothing.
+//! **Release.** A lock is released only while holding its claim
+//! `<PATH>.<UUID>.claim` ([`crate::claim`]): read it, claim it exclusively,
+//! read it again, delete it (and its heartbeat). If the claim is taken, the
+//! lock is being broken or released by someone else: the call reports
+//! [`LockError::NotOwner`] and touches nothing. The claim on a lock without
+//! a lifetime is an empty file, so releasing one works on a full disk and
+//! without hard links.
 //!
-//! **Break.** A contender that sees the same bytes at `PATH` *and* the same
-//! heartbeat for longer than the lifetime the marker declares (timed on its
-//! own monotonic clock, so no two machines' clocks are compared) takes the
-//! instance's claim, observes both again, and deletes `PATH` (and the
-//! heartbeat) only if neither changed.
+//! **Break.** A contender judges a lock with a lifetime dead when it has
+//! gone that lifetime without a sign of life (its lock file or heartbeat
+//! written), by either of two clocks:
+//!
+//! - *the filesystem's.* Every attempt writes a staging file just before it
+//!   reads `PATH`, so the staging file's date is the filesystem's "now", on
+//!   the same clock (the server's, on a share) that dated the lock file and
+//!   the heartbeat. No two machines' clocks are compared. A lock found long
+//!   dead is broken at once, however late the contender arrives; `status`
+//!   judges the same way (its probe file is the staging file);
+//! - *its own watch:* the same bytes at `PATH` and the same heartbeat for the
+//!   lifetime, timed on the contender's monotonic clock. This is the
+//!   fallback where the filesystem dates files wrongly (a date after "now")
+//!   or not at all.
+//!
+//! It then takes the instance's claim, observes the lock and the heartbeat
+//! again, and deletes `PATH` (and the heartbeat) only if neither changed.
+//!
+//! **Leftovers.** A holder reclaims what killed processes left beside the
+//! lock (staging files, heartbeats and claims of gone instances) now and
+//! then, just after acquiring ([`crate::sweep`], with its own argument).
 //!
 //! # Why it is exclusive
 //!
@@ -60,14 +77,20 @@
 //!    them once, at publish: `PATH` is never rewritten while held. So once an
 //!    instance is gone it stays gone, and a holder that reads its token back
 //!    held the lock over the whole time since publishing.
-//! 4. *Only a claimant removes a lifetime instance.* Removing an instance
-//!    with a lifetime requires its claim, which one party holds at a time
-//!    (exclusive create). The holder of the claim observes `PATH` after
-//!    taking it and acts only on the instance it just observed. A breaker
-//!    therefore never deletes a fresh lock that replaced the stale one, and
-//!    two breakers of one instance cannot both delete: the second finds the
-//!    claim taken, or `PATH` changed. A lock with no lifetime is never
-//!    broken, so its holder alone ever deletes it.
+//! 4. *Only a claimant removes an instance.* Removing an instance requires
+//!    its claim, which one party holds at a time (exclusive create). The
+//!    holder of the claim observes `PATH` after taking it and acts only on
+//!    the instance it just observed. A breaker therefore never deletes a
+//!    fresh lock that replaced the stale one; two breakers of one instance
+//!    cannot both delete: the second finds the claim taken, or `PATH`
+//!    changed; and two releases with the same token (a script's trap and
+//!    its normal exit) cannot both delete: the second finds the claim
+//!    taken, or `PATH` no longer ours. A lock with no lifetime is never
+//!    broken, so its claim is only ever taken by its releasers and is never
+//!    broken either: nothing but its own release deletes it, however long
+//!    that release stalls. (uuidlock 0.1 released such a lock by reading and
+//!    deleting it: a second release stalled in between deleted the
+//!    successor's lock.)
 //! 5. *A renewal cannot harm anyone else, however late it runs.* It writes
 //!    only the heartbeat named by its own token, which speaks for its own
 //!    instance and for no successor, and it reads `PATH`. A renewer stalled
@@ -88,6 +111,19 @@
 //!    in the middle of any step: a number it takes then fails its
 //!    read-back and is never used, and nothing else it does moves the
 //!    counter.
+//! 8. *Judging by the filesystem's clock breaks only what the lease contract
+//!    gave up.* The contender's staging file was written before it read the
+//!    lock and the heartbeat, so their dates are those of writes made no
+//!    later than that read, on the same clock as "now". If the later of them
+//!    is a lifetime before "now" (less the clock's resolution), the holder
+//!    wrote no heartbeat for a whole lifetime up to a moment the contender
+//!    has already seen: it broke the lease contract, which is what staleness
+//!    means. A renewal after that moment changes the heartbeat's bytes, so
+//!    the re-observation under the claim sees it and nothing is deleted. A
+//!    lifetime counts from when the marker is written, so an acquire that
+//!    stalls between writing and publishing (past the lifetime) publishes a
+//!    lock already stale: that is a holder stalled past its lifetime, and
+//!    the fencing number tells the two apart, as for any other.
 //!
 //! The read-back after `verification_delay` is what keeps the lock
 //! exclusive against peers whose create is *not* atomic, such as
@@ -139,12 +175,12 @@
 //! - A symbolic link at the lock path is refused, never followed.
 
 use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::claim::{self, Observed, Watch};
 use crate::files::{self, Created, Fallback};
 use crate::format::{self, Held, Marker, Token};
-use crate::{fence, LockError};
+use crate::{fence, sweep, LockError};
 
 /// A duration in whole nanoseconds, as WIT carries them; saturates at
 /// `u64::MAX` (about 584 years).
@@ -220,6 +256,16 @@ impl Options {
                     format::MAX_STALE_AFTER.as_secs()
                 )))
             }
+            // A lifetime counts from the write; the holder renews once it
+            // has verified, which must leave it time to spare.
+            Some(lifetime) if self.verification_delay.saturating_mul(2) > lifetime => {
+                Err(LockError::InvalidOptions(format!(
+                    "the stale-after lifetime ({lifetime:?}) must be at least twice the verification delay \
+                     ({:?}): a lifetime counts from when the lock is written, and the holder first renews \
+                     after verifying",
+                    self.verification_delay
+                )))
+            }
             _ => Ok(()),
         }
     }
@@ -230,11 +276,15 @@ impl Options {
 pub struct Status {
     /// Who holds it.
     pub marker: Marker,
-    /// How long ago the lock file was written, by the wall clock.
+    /// How long ago the lock file was written, by the filesystem's clock.
     pub age: Duration,
-    /// How long ago the holder last renewed (its heartbeat), by the wall
-    /// clock; `None` before the first renewal, or without a lifetime.
+    /// How long ago the holder last renewed (its heartbeat), by the
+    /// filesystem's clock; `None` before the first renewal, or without a
+    /// lifetime.
     pub renewed: Option<Duration>,
+    /// Whether the lock has gone its lifetime without a renewal, by the
+    /// filesystem's clock: the next `acquire` breaks it.
+    pub stale: bool,
     /// The latest fencing number taken for this path: the holder's, unless a
     /// stalled former holder woke up and took one since (then larger).
     pub fence: Option<u64>,
@@ -289,6 +339,9 @@ fn take(path: &str, token: Token, options: &Options) -> Result<Acquired, LockErr
     let mut watch = Watch::default();
     loop {
         if let Some(fence) = try_once(path, &token, &marker, options, &mut watch)? {
+            if watch.broke || fence % sweep::EVERY == 0 {
+                sweep::reclaim(path, &token);
+            }
             return Ok(Acquired { token, fence });
         }
         let pause = match deadline {
@@ -341,13 +394,14 @@ fn try_once(
         match published? {
             Created::Yes => return verify(path, token, options),
             // Released just now: try again at once.
-            Created::Exists(None) => continue,
-            Created::Exists(Some(bytes)) => {
-                let observed = Observed::new(path, bytes)?;
-                let Some(stale) = watch.stale(path, &observed) else { return Ok(None) };
-                if !claim::break_stale(path, &observed, &stale, watch)? {
+            Created::Exists { there: None, .. } => continue,
+            Created::Exists { there: Some(there), now } => {
+                let observed = Observed::new(path, there)?;
+                let Some(stale) = watch.stale(path, &observed, now) else { return Ok(None) };
+                if !claim::break_stale(path, &observed, &stale, watch, now)? {
                     return Ok(None);
                 }
+                watch.broke = true;
             }
         }
     }
@@ -398,15 +452,22 @@ pub fn release(path: &str, token: &str) -> Result<(), LockError> {
 }
 
 fn release_token(path: &str, token: &Token) -> Result<(), LockError> {
+    release_paused(path, token, &|| ())
+}
+
+/// [`release_token`], with a `pause` between the first read and the claim
+/// (tests hold a release back there).
+pub(crate) fn release_paused(path: &str, token: &Token, pause: &dyn Fn()) -> Result<(), LockError> {
     let held = held_by(path, token)?;
-    let Some(lifetime) = held.stale_after else {
-        // Never broken: only its holder removes it.
-        return if files::remove(path)? { Ok(()) } else { Err(LockError::NotOwner) };
-    };
-    claim::with_claim(path, token, lifetime, || {
+    pause();
+    // Under the claim nobody else removes this instance: a breaker needs the
+    // claim too, and so does a second release with the same token.
+    claim::with_claim(path, token, held.stale_after, || {
         held_by(path, token)?;
         let removed = files::remove(path)?;
-        let _ = files::remove(&format::beat_path(path, token));
+        if held.stale_after.is_some() {
+            let _ = files::remove(&format::beat_path(path, token));
+        }
         Ok(removed)
     })?
     .filter(|&removed| removed)
@@ -480,18 +541,34 @@ pub fn holds(path: &str, token: &str) -> Result<bool, LockError> {
 
 /// Who holds the lock at `path`, and since when: `None` when it is free.
 ///
+/// Ages are read off the filesystem's own clock, as contenders judge them:
+/// `status` writes and removes an empty probe file `<PATH>.<UUID>.new` to
+/// read it. Where it cannot (a read-only directory), this machine's clock
+/// stands in.
+///
 /// # Errors
 /// An invalid path; the sandbox refusing the path; an I/O error.
 pub fn status(path: &str) -> Result<Option<Status>, LockError> {
-    files::check_path(path)?;
-    let Some(marker) = files::read_marker(path)? else { return Ok(None) };
-    // Released in between: report the marker we read, with no age.
-    let age = files::age(path).unwrap_or_default();
-    let renewed = match &marker {
-        Marker::Uuidlock(held) if held.stale_after.is_some() => files::age(&format::beat_path(path, &held.token)).ok(),
-        _ => None,
+    check_lock_path(path)?;
+    let Some(content) = files::read_dated(path)? else { return Ok(None) };
+    let probe = format::staged_path(path, &Token::generate("").map_err(LockError::Io)?);
+    let fs_now = files::clock(&probe);
+    let now = fs_now.unwrap_or_else(SystemTime::now);
+    let since = |written: Option<SystemTime>| written.map(|at| now.duration_since(at).unwrap_or_default());
+    let marker = content.marker();
+    let age = since(content.modified).unwrap_or_default();
+    let held = match &marker {
+        Marker::Uuidlock(held) => Some(held.clone()),
+        Marker::Foreign(_) => None,
     };
-    Ok(Some(Status { marker, age, renewed, fence: fence::current(path)? }))
+    let renewed = held
+        .as_ref()
+        .filter(|held| held.stale_after.is_some())
+        .and_then(|held| since(files::modified(&format::beat_path(path, &held.token))));
+    // What a contender arriving now would judge.
+    let observed = Observed::new(path, content)?;
+    let stale = Watch::default().stale(path, &observed, fs_now).is_some();
+    Ok(Some(Status { marker, age, renewed, stale, fence: fence::current(path)? }))
 }
 
 /// The marker at `path` if it holds `token`; [`LockError::NotOwner`] if not.
@@ -508,6 +585,7 @@ mod tests {
     use std::fs;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
+    use std::time::SystemTime;
 
     /// A temp dir and a lock path inside it.
     fn lock_in_temp_dir() -> (tempfile::TempDir, String) {
@@ -835,32 +913,41 @@ mod tests {
 
     #[test]
     fn a_long_verification_delay_does_not_shorten_the_lifetime() {
-        // The holder's verification delay (400 ms) is longer than its
-        // lifetime (300 ms), and it refreshes every third of the lifetime
-        // after acquire returns. A contender starts watching at 150 ms, so it
-        // would judge the lock stale at 450 ms: after the holder's read-back
-        // (400 ms) but before its first refresh by the rhythm (500 ms). Only
-        // the refresh that acquire makes after the delay keeps the lock.
+        // A lifetime counts from the write (by the filesystem's clock). The
+        // holder verifies for 200 ms of its 400 ms lifetime, then refreshes
+        // every 300 ms after acquire returns, as if it had the whole
+        // lifetime. Its first refresh comes 500 ms after the write: too late,
+        // but for the refresh acquire makes after the delay. A contender
+        // arrives at 150 ms and would break the lock at 400 ms.
         let (_dir, path) = lock_in_temp_dir();
         let holder = {
             let path = path.clone();
             std::thread::spawn(move || {
                 let slow = Options {
-                    verification_delay: Duration::from_millis(400),
-                    ..with_lifetime(Duration::from_millis(300))
+                    verification_delay: Duration::from_millis(200),
+                    ..with_lifetime(Duration::from_millis(400))
                 };
                 let token = acquire(&path, &slow).unwrap();
-                for _ in 0..6 {
-                    std::thread::sleep(Duration::from_millis(100));
+                for _ in 0..3 {
+                    std::thread::sleep(Duration::from_millis(300));
                     refresh(&path, token.as_str()).expect("a holder refreshing in time lost its lock");
                 }
                 release(&path, token.as_str()).unwrap();
             })
         };
         std::thread::sleep(Duration::from_millis(150));
-        let contender = acquire(&path, &Options { timeout: Some(Duration::from_millis(600)), ..fast() });
+        let contender = acquire(&path, &Options { timeout: Some(Duration::from_millis(800)), ..fast() });
         assert_eq!(contender, Err(LockError::Timeout));
         holder.join().unwrap();
+    }
+
+    #[test]
+    fn a_lifetime_shorter_than_twice_the_verification_delay_is_refused() {
+        let (_dir, path) = lock_in_temp_dir();
+        let options =
+            Options { verification_delay: Duration::from_millis(600), ..with_lifetime(Duration::from_secs(1)) };
+        assert!(matches!(acquire(&path, &options), Err(LockError::InvalidOptions(_))));
+        assert!(!fs::exists(&path).unwrap());
     }
 
     #[test]
@@ -985,5 +1072,109 @@ mod tests {
         assert_eq!(release(&b, token_a.as_str()), Err(LockError::NotOwner));
         assert_eq!(refresh(&b, token_a.as_str()), Err(LockError::NotOwner));
         assert_eq!((before(&a, &token_a), before(&b, &token_b)), (was_a, was_b));
+    }
+
+    /// Dates `path` back by `ago`, as if written then.
+    fn backdate(path: &str, ago: Duration) {
+        let file = fs::File::options().write(true).open(path).unwrap();
+        file.set_modified(SystemTime::now() - ago).unwrap();
+    }
+
+    // A contender that arrives long after the holder died breaks the lock at
+    // once: the lock's date and the contender's staging file's are both the
+    // filesystem's clock. `status` says so first.
+    #[test]
+    fn a_lock_dead_for_longer_than_its_lifetime_is_broken_at_once() {
+        let (_dir, path) = lock_in_temp_dir();
+        dead_holders_lock(&path, Some(Duration::from_millis(500)));
+        backdate(&path, Duration::from_secs(10));
+        assert!(status(&path).unwrap().unwrap().stale);
+        let token = acquire(&path, &once()).expect("a lock dead for 10 s with a 0.5 s lifetime was not broken");
+        assert!(holds(&path, token.as_str()).unwrap());
+        assert!(!status(&path).unwrap().unwrap().stale);
+    }
+
+    // The heartbeat counts as a sign of life: an old lock file renewed just
+    // now is not stale, by either clock.
+    #[test]
+    fn a_recent_heartbeat_keeps_an_old_lock() {
+        let (_dir, path) = lock_in_temp_dir();
+        let token = acquire(&path, &with_lifetime(Duration::from_millis(500))).unwrap();
+        backdate(&path, Duration::from_secs(10));
+        refresh(&path, token.as_str()).unwrap();
+        assert!(!status(&path).unwrap().unwrap().stale);
+        assert_eq!(acquire(&path, &once()), Err(LockError::Timeout));
+        assert!(holds(&path, token.as_str()).unwrap());
+    }
+
+    // Dates that cannot be right (after the filesystem's "now") are not
+    // trusted: the contender falls back to its own watch, a lifetime long.
+    #[test]
+    fn a_date_in_the_future_falls_back_to_the_watch() {
+        let (_dir, path) = lock_in_temp_dir();
+        dead_holders_lock(&path, Some(Duration::from_millis(300)));
+        let file = fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(SystemTime::now() + Duration::from_secs(3600)).unwrap();
+        assert_eq!(acquire(&path, &once()), Err(LockError::Timeout));
+        let start = Instant::now();
+        acquire(&path, &Options { timeout: Some(Duration::from_secs(10)), ..fast() }).unwrap();
+        assert!(start.elapsed() >= Duration::from_millis(300), "broken before a lifetime on the watch");
+    }
+
+    // A FIFO, or anything else that is not a regular file, at the lock path
+    // is refused at once by every call, never opened (which would block)
+    // and never deleted.
+    #[test]
+    fn a_fifo_at_the_lock_path_is_refused_without_blocking() {
+        let (_dir, path) = lock_in_temp_dir();
+        let c_path = std::ffi::CString::new(path.clone()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o644) }, 0);
+        let token = Token::generate("").unwrap();
+        let start = Instant::now();
+        let refused =
+            |result: Result<(), LockError>| matches!(result, Err(LockError::InvalidPath(why)) if why.contains("FIFO"));
+        assert!(refused(acquire(&path, &once()).map(drop)));
+        assert!(refused(acquire(&path, &Options { timeout: None, ..fast() }).map(drop)));
+        assert!(refused(status(&path).map(drop)));
+        assert!(refused(release(&path, token.as_str())));
+        assert!(refused(refresh(&path, token.as_str())));
+        assert!(refused(holds(&path, token.as_str()).map(drop)));
+        assert!(start.elapsed() < Duration::from_secs(5));
+        use std::os::unix::fs::FileTypeExt;
+        assert!(fs::symlink_metadata(&path).unwrap().file_type().is_fifo(), "the FIFO was removed");
+    }
+
+    // Two releases of one lock without a lifetime (a script's trap and its
+    // normal exit): the one held back between its check and its delete,
+    // while the other releases and a successor acquires, must not delete
+    // the successor's lock.
+    #[test]
+    fn a_release_held_back_cannot_delete_a_successors_lock() {
+        let (_dir, path) = lock_in_temp_dir();
+        let first = acquire(&path, &fast()).unwrap();
+        let successor = std::cell::RefCell::new(None);
+        let late = release_paused(&path, &first, &|| {
+            release(&path, first.as_str()).unwrap();
+            *successor.borrow_mut() = Some(acquire(&path, &fast()).unwrap());
+        });
+        assert_eq!(late, Err(LockError::NotOwner));
+        let successor = successor.into_inner().unwrap();
+        assert!(holds(&path, successor.as_str()).unwrap(), "the late release deleted the successor's lock");
+    }
+
+    // While one release of a lock without a lifetime holds its claim, a
+    // second release of the same token touches nothing.
+    #[test]
+    fn a_release_finding_the_claim_taken_touches_nothing() {
+        let (_dir, path) = lock_in_temp_dir();
+        let token = acquire(&path, &fast()).unwrap();
+        let claim = format::claim_path(&path, &token);
+        fs::write(&claim, b"").unwrap();
+        assert_eq!(release(&path, token.as_str()), Err(LockError::NotOwner));
+        assert!(holds(&path, token.as_str()).unwrap());
+        fs::remove_file(&claim).unwrap();
+        release(&path, token.as_str()).unwrap();
+        assert_eq!(fs::read_dir(_dir.path()).unwrap().count(), 1, "only the fence directory is left");
     }
 }

@@ -265,6 +265,7 @@ impl Locker {
                     marker,
                     age: Duration::from_nanos(status.age_ns),
                     renewed: status.renewed_ns.map(Duration::from_nanos),
+                    stale: status.stale,
                     fence: status.fence,
                 })
             })

@@ -84,7 +84,7 @@ enum Event {
 /// `uuidlock run`: returns the exit code.
 pub fn main(args: RunArgs) -> i32 {
     let fail = |code: i32, message: String| {
-        eprintln!("uuidlock run: {message}");
+        eprintln!("uuidlock run: {}", cli::one_line(&message));
         code
     };
     let (options, _) = lease::with_lifetime(&args.options.options());
@@ -143,7 +143,7 @@ pub fn main(args: RunArgs) -> i32 {
         Ok(Event::Exited(status)) => {
             let released = lease.release();
             if let Err(e) = &released {
-                eprintln!("uuidlock run: {}: the lease was lost before CMD exited ({e})", args.path);
+                eprintln!("uuidlock run: {}: the lease was lost before CMD exited ({e})", cli::one_line(&args.path));
             }
             match (status, released) {
                 (Ok(status), Ok(())) => status_code(status),
@@ -154,7 +154,8 @@ pub fn main(args: RunArgs) -> i32 {
         Ok(Event::Lost(lost)) => {
             eprintln!(
                 "uuidlock run: the lease on {} was lost ({lost}); stopping CMD (SIGTERM, SIGKILL after {:?})",
-                args.path, args.kill_after
+                cli::one_line(&args.path),
+                args.kill_after
             );
             signal_child(pid, libc::SIGTERM);
             if !matches!(received.recv_timeout(args.kill_after), Ok(Event::Exited(_))) {
