@@ -97,7 +97,55 @@ fn cases() -> Vec<Case> {
         case(&["acquire", "{}/garbage.lock", "--timeout", "0"], Expect::Timeout),
         case(&["acquire", "{}/empty.lock", "--timeout", "0"], Expect::Timeout),
         case(&["acquire", "{}/huge.lock", "--timeout", "0"], Expect::Timeout),
+        // Not regular files: refused at once, never opened (a FIFO would
+        // block the open), never deleted; without a timeout too.
+        case(&["acquire", "{}/fifo.lock", "--timeout", "0"], Expect::InvalidPath),
+        case(&["acquire", "{}/fifo.lock"], Expect::InvalidPath),
+        case(&["acquire", "{}/fifo.lock", "--stale-after", "1", "--timeout", "0"], Expect::InvalidPath),
+        case(&["status", "{}/fifo.lock"], Expect::InvalidPath),
+        case(&["release", "{}/fifo.lock", "00000000-0000-4000-8000-000000000000"], Expect::InvalidPath),
+        case(&["refresh", "{}/fifo.lock", "00000000-0000-4000-8000-000000000000"], Expect::InvalidPath),
+        case(&["holds", "{}/fifo.lock", "00000000-0000-4000-8000-000000000000"], Expect::InvalidPath),
+        case(&["acquire", "{}/socket.lock", "--timeout", "0"], Expect::InvalidPath),
+        case(&["status", "{}/socket.lock"], Expect::InvalidPath),
+        case(&["release", "{}/socket.lock", "00000000-0000-4000-8000-000000000000"], Expect::InvalidPath),
+        // Paths that cannot be lock files.
+        case(&["acquire", "{}/held.lock/x.lock", "--timeout", "0"], Expect::InvalidPath),
+        case(&["status", "{}/held.lock.fence"], Expect::InvalidPath),
+        case(&["acquire", LONG_NAME, "--timeout", "0"], Expect::InvalidPath),
+        case(&["status", LONG_NAME], Expect::InvalidPath),
+        // A newline in a path is escaped: still one line of stderr.
+        case(&["acquire", "{}/no\nsuch/x.lock", "--timeout", "0"], Expect::Io),
+        case(&["release", "{}/held.lock", "two\nlines-00000000-0000-4000-8000-000000000000"], Expect::InvalidToken),
+        guest_only(&["release", "/elsewhere/x.lock", "00000000-0000-4000-8000-000000000000"], Expect::OutsideSandbox),
+        guest_only(
+            &["refresh", "{}/../outside/x.lock", "00000000-0000-4000-8000-000000000000"],
+            Expect::OutsideSandbox,
+        ),
+        guest_only(&["status", "{}/escape/x.lock"], Expect::OutsideSandbox),
+        // Options out of range.
+        case(&["acquire", "{}/x.lock", "--stale-after", "0.001"], Expect::InvalidOptions),
+        case(&["acquire", "{}/x.lock", "--stale-after", "1", "--verification-delay", "0.6"], Expect::InvalidOptions),
+        case(&["acquire", "{}/x.lock", "--prefix", "tab\there"], Expect::InvalidOptions),
+        case(&["acquire", "{}/x.lock", "--prefix", "spa ce"], Expect::InvalidOptions),
+        case(&["release", "{}/held.lock", "spa ce-00000000-0000-4000-8000-000000000000"], Expect::InvalidToken),
+        // Someone else's lock, or none: nothing is deleted.
+        case(&["holds", "{}/held.lock", "00000000-0000-4000-8000-000000000000"], Expect::NotOwner),
+        case(&["release", "{}/empty.lock", "00000000-0000-4000-8000-000000000000"], Expect::NotOwner),
+        case(&["refresh", "{}/huge.lock", "00000000-0000-4000-8000-000000000000"], Expect::NotOwner),
+        case(&["holds", "{}/garbage.lock", "00000000-0000-4000-8000-000000000000"], Expect::NotOwner),
+        case(&["acquire", "{}/empty.lock", "--stale-after", "1", "--timeout", "0"], Expect::Timeout),
+        case(&["acquire", "{}/garbage.lock", "--stale-after", "1", "--timeout", "0"], Expect::Timeout),
     ]
+}
+
+/// A lock file name one byte too long for the names derived from it.
+const LONG_NAME: &str = "{}/lllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllll\
+lllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllll";
+
+#[test]
+fn the_battery_is_large() {
+    assert!(cases().len() >= 40, "{} cases", cases().len());
 }
 
 /// Sets up the files the cases refer to; returns what must survive untouched.
@@ -112,6 +160,10 @@ fn prepare(sandbox: &Sandbox) -> Vec<(std::path::PathBuf, Vec<u8>)> {
     {
         std::fs::write(sandbox.lock(name), content).unwrap();
     }
+    let fifo = std::ffi::CString::new(sandbox.lock("fifo.lock").into_os_string().into_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0, "mkfifo");
+    drop(std::os::unix::net::UnixListener::bind(sandbox.lock("socket.lock")).unwrap());
     ["held.lock", "garbage.lock", "empty.lock", "huge.lock"]
         .iter()
         .map(|name| (sandbox.lock(name), std::fs::read(sandbox.lock(name)).unwrap()))
@@ -122,6 +174,9 @@ fn assert_untouched(sandbox: &Sandbox, kept: &[(std::path::PathBuf, Vec<u8>)]) {
     for (path, bytes) in kept {
         assert_eq!(&std::fs::read(path).unwrap(), bytes, "{} changed", path.display());
     }
+    use std::os::unix::fs::FileTypeExt;
+    let file_type = |name| std::fs::symlink_metadata(sandbox.lock(name)).unwrap().file_type();
+    assert!(file_type("fifo.lock").is_fifo() && file_type("socket.lock").is_socket());
     assert!(sandbox.outside_entries().is_empty(), "written outside: {:?}", sandbox.outside_entries());
 }
 
@@ -147,6 +202,9 @@ fn bad_input_through_the_wit_interface() {
             Ok(LockCommand::Release(PathToken { path, token })) => locker.release(path, &token),
             Ok(LockCommand::Refresh(PathToken { path, token })) => locker.refresh(path, &token),
             Ok(LockCommand::Status { path, .. }) => locker.status(path).map(drop),
+            Ok(LockCommand::Holds(PathToken { path, token })) => {
+                locker.holds(path, &token).and_then(|held| if held { Ok(()) } else { Err(LockError::NotOwner) })
+            }
             other => panic!("{args:?} parsed as {other:?}"),
         };
         let error = result.expect_err(&format!("{args:?} succeeded"));

@@ -214,7 +214,7 @@ fn refresh_holds_and_status_json_follow_the_contract() {
     let status = uuidlock(&["status", lock, "--json"]);
     assert_eq!(status.status.code(), Some(0));
     let json: StatusJson = serde_json::from_slice(&status.stdout).expect("status --json is one JSON object");
-    let StatusJson::Held { token: held, prefix, age_s, stale_after_s, renewed_s, fence } = json else {
+    let StatusJson::Held { token: held, prefix, age_s, stale_after_s, renewed_s, fence, .. } = json else {
         panic!("{json:?}")
     };
     assert_eq!((held, prefix.as_str(), stale_after_s, fence), (token.clone(), "ci-", Some(30.0), Some(1)));
