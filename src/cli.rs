@@ -197,8 +197,9 @@ pub struct AcquireOptions {
     #[arg(long, value_name = "SECS", value_parser = seconds_or_forever)]
     pub timeout: Option<Duration>,
     /// The lock's lifetime: once it has gone this long without `uuidlock
-    /// refresh`, contenders may break it (0.01 to 86400; a second or more is
-    /// wise; needs hard links) [default: never broken]
+    /// refresh`, contenders may break it (0.5 to 86400, and at least twice
+    /// the verification delay; refreshed by hand, a second or more: ordinary
+    /// load breaks shorter ones; needs hard links) [default: never broken]
     #[arg(long, value_name = "SECS", value_parser = seconds)]
     pub stale_after: Option<Duration>,
 }

@@ -152,19 +152,30 @@
 //!   resource apart. Lifetimes should be far longer than any stall the
 //!   machines see. The minimum is [`MIN_STALE_AFTER`]; a second or more is
 //!   wise.
-//! - A lifetime counts from when contenders first see the marker. After a
-//!   verification delay, acquire renews once, so the caller gets the whole
-//!   lifetime.
-//! - A holder that dies leaves a lock with a lifetime to be broken within
-//!   the lifetime plus a retry interval of a contender's watch. A lock with
-//!   no lifetime stays until someone deletes it by hand.
-//! - A contender judges staleness from what it has watched. A contender that
-//!   arrives after a crash waits a full lifetime, and `timeout 0` never
-//!   breaks a lock.
-//! - A lock with no lifetime must be released by one caller at a time. Two
-//!   concurrent releases of the same token could delete a successor's file.
-//!   (A lifetime makes release go through the claim, which removes this
-//!   caveat.)
+//! - A lifetime counts from when the marker is written, by the filesystem's
+//!   clock. After a verification delay, acquire renews once, so the caller
+//!   gets the whole lifetime from its return; so that it can, a lifetime
+//!   must be at least twice the verification delay.
+//! - A holder that dies leaves a lock with a lifetime to be broken by the
+//!   first contender that tries after the lifetime has run out (plus the
+//!   filesystem clock's resolution: 10 ms, or 2 s where files are dated in
+//!   whole seconds). Where dates are not trusted (after the filesystem's
+//!   "now"), a contender watches for a lifetime first. A lock with no
+//!   lifetime stays until someone deletes it by hand.
+//! - Judging by the filesystem's clock assumes that a file's date is as
+//!   fresh as its bytes when it is read through an open file: true locally,
+//!   on NFS (close-to-open) and on sshfs without attribute caching. A share
+//!   that caches dates longer than data needs lifetimes longer than its
+//!   cache timeout.
+//! - A release killed while holding the claim on a lock without a lifetime
+//!   leaves the lock and its empty claim: like any lock without a lifetime
+//!   whose holder died, it stays until deleted by hand (both files).
+//! - A release, and the break of a stale lock, need a claim file. The claim
+//!   on a lock with a lifetime holds a marker, so on a full disk such a lock
+//!   cannot be released (the error says "no space left on device", and the
+//!   lock is intact); once space returns, its holder's release or, after the
+//!   lifetime, a contender frees it. A lock without a lifetime is released
+//!   on a full disk (its claim is empty).
 //! - Where the filesystem has no hard links, locks fall back to an exclusive
 //!   create and a write. There, a crash in between leaves an empty lock file,
 //!   which is foreign and never broken. Lifetimes (and so claims) are refused
@@ -172,7 +183,15 @@
 //! - Fencing numbers need a directory listing that shows the counter file;
 //!   a listing that is behind (a caching network client) makes the rename
 //!   fail and retry, never succeed with a stale number.
-//! - A symbolic link at the lock path is refused, never followed.
+//! - A symbolic link, a directory, a FIFO, a socket or a device at the lock
+//!   path is refused ([`LockError::InvalidPath`]), never opened, followed or
+//!   deleted. In the guest, the file's type is checked just before it is
+//!   opened (WASI cannot open without blocking on a FIFO): someone who can
+//!   write the lock directory and swaps a FIFO in between can still wedge
+//!   a call.
+//! - A lock file this user may not read (another user's, mode 600) is a
+//!   lock held by someone else: waited for, never deleted, and reported as
+//!   unreadable.
 
 use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime};
@@ -192,8 +211,14 @@ pub fn nanos(duration: Duration) -> u64 {
 pub const MAX_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// The shortest lifetime accepted. Ordinary scheduling delays must stay well
-/// inside a lifetime (see the lease contract); a second or more is wise.
-pub const MIN_STALE_AFTER: Duration = Duration::from_millis(10);
+/// inside a lifetime (see the lease contract). On a 2-core machine with 32
+/// processes contending, holders renewing every third of their lifetime in
+/// the background were evicted by the load alone at 0.1 s (25 to 35 of 800
+/// in each of three runs) and never at 0.2 s; holders that do not renew
+/// were evicted at 0.2 s (8 of 800 in one run of three). This floor keeps
+/// 2.5 times the shortest clean lifetime; without background renewal, a
+/// second or more is wise.
+pub const MIN_STALE_AFTER: Duration = Duration::from_millis(500);
 
 /// The longest lock file name accepted: the names uuidlock derives from it
 /// (`<NAME>.<UUID>.claim`) must fit the usual 255-byte limit.
@@ -216,7 +241,7 @@ pub struct Options {
     pub timeout: Option<Duration>,
     /// The lock's lifetime: once it has gone this long without a
     /// [`refresh`], contenders may break it. `None` (the default): never
-    /// broken, so a holder that never refreshes is never evicted. From 10 ms
+    /// broken, so a holder that never refreshes is never evicted. From 0.5 s
     /// to one day; rounded up to whole milliseconds.
     pub stale_after: Option<Duration>,
 }
@@ -801,16 +826,18 @@ mod tests {
     #[test]
     fn a_refreshed_lock_is_never_broken() {
         let (_dir, path) = lock_in_temp_dir();
-        // Margins for a loaded machine: refreshes every 30 ms keep a 300 ms
+        // Margins for a loaded machine: refreshes every 30 ms keep a 600 ms
         // lifetime alive; without them the contender would break it well
-        // within its 600 ms.
-        let token = acquire(&path, &with_lifetime(Duration::from_millis(300))).unwrap();
+        // within its 1.2 s.
+        let token = acquire(&path, &with_lifetime(Duration::from_millis(600))).unwrap();
         let contender = {
             let path = path.clone();
-            std::thread::spawn(move || acquire(&path, &Options { timeout: Some(Duration::from_millis(600)), ..fast() }))
+            std::thread::spawn(move || {
+                acquire(&path, &Options { timeout: Some(Duration::from_millis(1200)), ..fast() })
+            })
         };
         let start = Instant::now();
-        while start.elapsed() < Duration::from_millis(700) {
+        while start.elapsed() < Duration::from_millis(1300) {
             refresh(&path, token.as_str()).unwrap();
             std::thread::sleep(Duration::from_millis(30));
         }
@@ -825,7 +852,8 @@ mod tests {
     #[test]
     fn a_holder_whose_lock_was_broken_is_told_and_deletes_nothing() {
         let (_dir, path) = lock_in_temp_dir();
-        let late = acquire(&path, &with_lifetime(Duration::from_millis(30))).unwrap();
+        let late = acquire(&path, &with_lifetime(MIN_STALE_AFTER)).unwrap();
+        backdate(&path, Duration::from_secs(10));
         let next = acquire(&path, &Options { timeout: Some(Duration::from_secs(10)), ..fast() }).unwrap();
         let bytes = fs::read(&path).unwrap();
         assert_eq!(release(&path, late.as_str()), Err(LockError::NotOwner));
@@ -914,29 +942,29 @@ mod tests {
     #[test]
     fn a_long_verification_delay_does_not_shorten_the_lifetime() {
         // A lifetime counts from the write (by the filesystem's clock). The
-        // holder verifies for 200 ms of its 400 ms lifetime, then refreshes
-        // every 300 ms after acquire returns, as if it had the whole
-        // lifetime. Its first refresh comes 500 ms after the write: too late,
+        // holder verifies for 300 ms of its 600 ms lifetime, then refreshes
+        // every 450 ms after acquire returns, as if it had the whole
+        // lifetime. Its first refresh comes 750 ms after the write: too late,
         // but for the refresh acquire makes after the delay. A contender
-        // arrives at 150 ms and would break the lock at 400 ms.
+        // arrives at 150 ms and would break the lock at 600 ms.
         let (_dir, path) = lock_in_temp_dir();
         let holder = {
             let path = path.clone();
             std::thread::spawn(move || {
                 let slow = Options {
-                    verification_delay: Duration::from_millis(200),
-                    ..with_lifetime(Duration::from_millis(400))
+                    verification_delay: Duration::from_millis(300),
+                    ..with_lifetime(Duration::from_millis(600))
                 };
                 let token = acquire(&path, &slow).unwrap();
                 for _ in 0..3 {
-                    std::thread::sleep(Duration::from_millis(300));
+                    std::thread::sleep(Duration::from_millis(450));
                     refresh(&path, token.as_str()).expect("a holder refreshing in time lost its lock");
                 }
                 release(&path, token.as_str()).unwrap();
             })
         };
         std::thread::sleep(Duration::from_millis(150));
-        let contender = acquire(&path, &Options { timeout: Some(Duration::from_millis(800)), ..fast() });
+        let contender = acquire(&path, &Options { timeout: Some(Duration::from_millis(1200)), ..fast() });
         assert_eq!(contender, Err(LockError::Timeout));
         holder.join().unwrap();
     }
@@ -999,13 +1027,13 @@ mod tests {
     fn a_stalled_renewer_cannot_harm_a_successor() {
         for step in [RenewStep::BeforeBeat, RenewStep::BeforeCheck] {
             let (_dir, path) = lock_in_temp_dir();
-            let stalled = acquire(&path, &with_lifetime(Duration::from_millis(50))).unwrap();
+            let stalled = acquire(&path, &with_lifetime(MIN_STALE_AFTER)).unwrap();
             let renewal = {
                 let (path, token) = (path.clone(), stalled.clone());
                 std::thread::spawn(move || {
                     renew(&path, &token, &|at| {
                         if at == step {
-                            std::thread::sleep(Duration::from_millis(400));
+                            std::thread::sleep(MIN_STALE_AFTER * 2 + Duration::from_millis(200));
                         }
                     })
                 })
@@ -1035,7 +1063,8 @@ mod tests {
             fences.push(acquired.fence);
             release(&path, acquired.token.as_str()).unwrap();
         }
-        let dead = super::acquire(&path, &with_lifetime(Duration::from_millis(30))).unwrap();
+        let dead = super::acquire(&path, &with_lifetime(MIN_STALE_AFTER)).unwrap();
+        backdate(&path, Duration::from_secs(10));
         fences.push(dead.fence);
         let next = super::acquire(&path, &Options { timeout: Some(Duration::from_secs(10)), ..fast() }).unwrap();
         fences.push(next.fence);

@@ -274,7 +274,7 @@ fn a_locker_does_not_wait_for_itself() {
 fn lifetimes_refresh_and_breaking_through_the_component() {
     let sandbox = Sandbox::new();
     let path = sandbox.lock("job.lock");
-    let lifetime = Duration::from_millis(80);
+    let lifetime = Duration::from_millis(600);
     let holder = sandbox.locker();
     let guard = holder.acquire(&path, &Options { stale_after: Some(lifetime), ..fast() }).unwrap();
     guard.refresh().unwrap();

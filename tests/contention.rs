@@ -129,7 +129,7 @@ fn fair_handoff_keeps_mutual_exclusion() {
 // fences rise in critical-section order in both.
 #[test]
 fn evictions_are_reported_and_renewing_leases_prevent_them() {
-    let base = ["--processes", "2", "--iterations", "2", "--hold-ms", "600", "--stale-after", "0.2"];
+    let base = ["--processes", "2", "--iterations", "2", "--hold-ms", "1200", "--stale-after", "0.5"];
     let (code, report) = contend(&base);
     assert_eq!(code, Some(1), "{report:?}");
     assert!(report.evictions > 0, "{report:?}");

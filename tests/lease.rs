@@ -18,16 +18,16 @@ fn lifetime(ms: u64) -> Options {
     Options { stale_after: Some(Duration::from_millis(ms)), ..fast() }
 }
 
-// A 300 ms lease held for four lifetimes, without any call from its owner:
+// A 600 ms lease held for four lifetimes, without any call from its owner:
 // a contender that would break an unrenewed lock after one lifetime times
 // out, and the lease has renewed and still holds.
 #[test]
 fn a_lease_renews_itself_past_many_lifetimes() {
     let sandbox = Sandbox::new();
     let path = sandbox.lock("job.lock");
-    let lease = sandbox.locker().lease(&path, &lifetime(300)).unwrap();
+    let lease = sandbox.locker().lease(&path, &lifetime(600)).unwrap();
     let contender = sandbox.locker();
-    let patient = Options { timeout: Some(Duration::from_millis(1200)), ..fast() };
+    let patient = Options { timeout: Some(Duration::from_millis(2400)), ..fast() };
     assert_eq!(contender.acquire(&path, &patient).err(), Some(LockError::Timeout));
     assert_eq!(lease.lost(), None);
     assert!(lease.renewals() >= 3, "{} renewals in four lifetimes", lease.renewals());
@@ -43,7 +43,7 @@ fn a_lease_renews_itself_past_many_lifetimes() {
 fn a_lost_lease_is_reported() {
     let sandbox = Sandbox::new();
     let path = sandbox.lock("job.lock");
-    let lease = sandbox.locker().lease(&path, &lifetime(300)).unwrap();
+    let lease = sandbox.locker().lease(&path, &lifetime(600)).unwrap();
     let (told, heard) = mpsc::channel();
     lease.on_lost(move |why| told.send(why.clone()).unwrap());
     std::fs::remove_file(&path).unwrap();
@@ -65,8 +65,8 @@ fn a_lost_lease_is_reported() {
 fn dropping_a_lease_releases_and_leaves_nothing() {
     let sandbox = Sandbox::new();
     let path = sandbox.lock("job.lock");
-    let lease = sandbox.locker().lease(&path, &lifetime(90)).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    let lease = sandbox.locker().lease(&path, &lifetime(600)).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
     assert!(lease.renewals() >= 1);
     drop(lease);
     let left: Vec<String> =

@@ -118,7 +118,7 @@ fn a_lost_lease_stops_the_command() {
     let lock_path = lock.to_str().unwrap();
     let started = sandbox.lock("started");
     let script = format!("touch {}; exec sleep 60", started.display());
-    let child = spawn(&["run", lock_path, "--stale-after", "0.3", "--kill-after", "5", "--", "sh", "-c", &script]);
+    let child = spawn(&["run", lock_path, "--stale-after", "0.5", "--kill-after", "5", "--", "sh", "-c", &script]);
     wait_for(&started);
     std::fs::remove_file(&lock).unwrap();
     let thief = uuidlock(&["acquire", lock_path, "--verification-delay", "0"]);
