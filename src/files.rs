@@ -5,7 +5,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::Path;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::format::{self, Marker};
 use crate::LockError;
@@ -56,13 +56,13 @@ pub fn publish(path: &str, staged: &str, bytes: &[u8], fallback: Fallback) -> Re
         let linked = fs::hard_link(staged, path);
         // The filesystem's "now", for judging what is there (only needed then).
         let now = match &linked {
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => modified(staged),
+            Err(e) if taken(path, e) => modified(staged),
             _ => None,
         };
         let _ = fs::remove_file(staged);
         return match linked {
             Ok(()) => Ok(Created::Yes),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            Err(e) if taken(path, &e) => {
                 let there = read_dated(path)?;
                 if there.as_ref().is_some_and(|there| there.bytes == bytes) {
                     Ok(Created::Yes)
@@ -80,9 +80,7 @@ pub fn publish(path: &str, staged: &str, bytes: &[u8], fallback: Fallback) -> Re
             ))),
             Err(e) if no_hard_links(&e) => match OpenOptions::new().write(true).create_new(true).open(path) {
                 Ok(file) => write_all(path, file, bytes).map(|()| Created::Yes),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    Ok(Created::Exists { there: read_dated(path)?, now: None })
-                }
+                Err(e) if taken(path, &e) => Ok(Created::Exists { there: read_dated(path)?, now: None }),
                 Err(e) => Err(io_error(path, "create", e)),
             },
             Err(e) => Err(io_error(path, "create", e)),
@@ -110,7 +108,7 @@ pub fn clock(probe: &str) -> Option<SystemTime> {
 pub fn create_empty(path: &str) -> Result<bool, LockError> {
     match OpenOptions::new().write(true).create_new(true).open(path) {
         Ok(_) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) if taken(path, &e) => Ok(false),
         Err(e) => Err(io_error(path, "create", e)),
     }
 }
@@ -126,13 +124,39 @@ pub fn replace(path: &str, staged: &str, bytes: &[u8]) -> Result<(), LockError> 
 }
 
 /// Removes `path`; `false` when it was already gone.
+///
+/// SMB refuses to delete a file that another client has open (`EBUSY`),
+/// as a contender has a lock file open for the moment it reads it. The
+/// removal is retried for up to [`BUSY_RETRY`], which stays far inside the
+/// shortest lifetime, so a claimant never outlives its claim retrying;
+/// then the error says the file is still there.
 pub fn remove(path: &str) -> Result<bool, LockError> {
-    match fs::remove_file(path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(io_error(path, "delete", e)),
+    let mut pause = Duration::from_millis(2);
+    let mut waited = Duration::ZERO;
+    loop {
+        match fs::remove_file(path) {
+            Ok(()) => return Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::ResourceBusy && waited < BUSY_RETRY => {
+                std::thread::sleep(pause);
+                waited += pause;
+                pause = (pause * 2).min(BUSY_RETRY - waited.min(BUSY_RETRY)).max(Duration::from_millis(1));
+            }
+            Err(e) if e.kind() == io::ErrorKind::ResourceBusy => {
+                return Err(LockError::Io(format!(
+                    "cannot delete {path}: resource busy (another client of the share has it open) for {}ms; \
+                     it is still there, try again",
+                    BUSY_RETRY.as_millis()
+                )))
+            }
+            Err(e) => return Err(io_error(path, "delete", e)),
+        }
     }
 }
+
+/// How long [`remove`] retries a file that is busy: a tenth of the shortest
+/// lifetime.
+pub const BUSY_RETRY: Duration = Duration::from_millis(50);
 
 /// Creates `staged` exclusively and writes `bytes`; on failure nothing is
 /// left. Errors name `path`, the lock the staging file is for.
@@ -149,15 +173,25 @@ fn write_all(path: &str, mut file: File, bytes: &[u8]) -> Result<(), LockError> 
     written.map_err(|e| io_error(path, "write", e))
 }
 
-/// Whether a hard link failed because the filesystem has none.
+/// Whether a hard link failed because the filesystem (or share) has none
+/// that work: `ENOSYS`, `ENOTSUP`, `EPERM` (how Linux and SMB say "no hard
+/// links here"; a sandbox refusal fails the fallback's create the same
+/// way), and `EIO` (how `rclone mount` says it).
 fn no_hard_links(e: &io::Error) -> bool {
-    // EPERM is also how Linux says "no hard links on this filesystem"; a
-    // sandbox refusal fails the fallback's create the same way.
     #[cfg(target_os = "wasi")]
-    const NOT_SUPPORTED: [i32; 3] = [52, 58, 63]; // ENOSYS, ENOTSUP, EPERM
+    const NOT_SUPPORTED: [i32; 4] = [52, 58, 63, 29]; // ENOSYS, ENOTSUP, EPERM, EIO
     #[cfg(not(target_os = "wasi"))]
-    const NOT_SUPPORTED: [i32; 3] = [38, 95, 1]; // ENOSYS, EOPNOTSUPP, EPERM
+    const NOT_SUPPORTED: [i32; 4] = [38, 95, 1, 5]; // ENOSYS, EOPNOTSUPP, EPERM, EIO
     e.kind() == io::ErrorKind::Unsupported || e.raw_os_error().is_some_and(|code| NOT_SUPPORTED.contains(&code))
+}
+
+/// Whether an exclusive create (or link) failed because something is
+/// already there. Some shares say so with `EACCES` (davfs2), so "permission
+/// denied" with a file at the path counts too: with our staging file just
+/// written, the directory is writable.
+fn taken(path: &str, e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::AlreadyExists
+        || (e.kind() == io::ErrorKind::PermissionDenied && fs::symlink_metadata(path).is_ok())
 }
 
 /// What reading a lock file found.
@@ -507,5 +541,22 @@ mod tests {
         assert_eq!(there.bytes, b"ours");
         assert!(now.is_some(), "the staging file's date is the filesystem's clock");
         assert!(!fs::exists(&staged).unwrap());
+    }
+
+    #[test]
+    fn shares_that_misreport_are_read_as_meant() {
+        let dir = tempfile::tempdir().unwrap();
+        let there = dir.path().join("there").to_str().unwrap().to_owned();
+        let absent = dir.path().join("absent").to_str().unwrap().to_owned();
+        fs::write(&there, b"x").unwrap();
+        let denied = || io::Error::from(io::ErrorKind::PermissionDenied);
+        // davfs2: EACCES for "exists".
+        assert!(taken(&there, &denied()));
+        assert!(!taken(&absent, &denied()));
+        assert!(taken(&absent, &io::Error::from(io::ErrorKind::AlreadyExists)));
+        // rclone mount: EIO from link means no usable hard links.
+        assert!(no_hard_links(&io::Error::from_raw_os_error(libc::EIO)));
+        assert!(no_hard_links(&io::Error::from_raw_os_error(libc::EPERM)));
+        assert!(!no_hard_links(&io::Error::from_raw_os_error(libc::ENOSPC)));
     }
 }

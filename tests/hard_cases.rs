@@ -255,3 +255,33 @@ fn leftovers_of_killed_processes_are_reclaimed() {
     let remaining = derived_files(&dir, &lock_name);
     assert!(remaining.len() <= 2, "{} left after the kills; still there: {remaining:?}", after_kills.len());
 }
+
+// A lock file that cannot be deleted for the moment (EBUSY: SMB says so
+// while another client has the file open; here, a file mounted over the
+// lock file): release retries for a bounded time, then fails with exit 4,
+// says the file is still there, and reports nothing released. Once the file
+// can be deleted, release works.
+#[test]
+fn a_busy_lock_file_is_never_reported_released() {
+    let sandbox = Sandbox::new();
+    let lock = sandbox.lock("busy.lock");
+    let lock = lock.to_str().unwrap();
+    let taken = uuidlock(&["acquire", lock, "--verification-delay", "0"]);
+    let token = text(&taken.stdout).trim().to_owned();
+    let copy = sandbox.outside().join("same-marker");
+    std::fs::copy(lock, &copy).unwrap();
+    let mounted = Command::new("mount").arg("--bind").arg(&copy).arg(lock).output();
+    match mounted {
+        Ok(output) if output.status.success() => {}
+        Ok(output) => return skip("a_busy_lock_file_is_never_reported_released", &text(&output.stderr)),
+        Err(e) => return skip("a_busy_lock_file_is_never_reported_released", &format!("mount: {e}")),
+    }
+    let busy = uuidlock(&["release", lock, &token]);
+    let _ = Command::new("umount").arg(lock).status();
+    assert_eq!(busy.status.code(), Some(4), "{}", text(&busy.stderr));
+    assert!(text(&busy.stderr).contains("resource busy") && text(&busy.stderr).contains("still there"));
+    assert_eq!(uuidlock(&["holds", lock, &token]).status.code(), Some(0), "reported busy, but the lock is gone");
+    let released = uuidlock(&["release", lock, &token]);
+    assert_eq!(released.status.code(), Some(0), "{}", text(&released.stderr));
+    std::fs::remove_file(copy).unwrap();
+}
