@@ -74,7 +74,7 @@ impl Observed {
 
     /// Observes `path` again: `None` when it is gone.
     fn again(lock: &str, path: &str) -> Result<Option<Observed>, LockError> {
-        files::read_dated(path)?.map(|content| Observed::new(lock, content)).transpose()
+        files::read_if_lifetime(path)?.map(|content| Observed::new(lock, content)).transpose()
     }
 }
 

@@ -54,22 +54,25 @@ pub fn publish(path: &str, staged: &str, bytes: &[u8], fallback: Fallback) -> Re
     loop {
         write_new(staged, path, bytes)?;
         let linked = fs::hard_link(staged, path);
-        // The filesystem's "now", for judging what is there (only needed then).
-        let now = match &linked {
-            Err(e) if taken(path, e) => modified(staged),
-            _ => None,
-        };
+        if let Err(e) = &linked {
+            if taken(path, e) {
+                let there = read_file(path, Dating::IfLifetime);
+                // The filesystem's "now", to judge a lock with a lifetime:
+                // our staging file was written before `there` was read.
+                let dated = matches!(&there, Ok(Some(there)) if there.modified.is_some());
+                let now = if dated { modified(staged) } else { None };
+                let _ = fs::remove_file(staged);
+                let there = there?;
+                return Ok(if there.as_ref().is_some_and(|there| there.bytes == bytes) {
+                    Created::Yes
+                } else {
+                    Created::Exists { there, now }
+                });
+            }
+        }
         let _ = fs::remove_file(staged);
         return match linked {
             Ok(()) => Ok(Created::Yes),
-            Err(e) if taken(path, &e) => {
-                let there = read_dated(path)?;
-                if there.as_ref().is_some_and(|there| there.bytes == bytes) {
-                    Ok(Created::Yes)
-                } else {
-                    Ok(Created::Exists { there, now })
-                }
-            }
             Err(e) if e.kind() == io::ErrorKind::NotFound && tries < RESTAGE_TRIES => {
                 tries += 1;
                 continue;
@@ -80,7 +83,9 @@ pub fn publish(path: &str, staged: &str, bytes: &[u8], fallback: Fallback) -> Re
             ))),
             Err(e) if no_hard_links(&e) => match OpenOptions::new().write(true).create_new(true).open(path) {
                 Ok(file) => write_all(path, file, bytes).map(|()| Created::Yes),
-                Err(e) if taken(path, &e) => Ok(Created::Exists { there: read_dated(path)?, now: None }),
+                Err(e) if taken(path, &e) => {
+                    Ok(Created::Exists { there: read_file(path, Dating::IfLifetime)?, now: None })
+                }
                 Err(e) => Err(io_error(path, "create", e)),
             },
             Err(e) => Err(io_error(path, "create", e)),
@@ -202,7 +207,7 @@ pub struct Content {
     pub bytes: Vec<u8>,
     /// When it was last written, by the filesystem's clock (the server's, on
     /// a share), where the filesystem says and the caller asked
-    /// ([`read_dated`]).
+    /// ([`read_dated`], or a contender reading a lock with a lifetime).
     pub modified: Option<SystemTime>,
     /// `false` for a file this user may not read: another user's lock file
     /// with mode 600, say. It is someone else's lock, waited for and never
@@ -215,25 +220,58 @@ pub struct Content {
 /// socket, a device) is refused as [`LockError::InvalidPath`], without
 /// opening it: opening a FIFO blocks until someone writes to it.
 pub fn read(path: &str) -> Result<Option<Content>, LockError> {
-    read_file(path, false)
+    read_file(path, Dating::Never)
 }
 
 /// As [`read`], with the file's date. The date comes from the open file,
 /// which network filesystems revalidate on open (NFS's close-to-open), so
 /// it is as fresh as the bytes.
 pub fn read_dated(path: &str) -> Result<Option<Content>, LockError> {
-    read_file(path, true)
+    read_file(path, Dating::Always)
 }
 
-fn read_file(path: &str, dated: bool) -> Result<Option<Content>, LockError> {
+/// As [`read_dated`] for a lock file or a claim that declares a lifetime,
+/// the only ones judged by their date; as [`read`] for any other, so that
+/// waiting on a lock without a lifetime costs no more calls.
+pub fn read_if_lifetime(path: &str) -> Result<Option<Content>, LockError> {
+    read_file(path, Dating::IfLifetime)
+}
+
+/// Which reads need the file's date.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dating {
+    Never,
+    IfLifetime,
+    Always,
+}
+
+fn read_file(path: &str, dating: Dating) -> Result<Option<Content>, LockError> {
     let failed = |e: io::Error| check_not_link_or_dir(path).err().unwrap_or_else(|| io_error(path, "read", e));
-    let Some(opened) = open_regular(path, dated)? else { return Ok(None) };
-    let (file, modified) = match opened {
+    let Some(opened) = open_regular(path)? else { return Ok(None) };
+    let (file, mut modified) = match opened {
         Opened::File(file, modified) => (file, modified),
-        Opened::Unreadable(modified) => return Ok(Some(Content { bytes: Vec::new(), modified, readable: false })),
+        Opened::Unreadable(modified) => {
+            return Ok(Some(Content {
+                bytes: Vec::new(),
+                modified: modified.filter(|_| dating == Dating::Always),
+                readable: false,
+            }))
+        }
     };
     let mut bytes = Vec::with_capacity(128);
-    file.take(format::MAX_MARKER_LEN as u64 + 1).read_to_end(&mut bytes).map_err(failed)?;
+    let mut limited = (&file).take(format::MAX_MARKER_LEN as u64 + 1);
+    limited.read_to_end(&mut bytes).map_err(failed)?;
+    let wanted = match dating {
+        Dating::Never => false,
+        Dating::Always => true,
+        Dating::IfLifetime => matches!(format::parse(&bytes), Marker::Uuidlock(held) if held.stale_after.is_some()),
+    };
+    if !wanted {
+        modified = None;
+    } else if modified.is_none() {
+        // The guest has no date yet: ask the open file.
+        modified = file.metadata().and_then(|meta| meta.modified()).ok();
+    }
     Ok(Some(Content { bytes, modified, readable: true }))
 }
 
@@ -245,15 +283,15 @@ enum Opened {
 }
 
 /// Opens `path` for reading if it is a regular file; `None` when there is
-/// no file. The date is the open file's, if `dated` (natively it comes
-/// free with the type check).
+/// no file. Natively the open file's date comes free with the type check;
+/// the guest leaves it to the caller, who asks only when it needs it.
 ///
 /// Natively the open is non-blocking (`O_NONBLOCK`, which a FIFO honours),
 /// and the file type comes from the open file. WASI cannot open without
 /// blocking, so the guest asks for the type first (one more call): the
 /// remaining window, a FIFO swapped in between the two calls, needs someone
 /// who can write the lock directory and means to wedge it.
-fn open_regular(path: &str, dated: bool) -> Result<Option<Opened>, LockError> {
+fn open_regular(path: &str) -> Result<Option<Opened>, LockError> {
     #[cfg(target_os = "wasi")]
     {
         let meta = match fs::symlink_metadata(path) {
@@ -263,20 +301,14 @@ fn open_regular(path: &str, dated: bool) -> Result<Option<Opened>, LockError> {
         };
         check_regular(path, &meta)?;
         match open_no_follow(path) {
-            Ok(file) => {
-                let modified = if dated { file.metadata().and_then(|meta| meta.modified()).ok() } else { None };
-                Ok(Some(Opened::File(file, modified)))
-            }
+            Ok(file) => Ok(Some(Opened::File(file, None))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => absent(path, e),
-            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                Ok(Some(Opened::Unreadable(meta.modified().ok().filter(|_| dated))))
-            }
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Ok(Some(Opened::Unreadable(meta.modified().ok()))),
             Err(e) => Err(check_not_link_or_dir(path).err().unwrap_or_else(|| io_error(path, "read", e))),
         }
     }
     #[cfg(not(target_os = "wasi"))]
     {
-        let _ = dated;
         match open_no_follow(path) {
             Ok(file) => {
                 let meta = file.metadata().map_err(|e| io_error(path, "read", e))?;
@@ -539,8 +571,25 @@ mod tests {
             panic!("published over an existing file")
         };
         assert_eq!(there.bytes, b"ours");
-        assert!(now.is_some(), "the staging file's date is the filesystem's clock");
+        assert_eq!(now, None, "dated, though no lifetime is declared");
         assert!(!fs::exists(&staged).unwrap());
+    }
+
+    // Only a lock that declares a lifetime is judged by its date: reading it
+    // dates it, and the staging file's date gives the filesystem's "now".
+    #[test]
+    fn only_a_lock_with_a_lifetime_is_dated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.lock").to_str().unwrap().to_owned();
+        let token = format::Token::generate("").unwrap();
+        fs::write(&path, format::Held::new(token, Some(std::time::Duration::from_secs(1))).encode()).unwrap();
+        let Ok(Created::Exists { there: Some(there), now }) =
+            publish(&path, &format!("{path}.new"), b"x", Fallback::Never)
+        else {
+            panic!("published over an existing file")
+        };
+        assert!(now.is_some() && there.modified.is_some());
+        assert!(now >= there.modified, "the staging file was written after the lock");
     }
 
     #[test]
