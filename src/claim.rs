@@ -43,17 +43,21 @@ const MAX_CHAIN: usize = 64;
 pub struct Observed {
     pub bytes: Vec<u8>,
     pub beat: Option<Vec<u8>>,
+    /// When the file itself was written, by the filesystem's clock: tells
+    /// apart two instances with the same bytes (an acquirer that lost its
+    /// first instance publishes the same marker again).
+    pub dated: Option<SystemTime>,
     /// The instance's last sign of life by the filesystem's clock: when the
     /// file or its heartbeat was last written, whichever is later. `None`
     /// where the filesystem does not date its files.
     pub written: Option<SystemTime>,
 }
 
-/// Two observations are of the same instance, unrenewed, when the bytes and
-/// the heartbeat are the same; the dates follow from those.
+/// Two observations are of the same instance, unrenewed, when the bytes,
+/// the file's date and the heartbeat are the same.
 impl PartialEq for Observed {
     fn eq(&self, other: &Observed) -> bool {
-        self.bytes == other.bytes && self.beat == other.beat
+        self.bytes == other.bytes && self.dated == other.dated && self.beat == other.beat
     }
 }
 
@@ -69,7 +73,7 @@ impl Observed {
             }
             _ => (None, content.modified),
         };
-        Ok(Observed { bytes: content.bytes, beat, written })
+        Ok(Observed { bytes: content.bytes, beat, dated: content.modified, written })
     }
 
     /// Observes `path` again: `None` when it is gone.
@@ -159,8 +163,12 @@ impl Watch {
                 since
             }
         };
+        // Two lifetimes by the filesystem's clock, so that a forward step of
+        // that clock shorter than 5/3 of a lifetime cannot make a holder
+        // renewing every third of it look dead.
         let silent = now.zip(observed.written).and_then(|(now, written)| silence(now, written));
-        (silent.is_some_and(|silent| silent >= lifetime) || watched_since.elapsed() >= lifetime).then_some(held)
+        let dead = silent.is_some_and(|silent| silent >= lifetime.saturating_mul(2));
+        (dead || watched_since.elapsed() >= lifetime).then_some(held)
     }
 }
 
@@ -176,9 +184,12 @@ pub fn break_stale(
     watch: &mut Watch,
     now: Option<SystemTime>,
 ) -> Result<bool, LockError> {
+    let original = (observed.clone(), stale.clone());
     let (mut path, mut observed, mut stale) = (lock.to_owned(), observed.clone(), stale.clone());
     for _ in 0..MAX_CHAIN {
-        let lifetime = stale.stale_after.unwrap_or(format::MAX_STALE_AFTER);
+        // A claim lives as long as the instance's lifetime, and never less
+        // than the shortest lifetime a lock may declare.
+        let lifetime = stale.stale_after.unwrap_or(format::MAX_STALE_AFTER).max(format::MIN_STALE_AFTER);
         let removed = with_claim(lock, &stale.token, Some(lifetime), || {
             // Under the claim nobody else removes the instance: act only if
             // it is the very one judged stale (same token, no renewal since).
@@ -189,8 +200,15 @@ pub fn break_stale(
             let _ = files::remove(&beat_path(lock, &stale.token));
             Ok(removed)
         })?;
-        if let Some(removed) = removed {
-            return Ok(removed && path == lock);
+        match removed {
+            Some(removed) if path == lock => return Ok(removed),
+            // A dead claimant's claim broken: now the lock itself, at once.
+            Some(true) => {
+                (path, observed, stale) = (lock.to_owned(), original.0.clone(), original.1.clone());
+                continue;
+            }
+            Some(false) => return Ok(false),
+            None => {}
         }
         // Someone holds the claim: a breaker at work, the holder releasing
         // or refreshing, or a claimant that died. Only the last goes stale.

@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::format::one_line;
 use crate::format::Marker;
 use crate::protocol::{self, Acquired, Status};
-use crate::{LockError, Options};
+use crate::{LockError, Options, Token};
 
 /// Exit codes, the same for every command.
 pub mod exit {
@@ -397,6 +397,16 @@ fn execute(
         },
         LockCommand::Release(PathToken { path, token }) => match backend.release(&path, &token) {
             Ok(()) => Ok(exit::OK),
+            // Still ours: another release (or a breaker) holds the claim.
+            Err(LockError::NotOwner) if backend.holds(&path, &token).unwrap_or(false) => Err(Failure {
+                message: format!(
+                    "{path} is held by {token}, but another release or a breaker is at it (it holds {}); \
+                     nothing was deleted. If no other uuidlock is running, a release was killed midway: \
+                     delete that file and release again",
+                    Token::parse(&token).map(|token| crate::format::claim_path(&path, &token)).unwrap_or_default()
+                ),
+                code: exit::NOT_OWNER,
+            }),
             Err(LockError::NotOwner) => Err(not_owner(backend, &path, &token, "nothing was deleted")),
             Err(e) => Err(e.into()),
         },
@@ -479,7 +489,7 @@ pub enum StatusJson {
         stale_after_s: Option<f64>,
         /// Seconds since the holder's last renewal; null before the first.
         renewed_s: Option<f64>,
-        /// Whether it has gone its lifetime without a renewal: the next
+        /// Whether it has gone two lifetimes without a renewal: the next
         /// acquire breaks it.
         stale: bool,
         /// The latest fencing number taken for this path: the holder's

@@ -217,8 +217,9 @@ pub struct Content {
 
 /// Reads the file at `path`; `None` when there is no file. A symbolic link,
 /// a directory or any other file that is not a regular file (a FIFO, a
-/// socket, a device) is refused as [`LockError::InvalidPath`], without
-/// opening it: opening a FIFO blocks until someone writes to it.
+/// socket, a device) is refused as [`LockError::InvalidPath`] and never read
+/// (natively it is opened without blocking and closed at once; the guest
+/// does not open it, as opening a FIFO blocks until someone writes to it).
 pub fn read(path: &str) -> Result<Option<Content>, LockError> {
     read_file(path, Dating::Never)
 }

@@ -43,8 +43,10 @@
 //! - *the filesystem's.* Every attempt writes a staging file just before it
 //!   reads `PATH`, so the staging file's date is the filesystem's "now", on
 //!   the same clock (the server's, on a share) that dated the lock file and
-//!   the heartbeat. No two machines' clocks are compared. A lock found long
-//!   dead is broken at once, however late the contender arrives; `status`
+//!   the heartbeat. No two machines' clocks are compared. A lock silent for
+//!   *two* lifetimes by that clock is broken at once, however late the
+//!   contender arrives (two, so that a forward step of the clock shorter
+//!   than 5/3 of a lifetime cannot make a live holder look dead); `status`
 //!   judges the same way (its probe file is the staging file);
 //! - *its own watch:* the same bytes at `PATH` and the same heartbeat for the
 //!   lifetime, timed on the contender's monotonic clock. This is the
@@ -115,15 +117,19 @@
 //!    gave up.* The contender's staging file was written before it read the
 //!    lock and the heartbeat, so their dates are those of writes made no
 //!    later than that read, on the same clock as "now". If the later of them
-//!    is a lifetime before "now" (less the clock's resolution), the holder
-//!    wrote no heartbeat for a whole lifetime up to a moment the contender
-//!    has already seen: it broke the lease contract, which is what staleness
-//!    means. A renewal after that moment changes the heartbeat's bytes, so
-//!    the re-observation under the claim sees it and nothing is deleted. A
-//!    lifetime counts from when the marker is written, so an acquire that
-//!    stalls between writing and publishing (past the lifetime) publishes a
-//!    lock already stale: that is a holder stalled past its lifetime, and
-//!    the fencing number tells the two apart, as for any other.
+//!    is two lifetimes before "now" (less the clock's resolution), the
+//!    holder wrote no heartbeat for a whole lifetime up to a moment the
+//!    contender has already seen: it broke the lease contract, which is what
+//!    staleness means. A renewal after that moment changes the heartbeat's
+//!    bytes, so the re-observation under the claim sees it and nothing is
+//!    deleted. A lifetime counts from when the marker is written, so an
+//!    acquire that stalls between writing and publishing (past the
+//!    lifetime) publishes a lock already stale: that is a holder stalled
+//!    past its lifetime, and the fencing number tells the two apart, as for
+//!    any other. If that acquirer's read-back fails and it publishes the
+//!    same marker again, the new instance has the same bytes but a later
+//!    date, and the re-observation under a claim compares dates too: a
+//!    breaker that judged the first instance never deletes the second.
 //!
 //! The read-back after `verification_delay` is what keeps the lock
 //! exclusive against peers whose create is *not* atomic, such as
@@ -157,11 +163,14 @@
 //!   gets the whole lifetime from its return; so that it can, a lifetime
 //!   must be at least twice the verification delay.
 //! - A holder that dies leaves a lock with a lifetime to be broken by the
-//!   first contender that tries after the lifetime has run out (plus the
-//!   filesystem clock's resolution: 10 ms, or 2 s where files are dated in
-//!   whole seconds). Where dates are not trusted (after the filesystem's
+//!   first contender that tries once it has been silent for two lifetimes
+//!   (plus the filesystem clock's resolution: 10 ms, or 2 s where files are
+//!   dated in whole seconds), or by a contender that has watched it for one. Where dates are not trusted (after the filesystem's
 //!   "now"), a contender watches for a lifetime first. A lock with no
 //!   lifetime stays until someone deletes it by hand.
+//! - A forward step of the filesystem's clock (an NTP step, a VM resumed on
+//!   another host) longer than 5/3 of a lifetime makes live holders look
+//!   dead, and they are evicted (the fencing number tells them apart).
 //! - Judging by the filesystem's clock assumes that a file's date is as
 //!   fresh as its bytes when it is read through an open file: true locally,
 //!   on NFS (close-to-open) and on sshfs without attribute caching. A share
@@ -210,15 +219,7 @@ pub fn nanos(duration: Duration) -> u64 {
 /// The longest verification delay or retry interval accepted.
 pub const MAX_INTERVAL: Duration = Duration::from_secs(3600);
 
-/// The shortest lifetime accepted. Ordinary scheduling delays must stay well
-/// inside a lifetime (see the lease contract). On a 2-core machine with 32
-/// processes contending, holders renewing every third of their lifetime in
-/// the background were evicted by the load alone at 0.1 s (25 to 35 of 800
-/// in each of three runs) and never at 0.2 s; holders that do not renew
-/// were evicted at 0.2 s (8 of 800 in one run of three). This floor keeps
-/// 2.5 times the shortest clean lifetime; without background renewal, a
-/// second or more is wise.
-pub const MIN_STALE_AFTER: Duration = Duration::from_millis(500);
+pub use crate::format::MIN_STALE_AFTER;
 
 /// The longest lock file name accepted: the names uuidlock derives from it
 /// (`<NAME>.<UUID>.claim`) must fit the usual 255-byte limit.
@@ -307,8 +308,8 @@ pub struct Status {
     /// filesystem's clock; `None` before the first renewal, or without a
     /// lifetime.
     pub renewed: Option<Duration>,
-    /// Whether the lock has gone its lifetime without a renewal, by the
-    /// filesystem's clock: the next `acquire` breaks it.
+    /// Whether the lock has gone two lifetimes without a renewal, by the
+    /// filesystem's clock: the next `acquire` breaks it at once.
     pub stale: bool,
     /// The latest fencing number taken for this path: the holder's, unless a
     /// stalled former holder woke up and took one since (then larger).
@@ -366,6 +367,17 @@ fn take(path: &str, token: Token, options: &Options) -> Result<Acquired, LockErr
         if let Some(fence) = try_once(path, &token, &marker, options, &mut watch)? {
             if watch.broke || fence % sweep::EVERY == 0 {
                 sweep::reclaim(path, &token);
+                // A long listing must not eat into the caller's lifetime.
+                if options.stale_after.is_some() {
+                    match renew(path, &token, &|_| ()) {
+                        Ok(()) => {}
+                        Err(LockError::NotOwner) => continue,
+                        Err(e) => {
+                            let _ = release_token(path, &token);
+                            return Err(e);
+                        }
+                    }
+                }
             }
             return Ok(Acquired { token, fence });
         }
@@ -450,7 +462,11 @@ fn verify(path: &str, token: &Token, options: &Options) -> Result<Option<u64>, L
         Ok((fence, held)) if held.stale_after.is_some() && !delay.is_zero() => match renew(path, token, &|_| ()) {
             Ok(()) => Ok(Some(fence)),
             Err(LockError::NotOwner) => Ok(None),
-            Err(e) => Err(e),
+            Err(e) => {
+                // As below: nobody would ever get the token to release it.
+                let _ = release_token(path, token);
+                Err(e)
+            }
         },
         Ok((fence, _)) => Ok(Some(fence)),
         Err(LockError::NotOwner) => Ok(None),
@@ -607,6 +623,7 @@ fn held_by(path: &str, token: &Token) -> Result<Held, LockError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::claim;
     use std::fs;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
@@ -1205,5 +1222,77 @@ mod tests {
         fs::remove_file(&claim).unwrap();
         release(&path, token.as_str()).unwrap();
         assert_eq!(fs::read_dir(_dir.path()).unwrap().count(), 1, "only the fence directory is left");
+    }
+
+    // An acquirer whose first instance was broken publishes the same marker
+    // again. A breaker that judged the first instance stale, and only then
+    // takes the claim, must not delete the second: same bytes, later date.
+    #[test]
+    fn a_late_breaker_cannot_delete_the_same_marker_published_again() {
+        let (_dir, path) = lock_in_temp_dir();
+        let a = Token::generate("a-").unwrap();
+        fs::write(&path, Held::new(a.clone(), Some(MIN_STALE_AFTER)).encode()).unwrap();
+        backdate(&path, Duration::from_secs(10));
+        let b1 = Token::generate("b1-").unwrap();
+        let b1_marker = Held::new(b1.clone(), Some(MIN_STALE_AFTER)).encode();
+        let staged = format::staged_path(&path, &b1);
+        let Ok(Created::Exists { there: Some(there), now }) =
+            files::publish(&path, &staged, &b1_marker, Fallback::Never)
+        else {
+            panic!("the first instance is there")
+        };
+        let observed = Observed::new(&path, there).unwrap();
+        let mut watch = Watch::default();
+        let stale = watch.stale(&path, &observed, now).expect("the first instance is stale");
+        // Meanwhile B2 breaks it, holds and releases; A publishes again.
+        let b2 = super::acquire(&path, &once()).unwrap();
+        release(&path, b2.token.as_str()).unwrap();
+        acquire_as(&path, a.clone(), &with_lifetime(MIN_STALE_AFTER)).unwrap();
+        assert!(!claim::break_stale(&path, &observed, &stale, &mut watch, now).unwrap());
+        assert!(holds(&path, a.as_str()).unwrap(), "the late breaker deleted the second instance");
+    }
+
+    // A forward step of the filesystem's clock shorter than 5/3 of a
+    // lifetime (here 450 ms of a 600 ms lifetime, just before a renewal is
+    // due) does not make a live holder look dead.
+    #[test]
+    fn a_forward_clock_step_does_not_evict_a_live_holder() {
+        let (_dir, path) = lock_in_temp_dir();
+        let holder = super::acquire(&path, &with_lifetime(Duration::from_millis(600))).unwrap();
+        refresh(&path, holder.token.as_str()).unwrap();
+        std::thread::sleep(Duration::from_millis(170));
+        backdate(&path, Duration::from_millis(450 + 170));
+        backdate(&format::beat_path(&path, &holder.token), Duration::from_millis(450 + 170));
+        assert_eq!(acquire(&path, &once()), Err(LockError::Timeout));
+        refresh(&path, holder.token.as_str()).unwrap();
+    }
+
+    // A dead holder whose breaker died holding the claim: one try breaks
+    // the claim and then the lock.
+    #[test]
+    fn one_try_breaks_a_dead_lock_and_its_dead_claimant() {
+        let (_dir, path) = lock_in_temp_dir();
+        let dead = Held::new(Token::generate("dead-").unwrap(), Some(MIN_STALE_AFTER));
+        fs::write(&path, dead.encode()).unwrap();
+        backdate(&path, Duration::from_secs(10));
+        let claim = format::claim_path(&path, &dead.token);
+        fs::write(&claim, Held::new(Token::generate("").unwrap(), Some(MIN_STALE_AFTER)).encode()).unwrap();
+        backdate(&claim, Duration::from_secs(10));
+        let token = acquire(&path, &once()).expect("one try");
+        assert!(holds(&path, token.as_str()).unwrap());
+    }
+
+    // The renewal that acquire makes after the verification delay fails
+    // (here: a directory where the heartbeat goes): acquire fails and
+    // leaves no lock behind, since nobody would get its token.
+    #[test]
+    fn an_acquire_whose_first_renewal_fails_leaves_no_lock() {
+        let (_dir, path) = lock_in_temp_dir();
+        let token = Token::generate("").unwrap();
+        fs::create_dir(format::beat_path(&path, &token)).unwrap();
+        let options =
+            Options { verification_delay: Duration::from_millis(10), ..with_lifetime(Duration::from_secs(3600)) };
+        assert!(acquire_as(&path, token.clone(), &options).is_err());
+        assert!(!holds(&path, token.as_str()).unwrap(), "the lock was left behind");
     }
 }

@@ -23,9 +23,10 @@ fn status_json(path: &str) -> StatusJson {
 }
 
 // A holder with a 0.5 s lifetime dies (its process exits without
-// releasing). A second later, `status` calls the lock stale, and a single
-// try (`--timeout 0`) breaks it: the age is read off the filesystem's clock,
-// not off the contender's watch, so arriving late costs nothing.
+// releasing). Once it has been silent for two lifetimes, `status` calls the
+// lock stale, and a single try (`--timeout 0`) breaks it: the age is read
+// off the filesystem's clock, not off the contender's watch, so arriving
+// late costs nothing.
 #[test]
 fn a_lock_found_dead_late_is_taken_by_a_single_try() {
     let sandbox = Sandbox::new();
@@ -34,7 +35,7 @@ fn a_lock_found_dead_late_is_taken_by_a_single_try() {
     let dead = uuidlock(&["acquire", lock, "--stale-after", "0.5", "--verification-delay", "0"]);
     assert_eq!(dead.status.code(), Some(0), "{}", text(&dead.stderr));
     assert!(matches!(status_json(lock), StatusJson::Held { stale: false, .. }));
-    std::thread::sleep(Duration::from_millis(1000));
+    std::thread::sleep(Duration::from_millis(1500));
     assert!(matches!(status_json(lock), StatusJson::Held { stale: true, .. }));
     let status = uuidlock(&["status", lock]);
     assert!(text(&status.stderr).contains("the next acquire breaks it"), "{}", text(&status.stderr));
@@ -45,7 +46,7 @@ fn a_lock_found_dead_late_is_taken_by_a_single_try() {
     // The same through the command module.
     let dead = guest(&sandbox, &["acquire", "/locks/late2.lock", "--stale-after", "0.5", "--verification-delay", "0"]);
     assert_eq!(dead.code, 0, "{}", dead.stderr);
-    std::thread::sleep(Duration::from_millis(1000));
+    std::thread::sleep(Duration::from_millis(1500));
     let taken = guest(&sandbox, &["acquire", "/locks/late2.lock", "--timeout", "0"]);
     assert_eq!(taken.code, 0, "{}", taken.stderr);
 }
