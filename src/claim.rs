@@ -105,7 +105,8 @@ const COARSE_RESOLUTION: Duration = Duration::from_secs(2);
 /// `lock`, then drops the claim. `Ok(None)` when someone else holds it.
 ///
 /// The claim on an instance with a `lifetime` is itself a small lease with
-/// that lifetime, so that a claimant that died is broken in turn. Claims are
+/// that lifetime (at least [`format::MIN_STALE_AFTER`]), so that a claimant
+/// that died is broken in turn. Claims are
 /// never renewed: a party finishes its step well within the lifetime, or its
 /// claim may be broken (the lease contract). The claim on an instance
 /// without a lifetime is an empty file: nobody breaks such an instance, so
@@ -120,6 +121,9 @@ pub fn with_claim<T>(
     let claim = claim_path(lock, token);
     let taken = match lifetime {
         Some(lifetime) => {
+            // Never shorter than the shortest lifetime a lock may declare
+            // now, also for an older marker that declares less.
+            let lifetime = lifetime.max(format::MIN_STALE_AFTER);
             let ours = Held::new(Token::generate("").map_err(LockError::Io)?, Some(lifetime));
             let staged = staged_path(lock, &ours.token);
             files::publish(&claim, &staged, &ours.encode(), files::Fallback::Never)? == Created::Yes
@@ -187,9 +191,7 @@ pub fn break_stale(
     let original = (observed.clone(), stale.clone());
     let (mut path, mut observed, mut stale) = (lock.to_owned(), observed.clone(), stale.clone());
     for _ in 0..MAX_CHAIN {
-        // A claim lives as long as the instance's lifetime, and never less
-        // than the shortest lifetime a lock may declare.
-        let lifetime = stale.stale_after.unwrap_or(format::MAX_STALE_AFTER).max(format::MIN_STALE_AFTER);
+        let lifetime = stale.stale_after.unwrap_or(format::MAX_STALE_AFTER);
         let removed = with_claim(lock, &stale.token, Some(lifetime), || {
             // Under the claim nobody else removes the instance: act only if
             // it is the very one judged stale (same token, no renewal since).
