@@ -124,7 +124,7 @@ fn cases() -> Vec<Case> {
         ),
         guest_only(&["status", "{}/escape/x.lock"], Expect::OutsideSandbox),
         // Options out of range.
-        case(&["acquire", "{}/x.lock", "--stale-after", "0.001"], Expect::InvalidOptions),
+        case(&["acquire", "{}/x.lock", "--stale-after", "0.2"], Expect::InvalidOptions),
         case(&["acquire", "{}/x.lock", "--stale-after", "1", "--verification-delay", "0.6"], Expect::InvalidOptions),
         case(&["acquire", "{}/x.lock", "--prefix", "tab\there"], Expect::InvalidOptions),
         case(&["acquire", "{}/x.lock", "--prefix", "spa ce"], Expect::InvalidOptions),
