@@ -151,7 +151,10 @@ broken as stale), 2 malformed TOKEN, 4 outside the sandbox or I/O error.")]
     ///
     /// Prints the holder's token on stdout (or `foreign "..."` for another
     /// program's lock file); a line on stderr says the prefix, the lock's
-    /// age, its lifetime, its last renewal and its fencing number.
+    /// age, its lifetime, its last renewal, whether it is stale, and its
+    /// fencing number. Ages are read off the filesystem's clock through an
+    /// empty probe file beside the lock, created and removed at once (this
+    /// machine's clock in a read-only directory).
     #[command(after_help = r#"With --json, one JSON object instead, e.g.
   {"state":"held","token":"job-...","prefix":"job-","age_s":1.25,"stale_after_s":30.0,"renewed_s":0.5,"stale":false,"fence":7}
   {"state":"foreign","marker":"...","age_s":3.5}
