@@ -145,7 +145,7 @@ pub fn remove(path: &str) -> Result<bool, LockError> {
             Err(e) if e.kind() == io::ErrorKind::ResourceBusy && waited < BUSY_RETRY => {
                 std::thread::sleep(pause);
                 waited += pause;
-                pause = (pause * 2).min(BUSY_RETRY - waited.min(BUSY_RETRY)).max(Duration::from_millis(1));
+                pause = (pause * 2).min(BUSY_RETRY.saturating_sub(waited)).max(Duration::from_millis(1));
             }
             Err(e) if e.kind() == io::ErrorKind::ResourceBusy => {
                 return Err(LockError::Io(format!(
