@@ -676,7 +676,7 @@ mod tests {
 
     #[test]
     fn a_token_nobody_can_read_is_released_again() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::scratch::tempdir();
         let path = dir.path().join("job.lock");
         let path = path.to_str().unwrap();
         let mut err = Vec::new();

@@ -156,7 +156,7 @@ mod tests {
     use super::*;
 
     fn lock() -> (tempfile::TempDir, String) {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::scratch::tempdir();
         let lock = dir.path().join("job.lock").to_str().unwrap().to_owned();
         (dir, lock)
     }

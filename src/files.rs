@@ -562,7 +562,7 @@ mod tests {
     #[test]
     fn a_link_reported_as_existing_but_holding_our_bytes_was_ours() {
         // What an NFS server's answer to a retransmitted LINK looks like.
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::scratch::tempdir();
         let path = dir.path().join("x.lock").to_str().unwrap().to_owned();
         let staged = format!("{path}.new");
         fs::write(&path, b"ours").unwrap();
@@ -580,7 +580,7 @@ mod tests {
     // dates it, and the staging file's date gives the filesystem's "now".
     #[test]
     fn only_a_lock_with_a_lifetime_is_dated() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::scratch::tempdir();
         let path = dir.path().join("x.lock").to_str().unwrap().to_owned();
         let token = format::Token::generate("").unwrap();
         fs::write(&path, format::Held::new(token, Some(std::time::Duration::from_secs(1))).encode()).unwrap();
@@ -595,7 +595,7 @@ mod tests {
 
     #[test]
     fn shares_that_misreport_are_read_as_meant() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::scratch::tempdir();
         let there = dir.path().join("there").to_str().unwrap().to_owned();
         let absent = dir.path().join("absent").to_str().unwrap().to_owned();
         fs::write(&there, b"x").unwrap();

@@ -19,6 +19,7 @@
 //!   of regular files only, remove, the filesystem's clock), each mapped to
 //!   the error users see.
 //! - `sweep`: reclaiming what killed processes leave beside a lock.
+//! - `scratch` (tests only): temporary directories on tmpfs.
 //! - [`format`]: the lock file's bytes, a public format specified there.
 //! - [`fence`]: fencing numbers, a counter beside the lock that only moves
 //!   forward.
@@ -48,6 +49,8 @@ pub mod fence;
 
 mod claim;
 mod files;
+#[cfg(test)]
+mod scratch;
 mod sweep;
 
 #[cfg(all(feature = "component", target_arch = "wasm32"))]

@@ -631,7 +631,7 @@ mod tests {
 
     /// A temp dir and a lock path inside it.
     fn lock_in_temp_dir() -> (tempfile::TempDir, String) {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::scratch::tempdir();
         let path = dir.path().join("job.lock").to_str().unwrap().to_owned();
         (dir, path)
     }
@@ -732,7 +732,7 @@ mod tests {
 
     #[test]
     fn paths_that_cannot_be_lock_files_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::scratch::tempdir();
         let base = dir.path().to_str().unwrap();
         std::os::unix::fs::symlink(dir.path().join("target"), dir.path().join("link.lock")).unwrap();
         for path in ["", "a\0b", base, &format!("{base}/"), &format!("{base}/link.lock")] {
@@ -744,7 +744,7 @@ mod tests {
 
     #[test]
     fn a_missing_directory_is_an_io_error_naming_the_fix() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::scratch::tempdir();
         let path = dir.path().join("no/such/dir/job.lock");
         let Err(LockError::Io(message)) = acquire(path.to_str().unwrap(), &once()) else { panic!() };
         assert!(message.contains("job.lock") && message.contains("create it first"), "{message}");
@@ -1017,7 +1017,7 @@ mod tests {
 
     #[test]
     fn a_lock_name_too_long_for_its_claims_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::scratch::tempdir();
         let too_long = dir.path().join("x".repeat(MAX_NAME_LEN + 1));
         let result = acquire(too_long.to_str().unwrap(), &once());
         assert!(matches!(result, Err(LockError::InvalidPath(_))), "{result:?}");

@@ -183,7 +183,7 @@ mod tests {
     // kept.
     #[test]
     fn leftovers_are_reclaimed_and_live_files_kept() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::scratch::tempdir();
         let lock = dir.path().join("job.lock").to_str().unwrap().to_owned();
         let options = crate::Options { verification_delay: Duration::ZERO, ..crate::Options::default() };
         let ours = crate::protocol::acquire(&lock, &options).unwrap().token;
@@ -226,7 +226,7 @@ mod tests {
     // lifetime and a successor took over) removes nothing.
     #[test]
     fn a_sweeper_that_no_longer_holds_the_lock_removes_nothing() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::scratch::tempdir();
         let lock = dir.path().join("job.lock").to_str().unwrap().to_owned();
         let options = crate::Options { verification_delay: Duration::ZERO, ..crate::Options::default() };
         let successor = crate::protocol::acquire(&lock, &options).unwrap().token;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{runtime, skip, text, uuidlock, Sandbox};
+use common::{runtime, skip, text, uuidlock, uuidlock_command, Sandbox};
 use uuidlock_host::cli::StatusJson;
 use uuidlock_host::Grant;
 
@@ -57,7 +57,7 @@ fn a_lock_found_dead_late_is_taken_by_a_single_try() {
 #[test]
 fn another_users_unreadable_lock_is_waited_for() {
     const NOBODY: &str = "65534";
-    let shared = tempfile::tempdir().unwrap();
+    let shared = common::tempdir();
     let dir = shared.path().join("shared");
     std::fs::create_dir(&dir).unwrap();
     use std::os::unix::fs::PermissionsExt;
@@ -224,8 +224,7 @@ fn leftovers_of_killed_processes_are_reclaimed() {
     let sandbox = Sandbox::new();
     let dir = sandbox.locks();
     let args = ["--processes", "4", "--iterations", "30", "--stale-after", "0.5", "--kill", "20", "--json"];
-    let output =
-        Command::new(env!("CARGO_BIN_EXE_uuidlock")).arg("contend").args(args).arg("--dir").arg(&dir).output().unwrap();
+    let output = uuidlock_command().arg("contend").args(args).arg("--dir").arg(&dir).output().unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     let lock_name = std::fs::read_dir(&dir)
         .unwrap()

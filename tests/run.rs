@@ -5,18 +5,13 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{text, uuidlock, Sandbox};
+use common::{text, uuidlock, uuidlock_command, Sandbox};
 
 fn spawn(args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_uuidlock"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running uuidlock")
+    uuidlock_command().args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("running uuidlock")
 }
 
 fn signal(child: &Child, signal: i32) {

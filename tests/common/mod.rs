@@ -25,7 +25,7 @@ pub struct Sandbox {
 
 impl Sandbox {
     pub fn new() -> Sandbox {
-        let root = tempfile::tempdir().expect("a temporary directory");
+        let root = tempdir();
         std::fs::create_dir(root.path().join("locks")).unwrap();
         std::fs::create_dir(root.path().join("outside")).unwrap();
         Sandbox { root }
@@ -62,9 +62,43 @@ impl Sandbox {
     }
 }
 
+/// Where the tests' temporary directories go: tmpfs (`/dev/shm`) where
+/// there is one. On a disk, writeback can stall a metadata call for seconds
+/// (a write and rename in ext4's /tmp took up to 3.8 s here while 3 GB were
+/// being written, as a CI build's linking does), longer than the short
+/// lifetimes these tests use to stay quick, and a 0.6 s lease was then
+/// rightly lost. That a lifetime must outlast the filesystem's stalls is the
+/// lease contract (README); these tests check the protocol, not the disk.
+pub fn scratch() -> PathBuf {
+    static SCRATCH: OnceLock<PathBuf> = OnceLock::new();
+    SCRATCH
+        .get_or_init(|| {
+            let shm = Path::new("/dev/shm");
+            if tempfile::tempdir_in(shm).is_ok() {
+                shm.to_owned()
+            } else {
+                std::env::temp_dir()
+            }
+        })
+        .clone()
+}
+
+/// A temporary directory on [`scratch`].
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir_in(scratch()).expect("a temporary directory")
+}
+
+/// The native `uuidlock` binary as a command, its own temporary directories
+/// (`contend`'s default one) on [`scratch`] too.
+pub fn uuidlock_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_uuidlock"));
+    command.env("TMPDIR", scratch());
+    command
+}
+
 /// Runs the native `uuidlock` binary.
 pub fn uuidlock(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_uuidlock")).args(args).output().expect("running uuidlock")
+    uuidlock_command().args(args).output().expect("running uuidlock")
 }
 
 pub fn text(bytes: &[u8]) -> String {
