@@ -81,6 +81,37 @@ fn contend_in_a_directory_draws_the_plot_and_is_quiet_when_piped() {
     assert!(!sandbox.lock("contend.lock").exists());
 }
 
+// Workers spread over two paths of one directory (here a symlink; the share
+// tests use two mounts), taking turns as the component, the command module,
+// filelock.SoftFileLock and uuid-filelock: nobody overlaps anybody.
+#[test]
+fn peers_spread_over_two_paths_to_one_directory_never_overlap() {
+    let sandbox = Sandbox::new();
+    let other = sandbox.root.path().join("also-locks");
+    std::os::unix::fs::symlink(sandbox.locks(), &other).unwrap();
+    let (a, b) = (sandbox.locks(), other);
+    let dirs = ["--dir", a.to_str().unwrap(), "--dir", b.to_str().unwrap()];
+    let (code, report) =
+        contend(&[&dirs[..], &["--processes", "4", "--iterations", "8", "--runner", "peers"]].concat());
+    assert_eq!(code, Some(0), "{report:?}");
+    assert_eq!((report.directories, report.acquisitions, report.overlaps), (2, 32, 0), "{report:?}");
+    assert_eq!(report.counter, 32, "{report:?}");
+}
+
+// Two directories that are not one share are refused before any worker
+// starts; so is --kill with Python workers, whose killed locks nobody breaks.
+#[test]
+fn contend_refuses_directories_that_are_not_one_share_and_kills_of_python_peers() {
+    let (one, two) = (Sandbox::new(), Sandbox::new());
+    let output = uuidlock(&["contend", "--dir", one.locks().to_str().unwrap(), "--dir", two.locks().to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(4), "{}", text(&output.stderr));
+    assert!(text(&output.stderr).contains("must be mounts of one share"), "{}", text(&output.stderr));
+    assert!(!one.lock("contend.lock").exists());
+    let output = uuidlock(&["contend", "--runner", "peers", "--stale-after", "1", "--kill", "2"]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
+    assert!(text(&output.stderr).contains("--kill is for uuidlock's runners"), "{}", text(&output.stderr));
+}
+
 // A directory that is not there is an error naming it.
 #[test]
 fn contend_refuses_a_missing_directory() {

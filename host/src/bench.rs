@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 use crate::contend::{self, at_least_one};
 use crate::progress::progress_bar;
 use crate::stats::percentile;
-use crate::{engine, plot, Grant, Locker, Options, Runtime};
+use crate::{engine, peers, plot, Grant, Locker, Options, Runtime};
 
 /// The bench's settings: the flags of `uuidlock bench`.
 #[derive(Args, Clone, Debug)]
@@ -322,12 +322,9 @@ fn contention_runs(config: &Config) -> Result<Vec<(String, contend::Config)>> {
         ("component, no hold".to_owned(), contend::Config { hold: Duration::ZERO, ..base.clone() }),
     ];
     if config.anchors {
-        let python = anchor_venv()?;
-        for anchor in ANCHORS.iter().filter(|anchor| !anchor.slow) {
-            let program = contend::Program {
-                name: anchor.name.into(),
-                argv: vec![python.clone().into(), "-c".into(), format!("{}\n{PYTHON_WORKER}", anchor.make).into()],
-            };
+        let python = peers::venv()?;
+        for anchor in peers::ANCHORS.iter().filter(|anchor| !anchor.slow) {
+            let program = contend::Program { name: anchor.name.into(), argv: peers::worker_argv(&python, anchor) };
             runs.push((anchor.name.to_owned(), contend::Config { program: Some(program), ..base.clone() }));
         }
     }
@@ -337,7 +334,7 @@ fn contention_runs(config: &Config) -> Result<Vec<(String, contend::Config)>> {
 /// Runs `run` in `run_dir` (made for it, then removed).
 fn contended(run_dir: &Path, name: String, run: &contend::Config) -> Result<Contention> {
     fs::create_dir_all(run_dir)?;
-    let report = contend::run(&contend::Config { dir: Some(run_dir.to_path_buf()), ..run.clone() })
+    let report = contend::run(&contend::Config { dir: vec![run_dir.to_path_buf()], ..run.clone() })
         .with_context(|| format!("contention: {name}"));
     let _ = fs::remove_dir_all(run_dir);
     let report = report?;
@@ -408,89 +405,12 @@ fn find_wasmtime() -> Option<PathBuf> {
     std::env::var_os("PATH")?.to_str()?.split(':').map(|dir| Path::new(dir).join("wasmtime")).find(|p| p.is_file())
 }
 
-/// A Python lock library to compare with.
-struct Anchor {
-    name: &'static str,
-    /// Python that defines `make(path)`, returning the lock's acquire and
-    /// release functions. Waiters poll every millisecond where the library
-    /// lets them choose (flufl.lock sleeps 0.01 to 2 s, its own choice), and
-    /// give up after 60 s.
-    make: &'static str,
-    /// Takes 0.1 s per acquisition (uuid-filelock's default verification
-    /// delay): measured 20 times uncontended, and not under contention,
-    /// where it would take minutes.
-    slow: bool,
-}
-
-const ANCHORS: [Anchor; 4] = [
-    Anchor {
-        name: "uuid-filelock (delay 0)",
-        make: "import uuid_filelock
-def make(path):
-    lock = uuid_filelock.UUIDFileLock(path, verification_delay=0, retry_interval=0.001, timeout_interval=60)
-    return lock.acquire, lock.release",
-        slow: false,
-    },
-    Anchor {
-        name: "uuid-filelock (delay 0.1 s)",
-        make: "import uuid_filelock
-def make(path):
-    lock = uuid_filelock.UUIDFileLock(path, retry_interval=0.001, timeout_interval=60)
-    return lock.acquire, lock.release",
-        slow: true,
-    },
-    Anchor {
-        name: "filelock.SoftFileLock",
-        make: "import filelock
-def make(path):
-    lock = filelock.SoftFileLock(path, timeout=60, poll_interval=0.001)
-    return lock.acquire, lock.release",
-        slow: false,
-    },
-    Anchor {
-        name: "flufl.lock",
-        make: "import datetime, flufl.lock
-def make(path):
-    minute = datetime.timedelta(seconds=60)
-    lock = flufl.lock.Lock(path, lifetime=minute, default_timeout=minute)
-    return lock.lock, lock.unlock",
-        slow: false,
-    },
-];
-
-/// A contention worker in Python, after an anchor's `make`: the protocol of
-/// `contend::worker_main`, with the same critical section.
-const PYTHON_WORKER: &str = r#"import os, sys, time
-lock_path, counter, go = sys.argv[1:4]
-iterations, hold = int(sys.argv[4]), float(sys.argv[5])
-aside = f"{counter}.{os.getpid()}"
-print("ready", flush=True)
-while not os.path.exists(go):
-    time.sleep(0.001)
-for _ in range(iterations):
-    acquire, release = make(lock_path)
-    asked = time.monotonic_ns()
-    acquire()
-    wait = time.monotonic_ns() - asked
-    enter = time.time_ns()
-    with open(counter) as f:
-        value = int(f.read())
-    if hold > 0:
-        time.sleep(hold)
-    with open(aside, "w") as f:
-        f.write(str(value + 1))
-    os.replace(aside, counter)
-    leave = time.time_ns()
-    release()
-    print(enter, leave, wait, flush=True)
-"#;
-
 /// The Python libraries, each timed by a script in its own interpreter.
 fn anchors(config: &Config, dir: &Path) -> Result<Vec<Latency>> {
-    let python = anchor_venv()?;
+    let python = peers::venv()?;
     let count = (config.rounds * config.batch).min(1000);
     let mut results = Vec::new();
-    for anchor in &ANCHORS {
+    for anchor in &peers::ANCHORS {
         let (name, make) = (anchor.name, anchor.make);
         let n = if anchor.slow { count.min(20) } else { count };
         let script = format!(
@@ -506,29 +426,6 @@ fn anchors(config: &Config, dir: &Path) -> Result<Vec<Latency>> {
         results.push(Latency { name: name.into(), samples });
     }
     Ok(results)
-}
-
-/// A venv with the anchors, under the uuidlock cache directory.
-fn anchor_venv() -> Result<PathBuf> {
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache")))
-        .context("no cache directory ($XDG_CACHE_HOME or $HOME)")?;
-    let venv = cache.join("uuidlock").join("bench-anchors");
-    let python = venv.join("bin/python");
-    let stamp = venv.join("installed");
-    let packages = ["uuid-filelock==1.4", "filelock==4.2.11", "flufl.lock==10.0.0"];
-    if fs::read_to_string(&stamp).ok().as_deref() != Some(&packages.join("\n")) {
-        let run = |command: &mut Command| -> Result<()> {
-            let output = command.output().with_context(|| format!("running {command:?}"))?;
-            ensure!(output.status.success(), "{command:?}: {}", String::from_utf8_lossy(&output.stderr).trim());
-            Ok(())
-        };
-        run(Command::new("python3").args(["-m", "venv", "--clear"]).arg(&venv))?;
-        run(Command::new(&python).args(["-m", "pip", "install", "--quiet"]).args(packages))?;
-        fs::write(&stamp, packages.join("\n"))?;
-    }
-    Ok(python)
 }
 
 fn us(d: Duration) -> String {

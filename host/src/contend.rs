@@ -17,14 +17,28 @@
 //! workers hold self-renewing leases instead of plain guards.
 //!
 //! `--runner none` skips the lock: a control run that shows the checks do
-//! catch a broken lock. The bench runs other lock libraries through the same
+//! catch a broken lock. Workers may also be Python's lock libraries
+//! ([`crate::peers`]), alone or taking turns with uuidlock's on the same
+//! lock (`--runner peers`). The bench runs other programs through the same
 //! checks by giving a worker [`Program`] of their own.
+//!
+//! **Across clients of a share.** Given several `--dir`s that are mounts of
+//! one shared directory (an sshfs or SMB share mounted twice), workers take
+//! turns over them: worker *i* uses the *i*-th directory, round the list.
+//! The parent first checks that a file made through the first directory
+//! shows through each other one. The start signal is a line on each
+//! worker's stdin, not a file, because a caching client may not see a new
+//! file for seconds. Overlaps are judged from the hold intervals, timed by
+//! the one machine's clock; the counter is read and written through each
+//! worker's own client, and a caching client can serve a stale counter with
+//! no fault in the lock, so across several directories a counter that is
+//! off is reported, not counted as a violation.
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -34,7 +48,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::progress::progress_bar;
 use crate::stats::percentile;
-use crate::{cli, plot, Grant, Lease, LockError, Locker, Options, Runtime};
+use crate::{cli, peers, plot, Grant, Lease, LockError, Locker, Options, Runtime};
 
 /// The hidden subcommand a worker process runs.
 pub const WORKER_COMMAND: &str = "contend-worker";
@@ -42,8 +56,6 @@ pub const WORKER_COMMAND: &str = "contend-worker";
 /// The lock file and counter file names inside the run's directory.
 const LOCK_FILE: &str = "contend.lock";
 const COUNTER_FILE: &str = "counter";
-/// Created by the parent once every worker is ready: the start signal.
-const GO_FILE: &str = "go";
 /// How long a worker waits for the lock before it gives up (a lock left by a
 /// dead worker would otherwise keep the run waiting for ever).
 const WORKER_TIMEOUT: Duration = Duration::from_secs(60);
@@ -57,6 +69,12 @@ pub enum Runner {
     Command,
     /// Half of each
     Mixed,
+    /// Python's filelock.SoftFileLock (never breaks a stale lock)
+    SoftFileLock,
+    /// Python's uuid-filelock at its default verification delay (0.1 s)
+    UuidFilelock,
+    /// Component, command module, SoftFileLock and uuid-filelock in turn
+    Peers,
     /// No lock at all: a control run that must show violations
     None,
 }
@@ -68,22 +86,41 @@ impl Runner {
             Runner::Component => "component",
             Runner::Command => "command",
             Runner::Mixed => "mixed",
+            Runner::SoftFileLock => "soft-file-lock",
+            Runner::UuidFilelock => "uuid-filelock",
+            Runner::Peers => "peers",
             Runner::None => "none",
         }
     }
 
     /// What worker number `worker` runs: mixed runs alternate.
     fn for_worker(self, worker: usize) -> Runner {
+        const PEERS: [Runner; 4] = [Runner::Component, Runner::Command, Runner::SoftFileLock, Runner::UuidFilelock];
         match self {
             Runner::Mixed if worker.is_multiple_of(2) => Runner::Component,
             Runner::Mixed => Runner::Command,
+            Runner::Peers => PEERS[worker % PEERS.len()],
             other => other,
         }
+    }
+
+    /// The Python library a worker of this runner is, if any.
+    fn python(self) -> Option<&'static peers::Anchor> {
+        match self {
+            Runner::SoftFileLock => peers::anchor("filelock.SoftFileLock"),
+            Runner::UuidFilelock => peers::anchor("uuid-filelock (delay 0.1 s)"),
+            _ => None,
+        }
+    }
+
+    /// Whether some worker of this runner is a Python library.
+    fn has_python(self) -> bool {
+        matches!(self, Runner::SoftFileLock | Runner::UuidFilelock | Runner::Peers)
     }
 }
 
 /// A worker program other than this binary, for comparisons (the bench's
-/// Python anchors). It is run as `ARGV... LOCK COUNTER GO ITERATIONS
+/// Python anchors). It is run as `ARGV... LOCK COUNTER ITERATIONS
 /// HOLD_SECONDS` and speaks the worker protocol of [`worker_main`].
 #[derive(Clone, Debug)]
 pub struct Program {
@@ -107,9 +144,11 @@ pub struct Config {
     #[arg(long = "hold-ms", value_name = "H", default_value = "1", value_parser = millis)]
     pub hold: Duration,
     /// Where the lock and counter live [default: a new temporary directory,
-    /// removed afterwards]
+    /// removed afterwards]. Repeat it to spread the workers over several
+    /// mounts of one shared directory (worker i uses the i-th, round the
+    /// list): contention across the clients of a network share
     #[arg(long, value_name = "D")]
-    pub dir: Option<PathBuf>,
+    pub dir: Vec<PathBuf>,
     /// How workers take the lock
     #[arg(long, value_name = "R", value_enum, default_value = "component")]
     pub runner: Runner,
@@ -192,6 +231,9 @@ pub fn main(config: Config) -> i32 {
         Ok(()) if config.kills > 0 && config.stale_after.is_none() => {
             Err("--kill needs --stale-after: a killed holder's lock must be breakable".into())
         }
+        Ok(()) if config.kills > 0 && config.runner.has_python() => {
+            Err("--kill is for uuidlock's runners: a killed Python holder's lock is never broken".into())
+        }
         Ok(()) => Ok(()),
     };
     if let Err(message) = checked {
@@ -241,7 +283,8 @@ pub struct Section {
 #[derive(Debug)]
 pub struct Report {
     pub config: Config,
-    pub dir: PathBuf,
+    /// The directories the workers used: one, or mounts of one share.
+    pub dirs: Vec<PathBuf>,
     pub elapsed: Duration,
     /// Sorted by entry time.
     pub sections: Vec<Section>,
@@ -256,13 +299,24 @@ impl Report {
         (self.config.processes * self.config.iterations) as u64
     }
 
-    /// Overlapping sections plus lost counter updates. A killed holder may
-    /// have written its update without living to report it, so the counter
-    /// may exceed the reported sections by up to one per kill.
+    /// Overlapping sections, fence inversions, and (in one directory) lost
+    /// counter updates; see [`Report::counter_off`].
     pub fn violations(&self) -> usize {
+        let counted = if self.dirs.len() == 1 { self.counter_off() } else { 0 };
+        self.overlaps + counted as usize + self.fence_inversions()
+    }
+
+    /// How far the counter is from the sections reported. A killed holder
+    /// may have written its update without living to report it, so the
+    /// counter may exceed them by up to one per kill. Across several mounts a
+    /// caching client may also lose updates with no overlap (module docs).
+    pub fn counter_off(&self) -> u64 {
         let (low, high) = (self.expected(), self.expected() + self.kills.len() as u64);
-        let off = if self.counter < low { low - self.counter } else { self.counter.saturating_sub(high) };
-        self.overlaps + off as usize + self.fence_inversions()
+        if self.counter < low {
+            low - self.counter
+        } else {
+            self.counter.saturating_sub(high)
+        }
     }
 
     /// Sections whose holder learnt at release that its lock had been broken
@@ -312,7 +366,9 @@ impl Report {
             "uuidlock contend: {} processes x {} acquisitions, hold {:?}, runner {}, verification delay {:?}, retry interval {:?}",
             c.processes, c.iterations, c.hold, c.runner_name(), c.verification_delay, c.retry_interval
         );
-        let _ = writeln!(text, "  directory         {}", self.dir.display());
+        for dir in &self.dirs {
+            let _ = writeln!(text, "  directory         {}", dir.display());
+        }
         let _ = writeln!(
             text,
             "  acquisitions      {} in {:.2} s ({:.0}/s)",
@@ -328,7 +384,14 @@ impl Report {
             ms(waits.last().copied().unwrap_or_default())
         );
         let _ = writeln!(text, "  hand-off ratio    {:.2}", self.handoff_ratio());
-        if self.kills.is_empty() {
+        if self.dirs.len() > 1 {
+            let _ = writeln!(
+                text,
+                "  counter           {} (expected {}; across mounts only overlaps count: a caching client may lose updates)",
+                self.counter,
+                self.expected()
+            );
+        } else if self.kills.is_empty() {
             let _ = writeln!(text, "  counter           {} (expected {})", self.counter, self.expected());
         } else {
             let _ = writeln!(
@@ -369,6 +432,7 @@ impl Report {
             iterations: c.iterations,
             hold_s: c.hold.as_secs_f64(),
             runner: c.runner_name().into(),
+            directories: self.dirs.len(),
             verification_delay_s: c.verification_delay.as_secs_f64(),
             retry_interval_s: c.retry_interval.as_secs_f64(),
             acquisitions: self.sections.len(),
@@ -380,6 +444,7 @@ impl Report {
             handoff_ratio: self.handoff_ratio(),
             counter: self.counter,
             expected: self.expected(),
+            counter_off: self.counter_off(),
             overlaps: self.overlaps,
             fence_inversions: self.fence_inversions(),
             violations: self.violations(),
@@ -408,6 +473,8 @@ pub struct Summary {
     pub iterations: usize,
     pub hold_s: f64,
     pub runner: String,
+    /// How many mounts of the lock's directory the workers were spread over.
+    pub directories: usize,
     pub verification_delay_s: f64,
     pub retry_interval_s: f64,
     pub acquisitions: usize,
@@ -420,11 +487,15 @@ pub struct Summary {
     pub handoff_ratio: f64,
     pub counter: u64,
     pub expected: u64,
+    /// `counter` against the sections reported (a violation in one
+    /// directory only; see the module docs).
+    pub counter_off: u64,
     /// Critical sections that began before an earlier one had ended.
     pub overlaps: usize,
     /// Sections whose fencing number was not larger than every earlier one's.
     pub fence_inversions: usize,
-    /// Overlaps, lost (or extra) counter updates, and fence inversions.
+    /// Overlaps, fence inversions, and in one directory lost (or extra)
+    /// counter updates.
     pub violations: usize,
     /// Holders told at release that their lock had been broken under them.
     pub evictions: usize,
@@ -471,32 +542,59 @@ fn count_overlaps(sorted: &[Section]) -> usize {
 /// # Errors
 /// The directory, a worker process, or its output failed.
 pub fn run(config: &Config) -> Result<Report> {
-    let (dir, temporary) = match &config.dir {
-        Some(dir) => {
-            ensure!(dir.is_dir(), "--dir {}: no such directory; create it first", dir.display());
-            (std::path::absolute(dir)?, false)
-        }
-        None => {
-            let dir = std::env::temp_dir().join(format!("uuidlock-contend-{}-{}", std::process::id(), now_ns()));
-            std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            (dir, true)
-        }
-    };
-    let result = run_in(config, &dir);
-    if temporary {
+    if config.dir.is_empty() {
+        let dir = std::env::temp_dir().join(format!("uuidlock-contend-{}-{}", std::process::id(), now_ns()));
+        std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let result = run_in(config, std::slice::from_ref(&dir));
         let _ = std::fs::remove_dir_all(&dir);
+        return result;
     }
-    result
+    let mut dirs = Vec::new();
+    for dir in &config.dir {
+        ensure!(dir.is_dir(), "--dir {}: no such directory; create it first", dir.display());
+        dirs.push(std::path::absolute(dir)?);
+    }
+    run_in(config, &dirs)
 }
 
-fn run_in(config: &Config, dir: &Path) -> Result<Report> {
-    for name in [LOCK_FILE, GO_FILE] {
-        let path = dir.join(name);
-        ensure!(!path.exists(), "{} exists from an earlier run; remove it or choose another --dir", path.display());
+fn run_in(config: &Config, dirs: &[PathBuf]) -> Result<Report> {
+    let lock = dirs[0].join(LOCK_FILE);
+    ensure!(!lock.exists(), "{} exists from an earlier run; remove it or choose another --dir", lock.display());
+    std::fs::write(dirs[0].join(COUNTER_FILE), "0").context("writing the counter file")?;
+    one_share(dirs)?;
+    contend_in(config, dirs)
+}
+
+/// How long a file made through the first `--dir` may take to show through
+/// the others before they are judged not to be one share (a new name showed
+/// within milliseconds through every share measured).
+const SHARE_CHECK: Duration = Duration::from_secs(5);
+
+/// Checks that a file made through the first of `dirs` shows through each
+/// other one. Its name is new, so no client has a cached "no such file".
+fn one_share(dirs: &[PathBuf]) -> Result<()> {
+    let Some((first, others)) = dirs.split_first() else { return Ok(()) };
+    if others.is_empty() {
+        return Ok(());
     }
-    std::fs::write(dir.join(COUNTER_FILE), "0").context("writing the counter file")?;
-    let result = contend_in(config, dir);
-    let _ = std::fs::remove_file(dir.join(GO_FILE));
+    let name = format!("contend-{}-{}.same", std::process::id(), now_ns());
+    std::fs::write(first.join(&name), "").with_context(|| format!("writing in {}", first.display()))?;
+    let start = Instant::now();
+    let mut result = Ok(());
+    for dir in others {
+        while !dir.join(&name).exists() {
+            if start.elapsed() > SHARE_CHECK {
+                result = Err(anyhow::anyhow!(
+                    "--dir {} does not show a file made through --dir {} within {SHARE_CHECK:?}; the directories must be mounts of one share",
+                    dir.display(),
+                    first.display()
+                ));
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let _ = std::fs::remove_file(first.join(&name));
     result
 }
 
@@ -511,6 +609,8 @@ enum Event {
 /// acquisitions the slot has reported (across the processes it has had).
 struct Slot {
     child: Child,
+    /// Where the start signal goes (a line), taken when sent.
+    start: Option<ChildStdin>,
     reported: usize,
     /// Killed on purpose by `--kill`; to be replaced, not reported.
     killed: bool,
@@ -529,17 +629,24 @@ impl Drop for Workers {
     }
 }
 
-fn contend_in(config: &Config, dir: &Path) -> Result<Report> {
+fn contend_in(config: &Config, dirs: &[PathBuf]) -> Result<Report> {
     // Compile the guest once here, so the workers load it from the cache.
     Runtime::new()?;
+    let python = if config.runner.has_python() && config.program.is_none() { Some(peers::venv()?) } else { None };
 
     let exe = std::env::current_exe().context("finding this binary to spawn workers")?;
     let (events, received) = mpsc::channel();
     let spawn = |slot: usize, iterations: usize| -> Result<Child> {
-        let mut command = match &config.program {
-            Some(Program { argv, .. }) => {
+        let dir = &dirs[slot % dirs.len()];
+        let program = match (&config.program, config.runner.for_worker(slot).python(), &python) {
+            (Some(Program { argv, .. }), _, _) => Some(argv.clone()),
+            (None, Some(anchor), Some(python)) => Some(peers::worker_argv(python, anchor)),
+            _ => None,
+        };
+        let mut command = match program {
+            Some(argv) => {
                 let mut command = Command::new(argv.first().context("a worker program needs a command")?);
-                command.args(&argv[1..]).args([LOCK_FILE, COUNTER_FILE, GO_FILE].map(|name| dir.join(name)));
+                command.args(&argv[1..]).args([LOCK_FILE, COUNTER_FILE].map(|name| dir.join(name)));
                 command.args([iterations.to_string(), config.hold.as_secs_f64().to_string()]);
                 command
             }
@@ -550,7 +657,7 @@ fn contend_in(config: &Config, dir: &Path) -> Result<Report> {
             }
         };
         let mut child = command
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -568,8 +675,12 @@ fn contend_in(config: &Config, dir: &Path) -> Result<Report> {
         Ok(child)
     };
     let mut workers = Workers(Vec::new());
-    for slot in 0..config.processes {
-        workers.0.push(Slot { child: spawn(slot, config.iterations)?, reported: 0, killed: false });
+    let slot = |child: Result<Child>, reported| -> Result<Slot> {
+        let mut child = child?;
+        Ok(Slot { start: child.stdin.take(), child, reported, killed: false })
+    };
+    for worker in 0..config.processes {
+        workers.0.push(slot(spawn(worker, config.iterations), 0)?);
     }
 
     let total = config.processes * config.iterations;
@@ -607,7 +718,9 @@ fn contend_in(config: &Config, dir: &Path) -> Result<Report> {
             Event::Line(_, line) if line == "ready" => {
                 ready += 1;
                 if ready == config.processes && started.is_none() {
-                    std::fs::write(dir.join(GO_FILE), "").context("writing the start signal")?;
+                    for worker in &mut workers.0 {
+                        start(worker)?;
+                    }
                     started = Some(Instant::now());
                     next_kill = (config.kills > 0).then(|| Instant::now() + random.kill_pause());
                 }
@@ -617,17 +730,19 @@ fn contend_in(config: &Config, dir: &Path) -> Result<Report> {
                 workers.0[slot].reported += 1;
                 progress.inc(1);
             }
-            Event::Done(slot) => {
-                let worker = &mut workers.0[slot];
+            Event::Done(index) => {
+                let worker = &mut workers.0[index];
                 let status = worker.child.wait()?;
                 let left = config.iterations - worker.reported.min(config.iterations);
                 if worker.killed && left > 0 {
-                    *worker = Slot { child: spawn(slot, left)?, reported: worker.reported, killed: false };
+                    // A replacement starts at once: the run is under way.
+                    *worker = slot(spawn(index, left), worker.reported)?;
+                    start(worker)?;
                     continue;
                 }
                 // One failure ends the run: the others may be waiting on a
                 // start signal or a lock that will never come.
-                ensure!(worker.killed || status.success(), "worker {slot} failed ({status}); its message is above");
+                ensure!(worker.killed || status.success(), "worker {index} failed ({status}); its message is above");
                 finished += 1;
             }
         }
@@ -636,10 +751,19 @@ fn contend_in(config: &Config, dir: &Path) -> Result<Report> {
     progress.finish_and_clear();
     ensure!(sections.len() == total, "workers reported {} of {total} acquisitions", sections.len());
 
-    let counter = std::fs::read_to_string(dir.join(COUNTER_FILE))?.trim().parse().context("reading the counter")?;
+    let counter = std::fs::read_to_string(dirs[0].join(COUNTER_FILE))?.trim().parse().context("reading the counter")?;
     sections.sort_by_key(|s| s.enter_ns);
     let overlaps = count_overlaps(&sections);
-    Ok(Report { config: config.clone(), dir: dir.to_path_buf(), elapsed, sections, counter, overlaps, kills })
+    Ok(Report { config: config.clone(), dirs: dirs.to_vec(), elapsed, sections, counter, overlaps, kills })
+}
+
+/// Sends `worker` the start signal: a line on its stdin.
+fn start(worker: &mut Slot) -> Result<()> {
+    if let Some(mut stdin) = worker.start.take() {
+        // A worker killed meanwhile has closed its end: nothing to start.
+        let _ = writeln!(stdin, "go");
+    }
+    Ok(())
 }
 
 /// A small xorshift generator: where and when `--kill` strikes need not be
@@ -669,6 +793,7 @@ impl Random {
 }
 
 fn worker_args(config: &Config, dir: &Path, worker: usize, iterations: usize) -> Vec<String> {
+    debug_assert!(config.runner.for_worker(worker).python().is_none());
     let mut args = vec![
         "--dir".into(),
         dir.display().to_string(),
@@ -723,7 +848,7 @@ fn now_ns() -> u128 {
 }
 
 /// `uuidlock contend-worker ARGS`: one worker process. Prints `ready`, waits
-/// for the start signal, then one line `ENTER_NS EXIT_NS WAIT_NS` per
+/// for the start signal (a line on stdin), then one line `ENTER_NS EXIT_NS WAIT_NS` per
 /// acquisition.
 pub fn worker_main(config: Config) -> i32 {
     match work(&config) {
@@ -818,7 +943,7 @@ impl Taker {
 }
 
 fn work(config: &Config) -> Result<()> {
-    let dir = config.dir.as_deref().context("a worker needs --dir")?;
+    let dir = config.dir.first().context("a worker needs --dir")?;
     let runtime = Runtime::new()?;
     let taker = match config.runner {
         Runner::Component | Runner::Mixed if config.renew => {
@@ -827,15 +952,17 @@ fn work(config: &Config) -> Result<()> {
         Runner::Component | Runner::Mixed => Taker::Component(Locker::new(&runtime, &[dir])?.fair_handoff(config.fair)),
         Runner::Command => Taker::Command(runtime, vec![crate::paths::grant(dir)?]),
         Runner::None => Taker::None,
+        python => bail!("--runner {}: not a worker of this binary", python.name()),
     };
     let options = config.lock_options();
-    let (lock, counter, go) = (dir.join(LOCK_FILE), dir.join(COUNTER_FILE), dir.join(GO_FILE));
+    let (lock, counter) = (dir.join(LOCK_FILE), dir.join(COUNTER_FILE));
     let counter_aside = dir.join(format!("{COUNTER_FILE}.{}", std::process::id()));
     let mut out = std::io::stdout().lock();
     writeln!(out, "ready")?;
     out.flush()?;
-    while !go.exists() {
-        std::thread::sleep(Duration::from_millis(1));
+    // The start signal; a closed stdin (the parent gone) starts nothing.
+    if std::io::stdin().read_line(&mut String::new())? == 0 {
+        bail!("the contend parent went away before the start");
     }
     for _ in 0..config.iterations {
         let asked = Instant::now();
@@ -916,7 +1043,7 @@ mod tests {
     fn the_json_summary_round_trips() {
         let report = Report {
             config: Config::default(),
-            dir: PathBuf::from("/tmp/x"),
+            dirs: vec![PathBuf::from("/tmp/x")],
             elapsed: Duration::from_secs(1),
             sections: vec![section(0, 0, 10), section(1, 20, 30)],
             counter: 2,

@@ -15,6 +15,8 @@
 //! - [`contend`]: the cross-process contention runner (`uuidlock contend`);
 //! - [`bench`]: the side-by-side benchmark (`uuidlock bench`);
 //! - [`run`]: `uuidlock run`, a command under a lock with a lease;
+//! - [`peers`]: the Python lock libraries, as the bench's anchors and as
+//!   `contend` workers beside uuidlock's;
 //! - [`plot`]: wait-time histograms of contention runs, as SVG, from plain
 //!   data;
 //! - [`stats`]: percentiles, shared by the runner, the bench and the plots;
@@ -41,6 +43,7 @@ pub mod engine;
 pub mod interrupt;
 pub mod lease;
 pub mod paths;
+pub mod peers;
 pub mod plot;
 mod progress;
 pub mod run;
