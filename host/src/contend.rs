@@ -719,7 +719,7 @@ fn contend_in(config: &Config, dirs: &[PathBuf]) -> Result<Report> {
                 ready += 1;
                 if ready == config.processes && started.is_none() {
                     for worker in &mut workers.0 {
-                        start(worker)?;
+                        start(worker);
                     }
                     started = Some(Instant::now());
                     next_kill = (config.kills > 0).then(|| Instant::now() + random.kill_pause());
@@ -737,7 +737,7 @@ fn contend_in(config: &Config, dirs: &[PathBuf]) -> Result<Report> {
                 if worker.killed && left > 0 {
                     // A replacement starts at once: the run is under way.
                     *worker = slot(spawn(index, left), worker.reported)?;
-                    start(worker)?;
+                    start(worker);
                     continue;
                 }
                 // One failure ends the run: the others may be waiting on a
@@ -758,12 +758,11 @@ fn contend_in(config: &Config, dirs: &[PathBuf]) -> Result<Report> {
 }
 
 /// Sends `worker` the start signal: a line on its stdin.
-fn start(worker: &mut Slot) -> Result<()> {
+fn start(worker: &mut Slot) {
     if let Some(mut stdin) = worker.start.take() {
         // A worker killed meanwhile has closed its end: nothing to start.
         let _ = writeln!(stdin, "go");
     }
-    Ok(())
 }
 
 /// A small xorshift generator: where and when `--kill` strikes need not be
