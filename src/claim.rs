@@ -136,7 +136,7 @@ pub fn with_claim<T>(
     let result = f();
     // Plain removal: nobody breaks a live claim (see the lease contract in
     // crate::protocol).
-    files::remove(&claim)?;
+    files::remove_within(&claim, files::busy_retry(lifetime))?;
     result.map(Some)
 }
 
@@ -198,8 +198,9 @@ pub fn break_stale(
             if Observed::again(lock, &path)?.as_ref() != Some(&observed) {
                 return Ok(false);
             }
-            let removed = files::remove(&path)?;
-            let _ = files::remove(&beat_path(lock, &stale.token));
+            let bound = files::busy_retry(Some(lifetime));
+            let removed = files::remove_within(&path, bound)?;
+            let _ = files::remove_within(&beat_path(lock, &stale.token), bound);
             Ok(removed)
         })?;
         match removed {

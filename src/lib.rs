@@ -57,5 +57,6 @@ mod sweep;
 mod component;
 
 pub use error::LockError;
+pub use files::busy_retry;
 pub use format::{Marker, Token};
 pub use protocol::Options;

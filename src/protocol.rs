@@ -505,9 +505,12 @@ pub(crate) fn release_paused(path: &str, token: &Token, pause: &dyn Fn()) -> Res
     // claim too, and so does a second release with the same token.
     claim::with_claim(path, token, held.stale_after, || {
         held_by(path, token)?;
-        let removed = files::remove(path)?;
+        // A lock without a lifetime is retried longer on a busy share (SMB),
+        // as nobody breaks it; one with a lifetime for a tenth of it.
+        let bound = files::busy_retry(held.stale_after);
+        let removed = files::remove_within(path, bound)?;
         if held.stale_after.is_some() {
-            let _ = files::remove(&format::beat_path(path, token));
+            let _ = files::remove_within(&format::beat_path(path, token), bound);
         }
         Ok(removed)
     })?
