@@ -39,6 +39,14 @@
 //! else took one since. If someone did, the rename fails and the taker
 //! lists the directory. A listing that misses the latest name (a caching
 //! network client) makes the rename fail and retry, never succeed wrongly.
+//!
+//! The compare-and-swap needs a rename that fails when its source is gone
+//! and never harms its target. smbnetfs renames onto an existing name by
+//! deleting it first, so two takers racing for one number there can both
+//! fail and leave no counter (21 of 30 such races here). Takers race only
+//! when two publishers both believe they may hold the lock: after a
+//! verification delay, [`crate::protocol`] reads back before taking a
+//! number, so only the last writer of such a race takes one.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -116,7 +124,8 @@ fn latest(dir: &str) -> Result<Option<u64>, LockError> {
         // Never made by uuidlock, which renames the directory into place
         // with its counter inside.
         None => Err(LockError::Io(format!(
-            "{dir} holds no fencing counter (was it emptied by hand?); remove the directory to start counting again"
+            "{dir} holds no fencing counter: emptied by hand, or lost to a rename that is not atomic on this \
+             share (see `uuidlock doctor`; use a verification delay there); remove the directory to start counting again"
         ))),
     }
 }
@@ -129,7 +138,9 @@ fn create(dir: &str) -> Result<(), LockError> {
     let lock = dir.strip_suffix(".fence").unwrap_or(dir);
     let staged = format::staged_path(lock, &Token::generate("").map_err(LockError::Io)?);
     fs::create_dir(&staged).map_err(|e| io_error(dir, "create", e))?;
-    let made = fs::File::create(format!("{staged}/0")).and_then(|_| fs::rename(&staged, dir));
+    // The counter file is closed before the rename: SMB refuses to rename a
+    // directory with a file open inside (EACCES).
+    let made = fs::File::create(format!("{staged}/0")).map(drop).and_then(|()| fs::rename(&staged, dir));
     let placed = match made {
         Ok(()) => Ok(()),
         // Our staged directory was reclaimed as a leftover while we stalled
