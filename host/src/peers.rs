@@ -6,6 +6,7 @@
 
 use std::ffi::OsString;
 use std::fs;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -98,6 +99,13 @@ pub fn venv() -> Result<PathBuf> {
     let python = venv.join("bin/python");
     let stamp = venv.join("installed");
     let packages = ["uuid-filelock==1.4", "filelock==4.2.11", "flufl.lock==10.0.0"];
+    // Two runs making the venv at once (parallel tests, two benches) would
+    // wipe each other's half-made venv; the kernel's lock on a local file in
+    // the cache makes them take turns, and goes with a killed process.
+    fs::create_dir_all(cache.join("uuidlock"))?;
+    let guard = fs::File::create(cache.join("uuidlock").join("bench-anchors.making"))?;
+    // SAFETY: flock on a descriptor that `guard` owns for this whole scope.
+    ensure!(unsafe { libc::flock(guard.as_raw_fd(), libc::LOCK_EX) } == 0, "cannot lock the venv's making");
     if fs::read_to_string(&stamp).ok().as_deref() != Some(&packages.join("\n")) {
         let run = |command: &mut Command| -> Result<()> {
             let output = command.output().with_context(|| format!("running {command:?}"))?;
