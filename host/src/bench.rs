@@ -313,7 +313,7 @@ fn contention_runs(config: &Config) -> Result<Vec<(String, contend::Config)>> {
             contend::Config {
                 processes: 1,
                 iterations: config.processes * config.acquisitions,
-                runner: contend::Runner::None,
+                runner: vec![contend::Runner::None],
                 ..base.clone()
             },
         ),

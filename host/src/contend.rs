@@ -19,7 +19,8 @@
 //! `--runner none` skips the lock: a control run that shows the checks do
 //! catch a broken lock. Workers may also be Python's lock libraries
 //! ([`crate::peers`]), alone or taking turns with uuidlock's on the same
-//! lock (`--runner peers`). The bench runs other programs through the same
+//! lock (`--runner peers`, or a list such as
+//! `--runner component,command,uuid-filelock`). The bench runs other programs through the same
 //! checks by giving a worker [`Program`] of their own.
 //!
 //! **Across clients of a share.** Given several `--dir`s that are mounts of
@@ -149,9 +150,10 @@ pub struct Config {
     /// list): contention across the clients of a network share
     #[arg(long, value_name = "D")]
     pub dir: Vec<PathBuf>,
-    /// How workers take the lock
-    #[arg(long, value_name = "R", value_enum, default_value = "component")]
-    pub runner: Runner,
+    /// How workers take the lock; a list (`component,uuid-filelock`) has
+    /// the workers take turns over it
+    #[arg(long, value_name = "R", value_enum, value_delimiter = ',', default_value = "component")]
+    pub runner: Vec<Runner>,
     /// As for acquire
     #[arg(long, value_name = "SECS", default_value = "0", value_parser = crate::cli::seconds)]
     pub verification_delay: Duration,
@@ -208,8 +210,23 @@ fn millis(text: &str) -> Result<Duration, String> {
 
 impl Config {
     /// How the workers take the lock, as reports name it.
-    pub fn runner_name(&self) -> &str {
-        self.program.as_ref().map_or(self.runner.name(), |program| program.name.as_str())
+    pub fn runner_name(&self) -> String {
+        match &self.program {
+            Some(program) => program.name.clone(),
+            None => self.runner.iter().map(|runner| runner.name()).collect::<Vec<_>>().join(","),
+        }
+    }
+
+    /// What worker number `worker` runs: the runners in turn, each of them
+    /// (mixed, peers) alternating in turn.
+    fn runner_for(&self, worker: usize) -> Runner {
+        let n = self.runner.len().max(1);
+        self.runner.get(worker % n).copied().unwrap_or(Runner::Component).for_worker(worker / n)
+    }
+
+    /// Whether some worker is a Python library.
+    fn has_python(&self) -> bool {
+        self.runner.iter().any(|runner| runner.has_python())
     }
 
     /// The options every worker acquires with.
@@ -231,7 +248,7 @@ pub fn main(config: Config) -> i32 {
         Ok(()) if config.kills > 0 && config.stale_after.is_none() => {
             Err("--kill needs --stale-after: a killed holder's lock must be breakable".into())
         }
-        Ok(()) if config.kills > 0 && config.runner.has_python() => {
+        Ok(()) if config.kills > 0 && config.has_python() => {
             Err("--kill is for uuidlock's runners: a killed Python holder's lock is never broken".into())
         }
         Ok(()) => Ok(()),
@@ -462,7 +479,7 @@ impl Report {
             "uuidlock contend: wait before holding the lock ({} processes x {}, hold {:?})",
             c.processes, c.iterations, c.hold
         );
-        plot::wait_histograms(&title, &[plot::Series { name: c.runner_name(), waits: &self.waits() }])
+        plot::wait_histograms(&title, &[plot::Series { name: &c.runner_name(), waits: &self.waits() }])
     }
 }
 
@@ -632,13 +649,13 @@ impl Drop for Workers {
 fn contend_in(config: &Config, dirs: &[PathBuf]) -> Result<Report> {
     // Compile the guest once here, so the workers load it from the cache.
     Runtime::new()?;
-    let python = if config.runner.has_python() && config.program.is_none() { Some(peers::venv()?) } else { None };
+    let python = if config.has_python() && config.program.is_none() { Some(peers::venv()?) } else { None };
 
     let exe = std::env::current_exe().context("finding this binary to spawn workers")?;
     let (events, received) = mpsc::channel();
     let spawn = |slot: usize, iterations: usize| -> Result<Child> {
         let dir = &dirs[slot % dirs.len()];
-        let program = match (&config.program, config.runner.for_worker(slot).python(), &python) {
+        let program = match (&config.program, config.runner_for(slot).python(), &python) {
             (Some(Program { argv, .. }), _, _) => Some(argv.clone()),
             (None, Some(anchor), Some(python)) => Some(peers::worker_argv(python, anchor)),
             _ => None,
@@ -792,7 +809,7 @@ impl Random {
 }
 
 fn worker_args(config: &Config, dir: &Path, worker: usize, iterations: usize) -> Vec<String> {
-    debug_assert!(config.runner.for_worker(worker).python().is_none());
+    debug_assert!(config.runner_for(worker).python().is_none());
     let mut args = vec![
         "--dir".into(),
         dir.display().to_string(),
@@ -801,7 +818,7 @@ fn worker_args(config: &Config, dir: &Path, worker: usize, iterations: usize) ->
         "--hold-ms".into(),
         (config.hold.as_secs_f64() * 1e3).to_string(),
         "--runner".into(),
-        config.runner.for_worker(worker).name().into(),
+        config.runner_for(worker).name().into(),
         "--verification-delay".into(),
         config.verification_delay.as_secs_f64().to_string(),
         "--retry-interval".into(),
@@ -944,7 +961,8 @@ impl Taker {
 fn work(config: &Config) -> Result<()> {
     let dir = config.dir.first().context("a worker needs --dir")?;
     let runtime = Runtime::new()?;
-    let taker = match config.runner {
+    let &[runner] = &config.runner[..] else { bail!("a worker takes one --runner") };
+    let taker = match runner {
         Runner::Component | Runner::Mixed if config.renew => {
             Taker::Lease(Locker::new(&runtime, &[dir])?.fair_handoff(config.fair))
         }
@@ -1032,10 +1050,15 @@ mod tests {
     #[test]
     fn the_defaults_are_the_documented_ones() {
         let config = Config::default();
-        assert_eq!((config.processes, config.iterations, config.runner), (4, 25, Runner::Component));
+        assert_eq!((config.processes, config.iterations, &config.runner[..]), (4, 25, &[Runner::Component][..]));
         assert_eq!((config.hold, config.retry_interval), (Duration::from_millis(1), Duration::from_millis(1)));
         let parsed = parse("--hold-ms 0.5 --runner mixed --kill 2").unwrap();
-        assert_eq!((parsed.hold, parsed.runner, parsed.kills), (Duration::from_micros(500), Runner::Mixed, 2));
+        assert_eq!((parsed.hold, &parsed.runner[..], parsed.kills), (Duration::from_micros(500), &[Runner::Mixed][..], 2));
+        // A list: the workers take turns over it, each runner alternating in turn.
+        let parsed = parse("--runner command,peers").unwrap();
+        let turns: Vec<Runner> = (0..6).map(|worker| parsed.runner_for(worker)).collect();
+        use Runner::*;
+        assert_eq!(turns, [Command, Component, Command, Command, Command, SoftFileLock]);
     }
 
     #[test]
