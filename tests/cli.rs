@@ -21,6 +21,8 @@ fn every_command_has_help() {
         (&["contend", "--help"][..], "--processes"),
         (&["export", "--help"][..], "uuidlock.component.wasm"),
         (&["bench", "--help"][..], "--anchors"),
+        (&["doctor", "--help"][..], "--max-lag"),
+        (&["run", "--help"][..], "UUIDLOCK_FENCE"),
     ] {
         let output = uuidlock(args);
         assert_eq!(output.status.code(), Some(0), "{args:?}");

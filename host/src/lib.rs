@@ -14,6 +14,8 @@
 //! - [`paths`]: host paths to the guest's view of them;
 //! - [`contend`]: the cross-process contention runner (`uuidlock contend`);
 //! - [`bench`]: the side-by-side benchmark (`uuidlock bench`);
+//! - [`doctor`]: `uuidlock doctor`, whether a share is safe for uuidlock
+//!   and with which settings;
 //! - [`run`]: `uuidlock run`, a command under a lock with a lease;
 //! - [`peers`]: the Python lock libraries, as the bench's anchors and as
 //!   `contend` workers beside uuidlock's;
@@ -39,6 +41,7 @@
 
 pub mod bench;
 pub mod contend;
+pub mod doctor;
 pub mod engine;
 pub mod interrupt;
 pub mod lease;

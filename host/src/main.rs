@@ -9,7 +9,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use clap_complete::Shell;
 use uuidlock_host::interrupt::{self, Settled};
 use uuidlock_host::{
-    bench, cli, contend, engine, paths, run, Acquired, Guard, LockError, Locker, Options, Runtime, Status, Token,
+    bench, cli, contend, doctor, engine, paths, run, Acquired, Guard, LockError, Locker, Options, Runtime, Status, Token,
 };
 
 /// The native binary's arguments: the lock commands, and its own.
@@ -51,6 +51,16 @@ enum NativeCommand {
     /// the ceiling: no lock, one process), and cold start, in one run on one
     /// directory; medians, 99th percentiles and ratios.
     Bench(bench::Config),
+    /// Check whether a directory (a share) is safe for uuidlock
+    ///
+    /// Probes DIR, in a directory of its own that it removes: exclusive
+    /// create, hard links, rename over a file, deleting an open file, the
+    /// share's clock. Given DIR2, the same share through another mount or
+    /// client, it also races creates across the two and times how long one
+    /// client takes to see the other's files. Prints a verdict (safe; safe
+    /// with a verification delay of at least X; unsafe, and why) and whether
+    /// locks with a lifetime work.
+    Doctor(doctor::Config),
     /// Run a command while holding a lock
     ///
     /// Takes the lock (waiting as acquire does), runs CMD with UUIDLOCK_PATH,
@@ -181,6 +191,7 @@ fn main() {
                 NativeCommand::Run(args) => run::main(args),
                 NativeCommand::Contend(config) => contend::main(config),
                 NativeCommand::Bench(config) => bench::main(config),
+                NativeCommand::Doctor(config) => doctor::main(config),
                 NativeCommand::Export { dir } => export(&dir),
                 NativeCommand::Completions { shell } => {
                     clap_complete::generate(shell, &mut NativeArgs::command(), "uuidlock", &mut out);
