@@ -4,6 +4,8 @@
 //! the target directory, or SKIPPED loudly with the reason).
 #![allow(dead_code)] // each test binary uses its own part of the fixture
 
+pub mod shares;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
