@@ -260,9 +260,12 @@ fn bench_quick_measures_every_subject() {
     for name in ["floor", "native", "component", "command", "native binary"] {
         assert!(timed.contains(&name), "{name} missing from {results:?}");
     }
-    // The ceiling, and the component's three runs, each without a violation.
-    assert_eq!(results.contention.len(), 4, "{results:?}");
+    // The ceiling, and the component's four runs (the last with 8 times the
+    // processes), each without a violation, and the CPU its workers used.
+    assert_eq!(results.contention.len(), 5, "{results:?}");
     assert!(results.contention.iter().all(|run| run.violations == 0 && run.per_second > 0.0), "{results:?}");
+    assert_eq!((results.contention[4].name.as_str(), results.contention[4].processes), ("component, 24 processes", 24));
+    assert!(results.contention.iter().all(|run| run.cpu_per_acquisition_s > 0.0 && run.cores > 0.0), "{results:?}");
     assert!(output.stderr.is_empty(), "progress printed to a pipe: {}", text(&output.stderr));
 }
 

@@ -26,6 +26,8 @@ fn processes_through_the_component_never_overlap() {
     assert_eq!(report.counter, 160);
     assert_eq!(report.overlaps, 0);
     assert_eq!(report.violations, 0);
+    // The workers' CPU time, as the OS counts it.
+    assert!(report.cpu_s > 0.0 && report.cpu_per_acquisition_s > 0.0 && report.cores > 0.0, "{report:?}");
 }
 
 // Command-module and component contenders exclude each other.

@@ -17,7 +17,8 @@
 //!      0.1 s), filelock.SoftFileLock and flufl.lock, from a venv the bench
 //!      makes.
 //! 2. *Contention*: `contend` with N processes, with a 1 ms critical section
-//!    and with none: throughput, waits, hand-off ratio. Beside them, the
+//!    and with none, and with 8N processes: throughput, waits, hand-off
+//!    ratio, and the CPU time the workers used. Beside them, the
 //!    ceiling (one process, no lock: what the critical section allows) and,
 //!    with `--anchors`, the Python libraries under the same checks.
 //! 3. *Cold start*: from process start to the first lock held and released,
@@ -144,6 +145,9 @@ pub struct Contention {
     pub violations: usize,
     /// Every wait, sorted.
     pub waits: Vec<Duration>,
+    /// The workers' CPU time per acquisition, and in cores kept busy.
+    pub cpu_per_acquisition: Duration,
+    pub cores: f64,
 }
 
 impl Contention {
@@ -320,6 +324,15 @@ fn contention_runs(config: &Config) -> Result<Vec<(String, contend::Config)>> {
         ("component".to_owned(), base.clone()),
         ("component, fair hand-off".to_owned(), contend::Config { fair: true, ..base.clone() }),
         ("component, no hold".to_owned(), contend::Config { hold: Duration::ZERO, ..base.clone() }),
+        // Many waiters (64 by default): what waiting costs as their number grows.
+        (
+            format!("component, {} processes", config.processes * 8),
+            contend::Config {
+                processes: config.processes * 8,
+                iterations: (config.acquisitions / 4).max(1),
+                ..base.clone()
+            },
+        ),
     ];
     if config.anchors {
         let python = peers::venv()?;
@@ -344,6 +357,8 @@ fn contended(run_dir: &Path, name: String, run: &contend::Config) -> Result<Cont
         hold: run.hold,
         per_second: report.per_second(),
         handoff_ratio: report.handoff_ratio(),
+        cpu_per_acquisition: report.cpu_per_acquisition(),
+        cores: report.cores(),
         violations: report.violations(),
         waits: report.waits(),
     })
@@ -460,15 +475,15 @@ impl Results {
         );
         let _ = writeln!(
             text,
-            "  {:<30} {:>6} {:>10} {:>12} {:>8} {:>9} {:>9} {:>11}",
-            "", "acq/s", "x ceiling", "wait p50 ms", "p99 ms", "max ms", "hand-off", "violations"
+            "  {:<30} {:>6} {:>10} {:>12} {:>8} {:>9} {:>9} {:>11} {:>11} {:>6}",
+            "", "acq/s", "x ceiling", "wait p50 ms", "p99 ms", "max ms", "hand-off", "violations", "cpu ms/acq", "cores"
         );
         for c in &self.contention {
             let ms = |d: Duration| format!("{:.2}", d.as_secs_f64() * 1e3);
             let ratio = self.ceiling_ratio(c).map_or("-".into(), |ratio| format!("{ratio:.2}"));
             let _ = writeln!(
                 text,
-                "  {:<30} {:>6.0} {:>10} {:>12} {:>8} {:>9} {:>9.2} {:>11}",
+                "  {:<30} {:>6.0} {:>10} {:>12} {:>8} {:>9} {:>9.2} {:>11} {:>11} {:>6.2}",
                 c.name,
                 c.per_second,
                 ratio,
@@ -476,7 +491,9 @@ impl Results {
                 ms(c.wait_p99()),
                 ms(c.wait_max()),
                 c.handoff_ratio,
-                c.violations
+                c.violations,
+                ms(c.cpu_per_acquisition),
+                c.cores
             );
         }
         let _ = writeln!(text, "\ncold start to first lock held       median ms      p99 ms");
@@ -523,6 +540,8 @@ impl Results {
             wait_max_s: c.wait_max().as_secs_f64(),
             handoff_ratio: c.handoff_ratio,
             violations: c.violations,
+            cpu_per_acquisition_s: c.cpu_per_acquisition.as_secs_f64(),
+            cores: c.cores,
         };
         Summary {
             processes: self.processes,
@@ -569,4 +588,8 @@ pub struct ContentionSummary {
     pub wait_max_s: f64,
     pub handoff_ratio: f64,
     pub violations: usize,
+    /// The workers' CPU time (user + system) per acquisition, and over the
+    /// run's time (cores kept busy).
+    pub cpu_per_acquisition_s: f64,
+    pub cores: f64,
 }

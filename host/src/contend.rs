@@ -309,6 +309,9 @@ pub struct Report {
     pub overlaps: usize,
     /// When workers were killed (wall clock, ns since the epoch).
     pub kills: Vec<u128>,
+    /// The CPU time (user + system) the workers used from their start
+    /// signal on, as the OS counts it.
+    pub cpu: Duration,
 }
 
 impl Report {
@@ -374,6 +377,16 @@ impl Report {
         self.sections.len() as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
+    /// The workers' CPU time per acquisition.
+    pub fn cpu_per_acquisition(&self) -> Duration {
+        self.cpu / (self.sections.len().max(1) as u32)
+    }
+
+    /// The workers' CPU time over the run's, in cores kept busy.
+    pub fn cores(&self) -> f64 {
+        self.cpu.as_secs_f64() / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
     fn to_text(&self) -> String {
         let c = &self.config;
         let waits = self.waits();
@@ -401,6 +414,13 @@ impl Report {
             ms(waits.last().copied().unwrap_or_default())
         );
         let _ = writeln!(text, "  hand-off ratio    {:.2}", self.handoff_ratio());
+        let _ = writeln!(
+            text,
+            "  workers' cpu      {:.2} s ({} per acquisition, {:.2} cores)",
+            self.cpu.as_secs_f64(),
+            ms(self.cpu_per_acquisition()),
+            self.cores()
+        );
         if self.dirs.len() > 1 {
             let _ = writeln!(
                 text,
@@ -459,6 +479,9 @@ impl Report {
             wait_p99_s: percentile(&waits, 0.99).as_secs_f64(),
             wait_max_s: waits.last().copied().unwrap_or_default().as_secs_f64(),
             handoff_ratio: self.handoff_ratio(),
+            cpu_s: self.cpu.as_secs_f64(),
+            cpu_per_acquisition_s: self.cpu_per_acquisition().as_secs_f64(),
+            cores: self.cores(),
             counter: self.counter,
             expected: self.expected(),
             counter_off: self.counter_off(),
@@ -502,6 +525,11 @@ pub struct Summary {
     pub wait_max_s: f64,
     /// The fraction of consecutive acquisitions by different processes.
     pub handoff_ratio: f64,
+    /// The workers' CPU time (user + system) from their start on, in all,
+    /// per acquisition, and over the run's time (cores kept busy).
+    pub cpu_s: f64,
+    pub cpu_per_acquisition_s: f64,
+    pub cores: f64,
     pub counter: u64,
     pub expected: u64,
     /// `counter` against the sections reported (a violation in one
@@ -631,6 +659,19 @@ struct Slot {
     reported: usize,
     /// Killed on purpose by `--kill`; to be replaced, not reported.
     killed: bool,
+    /// The CPU time it had used when it was started (compiling and
+    /// instantiating the guest is not the run's).
+    cpu_at_start: Option<Duration>,
+}
+
+impl Slot {
+    /// The CPU time it used since its start signal (before it is reaped).
+    fn cpu_since_start(&self) -> Duration {
+        match (self.cpu_at_start, crate::cpu::used(self.child.id())) {
+            (Some(from), Some(now)) => now.saturating_sub(from),
+            _ => Duration::ZERO,
+        }
+    }
 }
 
 /// The worker processes; dropping them kills and reaps any still running,
@@ -694,7 +735,7 @@ fn contend_in(config: &Config, dirs: &[PathBuf]) -> Result<Report> {
     let mut workers = Workers(Vec::new());
     let slot = |child: Result<Child>, reported| -> Result<Slot> {
         let mut child = child?;
-        Ok(Slot { start: child.stdin.take(), child, reported, killed: false })
+        Ok(Slot { start: child.stdin.take(), child, reported, killed: false, cpu_at_start: None })
     };
     for worker in 0..config.processes {
         workers.0.push(slot(spawn(worker, config.iterations), 0)?);
@@ -709,6 +750,7 @@ fn contend_in(config: &Config, dirs: &[PathBuf]) -> Result<Report> {
     let mut random = Random::seeded();
     let mut next_kill = None;
     let mut finished = 0;
+    let mut cpu = Duration::ZERO;
     while finished < config.processes {
         let wait =
             next_kill.map_or(Duration::from_secs(3600), |at: Instant| at.saturating_duration_since(Instant::now()));
@@ -721,7 +763,9 @@ fn contend_in(config: &Config, dirs: &[PathBuf]) -> Result<Report> {
                     .collect();
                 if !candidates.is_empty() {
                     let slot = &mut workers.0[candidates[random.below(candidates.len())]];
+                    let spent = slot.cpu_since_start();
                     if slot.child.kill().is_ok() {
+                        cpu += spent;
                         slot.killed = true;
                         kills.push(now_ns());
                     }
@@ -749,6 +793,9 @@ fn contend_in(config: &Config, dirs: &[PathBuf]) -> Result<Report> {
             }
             Event::Done(index) => {
                 let worker = &mut workers.0[index];
+                if !worker.killed {
+                    cpu += worker.cpu_since_start();
+                }
                 let status = worker.child.wait()?;
                 let left = config.iterations - worker.reported.min(config.iterations);
                 if worker.killed && left > 0 {
@@ -771,11 +818,12 @@ fn contend_in(config: &Config, dirs: &[PathBuf]) -> Result<Report> {
     let counter = std::fs::read_to_string(dirs[0].join(COUNTER_FILE))?.trim().parse().context("reading the counter")?;
     sections.sort_by_key(|s| s.enter_ns);
     let overlaps = count_overlaps(&sections);
-    Ok(Report { config: config.clone(), dirs: dirs.to_vec(), elapsed, sections, counter, overlaps, kills })
+    Ok(Report { config: config.clone(), dirs: dirs.to_vec(), elapsed, sections, counter, overlaps, kills, cpu })
 }
 
 /// Sends `worker` the start signal: a line on its stdin.
 fn start(worker: &mut Slot) {
+    worker.cpu_at_start = crate::cpu::used(worker.child.id());
     if let Some(mut stdin) = worker.start.take() {
         // A worker killed meanwhile has closed its end: nothing to start.
         let _ = writeln!(stdin, "go");
@@ -1071,10 +1119,12 @@ mod tests {
             counter: 2,
             overlaps: 0,
             kills: vec![],
+            cpu: Duration::from_millis(500),
         };
         let json = serde_json::to_string(&report.summary()).unwrap();
         let back: Summary = serde_json::from_str(&json).unwrap();
         assert_eq!(back, report.summary());
         assert_eq!((back.counter, back.expected, back.handoff_ratio), (2, 100, 1.0));
+        assert_eq!((back.cpu_per_acquisition_s, back.cores), (0.25, 0.5));
     }
 }

@@ -22,6 +22,7 @@
 //! - [`plot`]: wait-time histograms of contention runs, as SVG, from plain
 //!   data;
 //! - [`stats`]: percentiles, shared by the runner, the bench and the plots;
+//! - `cpu`: the CPU time a worker process used, from the OS;
 //! - `progress`: the progress bar of long runs (stderr, terminals only);
 //! - `src/main.rs`: the native `uuidlock` binary, a thin `main`.
 //!
@@ -41,6 +42,7 @@
 
 pub mod bench;
 pub mod contend;
+mod cpu;
 pub mod doctor;
 pub mod engine;
 pub mod interrupt;
