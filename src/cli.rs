@@ -205,6 +205,11 @@ pub struct AcquireOptions {
     /// load breaks shorter ones; needs hard links) [default: never broken]
     #[arg(long, value_name = "SECS", value_parser = seconds)]
     pub stale_after: Option<Duration>,
+    /// Do not wait in the queue of waiters: poll the lock every retry
+    /// interval, as uuidlock 0.1 did (by default a waiter lines up, and only
+    /// the first in line polls)
+    #[arg(long)]
+    pub no_queue: bool,
 }
 
 impl AcquireOptions {
@@ -216,6 +221,7 @@ impl AcquireOptions {
             retry_interval: self.retry_interval,
             timeout: self.timeout,
             stale_after: self.stale_after,
+            queue: !self.no_queue,
         }
     }
 }
@@ -566,6 +572,7 @@ mod tests {
             retry_interval: Duration::from_millis(250),
             timeout: Some(Duration::from_secs(3)),
             stale_after: None,
+            queue: true,
         };
         assert_eq!((path.as_str(), options.options()), ("/l/x.lock", expected));
     }

@@ -32,6 +32,7 @@ impl Guest for Component {
             retry_interval_ns: nanos(defaults.retry_interval),
             timeout_ns: defaults.timeout.map(nanos),
             stale_after_ns: defaults.stale_after.map(nanos),
+            queue: defaults.queue,
         }
     }
 
@@ -95,6 +96,7 @@ fn take(path: String, token: Option<Token>, options: Options) -> Result<Acquired
         retry_interval: Duration::from_nanos(options.retry_interval_ns),
         timeout: options.timeout_ns.map(Duration::from_nanos),
         stale_after: options.stale_after_ns.map(Duration::from_nanos),
+        queue: options.queue,
     };
     let acquired = match token {
         None => protocol::acquire(&path, &options),

@@ -78,7 +78,13 @@ pub fn dir(lock: &str) -> String {
 /// An I/O error on the counter's directory, or losing the race
 /// [`MAX_TRIES`] times in a row.
 pub fn take(lock: &str) -> Result<u64, LockError> {
-    let dir = dir(lock);
+    take_in(&dir(lock), lock)
+}
+
+/// Takes the next number of the counter in `dir`, beside the lock at
+/// `lock` (the queue's tickets count this way too: [`crate::queue`]).
+pub(crate) fn take_in(dir: &str, lock: &str) -> Result<u64, LockError> {
+    let dir = dir.to_owned();
     let mut guess = LAST.with_borrow(|last| last.get(&dir).copied());
     for _ in 0..MAX_TRIES {
         let current = match guess.take() {
@@ -86,7 +92,7 @@ pub fn take(lock: &str) -> Result<u64, LockError> {
             None => match latest(&dir)? {
                 Some(n) => n,
                 None => {
-                    create(&dir)?;
+                    create(&dir, lock)?;
                     continue;
                 }
             },
@@ -130,12 +136,12 @@ fn latest(dir: &str) -> Result<Option<u64>, LockError> {
     }
 }
 
-/// Makes the counter's directory with `0` inside: built aside, renamed into
-/// place. If another taker's is there first, ours is removed.
-fn create(dir: &str) -> Result<(), LockError> {
+/// Makes the counter's directory `dir` with `0` inside: built aside (beside
+/// `lock`), renamed into place. If another taker's is there first, ours is
+/// removed.
+fn create(dir: &str, lock: &str) -> Result<(), LockError> {
     // Named as staged markers are (`<PATH>.<UUID>.new`), which the lock
     // name's length limit already allows for.
-    let lock = dir.strip_suffix(".fence").unwrap_or(dir);
     let staged = format::staged_path(lock, &Token::generate("").map_err(LockError::Io)?);
     fs::create_dir(&staged).map_err(|e| io_error(dir, "create", e))?;
     // The counter file is closed before the rename: SMB refuses to rename a
@@ -166,11 +172,7 @@ fn number(name: &str) -> Option<u64> {
 mod tests {
     use super::*;
 
-    fn lock() -> (tempfile::TempDir, String) {
-        let dir = crate::scratch::tempdir();
-        let lock = dir.path().join("job.lock").to_str().unwrap().to_owned();
-        (dir, lock)
-    }
+    use crate::scratch::lock;
 
     #[test]
     fn numbers_start_at_one_and_increase() {

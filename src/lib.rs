@@ -23,6 +23,8 @@
 //! - [`format`]: the lock file's bytes, a public format specified there.
 //! - [`fence`]: fencing numbers, a counter beside the lock that only moves
 //!   forward.
+//! - [`queue`]: the queue of waiters: arrival order, only the first polls
+//!   the lock, and why it can neither break nor wedge it.
 //! - [`error`]: the protocol's error type; each layer maps it once.
 //! - [`cli`]: the command-line contract shared by the guest command and the
 //!   native binary: parsing, output, messages, exit codes.
@@ -46,6 +48,7 @@ pub mod format;
 pub mod protocol;
 
 pub mod fence;
+pub mod queue;
 
 mod claim;
 mod files;

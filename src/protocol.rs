@@ -18,6 +18,12 @@
 //! refused. A link reported as failing with "exists" whose target holds our
 //! own bytes was ours (an NFS server answering a retransmission).
 //!
+//! **Wait in line.** An acquire whose first attempt finds the lock busy
+//! joins the queue of waiters ([`crate::queue`]) and makes further attempts
+//! only as its head; the others watch the waiter ahead of them. One that
+//! waited in line queues behind the others at its next acquire. An acquire
+//! that finds the lock free, or has a zero timeout, never touches the queue.
+//!
 //! **Fence.** Between publishing and the read-back, take the next fencing
 //! number of the path ([`crate::fence`]). The number is ours only if the
 //! read-back then finds our marker.
@@ -130,6 +136,12 @@
 //!    same marker again, the new instance has the same bytes but a later
 //!    date, and the re-observation under a claim compares dates too: a
 //!    breaker that judged the first instance never deletes the second.
+//! 9. *The queue adds no assumption.* It only decides when a uuidlock
+//!    waiter makes the attempt above; what an attempt does, and so points
+//!    1-8, is unchanged, and peers that ignore the queue are excluded by the
+//!    lock file as before. Its own argument (no wedge: every entry ahead is
+//!    rewritten by a live waiter or removed once dead; any failure of the
+//!    queue falls back to polling) is in [`crate::queue`].
 //!
 //! The read-back after `verification_delay` is what keeps the lock
 //! exclusive against peers whose create is *not* atomic, such as
@@ -212,13 +224,14 @@
 //!   lock held by someone else: waited for, never deleted, and reported as
 //!   unreadable.
 
+use std::fs;
 use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::claim::{self, Observed, Watch};
 use crate::files::{self, Created, Fallback};
 use crate::format::{self, Held, Marker, Token};
-use crate::{fence, sweep, LockError};
+use crate::{fence, queue, sweep, LockError};
 
 /// A duration in whole nanoseconds, as WIT carries them; saturates at
 /// `u64::MAX` (about 584 years).
@@ -255,6 +268,10 @@ pub struct Options {
     /// broken, so a holder that never refreshes is never evicted. From 0.5 s
     /// to one day; rounded up to whole milliseconds.
     pub stale_after: Option<Duration>,
+    /// Wait in the queue of waiters ([`crate::queue`]) when the lock is
+    /// busy: in arrival order, only the first waiter polling the lock.
+    /// Default: `true`.
+    pub queue: bool,
 }
 
 impl Default for Options {
@@ -265,6 +282,7 @@ impl Default for Options {
             retry_interval: Duration::from_millis(100),
             timeout: None,
             stale_after: None,
+            queue: true,
         }
     }
 }
@@ -373,8 +391,27 @@ fn take(path: &str, token: Token, options: &Options) -> Result<Acquired, LockErr
     // No deadline when there is no timeout, or when it is too far to compute.
     let deadline = options.timeout.and_then(|timeout| Instant::now().checked_add(timeout));
     let mut watch = Watch::default();
+    // Busy at the first attempt, a waiter joins the queue, and tries again
+    // only as its head (crate::queue). One that waited last time joins at
+    // once, behind the others, instead of trying first.
+    let mut line: Option<queue::Waiter> = None;
+    // When to (try to) join next: ticket races under a crowd of arrivals can
+    // fail a join, and the queue can fail a waiter; both poll meanwhile.
+    let mut join_at = options.queue.then(Instant::now);
+    let mut yielding = options.queue && options.timeout != Some(Duration::ZERO) && queue::should_yield(path);
     loop {
-        if let Some(fence) = try_once(path, &token, &marker, options, &mut watch)? {
+        let attempt = if yielding || !line.as_ref().is_none_or(queue::Waiter::is_head) {
+            None
+        } else {
+            try_once(path, &token, &marker, options, &mut watch)?
+        };
+        if let Some(fence) = attempt {
+            // Out of the line first, so that the next waiter moves up now;
+            // having waited, yield to the others at the next acquire.
+            if let Some(waiter) = line.take() {
+                waiter.served();
+                queue::note_waited(path);
+            }
             if watch.broke || fence % sweep::EVERY == 0 {
                 sweep::reclaim(path, &token);
                 // A long listing must not eat into the caller's lifetime.
@@ -391,18 +428,55 @@ fn take(path: &str, token: Token, options: &Options) -> Result<Acquired, LockErr
             }
             return Ok(Acquired { token, fence });
         }
-        let pause = match deadline {
-            None => options.retry_interval,
+        // How long until the timeout, if there is one.
+        let left = match deadline {
+            None => None,
             Some(deadline) => {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     return Err(LockError::Timeout);
                 }
-                left.min(options.retry_interval)
+                Some(left)
             }
         };
-        sleep(pause);
+        let within = |pause: Duration| left.map_or(pause, |left| left.min(pause));
+        if line.is_none() && join_at.is_some_and(|at| at <= Instant::now()) {
+            line = queue::Waiter::join(path, &token, options.retry_interval, options.verification_delay);
+            if line.is_none() {
+                join_at = Some(Instant::now() + queue::REFRESH);
+            }
+        }
+        yielding = false;
+        match &line {
+            Some(waiter) if waiter.is_head() => sleep_watching(path, within(options.retry_interval)),
+            Some(waiter) => sleep(within(waiter.pause(options.retry_interval))),
+            None => sleep(within(options.retry_interval)),
+        }
+        if let Some(waiter) = &mut line {
+            if waiter.step().is_err() {
+                // The queue failed here: poll the lock, as without it, and
+                // line up again a little later.
+                line = None;
+                join_at = Some(Instant::now() + queue::REFRESH);
+            }
+        }
     }
+}
+
+/// The head of the queue's pause: a retry interval, in which it looks
+/// whether the lock file is gone (one call) three times, and ends the pause
+/// at once if it is. The lock then passes to the head within a quarter of a
+/// retry interval of its release, not a whole one; the head is the only
+/// waiter that does this, so it costs three calls per interval in all.
+fn sleep_watching(path: &str, pause: Duration) {
+    let slice = pause / 4;
+    for _ in 0..3 {
+        sleep(slice);
+        if fs::symlink_metadata(path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
+            return;
+        }
+    }
+    sleep(pause.saturating_sub(slice * 3));
 }
 
 /// Refuses a path that can never name a lock file, or whose name leaves no
@@ -1056,7 +1130,7 @@ mod tests {
         assert!(holds(&path, token.as_str()).unwrap());
         let mut left: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         left.sort();
-        assert_eq!(left, ["job.lock", "job.lock.fence"], "claims left behind");
+        assert_eq!(left, ["job.lock", "job.lock.fence", "job.lock.queue"], "claims left behind");
     }
 
     #[test]

@@ -11,3 +11,10 @@ pub fn tempdir() -> tempfile::TempDir {
     let shm = Path::new("/dev/shm");
     tempfile::tempdir_in(shm).or_else(|_| tempfile::tempdir()).expect("a temporary directory")
 }
+
+/// A temporary directory and the path of `job.lock` inside it.
+pub fn lock() -> (tempfile::TempDir, String) {
+    let dir = tempdir();
+    let lock = dir.path().join("job.lock").to_str().expect("temporary paths are UTF-8").to_owned();
+    (dir, lock)
+}

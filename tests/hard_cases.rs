@@ -92,8 +92,13 @@ fn another_users_unreadable_lock_is_waited_for() {
     let released = as_nobody(&["release", lock, "00000000-0000-4000-8000-000000000000"]).unwrap();
     assert_eq!(released.status.code(), Some(3), "{}", text(&released.stderr));
     assert_eq!(std::fs::read(lock).unwrap(), b"someone else's\n");
-    let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+    // Beside the lock, only the queue the waiter lined up in: its ticket
+    // counter, and no entry.
+    let mut leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    leftovers.sort();
+    assert_eq!(leftovers, ["x.lock", "x.lock.queue"]);
+    let queue: Vec<_> = std::fs::read_dir(dir.join("x.lock.queue")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(queue, ["tickets"], "the waiter left its entry");
 }
 
 /// A small tmpfs mounted for one test, unmounted on drop.

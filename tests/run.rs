@@ -28,15 +28,25 @@ fn wait_for(path: &Path) {
     }
 }
 
-/// The names in the lock directory, except the fence counter.
+/// The names in the lock directory, except the fence counter and the queue's
+/// ticket counter: the queue's entries count.
 fn leftovers(sandbox: &Sandbox) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(sandbox.locks())
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
-        .filter(|name| !name.ends_with(".fence") && name != "started")
-        .collect();
-    names.sort();
-    names
+    let names = |dir: &std::path::Path| -> Vec<String> {
+        std::fs::read_dir(dir).unwrap().map(|entry| entry.unwrap().file_name().into_string().unwrap()).collect()
+    };
+    let mut left = Vec::new();
+    for name in names(&sandbox.locks()) {
+        if name.ends_with(".queue") {
+            let entries = names(&sandbox.locks().join(&name));
+            // Its counter and the last ticket served stay; entries must not.
+            let entries = entries.into_iter().filter(|entry| entry != "tickets" && entry != "served");
+            left.extend(entries.map(|entry| format!("{name}/{entry}")));
+        } else if !name.ends_with(".fence") && name != "started" {
+            left.push(name);
+        }
+    }
+    left.sort();
+    left
 }
 
 // CMD runs holding the lock, sees its token and fence, and its exit status

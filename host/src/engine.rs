@@ -369,6 +369,7 @@ mod tests {
             retry_interval_ns: nanos(Duration::from_millis(1)),
             timeout_ns: Some(nanos(Duration::from_millis(20))),
             stale_after_ns: None,
+            queue: true,
         };
         let result = guest.uuidlock_lock_lock().call_acquire(&mut store, &lock, &options).unwrap();
         assert!(matches!(result, Err(bindings::Error::Timeout)), "{result:?}");

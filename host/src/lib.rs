@@ -140,7 +140,8 @@ impl Locker {
 
     /// Undoes an [`Locker::acquire_as`] with `token` that was cut short:
     /// releases the lock if the call had taken it, and removes the staging
-    /// file it may have left. Touches nothing that is not `token`'s.
+    /// file and the queue entry it may have left. Touches nothing that is
+    /// not `token`'s.
     pub fn undo_acquire(&self, path: impl AsRef<Path>, token: &Token) -> Result<(), LockError> {
         let path = path.as_ref();
         let guest = paths::guest_path(path)?;
@@ -148,14 +149,18 @@ impl Locker {
             Ok(()) | Err(LockError::NotOwner) => {}
             Err(e) => return Err(e),
         }
-        // The staging file is named by the token's UUID, which nobody else has.
-        let staged = uuidlock::format::staged_path(&path.to_string_lossy(), token);
+        // The staging file is named by the token's UUID, which nobody else
+        // has, and the queue entry holds it.
+        let lock = path.to_string_lossy();
+        let staged = uuidlock::format::staged_path(&lock, token);
         match std::fs::remove_file(&staged) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(LockError::Io(format!("cannot delete {staged}: {e}")))
+                return Err(LockError::Io(format!("cannot delete {staged}: {e}")));
             }
-            _ => Ok(()),
+            _ => {}
         }
+        uuidlock::queue::forget(&lock, token)
+            .map_err(|e| LockError::Io(format!("cannot leave the queue {}: {e}", uuidlock::queue::dir(&lock))))
     }
 
     fn take(&self, path: &Path, token: Option<Token>, options: &Options) -> Result<Guard, LockError> {
@@ -181,6 +186,7 @@ impl Locker {
             retry_interval_ns: nanos(options.retry_interval),
             timeout_ns: options.timeout.map(nanos),
             stale_after_ns: options.stale_after.map(nanos),
+            queue: options.queue,
         };
         let acquired = self.call(|guest, store| match &token {
             None => guest.uuidlock_lock_lock().call_acquire(store, &path, &options),

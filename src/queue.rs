@@ -1,0 +1,515 @@
+//! The queue of waiters: uuidlock waiters line up in arrival order, the
+//! first of them polls the lock, and the others wait their turn at a cost
+//! that hardly grows with their number.
+//!
+//! # On disk
+//!
+//! `<PATH>.queue/` holds one entry per waiter, named by its ticket, whose
+//! bytes (the waiter's UUID and a count) the waiter rewrites every
+//! [`REFRESH`] while it waits; `tickets/`, the ticket counter: a file named
+//! by the last ticket, advanced by rename as the fencing counter is
+//! ([`crate::fence`]); and `served`, the last ticket whose waiter took the
+//! lock. No step lists the directory: a waiter finds the one ahead of it by
+//! looking at the tickets below its own, down to the last one served.
+//!
+//! # How a waiter waits
+//!
+//! - An acquire whose first attempt finds the lock free takes it: the queue
+//!   costs it nothing (not one filesystem call more).
+//! - One that finds the lock busy takes a ticket and writes its entry. Its
+//!   *predecessor* is the entry with the largest ticket below its own; with
+//!   none, it is the *head*.
+//! - The head tries the lock every retry interval, as every waiter did
+//!   before the queue, and in between looks three times whether the lock
+//!   file is gone, so that it takes a released lock within a quarter of an
+//!   interval (`crate::protocol`).
+//! - Any other waiter looks only at its predecessor's entry (whether it is
+//!   still there: one call) and at the last ticket served (its place in the
+//!   line), every retry interval times that place, and at least once per
+//!   [`REFRESH`]. The further back, the less
+//!   often, so all waiters together look about `ln(N)` times per retry
+//!   interval instead of trying the lock `N` times. Once per refresh it
+//!   reads the entry's bytes, to tell whether its waiter lives.
+//! - When its predecessor's entry is gone (it took the lock, gave up, or was
+//!   judged dead), it looks below that ticket for its new predecessor, or
+//!   finds itself the head.
+//! - A waiter removes its entry when it takes the lock, times out or fails.
+//! - A holder that waited in line for the lock *yields*: its next acquire
+//!   of that lock, from the same instance and within [`YIELD_FOR`], queues
+//!   at the back instead of trying first, so that the head, not the
+//!   releaser, takes the lock next. (Had it not waited, there was likely
+//!   nobody to yield to; this costs the release no call.)
+//!
+//! # Crash safety
+//!
+//! An entry whose bytes have not changed for [`DEAD_AFTER`] (longer with a
+//! long retry interval or verification delay: [`dead_after`]), timed by its
+//! successor's own clock between two reads, or whose date is that much
+//! older than its successor's entry, belongs to a waiter that died
+//! (SIGKILL) or is stopped: the successor removes it and moves up. A
+//! stopped waiter that wakes to find its entry gone writes it again under
+//! its old ticket and keeps its place. A waiter that times out or fails
+//! removes its entry; one interrupted in the native binary has it removed
+//! with the rest of its undone acquire. So an entry left by a waiter that
+//! is gone delays the waiters behind it by at most [`dead_after`] plus one
+//! refresh: 2.25 s with short intervals (4.25 s where files are dated in
+//! whole seconds, as on sshfs, for the date test).
+//!
+//! # Why the queue cannot break the lock, nor wedge it
+//!
+//! 1. *Only the lock file excludes.* The queue decides only which uuidlock
+//!    waiter tries, and trying is the attempt of [`crate::protocol`], with
+//!    its argument unchanged. Peers that ignore the queue (the Python
+//!    libraries, older uuidlock, `timeout 0` callers, arrivals that find the
+//!    lock free) are excluded exactly as before; they may overtake the
+//!    queue, never break it. Two waiters that both believe they are the head
+//!    (see 4) both poll, and the lock file decides between them.
+//! 2. *Nobody waits on the queue for ever.* Every entry ahead of a waiter is
+//!    either rewritten (its waiter is alive and waiting, and leaves when it
+//!    takes the lock, times out or fails) or removed after [`DEAD_AFTER`].
+//!    So every waiter becomes the head within a bounded time after those
+//!    ahead of it leave, and the head polls the lock: from there the
+//!    lock's own progress (a lock is released, or broken once stale) holds
+//!    as before. A waiter's timeout counts throughout.
+//! 3. *The queue can cost fairness, never an acquisition.* Any failure of
+//!    its own (a counter lost, a directory that cannot be written, a
+//!    listing that fails) drops the waiter out of the queue, back to
+//!    polling the lock itself.
+//! 4. *Listings may be stale* (a caching network client). A waiter that
+//!    misses entries ahead of it takes itself for the head sooner and polls
+//!    the lock: fairness lost, not exclusion. One that lists entries already
+//!    gone finds them gone at its next look and lists again.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::fence;
+use crate::format::Token;
+
+/// How often a waiter rewrites its entry, and reads the one ahead of it.
+pub const REFRESH: Duration = Duration::from_millis(250);
+
+/// How long an entry may stay unchanged before its successor judges its
+/// waiter gone, at least: eight refreshes (see [`dead_after`]).
+pub const DEAD_AFTER: Duration = Duration::from_secs(2);
+
+/// How far below its own ticket a waiter looks for the one ahead when the
+/// last ticket served is unknown.
+const WALK_WITHOUT_SERVED: u64 = 256;
+
+/// How long after an acquire that waited in line the same instance's next
+/// acquire yields to those still waiting.
+pub const YIELD_FOR: Duration = Duration::from_secs(1);
+
+thread_local! {
+    /// Locks this thread (guest instance) last took after waiting in line,
+    /// and when.
+    static WAITED: RefCell<HashMap<String, Instant>> = RefCell::new(HashMap::new());
+}
+
+/// How long an entry may stay unchanged before its successor judges its
+/// waiter gone: [`DEAD_AFTER`], or three of a head's attempts (a retry
+/// interval and a verification delay, between which it does not write its
+/// entry) if that is longer.
+pub fn dead_after(retry_interval: Duration, verification_delay: Duration) -> Duration {
+    DEAD_AFTER.max(retry_interval.saturating_add(verification_delay).saturating_mul(3))
+}
+
+/// The queue's directory for the lock at `lock`.
+pub fn dir(lock: &str) -> String {
+    format!("{lock}.queue")
+}
+
+/// A waiter in the queue of one lock. Dropping it removes its entry.
+pub struct Waiter {
+    entry: String,
+    dir: String,
+    ticket: u64,
+    uuid: String,
+    beats: u64,
+    refreshed: Instant,
+    /// How long an entry ahead may stay unchanged before it is judged gone.
+    dead_after: Duration,
+    /// Who is ahead, as last listed; `None` for the head.
+    ahead: Option<Ahead>,
+}
+
+/// The entry just ahead of a waiter, and what it has seen of it.
+struct Ahead {
+    ticket: u64,
+    entry: String,
+    /// About how many waiters are ahead, counting this one: tickets since
+    /// the last one served.
+    place: u32,
+    bytes: Option<Vec<u8>>,
+    /// When its bytes were first seen as they are now.
+    changed: Instant,
+    /// When its bytes were last read.
+    read: Instant,
+}
+
+impl Waiter {
+    /// Joins the queue of the lock at `lock`: takes a ticket and writes an
+    /// entry. `None` if the queue cannot be used here (the caller polls the
+    /// lock instead). `retry_interval` and `verification_delay` are the
+    /// caller's; waiters ahead are taken to use the same.
+    pub fn join(lock: &str, token: &Token, retry_interval: Duration, verification_delay: Duration) -> Option<Waiter> {
+        let dir = dir(lock);
+        match fs::create_dir(&dir) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return None,
+            _ => {}
+        }
+        // Tickets count apart from the entries, so that taking one lists a
+        // directory of one file, not of every waiter.
+        let ticket = fence::take_in(&format!("{dir}/tickets"), lock).ok()?;
+        let mut waiter = Waiter {
+            entry: format!("{dir}/{ticket}"),
+            dir,
+            ticket,
+            uuid: token.uuid().to_owned(),
+            beats: 0,
+            refreshed: Instant::now(),
+            dead_after: dead_after(retry_interval, verification_delay),
+            ahead: None,
+        };
+        waiter.write().ok()?;
+        waiter.find_ahead(ticket).ok()?;
+        Some(waiter)
+    }
+
+    /// Whether no live entry is ahead of this one (as far as it knows).
+    pub fn is_head(&self) -> bool {
+        self.ahead.is_none()
+    }
+
+    /// How long to sleep before [`Waiter::step`]: the retry interval for
+    /// the head; for others, that times their place in the line, never
+    /// longer than [`REFRESH`].
+    pub fn pause(&self, retry_interval: Duration) -> Duration {
+        match &self.ahead {
+            None => retry_interval,
+            Some(ahead) => retry_interval.saturating_mul(ahead.place).min(REFRESH),
+        }
+    }
+
+    /// After a pause: rewrites the entry when due, and looks at the one
+    /// ahead. `Err` when the queue failed; the caller drops the waiter and
+    /// polls the lock.
+    pub fn step(&mut self) -> io::Result<()> {
+        if self.refreshed.elapsed() >= REFRESH {
+            self.write()?;
+        }
+        let dead_after = self.dead_after;
+        let Some(ahead) = &mut self.ahead else { return Ok(()) };
+        let now = Instant::now();
+        // Most looks ask only whether the entry is still there (one call);
+        // its bytes are read once per refresh, to tell whether it lives.
+        if now.duration_since(ahead.read) < REFRESH {
+            return match fs::symlink_metadata(&ahead.entry) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    let below = ahead.ticket;
+                    self.find_ahead(below)
+                }
+                Err(e) => Err(e),
+                Ok(_) => {
+                    // The line moves on: look more often as it does.
+                    if let Some(served) = served(&self.dir) {
+                        ahead.place = place(self.ticket, served);
+                    }
+                    Ok(())
+                }
+            };
+        }
+        ahead.read = now;
+        let gone = match fs::read(&ahead.entry) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+            Err(e) => return Err(e),
+            Ok(bytes) if Some(&bytes) != ahead.bytes.as_ref() => {
+                (ahead.bytes, ahead.changed) = (Some(bytes), now);
+                false
+            }
+            Ok(_) if now.duration_since(ahead.changed) >= dead_after => {
+                // Unchanged between two looks this far apart: its waiter is
+                // gone (or stopped, and then it writes its entry again when
+                // it wakes).
+                let _ = fs::remove_file(&ahead.entry);
+                true
+            }
+            Ok(_) => false,
+        };
+        if gone {
+            let below = ahead.ticket;
+            self.find_ahead(below)?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites this waiter's entry (again, if its successor removed it
+    /// while this waiter was stopped).
+    fn write(&mut self) -> io::Result<()> {
+        self.beats += 1;
+        fs::write(&self.entry, format!("{} {:020}", self.uuid, self.beats))?;
+        self.refreshed = Instant::now();
+        Ok(())
+    }
+
+    /// Finds the waiter just ahead among the tickets below `below`: the
+    /// highest one whose entry is there, down to the last ticket served
+    /// (taken by a waiter that then held the lock: nobody below it waits,
+    /// but for one overtaken, which still waits its turn and polls as a
+    /// head). One call per ticket looked at; usually the first is there.
+    /// An entry whose date is more than the dead time before this waiter's
+    /// own (written at most [`REFRESH`] ago, on the same filesystem clock)
+    /// is removed at once and the walk goes on, so that a row of long dead
+    /// entries costs one call each, not a dead time each.
+    fn find_ahead(&mut self, below: u64) -> io::Result<()> {
+        // Unknown, the walk goes at most that far down.
+        let served = served(&self.dir).unwrap_or(below.saturating_sub(WALK_WITHOUT_SERVED));
+        let mut ticket = below;
+        while ticket > served + 1 {
+            ticket -= 1;
+            let entry = format!("{}/{ticket}", self.dir);
+            match fs::symlink_metadata(&entry) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+                Ok(_) if self.dead_by_date(&entry) && fs::remove_file(&entry).is_ok() => continue,
+                Ok(_) => {
+                    let now = Instant::now();
+                    // Read at the first look, so that a dead entry is judged from then.
+                    let read = now.checked_sub(REFRESH).unwrap_or(now);
+                    let place = place(self.ticket, served);
+                    self.ahead = Some(Ahead { ticket, entry, place, bytes: None, changed: now, read });
+                    return Ok(());
+                }
+            }
+        }
+        self.ahead = None;
+        Ok(())
+    }
+
+    /// Records, having taken the lock, that this waiter's ticket was served
+    /// (written aside and renamed into place, so that readers never see it
+    /// half-written).
+    pub fn served(self) {
+        if served(&self.dir).is_none_or(|served| served < self.ticket) {
+            let staged = format!("{}/served.{}", self.dir, self.uuid);
+            if fs::write(&staged, self.ticket.to_string()).and_then(|()| fs::rename(&staged, format!("{}/served", self.dir))).is_err() {
+                let _ = fs::remove_file(&staged);
+            }
+        }
+    }
+
+    /// Whether the filesystem dates `other`, an entry ahead, more than the
+    /// dead time (and the dates' resolution) before this waiter's own.
+    fn dead_by_date(&self, other: &str) -> bool {
+        let modified = |path: &str| fs::metadata(path).and_then(|meta| meta.modified());
+        let (Ok(mine), Ok(theirs)) = (modified(&self.entry), modified(other)) else { return false };
+        let whole_seconds = |date: SystemTime| date.duration_since(UNIX_EPOCH).is_ok_and(|d| d.subsec_nanos() == 0);
+        let resolution = if whole_seconds(mine) || whole_seconds(theirs) { COARSE } else { FINE };
+        mine.duration_since(theirs).is_ok_and(|gap| gap > self.dead_after + resolution)
+    }
+}
+
+/// The resolution assumed for file dates in whole seconds (sshfs), and for
+/// finer ones.
+const COARSE: Duration = Duration::from_secs(2);
+const FINE: Duration = Duration::from_millis(10);
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.entry);
+    }
+}
+
+/// An entry's ticket: its name, decimal digits.
+fn ticket(name: &str) -> Option<u64> {
+    (!name.is_empty() && name.bytes().all(|b| b.is_ascii_digit())).then(|| name.parse().ok()).flatten()
+}
+
+/// About how many waiters are ahead of `ticket` (at least one): the tickets
+/// since the last one served, some of which may have left.
+fn place(ticket: u64, served: u64) -> u32 {
+    u32::try_from(ticket.saturating_sub(served + 1)).unwrap_or(u32::MAX).max(1)
+}
+
+/// The last ticket served in the queue `dir`; `None` when none was, or
+/// the file cannot be read.
+fn served(dir: &str) -> Option<u64> {
+    fs::read_to_string(format!("{dir}/served")).ok().and_then(|text| text.trim().parse().ok())
+}
+
+/// Notes that this instance waited in line for `lock`, so that its next
+/// acquire yields to those still waiting (no call: a releaser does not
+/// look, it remembers).
+pub fn note_waited(lock: &str) {
+    WAITED.with_borrow_mut(|waited| waited.insert(lock.to_owned(), Instant::now()));
+}
+
+/// Whether this instance's acquire of `lock` should yield to its waiters
+/// (see [`note_waited`]); asking uses the note up.
+pub fn should_yield(lock: &str) -> bool {
+    WAITED
+        .with_borrow_mut(|released| released.remove(lock))
+        .is_some_and(|at| at.elapsed() < YIELD_FOR)
+}
+
+/// Removes the entry of the waiter with `token` from the queue of `lock`,
+/// if it left one (an interrupted acquire, undone by the host).
+pub fn forget(lock: &str, token: &Token) -> io::Result<()> {
+    let entries = match fs::read_dir(dir(lock)) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        entries => entries?,
+    };
+    for entry in entries {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        let path = format!("{}/{name}", dir(lock));
+        if ticket(&name).is_some() && fs::read_to_string(&path).is_ok_and(|text| text.starts_with(token.uuid())) {
+            fs::remove_file(path)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::scratch::lock;
+
+    fn token() -> Token {
+        Token::generate("").unwrap()
+    }
+
+    #[test]
+    fn waiters_line_up_in_arrival_order() {
+        let (_dir, lock) = lock();
+        let first = Waiter::join(&lock, &token(), Duration::from_millis(1), Duration::ZERO).unwrap();
+        let mut second = Waiter::join(&lock, &token(), Duration::from_millis(1), Duration::ZERO).unwrap();
+        let mut third = Waiter::join(&lock, &token(), Duration::from_millis(1), Duration::ZERO).unwrap();
+        assert!(first.is_head() && !second.is_head() && !third.is_head());
+        assert_eq!(third.ahead.as_ref().map(|a| (a.place, a.entry.clone())), Some((2, second.entry.clone())));
+        // The further back, the longer between looks.
+        let interval = Duration::from_millis(1);
+        assert_eq!((second.pause(interval), third.pause(interval)), (interval, interval * 2));
+        drop(first);
+        second.step().unwrap();
+        third.step().unwrap();
+        assert!(second.is_head() && !third.is_head());
+        drop(second);
+        third.step().unwrap();
+        assert!(third.is_head());
+    }
+
+    #[test]
+    fn a_waiter_that_leaves_ahead_is_skipped() {
+        let (_dir, lock) = lock();
+        let first = Waiter::join(&lock, &token(), Duration::from_millis(1), Duration::ZERO).unwrap();
+        let second = Waiter::join(&lock, &token(), Duration::from_millis(1), Duration::ZERO).unwrap();
+        let mut third = Waiter::join(&lock, &token(), Duration::from_millis(1), Duration::ZERO).unwrap();
+        drop(second); // timed out
+        third.step().unwrap();
+        assert_eq!(third.ahead.as_ref().map(|a| a.entry.clone()), Some(first.entry.clone()));
+    }
+
+    #[test]
+    fn a_dead_waiter_is_skipped_after_its_entry_stops_changing() {
+        let (_dir, lock) = lock();
+        let dead = Waiter::join(&lock, &token(), Duration::from_millis(1), Duration::ZERO).unwrap();
+        std::mem::forget(dead); // SIGKILLed: its entry stays, never rewritten
+        let mut next = Waiter::join(&lock, &token(), Duration::from_millis(1), Duration::ZERO).unwrap();
+        next.step().unwrap();
+        assert!(!next.is_head());
+        std::thread::sleep(DEAD_AFTER / 2);
+        next.step().unwrap();
+        assert!(!next.is_head(), "judged dead too soon");
+        std::thread::sleep(DEAD_AFTER / 2 + Duration::from_millis(50));
+        next.step().unwrap();
+        assert!(next.is_head());
+        // Its entry is gone; ours is the only one.
+        assert_eq!(fs::read_dir(dir(&lock)).unwrap().filter_map(|e| ticket(&e.ok()?.file_name().to_string_lossy())).count(), 1);
+    }
+
+    #[test]
+    fn a_row_of_long_dead_waiters_is_skipped_at_once() {
+        let (_dir, lock) = lock();
+        for _ in 0..3 {
+            let dead = Waiter::join(&lock, &token(), Duration::from_millis(1), Duration::ZERO).unwrap();
+            // Killed long ago: dated well before any live waiter's entry.
+            let old = SystemTime::now() - DEAD_AFTER * 5;
+            fs::File::options().write(true).open(&dead.entry).unwrap().set_modified(old).unwrap();
+            std::mem::forget(dead);
+        }
+        let next = Waiter::join(&lock, &token(), Duration::from_millis(1), Duration::ZERO).unwrap();
+        assert!(next.is_head(), "three dead entries ahead were not skipped");
+    }
+
+    #[test]
+    fn a_live_waiter_keeps_its_place_by_rewriting_its_entry() {
+        let (_dir, lock) = lock();
+        let mut alive = Waiter::join(&lock, &token(), Duration::from_millis(1), Duration::ZERO).unwrap();
+        let mut next = Waiter::join(&lock, &token(), Duration::from_millis(1), Duration::ZERO).unwrap();
+        let start = Instant::now();
+        while start.elapsed() < DEAD_AFTER * 2 {
+            std::thread::sleep(REFRESH / 2);
+            alive.step().unwrap();
+            next.step().unwrap();
+            assert!(!next.is_head(), "a live waiter was judged dead");
+        }
+        // Removed while it was stopped, it writes its entry again.
+        fs::remove_file(&alive.entry).unwrap();
+        std::thread::sleep(REFRESH);
+        alive.step().unwrap();
+        assert!(fs::exists(&alive.entry).unwrap());
+    }
+
+    #[test]
+    fn an_acquire_that_waited_makes_the_next_one_yield_once() {
+        let (_dir, lock) = lock();
+        assert!(!should_yield(&lock));
+        note_waited(&lock);
+        assert!(should_yield(&lock));
+        assert!(!should_yield(&lock), "the note is used up");
+        assert!(!should_yield("/other.lock"));
+    }
+
+    #[test]
+    fn forget_removes_only_that_token_s_entry() {
+        let (_dir, lock) = lock();
+        let (mine, theirs) = (token(), token());
+        let kept = Waiter::join(&lock, &theirs, Duration::from_millis(1), Duration::ZERO).unwrap();
+        std::mem::forget(Waiter::join(&lock, &mine, Duration::from_millis(1), Duration::ZERO).unwrap());
+        forget(&lock, &mine).unwrap();
+        let entries: Vec<String> = fs::read_dir(dir(&lock))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| ticket(name).is_some())
+            .collect();
+        assert_eq!(entries.len(), 1, "{entries:?}");
+        assert!(kept.entry.ends_with(&format!("/{}", entries[0])));
+    }
+
+    #[test]
+    fn a_waiter_whose_predecessors_were_served_is_the_head() {
+        let (_dir, lock) = lock();
+        let first = Waiter::join(&lock, &token(), Duration::from_millis(1), Duration::ZERO).unwrap();
+        let second = Waiter::join(&lock, &token(), Duration::from_millis(1), Duration::ZERO).unwrap();
+        let mut third = Waiter::join(&lock, &token(), Duration::from_millis(1), Duration::ZERO).unwrap();
+        // The second timed out; the first took the lock.
+        drop(second);
+        first.served();
+        third.step().unwrap();
+        assert!(third.is_head());
+        assert_eq!(served(&dir(&lock)), Some(1));
+    }
+
+    #[test]
+    fn only_digits_name_entries() {
+        assert_eq!(ticket("12"), Some(12));
+        for name in ["", "tickets", "served", "12.x", "1a"] {
+            assert_eq!(ticket(name), None, "{name}");
+        }
+    }
+}
