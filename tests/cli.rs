@@ -252,7 +252,7 @@ fn bench_quick_measures_every_subject() {
     let svg = std::fs::read_to_string(&plot).unwrap();
     // Text elements' contents, whatever the line breaks around them.
     let svg = svg.replace(">\n", ">").replace("\n</text>", "</text>");
-    for name in ["component", "component, fair hand-off", "component, no hold"] {
+    for name in ["component", "component, no queue", "component, no hold"] {
         assert!(svg.contains(&format!(">{name}</text>")), "{name} not drawn");
     }
     let results: bench::Summary = serde_json::from_slice(&output.stdout).expect("bench --json is one JSON object");

@@ -295,24 +295,52 @@ fn lifetimes_refresh_and_breaking_through_the_component() {
     assert!(next.fence() > first_fence, "{} after {first_fence}", next.fence());
 }
 
-// With fair hand-off, a locker that has just released a lock waits a retry
-// interval before trying it again, so a polling waiter takes it first.
+// Through the component, as a plugin host embeds it: B and C wait in line
+// behind A. B, having waited, releases and asks again at once; it queues
+// behind C instead of taking the lock back, so C is next.
 #[test]
-fn fair_handoff_lets_a_waiter_in_first() {
+fn a_releaser_that_waited_lets_the_next_waiter_in_first() {
     let sandbox = Sandbox::new();
     let path = sandbox.lock("job.lock");
-    let releaser = sandbox.locker().fair_handoff(true);
-    let backoff = Options { retry_interval: Duration::from_millis(200), ..fast() };
-    let guard = releaser.acquire(&path, &backoff).unwrap();
-    let waiter = {
-        let (locker, path) = (sandbox.locker(), path.clone());
-        let polling =
-            Options { retry_interval: Duration::from_millis(2), timeout: Some(Duration::from_secs(30)), ..fast() };
-        std::thread::spawn(move || locker.acquire(&path, &polling).map(|guard| guard.into_token()))
+    let waiting = Options { retry_interval: Duration::from_millis(2), timeout: Some(Duration::from_secs(30)), ..fast() };
+    let a = sandbox.locker().acquire(&path, &fast()).unwrap();
+    let queue = sandbox.locks().join("job.lock.queue");
+    let in_line = |n: usize| {
+        let count = || {
+            std::fs::read_dir(&queue).map_or(0, |entries| {
+                let names = entries.map(|e| e.unwrap().file_name().to_string_lossy().into_owned());
+                names.filter(|name| name.bytes().all(|b| b.is_ascii_digit())).count()
+            })
+        };
+        while count() < n {
+            std::thread::sleep(Duration::from_millis(2));
+        }
     };
-    std::thread::sleep(Duration::from_millis(20));
-    guard.release().unwrap();
-    let again = releaser.acquire(&path, &Options { timeout: Some(Duration::ZERO), ..backoff });
-    assert_eq!(again.err(), Some(LockError::Timeout));
-    assert!(waiter.join().unwrap().is_ok());
+    let (order, taken) = std::sync::mpsc::channel();
+    let b = {
+        let (locker, path, options, order) = (sandbox.locker(), path.clone(), waiting.clone(), order.clone());
+        std::thread::spawn(move || {
+            let guard = locker.acquire(&path, &options).unwrap();
+            order.send("b").unwrap();
+            guard.release().unwrap();
+            let again = locker.acquire(&path, &options).unwrap();
+            order.send("b again").unwrap();
+            again.release().unwrap();
+        })
+    };
+    in_line(1);
+    let c = {
+        let (locker, path, options) = (sandbox.locker(), path.clone(), waiting.clone());
+        std::thread::spawn(move || {
+            let guard = locker.acquire(&path, &options).unwrap();
+            order.send("c").unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            guard.release().unwrap();
+        })
+    };
+    in_line(2);
+    a.release().unwrap();
+    b.join().unwrap();
+    c.join().unwrap();
+    assert_eq!(taken.iter().collect::<Vec<_>>(), ["b", "c", "b again"]);
 }

@@ -148,10 +148,10 @@ fn killed_command_and_component_holders_are_recovered_from() {
     assert_eq!(report.violations, 0);
 }
 
-// Fair hand-off delays only the releaser's next attempt: exclusion holds.
+// Without the queue every waiter polls, as in uuidlock 0.1: exclusion holds.
 #[test]
-fn fair_handoff_keeps_mutual_exclusion() {
-    let (code, report) = contend(&["--processes", "4", "--iterations", "25", "--fair"]);
+fn polling_without_the_queue_keeps_mutual_exclusion() {
+    let (code, report) = contend(&["--processes", "4", "--iterations", "25", "--no-queue"]);
     assert_eq!(code, Some(0), "{report:?}");
     assert_eq!(report.violations, 0);
     assert_eq!(report.counter, 100);

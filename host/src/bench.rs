@@ -322,7 +322,7 @@ fn contention_runs(config: &Config) -> Result<Vec<(String, contend::Config)>> {
             },
         ),
         ("component".to_owned(), base.clone()),
-        ("component, fair hand-off".to_owned(), contend::Config { fair: true, ..base.clone() }),
+        ("component, no queue".to_owned(), contend::Config { no_queue: true, ..base.clone() }),
         ("component, no hold".to_owned(), contend::Config { hold: Duration::ZERO, ..base.clone() }),
         // Many waiters (64 by default): what waiting costs as their number grows.
         (

@@ -168,16 +168,16 @@ pub struct Config {
     /// holder's lock is broken once stale)
     #[arg(long = "kill", value_name = "K", default_value = "0")]
     pub kills: usize,
-    /// Fair hand-off: a worker waits one retry interval before re-taking the
-    /// lock it has just released (component workers)
+    /// uuidlock workers do not wait in the queue of waiters: each polls the
+    /// lock every retry interval, as uuidlock 0.1 did
     #[arg(long)]
-    pub fair: bool,
+    pub no_queue: bool,
     /// Component workers hold self-renewing leases (renewed every third of
     /// --stale-after, or of 30 s without it) instead of plain guards
     #[arg(long)]
     pub renew: bool,
     /// Workers run this instead of taking the lock through `runner`; the
-    /// lock options above (delay, interval, lifetime, fair) are then the
+    /// lock options above (delay, interval, lifetime, queue) are then the
     /// program's own business and do not apply.
     #[arg(skip)]
     pub program: Option<Program>,
@@ -236,6 +236,7 @@ impl Config {
             retry_interval: self.retry_interval,
             timeout: Some(WORKER_TIMEOUT),
             stale_after: self.stale_after,
+            queue: !self.no_queue,
             ..Options::default()
         }
     }
@@ -875,8 +876,8 @@ fn worker_args(config: &Config, dir: &Path, worker: usize, iterations: usize) ->
     if let Some(lifetime) = config.stale_after {
         args.extend(["--stale-after".into(), lifetime.as_secs_f64().to_string()]);
     }
-    if config.fair {
-        args.push("--fair".into());
+    if config.no_queue {
+        args.push("--no-queue".into());
     }
     if config.renew {
         args.push("--renew".into());
@@ -1012,9 +1013,9 @@ fn work(config: &Config) -> Result<()> {
     let &[runner] = &config.runner[..] else { bail!("a worker takes one --runner") };
     let taker = match runner {
         Runner::Component | Runner::Mixed if config.renew => {
-            Taker::Lease(Locker::new(&runtime, &[dir])?.fair_handoff(config.fair))
+            Taker::Lease(Locker::new(&runtime, &[dir])?)
         }
-        Runner::Component | Runner::Mixed => Taker::Component(Locker::new(&runtime, &[dir])?.fair_handoff(config.fair)),
+        Runner::Component | Runner::Mixed => Taker::Component(Locker::new(&runtime, &[dir])?),
         Runner::Command => Taker::Command(runtime, vec![crate::paths::grant(dir)?]),
         Runner::None => Taker::None,
         python => bail!("--runner {}: not a worker of this binary", python.name()),

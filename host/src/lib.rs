@@ -57,7 +57,7 @@ pub mod stats;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Result;
 use wasmtime::Store;
@@ -83,9 +83,6 @@ pub struct Locker {
     idle: Arc<Mutex<Vec<Instance>>>,
     /// Guest path to token of the locks acquired through this locker.
     held: Arc<Mutex<HashMap<String, String>>>,
-    /// With fair hand-off: when this locker last released each lock.
-    released: Arc<Mutex<HashMap<String, Instant>>>,
-    fair_handoff: bool,
 }
 
 struct Instance {
@@ -108,8 +105,6 @@ impl Locker {
             grants,
             idle: Arc::new(Mutex::new(vec![instance])),
             held: Arc::default(),
-            released: Arc::default(),
-            fair_handoff: false,
         })
     }
 
@@ -165,13 +160,6 @@ impl Locker {
 
     fn take(&self, path: &Path, token: Option<Token>, options: &Options) -> Result<Guard, LockError> {
         let path = paths::guest_path(path)?;
-        if self.fair_handoff {
-            let released = self.released.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&path).copied();
-            if let Some(at) = released {
-                // Let a waiter, which polls every retry interval, take it first.
-                std::thread::sleep(options.retry_interval.saturating_sub(at.elapsed()));
-            }
-        }
         let mine = self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&path).cloned();
         if let Some(token) = mine {
             if self.holds_guest_path(&path, &token)? {
@@ -212,24 +200,7 @@ impl Locker {
         if held.get(path).is_some_and(|mine| mine == token) {
             held.remove(path);
         }
-        if self.fair_handoff && result.is_ok() {
-            self.released
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .insert(path.to_owned(), Instant::now());
-        }
         result
-    }
-
-    /// With `on`, a locker that has just released a lock waits one retry
-    /// interval before it takes the same lock again, so that a waiting
-    /// process (which polls every retry interval) gets it first. Without
-    /// this, the releasing process usually wins the next round, because it
-    /// asks at once and the waiters are asleep. Costs the re-acquiring
-    /// caller up to one retry interval; changes nothing else.
-    pub fn fair_handoff(mut self, on: bool) -> Locker {
-        self.fair_handoff = on;
-        self
     }
 
     /// Extends the lifetime of the lock at `path` held with `token`.

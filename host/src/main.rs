@@ -47,7 +47,7 @@ enum NativeCommand {
     ///
     /// Uncontended acquire+release latency (the raw syscall floor, the
     /// protocol natively, the component, the command module; with --anchors
-    /// the Python libraries), contention (with and without fair hand-off, and
+    /// the Python libraries), contention (with and without the queue of waiters, and
     /// the ceiling: no lock, one process), and cold start, in one run on one
     /// directory; medians, 99th percentiles and ratios.
     Bench(bench::Config),
