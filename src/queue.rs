@@ -23,9 +23,10 @@
 //!   before the queue, and in between looks three times whether the lock
 //!   file is gone, so that it takes a released lock within a quarter of an
 //!   interval (`crate::protocol`).
-//! - Any other waiter looks only at its predecessor's entry (whether it is
-//!   still there: one call) and at the last ticket served (its place in the
-//!   line), every retry interval times that place, and at least once per
+//! - Any other waiter looks only at the last ticket served (which tells its
+//!   place in the line, and whether the waiter just ahead was served) and
+//!   at its predecessor's entry (whether it is still there: one call),
+//!   every retry interval times its place, and at least once per
 //!   [`REFRESH`]. The further back, the less
 //!   often, so all waiters together look about `ln(N)` times per retry
 //!   interval instead of trying the lock `N` times. Once per refresh it
@@ -75,10 +76,13 @@
 //!    its own (a counter lost, a directory that cannot be written, a
 //!    listing that fails) drops the waiter out of the queue, back to
 //!    polling the lock itself.
-//! 4. *Listings may be stale* (a caching network client). A waiter that
-//!    misses entries ahead of it takes itself for the head sooner and polls
-//!    the lock: fairness lost, not exclusion. One that lists entries already
-//!    gone finds them gone at its next look and lists again.
+//! 4. *A client's view may be stale* (a caching network client keeps
+//!    names, new or deleted, for seconds). No step lists the directory. A
+//!    waiter that misses an entry ahead of it takes itself for the head
+//!    sooner and polls the lock: fairness lost, not exclusion. One that
+//!    still sees an entry that is gone learns from `served`, whose bytes
+//!    are read afresh, that its predecessor was served; an entry that
+//!    timed out is judged dead like a killed one.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -208,6 +212,14 @@ impl Waiter {
         // Most looks ask only whether the entry is still there (one call);
         // its bytes are read once per refresh, to tell whether it lives.
         if now.duration_since(ahead.read) < REFRESH {
+            // The last ticket served first: a file's bytes are read afresh on
+            // open, where a caching client (sshfs) can show a deleted entry
+            // for seconds.
+            let served = served(&self.dir);
+            if served.is_some_and(|served| served >= ahead.ticket) {
+                let below = ahead.ticket;
+                return self.find_ahead(below);
+            }
             return match fs::symlink_metadata(&ahead.entry) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     let below = ahead.ticket;
@@ -216,7 +228,7 @@ impl Waiter {
                 Err(e) => Err(e),
                 Ok(_) => {
                     // The line moves on: look more often as it does.
-                    if let Some(served) = served(&self.dir) {
+                    if let Some(served) = served {
                         ahead.place = place(self.ticket, served);
                     }
                     Ok(())
