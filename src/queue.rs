@@ -24,16 +24,15 @@
 //!   file is gone, so that it takes a released lock within a quarter of an
 //!   interval (`crate::protocol`).
 //! - Any other waiter looks only at the last ticket served (which tells its
-//!   place in the line, and whether the waiter just ahead was served) and
-//!   at its predecessor's entry (whether it is still there: one call),
+//!   place in the line, and whether the waiter just ahead was served),
 //!   every retry interval times its place, and at least once per
-//!   [`REFRESH`]. The further back, the less
-//!   often, so all waiters together look about `ln(N)` times per retry
-//!   interval instead of trying the lock `N` times. Once per refresh it
-//!   reads the entry's bytes, to tell whether its waiter lives.
-//! - When its predecessor's entry is gone (it took the lock, gave up, or was
-//!   judged dead), it looks below that ticket for its new predecessor, or
-//!   finds itself the head.
+//!   [`REFRESH`]. The further back, the less often, so all waiters together
+//!   look about `ln(N)` times per retry interval instead of trying the lock
+//!   `N` times. Once per refresh it also reads its predecessor's entry, to
+//!   tell whether that waiter lives.
+//! - When the waiter ahead was served, or its entry is gone (it gave up, or
+//!   was judged dead), it looks below that ticket for its new predecessor,
+//!   or finds itself the head.
 //! - A waiter removes its entry when it takes the lock, times out or fails.
 //! - A holder that waited in line for the lock *yields*: its next acquire
 //!   of that lock, from the same instance and within [`YIELD_FOR`], queues
@@ -53,8 +52,8 @@
 //! removes its entry; one interrupted in the native binary has it removed
 //! with the rest of its undone acquire. So an entry left by a waiter that
 //! is gone delays the waiters behind it by at most [`dead_after`] plus one
-//! refresh: 2.25 s with short intervals (4.25 s where files are dated in
-//! whole seconds, as on sshfs, for the date test).
+//! refresh: 2.25 s with short intervals, on any filesystem (the watch does
+//! not compare dates; the date test only skips long-dead rows faster).
 //!
 //! # Why the queue cannot break the lock, nor wedge it
 //!
@@ -212,28 +211,19 @@ impl Waiter {
         // Most looks ask only whether the entry is still there (one call);
         // its bytes are read once per refresh, to tell whether it lives.
         if now.duration_since(ahead.read) < REFRESH {
-            // The last ticket served first: a file's bytes are read afresh on
-            // open, where a caching client (sshfs) can show a deleted entry
-            // for seconds.
-            let served = served(&self.dir);
-            if served.is_some_and(|served| served >= ahead.ticket) {
+            // Most looks read only the last ticket served: whether the waiter
+            // ahead was served, and how far back this one stands. Its bytes
+            // are read afresh on open, where a caching client (sshfs) can
+            // show a deleted entry for seconds. A waiter ahead that left
+            // unserved (timed out) is found at the next read of its entry.
+            let Some(served) = served(&self.dir) else { return Ok(()) };
+            if served >= ahead.ticket {
                 let below = ahead.ticket;
                 return self.find_ahead(below);
             }
-            return match fs::symlink_metadata(&ahead.entry) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    let below = ahead.ticket;
-                    self.find_ahead(below)
-                }
-                Err(e) => Err(e),
-                Ok(_) => {
-                    // The line moves on: look more often as it does.
-                    if let Some(served) = served {
-                        ahead.place = place(self.ticket, served);
-                    }
-                    Ok(())
-                }
-            };
+            // The line moves on: look more often as it does.
+            ahead.place = place(self.ticket, served);
+            return Ok(());
         }
         ahead.read = now;
         let gone = match fs::read(&ahead.entry) {
@@ -406,11 +396,12 @@ mod tests {
         // The further back, the longer between looks.
         let interval = Duration::from_millis(1);
         assert_eq!((second.pause(interval), third.pause(interval)), (interval, interval * 2));
-        drop(first);
+        // Each takes the lock in turn.
+        first.served();
         second.step().unwrap();
         third.step().unwrap();
         assert!(second.is_head() && !third.is_head());
-        drop(second);
+        second.served();
         third.step().unwrap();
         assert!(third.is_head());
     }
