@@ -85,7 +85,10 @@ fn contend_in_a_directory_draws_the_plot_and_is_quiet_when_piped() {
 
 // Workers spread over two paths of one directory (here a symlink; the share
 // tests use two mounts), taking turns as the component, the command module,
-// filelock.SoftFileLock and uuid-filelock: nobody overlaps anybody.
+// filelock.SoftFileLock and uuid-filelock: nobody overlaps anybody. uuid-
+// filelock writes without an exclusive create, so uuidlock's workers use its
+// verification delay (0.1 s), as the README says to beside it; at 0 it can
+// overwrite a fresh marker, and the holder learns at release (an eviction).
 #[test]
 fn peers_spread_over_two_paths_to_one_directory_never_overlap() {
     let sandbox = Sandbox::new();
@@ -93,8 +96,8 @@ fn peers_spread_over_two_paths_to_one_directory_never_overlap() {
     std::os::unix::fs::symlink(sandbox.locks(), &other).unwrap();
     let (a, b) = (sandbox.locks(), other);
     let dirs = ["--dir", a.to_str().unwrap(), "--dir", b.to_str().unwrap()];
-    let (code, report) =
-        contend(&[&dirs[..], &["--processes", "4", "--iterations", "8", "--runner", "peers"]].concat());
+    let args = ["--processes", "4", "--iterations", "8", "--runner", "peers", "--verification-delay", "0.1"];
+    let (code, report) = contend(&[&dirs[..], &args[..]].concat());
     assert_eq!(code, Some(0), "{report:?}");
     assert_eq!((report.directories, report.acquisitions, report.overlaps), (2, 32, 0), "{report:?}");
     assert_eq!(report.counter, 32, "{report:?}");

@@ -67,7 +67,10 @@ fn doctor_then_contend(share: &Share, runner: &str) -> Report {
     // The doctor leaves nothing behind.
     assert_eq!(std::fs::read_dir(share.server_dir()).unwrap().count(), 0);
 
-    let delay = report.verdict.verification_delay_s.unwrap_or(0.0).to_string();
+    // The doctor judges the share; a peer that writes without an exclusive
+    // create (uuid-filelock) needs its own 0.1 s delay on any share.
+    let share_delay = report.verdict.verification_delay_s.unwrap_or(0.0);
+    let delay = if runner.contains("uuid-filelock") { share_delay.max(0.1) } else { share_delay }.to_string();
     let (code, summary) =
         contend_across(share, &["--processes", "4", "--iterations", "6", "--runner", runner, "--verification-delay", &delay]);
     assert_eq!(code, Some(0), "{}: {summary:?}", share.name());
