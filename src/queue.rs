@@ -297,9 +297,15 @@ impl Waiter {
     /// half-written).
     pub fn served(self) {
         if served(&self.dir).is_none_or(|served| served < self.ticket) {
-            let staged = format!("{}/served.{}", self.dir, self.uuid);
-            if fs::write(&staged, self.ticket.to_string()).and_then(|()| fs::rename(&staged, format!("{}/served", self.dir))).is_err() {
+            let (path, ticket) = (format!("{}/served", self.dir), self.ticket.to_string());
+            let staged = format!("{path}.{}", self.uuid);
+            if fs::write(&staged, &ticket).and_then(|()| fs::rename(&staged, &path)).is_err() {
                 let _ = fs::remove_file(&staged);
+                // smbnetfs renames over a file by deleting it first, which
+                // fails while another client reads it (8 of 100 tries here):
+                // write it in place. A reader that catches it half-written
+                // reads no number and looks again.
+                let _ = fs::write(&path, ticket);
             }
         }
     }
