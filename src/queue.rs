@@ -391,12 +391,21 @@ mod tests {
         Token::generate("").unwrap()
     }
 
+    /// Lines up with `token`, polling every millisecond, no delay.
+    fn join_as(lock: &str, token: &Token) -> Waiter {
+        Waiter::join(lock, token, Duration::from_millis(1), Duration::ZERO).unwrap()
+    }
+
+    fn join(lock: &str) -> Waiter {
+        join_as(lock, &token())
+    }
+
     #[test]
     fn waiters_line_up_in_arrival_order() {
         let (_dir, lock) = lock();
-        let first = Waiter::join(&lock, &token(), Duration::from_millis(1), Duration::ZERO).unwrap();
-        let mut second = Waiter::join(&lock, &token(), Duration::from_millis(1), Duration::ZERO).unwrap();
-        let mut third = Waiter::join(&lock, &token(), Duration::from_millis(1), Duration::ZERO).unwrap();
+        let first = join(&lock);
+        let mut second = join(&lock);
+        let mut third = join(&lock);
         assert!(first.is_head() && !second.is_head() && !third.is_head());
         assert_eq!(third.ahead.as_ref().map(|a| (a.place, a.entry.clone())), Some((2, second.entry.clone())));
         // The further back, the longer between looks.
@@ -415,9 +424,9 @@ mod tests {
     #[test]
     fn a_waiter_that_leaves_ahead_is_skipped() {
         let (_dir, lock) = lock();
-        let first = Waiter::join(&lock, &token(), Duration::from_millis(1), Duration::ZERO).unwrap();
-        let second = Waiter::join(&lock, &token(), Duration::from_millis(1), Duration::ZERO).unwrap();
-        let mut third = Waiter::join(&lock, &token(), Duration::from_millis(1), Duration::ZERO).unwrap();
+        let first = join(&lock);
+        let second = join(&lock);
+        let mut third = join(&lock);
         drop(second); // timed out
         third.step().unwrap();
         assert_eq!(third.ahead.as_ref().map(|a| a.entry.clone()), Some(first.entry.clone()));
@@ -426,9 +435,9 @@ mod tests {
     #[test]
     fn a_dead_waiter_is_skipped_after_its_entry_stops_changing() {
         let (_dir, lock) = lock();
-        let dead = Waiter::join(&lock, &token(), Duration::from_millis(1), Duration::ZERO).unwrap();
+        let dead = join(&lock);
         std::mem::forget(dead); // SIGKILLed: its entry stays, never rewritten
-        let mut next = Waiter::join(&lock, &token(), Duration::from_millis(1), Duration::ZERO).unwrap();
+        let mut next = join(&lock);
         next.step().unwrap();
         assert!(!next.is_head());
         std::thread::sleep(DEAD_AFTER / 2);
@@ -445,21 +454,21 @@ mod tests {
     fn a_row_of_long_dead_waiters_is_skipped_at_once() {
         let (_dir, lock) = lock();
         for _ in 0..3 {
-            let dead = Waiter::join(&lock, &token(), Duration::from_millis(1), Duration::ZERO).unwrap();
+            let dead = join(&lock);
             // Killed long ago: dated well before any live waiter's entry.
             let old = SystemTime::now() - DEAD_AFTER * 5;
             fs::File::options().write(true).open(&dead.entry).unwrap().set_modified(old).unwrap();
             std::mem::forget(dead);
         }
-        let next = Waiter::join(&lock, &token(), Duration::from_millis(1), Duration::ZERO).unwrap();
+        let next = join(&lock);
         assert!(next.is_head(), "three dead entries ahead were not skipped");
     }
 
     #[test]
     fn a_live_waiter_keeps_its_place_by_rewriting_its_entry() {
         let (_dir, lock) = lock();
-        let mut alive = Waiter::join(&lock, &token(), Duration::from_millis(1), Duration::ZERO).unwrap();
-        let mut next = Waiter::join(&lock, &token(), Duration::from_millis(1), Duration::ZERO).unwrap();
+        let mut alive = join(&lock);
+        let mut next = join(&lock);
         let start = Instant::now();
         while start.elapsed() < DEAD_AFTER * 2 {
             std::thread::sleep(REFRESH / 2);
@@ -488,8 +497,8 @@ mod tests {
     fn forget_removes_only_that_token_s_entry() {
         let (_dir, lock) = lock();
         let (mine, theirs) = (token(), token());
-        let kept = Waiter::join(&lock, &theirs, Duration::from_millis(1), Duration::ZERO).unwrap();
-        std::mem::forget(Waiter::join(&lock, &mine, Duration::from_millis(1), Duration::ZERO).unwrap());
+        let kept = join_as(&lock, &theirs);
+        std::mem::forget(join_as(&lock, &mine));
         forget(&lock, &mine).unwrap();
         let entries: Vec<String> = fs::read_dir(dir(&lock))
             .unwrap()
@@ -503,9 +512,9 @@ mod tests {
     #[test]
     fn a_waiter_whose_predecessors_were_served_is_the_head() {
         let (_dir, lock) = lock();
-        let first = Waiter::join(&lock, &token(), Duration::from_millis(1), Duration::ZERO).unwrap();
-        let second = Waiter::join(&lock, &token(), Duration::from_millis(1), Duration::ZERO).unwrap();
-        let mut third = Waiter::join(&lock, &token(), Duration::from_millis(1), Duration::ZERO).unwrap();
+        let first = join(&lock);
+        let second = join(&lock);
+        let mut third = join(&lock);
         // The second timed out; the first took the lock.
         drop(second);
         first.served();

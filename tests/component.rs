@@ -6,7 +6,7 @@ mod common;
 use std::fs;
 use std::time::Duration;
 
-use common::{runtime, Sandbox};
+use common::{runtime, until_in_line, Sandbox};
 use uuidlock_host::{Grant, Held, LockError, Locker, Marker, Options};
 
 fn fast() -> Options {
@@ -304,18 +304,6 @@ fn a_releaser_that_waited_lets_the_next_waiter_in_first() {
     let path = sandbox.lock("job.lock");
     let waiting = Options { retry_interval: Duration::from_millis(2), timeout: Some(Duration::from_secs(30)), ..fast() };
     let a = sandbox.locker().acquire(&path, &fast()).unwrap();
-    let queue = sandbox.locks().join("job.lock.queue");
-    let in_line = |n: usize| {
-        let count = || {
-            std::fs::read_dir(&queue).map_or(0, |entries| {
-                let names = entries.map(|e| e.unwrap().file_name().to_string_lossy().into_owned());
-                names.filter(|name| name.bytes().all(|b| b.is_ascii_digit())).count()
-            })
-        };
-        while count() < n {
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    };
     let (order, taken) = std::sync::mpsc::channel();
     let b = {
         let (locker, path, options, order) = (sandbox.locker(), path.clone(), waiting.clone(), order.clone());
@@ -328,7 +316,7 @@ fn a_releaser_that_waited_lets_the_next_waiter_in_first() {
             again.release().unwrap();
         })
     };
-    in_line(1);
+    until_in_line(&path, 1);
     let c = {
         let (locker, path, options) = (sandbox.locker(), path.clone(), waiting.clone());
         std::thread::spawn(move || {
@@ -338,7 +326,7 @@ fn a_releaser_that_waited_lets_the_next_waiter_in_first() {
             guard.release().unwrap();
         })
     };
-    in_line(2);
+    until_in_line(&path, 2);
     a.release().unwrap();
     b.join().unwrap();
     c.join().unwrap();

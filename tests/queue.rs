@@ -7,16 +7,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{text, uuidlock, uuidlock_command, Sandbox};
+use common::{in_line, text, until_in_line, uuidlock, uuidlock_command, Sandbox};
 use uuidlock_host::contend::Summary;
-
-/// The waiters' entries in the queue of `lock`.
-fn in_line(lock: &Path) -> usize {
-    let queue = lock.with_extension("lock.queue");
-    std::fs::read_dir(queue).map_or(0, |entries| {
-        entries.filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit())).count()
-    })
-}
 
 /// `uuidlock acquire LOCK` waiting (or not) in the queue, its token on stdout.
 fn waiter(lock: &Path, extra: &[&str]) -> Child {
@@ -28,15 +20,6 @@ fn waiter(lock: &Path, extra: &[&str]) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawning uuidlock acquire")
-}
-
-/// Waits until `n` waiters are in line (each spawn joins before the next).
-fn until_in_line(lock: &Path, n: usize) {
-    let start = Instant::now();
-    while in_line(lock) < n {
-        assert!(start.elapsed() < Duration::from_secs(30), "{n} waiters never lined up");
-        std::thread::sleep(Duration::from_millis(2));
-    }
 }
 
 fn acquire_now(lock: &Path) -> String {

@@ -165,3 +165,23 @@ pub fn wasmtime_cli() -> Result<PathBuf, String> {
     })
     .clone()
 }
+
+/// How many waiters are in line for `lock`: the entries, named by their
+/// tickets, in `<lock>.queue/`.
+pub fn in_line(lock: &Path) -> usize {
+    let mut queue = lock.as_os_str().to_owned();
+    queue.push(".queue");
+    std::fs::read_dir(queue).map_or(0, |entries| {
+        let names = entries.map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned());
+        names.filter(|name| name.bytes().all(|b| b.is_ascii_digit())).count()
+    })
+}
+
+/// Waits until `n` waiters are in line for `lock` (at most 30 s).
+pub fn until_in_line(lock: &Path, n: usize) {
+    let start = std::time::Instant::now();
+    while in_line(lock) < n {
+        assert!(start.elapsed() < std::time::Duration::from_secs(30), "{n} waiters never lined up");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
