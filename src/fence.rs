@@ -38,7 +38,9 @@
 //! guest is per component instance): one rename, no listing, when nobody
 //! else took one since. If someone did, the rename fails and the taker
 //! lists the directory. A listing that misses the latest name (a caching
-//! network client) makes the rename fail and retry, never succeed wrongly.
+//! network client) makes the rename fail, never succeed wrongly; the taker
+//! then tries the numbers above it by name, which such a client looks up
+//! afresh, since the counter is past every number it has been.
 //!
 //! The compare-and-swap needs a rename that fails when its source is gone
 //! and never harms its target. smbnetfs renames onto an existing name by
@@ -57,10 +59,18 @@ use crate::files::io_error;
 use crate::format::{self, Token};
 use crate::LockError;
 
-/// How many times a taker looks again after losing a race. Only holders take
-/// numbers, one at a time, plus the rare stalled former holder, so this is
-/// never reached in practice.
-const MAX_TRIES: usize = 64;
+/// How many renames a taker tries before it gives up. Only holders take
+/// numbers, one at a time, plus the rare stalled former holder; the bound is
+/// for a listing that stays behind (see [`WALK`]).
+const MAX_TRIES: usize = 1024;
+
+/// How many numbers a taker tries upwards, one rename each, after a listing
+/// whose number was already gone, before it lists again. A caching client
+/// (sshfs with `dir_cache`) serves the same stale listing for seconds,
+/// while a name looked up directly is fresh; every number a taker tries
+/// was the counter's once, so the counter is past it and the next one up is
+/// never too far.
+const WALK: u32 = 16;
 
 thread_local! {
     /// The number this thread (guest instance) took last, by counter directory.
@@ -84,13 +94,27 @@ pub fn take(lock: &str) -> Result<u64, LockError> {
 /// Takes the next number of the counter in `dir`, beside the lock at
 /// `lock` (the queue's tickets count this way too: [`crate::queue`]).
 pub(crate) fn take_in(dir: &str, lock: &str) -> Result<u64, LockError> {
+    take_listing(dir, lock, &latest)
+}
+
+/// [`take_in`], listing the directory with `list` (tests give a listing
+/// that stays behind, as a caching client's does).
+fn take_listing(dir: &str, lock: &str, list: &dyn Fn(&str) -> Result<Option<u64>, LockError>) -> Result<u64, LockError> {
     let dir = dir.to_owned();
     let mut guess = LAST.with_borrow(|last| last.get(&dir).copied());
+    // Numbers tried upwards since the last listing; `None` before any.
+    let mut walked: Option<u32> = None;
+    // Every number tried was the counter's once, and a failed rename says
+    // the counter is past it: it is at least this.
+    let mut floor = 0;
     for _ in 0..MAX_TRIES {
         let current = match guess.take() {
             Some(n) => n,
-            None => match latest(&dir)? {
-                Some(n) => n,
+            None => match list(&dir)? {
+                Some(n) => {
+                    walked = Some(0);
+                    n.max(floor)
+                }
                 None => {
                     create(&dir, lock)?;
                     continue;
@@ -102,11 +126,24 @@ pub(crate) fn take_in(dir: &str, lock: &str) -> Result<u64, LockError> {
                 LAST.with_borrow_mut(|last| last.insert(dir, current + 1));
                 return Ok(current + 1);
             }
-            // Someone took a number first (or the guess was old): look again.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            // Someone took a number first, or the guess was old. An old own
+            // guess: list. After a listing: the counter is past `current`,
+            // so try the next number, and list again every WALK of them.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                floor = floor.max(current + 1);
+                match walked {
+                    Some(steps) if steps < WALK => {
+                        walked = Some(steps + 1);
+                        guess = Some(floor);
+                    }
+                    _ => walked = None,
+                }
+            }
             Err(e) => return Err(io_error(&dir, "take a fencing number in", e)),
         }
     }
+    // An emptied counter says so; anything else lost every race.
+    list(&dir)?;
     Err(LockError::Io(format!("{dir}: lost the race for a fencing number {MAX_TRIES} times in a row; try again")))
 }
 
@@ -213,6 +250,21 @@ mod tests {
         fs::remove_file(format!("{}/1", dir(&lock))).unwrap();
         assert!(matches!(take(&lock), Err(LockError::Io(_))));
         assert!(matches!(current(&lock), Err(LockError::Io(_))));
+    }
+
+    // A caching client (sshfs with dir_cache) lists the counter as it was
+    // seconds ago, again and again: the taker walks up from there by name.
+    // Relisting alone lost the race 64 times in a row on the test bed.
+    #[test]
+    fn a_listing_that_stays_behind_is_walked_past() {
+        let (_dir, lock) = lock();
+        take(&lock).unwrap();
+        // Others took 300 numbers since; this instance's guess is old too.
+        fs::rename(format!("{}/1", dir(&lock)), format!("{}/301", dir(&lock))).unwrap();
+        LAST.with_borrow_mut(|last| last.clear());
+        let stale = |_: &str| Ok(Some(1));
+        assert_eq!(take_listing(&dir(&lock), &lock, &stale).unwrap(), 302);
+        assert_eq!(take(&lock).unwrap(), 303);
     }
 
     #[test]
