@@ -211,9 +211,10 @@
 //!   create and a write. There, a crash in between leaves an empty lock file,
 //!   which is foreign and never broken. Lifetimes (and so claims) are refused
 //!   there rather than made unreliable.
-//! - Fencing numbers need a directory listing that shows the counter file;
-//!   a listing that is behind (a caching network client) makes the rename
-//!   fail and retry, never succeed with a stale number.
+//! - Fencing numbers are found by listing the counter's directory; a
+//!   listing that is behind (a caching network client) makes the rename
+//!   fail, never succeed with a stale number, and the taker then tries the
+//!   numbers above by name ([`crate::fence`]).
 //! - A symbolic link, a directory, a FIFO, a socket or a device at the lock
 //!   path is refused ([`LockError::InvalidPath`]), never opened, followed or
 //!   deleted. In the guest, the file's type is checked just before it is
