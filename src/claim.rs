@@ -22,7 +22,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::files::{self, Content, Created};
+
+use crate::files::{self, Content, Created, Kind};
 use crate::format::{self, beat_path, claim_path, staged_path, Held, Marker, Token};
 use crate::LockError;
 
@@ -51,13 +52,16 @@ pub struct Observed {
     /// file or its heartbeat was last written, whichever is later. `None`
     /// where the filesystem does not date its files.
     pub written: Option<SystemTime>,
+    /// What kind of file it is: a claim that is not a regular file (or not
+    /// readable) is judged apart ([`claimant`]).
+    pub kind: Kind,
 }
 
 /// Two observations are of the same instance, unrenewed, when the bytes,
 /// the file's date and the heartbeat are the same.
 impl PartialEq for Observed {
     fn eq(&self, other: &Observed) -> bool {
-        self.bytes == other.bytes && self.dated == other.dated && self.beat == other.beat
+        self.bytes == other.bytes && self.dated == other.dated && self.beat == other.beat && self.kind == other.kind
     }
 }
 
@@ -66,19 +70,28 @@ impl Observed {
     pub fn new(lock: &str, content: Content) -> Result<Observed, LockError> {
         let (beat, written) = match content.marker() {
             Marker::Uuidlock(held) if held.stale_after.is_some() => {
-                match files::read_dated(&beat_path(lock, &held.token))? {
+                // Beside the lock: a FIFO or a link planted there is read as
+                // what it is (never opened), and counts as a heartbeat that
+                // does not change.
+                match files::read_beside(&beat_path(lock, &held.token))? {
                     Some(beat) => (Some(beat.bytes), content.modified.zip(beat.modified).map(|(a, b)| a.max(b))),
                     None => (None, content.modified),
                 }
             }
             _ => (None, content.modified),
         };
-        Ok(Observed { bytes: content.bytes, beat, dated: content.modified, written })
+        Ok(Observed { bytes: content.bytes, beat, dated: content.modified, kind: content.kind, written })
     }
 
-    /// Observes `path` again: `None` when it is gone.
-    fn again(lock: &str, path: &str) -> Result<Option<Observed>, LockError> {
-        files::read_if_lifetime(path)?.map(|content| Observed::new(lock, content)).transpose()
+    /// Observes the lock at `lock` again: `None` when it is gone.
+    fn again(lock: &str) -> Result<Option<Observed>, LockError> {
+        files::read_if_lifetime(lock)?.map(|content| Observed::new(lock, content)).transpose()
+    }
+
+    /// Observes the claim (or claim on a claim) at `claim`, beside `lock`:
+    /// `None` when it is gone. Whatever is there is read as what it is.
+    fn claim(lock: &str, claim: &str) -> Result<Option<Observed>, LockError> {
+        files::read_beside(claim)?.map(|content| Observed::new(lock, content)).transpose()
     }
 }
 
@@ -140,6 +153,129 @@ pub fn with_claim<T>(
     result.map(Some)
 }
 
+/// As [`with_claim`], for the holder of the instance (releasing it): a
+/// claim that no uuidlock process could have written ([`Claimant::Junk`]:
+/// planted by someone who can write the directory) is broken first, so that
+/// it cannot stop a live holder from releasing. A claim a uuidlock party
+/// holds is never broken here: it may be a second release of the same
+/// token, and breaking it would let both delete (point 4 of
+/// [`crate::protocol`]).
+pub fn with_claim_as_holder<T>(
+    lock: &str,
+    token: &Token,
+    lifetime: Option<Duration>,
+    mut f: impl FnMut() -> Result<T, LockError>,
+) -> Result<Option<T>, LockError> {
+    for _ in 0..JUNK_TRIES {
+        if let Some(done) = with_claim(lock, token, lifetime, &mut f)? {
+            return Ok(Some(done));
+        }
+        match claimant(lock, token, lifetime)? {
+            Some(Claimant::Junk(seen, junk)) => {
+                break_instance(lock, &claim_path(lock, token), &seen, &junk)?;
+            }
+            _ => return Ok(None),
+        }
+    }
+    Ok(None)
+}
+
+/// How many planted claims a holder clears before it gives up: one is what
+/// a planter can do between two of the holder's calls.
+const JUNK_TRIES: usize = 3;
+
+/// What holds the claim on the instance with `token` (whose lifetime is
+/// `lifetime`) of the lock at `lock`.
+pub enum Claimant {
+    /// A uuidlock claimant: its claim's marker names it, with the lifetime
+    /// it is judged by (none: the empty claim of a lock without a lifetime,
+    /// whose only claimants are its releasers).
+    Party(Observed),
+    /// A claim this user may not read (another user's, mode 600): judged as
+    /// a party whose token is derived from what is seen ([`junk_token`]),
+    /// with the instance's lifetime.
+    Unreadable(Observed, Held),
+    /// Anything no uuidlock process writes at a claim's name: bytes that are
+    /// not a claim of this instance (any marker with a lifetime, or the
+    /// empty claim of an instance without one), or a file that is not a
+    /// regular file. It speaks for nobody, so it is broken at once, through
+    /// a claim of its own named by [`junk_token`].
+    Junk(Observed, Held),
+}
+
+/// Who holds the claim on the instance `token` of `lock`; `None` when
+/// nobody does (the claim is gone).
+pub fn claimant(lock: &str, token: &Token, lifetime: Option<Duration>) -> Result<Option<Claimant>, LockError> {
+    let Some(seen) = Observed::claim(lock, &claim_path(lock, token))? else { return Ok(None) };
+    let as_junk = |seen: &Observed| Held::new(junk_token(seen), lifetime);
+    let marker = match seen.kind {
+        Kind::Regular => format::parse(&seen.bytes),
+        Kind::Unreadable => {
+            let held = as_junk(&seen);
+            return Ok(Some(Claimant::Unreadable(seen, held)));
+        }
+        Kind::Special(_) => {
+            let held = as_junk(&seen);
+            return Ok(Some(Claimant::Junk(seen, held)));
+        }
+    };
+    Ok(Some(match (marker, lifetime) {
+        // A claim on an instance with a lifetime is itself a marker with one
+        // (crate::files::publish: complete from its first instant).
+        (Marker::Uuidlock(held), Some(_)) if held.stale_after.is_some() => Claimant::Party(seen),
+        // The claim on an instance without one is an empty file.
+        (_, None) if seen.bytes.is_empty() => Claimant::Party(seen),
+        _ => {
+            let held = as_junk(&seen);
+            Claimant::Junk(seen, held)
+        }
+    }))
+}
+
+/// The token under which a claim that names no claimant of its own is
+/// broken: a UUID computed from what was seen of it (kind, bytes, date), so
+/// that every breaker of that very file takes the same claim (one of them
+/// wins it), and a file replaced since gets another. FNV-1a over 128 bits:
+/// the same in every build and every version, unlike `std`'s hasher.
+pub fn junk_token(seen: &Observed) -> Token {
+    junk_token_of(seen.kind, &seen.bytes, seen.dated)
+}
+
+/// [`junk_token`] of a file read as `kind`, `bytes`, dated `dated`.
+pub fn junk_token_of(kind: Kind, bytes: &[u8], dated: Option<SystemTime>) -> Token {
+    const OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
+    const PRIME: u128 = 0x0000000001000000000000000000013b;
+    let date = dated.and_then(|at| at.duration_since(UNIX_EPOCH).ok()).map_or(0, |since| since.as_nanos());
+    let kind: &[u8] = match kind {
+        Kind::Regular => b"regular",
+        Kind::Unreadable => b"unreadable",
+        Kind::Special(kind) => kind.as_bytes(),
+    };
+    let mut hash = OFFSET;
+    for byte in kind.iter().chain(&[0]).chain(bytes).chain(&[0]).chain(&date.to_le_bytes()) {
+        hash = (hash ^ u128::from(*byte)).wrapping_mul(PRIME);
+    }
+    // Marked as a version 4, variant 1 UUID, so that it reads as any token.
+    let hash = (hash & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+    let uuid = uuid::Uuid::from_u128(hash).hyphenated().to_string();
+    Token::parse(&uuid).expect("a hyphenated lowercase UUID is a token")
+}
+
+/// Removes the instance at `path` (a claim beside `lock`) seen as `seen`,
+/// holding the claim named by `instance`'s token, if it is still the very
+/// file seen. Returns whether it was removed; `false` also when someone
+/// else holds that claim.
+fn break_instance(lock: &str, path: &str, seen: &Observed, instance: &Held) -> Result<bool, LockError> {
+    let lifetime = instance.stale_after;
+    let removed = with_claim(lock, &instance.token, lifetime, || {
+        if Observed::claim(lock, path)?.as_ref() != Some(seen) {
+            return Ok(false);
+        }
+        files::remove_within(path, files::busy_retry(lifetime))
+    })?;
+    Ok(removed == Some(true))
+}
+
 /// What a contender has seen of the files it waits on, to tell a stale lock
 /// (or claim) from a live one.
 #[derive(Default)]
@@ -158,7 +294,16 @@ impl Watch {
     /// heartbeat, so a live holder is never stale.)
     pub fn stale(&mut self, path: &str, observed: &Observed, now: Option<SystemTime>) -> Option<Held> {
         let Marker::Uuidlock(held) = format::parse(&observed.bytes) else { return None };
+        if observed.kind != Kind::Regular {
+            return None;
+        }
         let lifetime = held.stale_after?;
+        self.silent_for(path, observed, now, lifetime).then_some(held)
+    }
+
+    /// Whether `path`, seen as `observed`, has been silent for `lifetime`:
+    /// two lifetimes by the filesystem's clock, or one on this watch.
+    fn silent_for(&mut self, path: &str, observed: &Observed, now: Option<SystemTime>, lifetime: Duration) -> bool {
         let watched_since = match self.seen.get(path) {
             Some((seen, since)) if seen == observed => *since,
             _ => {
@@ -172,14 +317,16 @@ impl Watch {
         // renewing every third of it look dead.
         let silent = now.zip(observed.written).and_then(|(now, written)| silence(now, written));
         let dead = silent.is_some_and(|silent| silent >= lifetime.saturating_mul(2));
-        (dead || watched_since.elapsed() >= lifetime).then_some(held)
+        dead || watched_since.elapsed() >= lifetime
     }
 }
 
 /// Breaks the stale lock `stale` (observed as `observed`) at `lock`, if
 /// nobody else is at it, and removes its heartbeat. If its claim is held by
 /// a claimant that died, that claim is broken instead (and so on up the
-/// chain), and the lock itself on a later attempt. Returns whether the lock
+/// chain), and the lock itself on a later attempt. A claim no uuidlock
+/// process wrote ([`Claimant::Junk`]) is broken at once, and one this user
+/// may not read is judged by the lock's lifetime. Returns whether the lock
 /// was removed.
 pub fn break_stale(
     lock: &str,
@@ -195,7 +342,8 @@ pub fn break_stale(
         let removed = with_claim(lock, &stale.token, Some(lifetime), || {
             // Under the claim nobody else removes the instance: act only if
             // it is the very one judged stale (same token, no renewal since).
-            if Observed::again(lock, &path)?.as_ref() != Some(&observed) {
+            let again = if path == lock { Observed::again(lock)? } else { Observed::claim(lock, &path)? };
+            if again.as_ref() != Some(&observed) {
                 return Ok(false);
             }
             let bound = files::busy_retry(Some(lifetime));
@@ -214,11 +362,23 @@ pub fn break_stale(
             None => {}
         }
         // Someone holds the claim: a breaker at work, the holder releasing
-        // or refreshing, or a claimant that died. Only the last goes stale.
+        // or refreshing, a claimant that died, or something planted.
         let claim = claim_path(lock, &stale.token);
-        let Some(claim_seen) = Observed::again(lock, &claim)? else { return Ok(false) };
-        let Some(claimant) = watch.stale(&claim, &claim_seen, now) else { return Ok(false) };
-        (path, observed, stale) = (claim, claim_seen, claimant);
+        let next = match claimant(lock, &stale.token, Some(lifetime))? {
+            None => return Ok(false),
+            Some(Claimant::Junk(seen, junk)) => (seen, junk),
+            Some(Claimant::Party(seen)) => match watch.stale(&claim, &seen, now) {
+                Some(claimant) => (seen, claimant),
+                None => return Ok(false),
+            },
+            Some(Claimant::Unreadable(seen, as_held)) => {
+                if !watch.silent_for(&claim, &seen, now, lifetime) {
+                    return Ok(false);
+                }
+                (seen, as_held)
+            }
+        };
+        (path, observed, stale) = (claim, next.0, next.1);
     }
     Ok(false)
 }

@@ -57,6 +57,18 @@ impl Guest for Component {
         result.map_err(to_wit)
     }
 
+    fn abandon(path: String, token: String) -> Result<(), Error> {
+        let result = protocol::abandon(&path, &token);
+        if result.is_ok() {
+            HELD.with_borrow_mut(|held| {
+                if held.get(&path) == Some(&token) {
+                    held.remove(&path);
+                }
+            });
+        }
+        result.map_err(to_wit)
+    }
+
     fn refresh(path: String, token: String) -> Result<(), Error> {
         protocol::refresh(&path, &token).map_err(to_wit)
     }

@@ -14,8 +14,19 @@
 //! taker that stalls for any length of time and then wakes cannot set the
 //! counter back, because its rename of the old name fails. The numbers live
 //! outside the lock file, so they survive its deletion on release, crashes
-//! and stale breaks. The first taker finds no directory and makes it, with
-//! `0` inside, so the first number is 1.
+//! and stale breaks.
+//!
+//! The first taker finds no directory and makes it, with the filesystem's
+//! clock in microseconds inside (the date of the directory it made), so the
+//! first number is that plus one: about 1.8 × 10^15 in 2026. That is what
+//! keeps numbers rising when the directory is removed (a cleanup script, a
+//! neighbour): the counter made again starts above every number the old one
+//! handed out, provided the old one handed out fewer than one per
+//! microsecond of its life (a lock manages thousands a second) and the
+//! filesystem's clock did not go back in between. Where files are dated in
+//! whole seconds, a counter removed and made again within one second can
+//! repeat numbers. Counters stop at [`MAX`] (2^53 - 1, exact in every
+//! language) rather than wrap; only a planted name gets there.
 //!
 //! # Why the holder's number is larger than every earlier holder's
 //!
@@ -55,7 +66,9 @@ use std::collections::HashMap;
 use std::fs;
 use std::io;
 
-use crate::files::io_error;
+use std::time::UNIX_EPOCH;
+
+use crate::files::{self, io_error, DirState};
 use crate::format::{self, Token};
 use crate::LockError;
 
@@ -88,18 +101,41 @@ pub fn dir(lock: &str) -> String {
 /// An I/O error on the counter's directory, or losing the race
 /// [`MAX_TRIES`] times in a row.
 pub fn take(lock: &str) -> Result<u64, LockError> {
-    take_in(&dir(lock), lock)
+    take_in(&dir(lock), lock, Start::Clock)
 }
 
 /// Takes the next number of the counter in `dir`, beside the lock at
 /// `lock` (the queue's tickets count this way too: [`crate::queue`]).
-pub(crate) fn take_in(dir: &str, lock: &str) -> Result<u64, LockError> {
-    take_listing(dir, lock, &latest)
+pub(crate) fn take_in(dir: &str, lock: &str, start: Start) -> Result<u64, LockError> {
+    take_listing(dir, lock, start, &latest)
 }
+
+/// Where a new counter starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Start {
+    /// At the filesystem's clock, in microseconds: fencing numbers, which
+    /// must stay above those of a counter that was removed (see the module
+    /// docs).
+    Clock,
+    /// At 0: the queue's tickets, which only need to be unique while the
+    /// queue lives.
+    Zero,
+}
+
+/// The largest number a counter hands out: 2^53 - 1, the largest integer
+/// every language holds exactly (a JavaScript number, a double). A counter
+/// at it refuses to go on rather than wrap (only someone planting a name
+/// gets it there: at a microsecond clock's start it lasts until 2255).
+pub const MAX: u64 = (1 << 53) - 1;
 
 /// [`take_in`], listing the directory with `list` (tests give a listing
 /// that stays behind, as a caching client's does).
-fn take_listing(dir: &str, lock: &str, list: &dyn Fn(&str) -> Result<Option<u64>, LockError>) -> Result<u64, LockError> {
+fn take_listing(
+    dir: &str,
+    lock: &str,
+    start: Start,
+    list: &dyn Fn(&str) -> Result<Option<u64>, LockError>,
+) -> Result<u64, LockError> {
     let dir = dir.to_owned();
     let mut guess = LAST.with_borrow(|last| last.get(&dir).copied());
     // Numbers tried upwards since the last listing; `None` before any.
@@ -116,11 +152,18 @@ fn take_listing(dir: &str, lock: &str, list: &dyn Fn(&str) -> Result<Option<u64>
                     n.max(floor)
                 }
                 None => {
-                    create(&dir, lock)?;
+                    create(&dir, lock, start)?;
                     continue;
                 }
             },
         };
+        if current >= MAX {
+            return Err(LockError::Io(format!(
+                "{dir} holds the number {current}, the largest uuidlock hands out (2^53 - 1); nothing uuidlock \
+                 does gets there, so someone put it there: remove that directory, and the count starts again \
+                 from the filesystem's clock"
+            )));
+        }
         match fs::rename(format!("{dir}/{current}"), format!("{dir}/{}", current + 1)) {
             Ok(()) => {
                 LAST.with_borrow_mut(|last| last.insert(dir, current + 1));
@@ -139,7 +182,7 @@ fn take_listing(dir: &str, lock: &str, list: &dyn Fn(&str) -> Result<Option<u64>
                     _ => walked = None,
                 }
             }
-            Err(e) => return Err(io_error(&dir, "take a fencing number in", e)),
+            Err(e) => return Err(counter_error(&dir, e)),
         }
     }
     // An emptied counter says so; anything else lost every race.
@@ -157,10 +200,17 @@ pub fn current(lock: &str) -> Result<Option<u64>, LockError> {
 
 /// The counter in `dir`: `None` when there is no directory yet.
 fn latest(dir: &str) -> Result<Option<u64>, LockError> {
+    // Listing a FIFO opens it (and blocks), listing a link follows it: look
+    // first.
+    match files::dir_state(dir)? {
+        DirState::Absent => return Ok(None),
+        DirState::Dir => {}
+        DirState::Other(kind) => return Err(not_a_counter(dir, kind)),
+    }
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_error(dir, "read", e)),
+        Err(e) => return Err(counter_error(dir, e)),
     };
     match entries.filter_map(|entry| number(&entry.ok()?.file_name().to_string_lossy())).max() {
         Some(n) => Ok(Some(n)),
@@ -173,27 +223,69 @@ fn latest(dir: &str) -> Result<Option<u64>, LockError> {
     }
 }
 
-/// Makes the counter's directory `dir` with `0` inside: built aside (beside
-/// `lock`), renamed into place. If another taker's is there first, ours is
-/// removed.
-fn create(dir: &str, lock: &str) -> Result<(), LockError> {
+/// Something that is not a directory at the counter's name `dir`.
+fn not_a_counter(dir: &str, kind: &str) -> LockError {
+    LockError::Io(format!(
+        "{dir} is {kind}, not a directory: uuidlock keeps its counter (fencing numbers, or the queue's tickets) \
+         in a directory there, and never makes anything else at that name; remove it"
+    ))
+}
+
+/// An error using the counter in `dir`, with who must act on a permission.
+fn counter_error(dir: &str, e: io::Error) -> LockError {
+    // A rename inside a name that is not a directory (a guess from before
+    // it was replaced): say what is there.
+    if let Ok(DirState::Other(kind)) = files::dir_state(dir) {
+        return not_a_counter(dir, kind);
+    }
+    if e.kind() == io::ErrorKind::PermissionDenied {
+        return LockError::Io(format!(
+            "cannot use the counter in {dir}: permission denied; it belongs to another user who made it without \
+             write access for this one: its owner (or root) must make it writable by every user of this lock \
+             (chmod g+rwx, or a+rwx), or remove it"
+        ));
+    }
+    io_error(dir, "take a number in", e)
+}
+
+/// Makes the counter's directory `dir` with its first number inside
+/// (`start`): built aside (beside `lock`), renamed into place. If another
+/// taker's is there first, ours is removed.
+fn create(dir: &str, lock: &str, start: Start) -> Result<(), LockError> {
     // Named as staged markers are (`<PATH>.<UUID>.new`), which the lock
     // name's length limit already allows for.
     let staged = format::staged_path(lock, &Token::generate("").map_err(LockError::Io)?);
     fs::create_dir(&staged).map_err(|e| io_error(dir, "create", e))?;
+    let first = match start {
+        Start::Zero => 0,
+        // The directory's own date: the filesystem's clock, shared by every
+        // client of a share, where this machine's may be off.
+        Start::Clock => fs::symlink_metadata(&staged)
+            .and_then(|meta| meta.modified())
+            .ok()
+            .and_then(|date| date.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |since| u64::try_from(since.as_micros()).unwrap_or(MAX).min(MAX / 2)),
+    };
+    let counter = format!("{staged}/{first}");
+    // Exclusive, so that nothing planted in the staged directory is opened.
     // The counter file is closed before the rename: SMB refuses to rename a
     // directory with a file open inside (EACCES).
-    let made = fs::File::create(format!("{staged}/0")).map(drop).and_then(|()| fs::rename(&staged, dir));
+    let made = fs::File::options()
+        .write(true)
+        .create_new(true)
+        .open(&counter)
+        .map(drop)
+        .and_then(|()| fs::rename(&staged, dir));
     let placed = match made {
         Ok(()) => Ok(()),
         // Our staged directory was reclaimed as a leftover while we stalled
         // (crate::sweep): the caller looks again, and builds another.
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         // Someone else's counter is in place (EEXIST or ENOTEMPTY): use it.
-        Err(_) if fs::metadata(dir).is_ok_and(|meta| meta.is_dir()) => Ok(()),
+        Err(_) if files::dir_state(dir) == Ok(DirState::Dir) => Ok(()),
         Err(e) => Err(io_error(dir, "create", e)),
     };
-    let _ = fs::remove_file(format!("{staged}/0"));
+    let _ = fs::remove_file(&counter);
     let _ = fs::remove_dir(&staged);
     placed
 }
@@ -210,6 +302,13 @@ mod tests {
     use super::*;
 
     use crate::scratch::lock;
+    use std::time::SystemTime;
+
+    /// Takes a number from a counter that starts at 0 (as the queue's
+    /// tickets do): the counter's mechanics, with numbers easy to read.
+    fn take(lock: &str) -> Result<u64, LockError> {
+        take_in(&dir(lock), lock, Start::Zero)
+    }
 
     #[test]
     fn numbers_start_at_one_and_increase() {
@@ -219,6 +318,77 @@ mod tests {
         assert_eq!(current(&lock).unwrap(), Some(3));
         // One file: the counter.
         assert_eq!(fs::read_dir(dir(&lock)).unwrap().count(), 1);
+    }
+
+    fn micros_now() -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as u64
+    }
+
+    // Fencing numbers start at the filesystem's clock, in microseconds.
+    #[test]
+    fn fencing_numbers_start_at_the_filesystems_clock() {
+        let (_dir, lock) = lock();
+        let before = micros_now();
+        let first = super::take(&lock).unwrap();
+        assert!(first > before.saturating_sub(2_000_000) && first <= micros_now() + 2_000_000, "{first}");
+        assert_eq!(super::take(&lock).unwrap(), first + 1);
+    }
+
+    // Finding 9 of the hostile-directory review: `rm -rf` of the counter
+    // while the lock was held restarted the count at 1. A counter made again
+    // starts above every number the removed one handed out.
+    #[test]
+    fn a_removed_counter_starts_again_above_the_old_numbers() {
+        let (_dir, lock) = lock();
+        let mut last = 0;
+        for _ in 0..3 {
+            for _ in 0..100 {
+                let next = super::take(&lock).unwrap();
+                assert!(next > last, "{next} after {last}");
+                last = next;
+            }
+            fs::remove_dir_all(dir(&lock)).unwrap();
+            // The file dates' resolution (a kernel tick) must pass.
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    // Finding 9: a planted number at the top must not wrap to 0.
+    #[test]
+    fn a_counter_at_the_top_refuses_rather_than_wraps() {
+        let (_dir, lock) = lock();
+        take(&lock).unwrap();
+        fs::rename(format!("{}/1", dir(&lock)), format!("{}/{}", dir(&lock), u64::MAX)).unwrap();
+        let Err(LockError::Io(message)) = take(&lock) else { panic!("took a number past the top") };
+        assert!(message.contains("2^53") && message.contains("remove"), "{message}");
+        fs::rename(format!("{}/{}", dir(&lock), u64::MAX), format!("{}/{}", dir(&lock), MAX - 1)).unwrap();
+        assert_eq!(take(&lock).unwrap(), MAX);
+        assert!(take(&lock).is_err());
+    }
+
+    // Finding 1 and 10: a FIFO, a file or a link at the counter's name is
+    // refused at once, with a message that names it, never listed (which
+    // would block on the FIFO) or followed.
+    #[test]
+    fn anything_but_a_directory_at_the_counters_name_is_refused() {
+        let (root, lock) = lock();
+        let fifo = std::ffi::CString::new(dir(&lock)).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        let Err(LockError::Io(message)) = take(&lock) else { panic!() };
+        assert!(message.contains("named pipe") && message.contains("remove it"), "{message}");
+        fs::remove_file(dir(&lock)).unwrap();
+        fs::write(dir(&lock), b"").unwrap();
+        let Err(LockError::Io(message)) = take(&lock) else { panic!() };
+        assert!(message.contains("not a directory"), "{message}");
+        fs::remove_file(dir(&lock)).unwrap();
+        let elsewhere = root.path().join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        fs::write(elsewhere.join("5"), b"").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, dir(&lock)).unwrap();
+        let Err(LockError::Io(message)) = take(&lock) else { panic!() };
+        assert!(message.contains("symbolic link"), "{message}");
+        assert!(elsewhere.join("5").exists(), "the link was followed");
     }
 
     #[test]
@@ -263,7 +433,7 @@ mod tests {
         fs::rename(format!("{}/1", dir(&lock)), format!("{}/301", dir(&lock))).unwrap();
         LAST.with_borrow_mut(|last| last.clear());
         let stale = |_: &str| Ok(Some(1));
-        assert_eq!(take_listing(&dir(&lock), &lock, &stale).unwrap(), 302);
+        assert_eq!(take_listing(&dir(&lock), &lock, Start::Zero, &stale).unwrap(), 302);
         assert_eq!(take(&lock).unwrap(), 303);
     }
 

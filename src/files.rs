@@ -49,6 +49,9 @@ const RESTAGE_TRIES: usize = 3;
 /// A link reported as failing with "exists" whose target holds exactly our
 /// bytes was ours (an NFS server answering a retransmitted request): the
 /// bytes carry a random token, so nobody else could have written them.
+/// What is there is read as [`read_beside`] reads (a claim's name is
+/// anyone's to plant a FIFO at); a lock path's caller refuses a
+/// [`Kind::Special`] itself.
 pub fn publish(path: &str, staged: &str, bytes: &[u8], fallback: Fallback) -> Result<Created, LockError> {
     let mut tries = 0;
     loop {
@@ -56,7 +59,7 @@ pub fn publish(path: &str, staged: &str, bytes: &[u8], fallback: Fallback) -> Re
         let linked = fs::hard_link(staged, path);
         if let Err(e) = &linked {
             if taken(path, e) {
-                let there = read_file(path, Dating::IfLifetime);
+                let there = read_file(path, Dating::IfLifetime, Where::Beside);
                 // The filesystem's "now", to judge a lock with a lifetime:
                 // our staging file was written before `there` was read.
                 let dated = matches!(&there, Ok(Some(there)) if there.modified.is_some());
@@ -84,7 +87,7 @@ pub fn publish(path: &str, staged: &str, bytes: &[u8], fallback: Fallback) -> Re
             Err(e) if no_hard_links(&e) => match OpenOptions::new().write(true).create_new(true).open(path) {
                 Ok(file) => write_all(path, file, bytes).map(|()| Created::Yes),
                 Err(e) if taken(path, &e) => {
-                    Ok(Created::Exists { there: read_file(path, Dating::IfLifetime)?, now: None })
+                    Ok(Created::Exists { there: read_file(path, Dating::IfLifetime, Where::Beside)?, now: None })
                 }
                 Err(e) => Err(io_error(path, "create", e)),
             },
@@ -128,6 +131,24 @@ pub fn replace(path: &str, staged: &str, bytes: &[u8]) -> Result<(), LockError> 
     })
 }
 
+/// As [`replace`]; where the share cannot rename over a file that another
+/// client is reading (smbnetfs deletes the target first, which fails while
+/// it is open there), writes over the file in place instead. Only a regular
+/// file is written over: a link or a FIFO planted at `path` is never
+/// followed or opened (as for reads, the guest looks first).
+pub fn rewrite(path: &str, staged: &str, bytes: &[u8]) -> Result<(), LockError> {
+    let Err(e) = replace(path, staged, bytes) else { return Ok(()) };
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_file() => {}
+        _ => return Err(e),
+    }
+    let file = open_no_follow(path, Access::Overwrite).map_err(|e| io_error(path, "write", e))?;
+    if !file.metadata().is_ok_and(|meta| meta.is_file()) {
+        return Err(e);
+    }
+    write_all(path, file, bytes)
+}
+
 /// Removes `path`; `false` when it was already gone. A busy file is retried
 /// for [`busy_retry`]`(None)`.
 pub fn remove(path: &str) -> Result<bool, LockError> {
@@ -160,6 +181,16 @@ pub fn remove_within(path: &str, bound: Duration) -> Result<bool, LockError> {
                     "cannot delete {path}: resource busy (another client of the share has it open) for {} ms; \
                      it is still there, try again",
                     bound.as_millis()
+                )))
+            }
+            // Not ours to delete: in a directory with the sticky bit (as
+            // /tmp), only the file's owner, the directory's owner or root
+            // may; say so, and who can act.
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied && parent_reachable(path) => {
+                return Err(LockError::Io(format!(
+                    "cannot delete {path}: not permitted; it is another user's file in a directory with the sticky \
+                     bit (as /tmp), or the directory is read-only: its owner, the directory's owner or root must \
+                     delete it"
                 )))
             }
             Err(e) => return Err(io_error(path, "delete", e)),
@@ -212,20 +243,33 @@ fn taken(path: &str, e: &io::Error) -> bool {
         || (e.kind() == io::ErrorKind::PermissionDenied && fs::symlink_metadata(path).is_ok())
 }
 
-/// What reading a lock file found.
+/// What reading a lock file (or a file beside it) found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Content {
     /// Its bytes, at most [`format::MAX_MARKER_LEN`] + 1 of them; empty when
-    /// it may not be read.
+    /// it may not be read, or is not a regular file.
     pub bytes: Vec<u8>,
     /// When it was last written, by the filesystem's clock (the server's, on
     /// a share), where the filesystem says and the caller asked
     /// ([`read_dated`], or a contender reading a lock with a lifetime).
     pub modified: Option<SystemTime>,
-    /// `false` for a file this user may not read: another user's lock file
-    /// with mode 600, say. It is someone else's lock, waited for and never
+    /// What kind of file it is.
+    pub kind: Kind,
+}
+
+/// The kinds of file a read can find.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A regular file, read.
+    Regular,
+    /// A regular file this user may not read: another user's lock file with
+    /// mode 600, say. It is someone else's lock, waited for and never
     /// deleted.
-    pub readable: bool,
+    Unreadable,
+    /// Not a regular file (a link, a directory, a FIFO, a socket, a device),
+    /// found beside the lock ([`read_beside`]): never opened, never
+    /// followed. Nothing uuidlock writes is one, so it speaks for nobody.
+    Special(&'static str),
 }
 
 /// Reads the file at `path`; `None` when there is no file. A symbolic link,
@@ -234,21 +278,32 @@ pub struct Content {
 /// (natively it is opened without blocking and closed at once; the guest
 /// does not open it, as opening a FIFO blocks until someone writes to it).
 pub fn read(path: &str) -> Result<Option<Content>, LockError> {
-    read_file(path, Dating::Never)
+    read_file(path, Dating::Never, Where::LockPath)
 }
 
 /// As [`read`], with the file's date. The date comes from the open file,
 /// which network filesystems revalidate on open (NFS's close-to-open), so
 /// it is as fresh as the bytes.
 pub fn read_dated(path: &str) -> Result<Option<Content>, LockError> {
-    read_file(path, Dating::Always)
+    read_file(path, Dating::Always, Where::LockPath)
 }
 
 /// As [`read_dated`] for a lock file or a claim that declares a lifetime,
 /// the only ones judged by their date; as [`read`] for any other, so that
 /// waiting on a lock without a lifetime costs no more calls.
 pub fn read_if_lifetime(path: &str) -> Result<Option<Content>, LockError> {
-    read_file(path, Dating::IfLifetime)
+    read_file(path, Dating::IfLifetime, Where::LockPath)
+}
+
+/// Reads a file uuidlock keeps beside a lock (a claim, a heartbeat, a queue
+/// entry, the queue's `served`), dated: `None` when there is none. As
+/// [`read`] it never follows a link, never blocks on a FIFO and reads at
+/// most [`format::MAX_MARKER_LEN`] + 1 bytes; but anything that is not a
+/// regular file is reported as [`Kind::Special`] (dated, never opened)
+/// instead of refused, because such a name is anyone's to plant in a shared
+/// directory and must not turn the caller's call into an error.
+pub fn read_beside(path: &str) -> Result<Option<Content>, LockError> {
+    read_file(path, Dating::Always, Where::Beside)
 }
 
 /// Which reads need the file's date.
@@ -259,18 +314,25 @@ enum Dating {
     Always,
 }
 
-fn read_file(path: &str, dating: Dating) -> Result<Option<Content>, LockError> {
+/// Whether the path read is the lock path the caller named (anything but a
+/// regular file there is the caller's mistake) or a name uuidlock derives
+/// from it (anything but a regular file there is someone else's doing).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Where {
+    LockPath,
+    Beside,
+}
+
+fn read_file(path: &str, dating: Dating, at: Where) -> Result<Option<Content>, LockError> {
     let failed = |e: io::Error| check_not_link_or_dir(path).err().unwrap_or_else(|| io_error(path, "read", e));
-    let Some(opened) = open_regular(path)? else { return Ok(None) };
+    let Some(opened) = open_regular(path, at)? else { return Ok(None) };
     let (file, mut modified) = match opened {
         Opened::File(file, modified) => (file, modified),
         Opened::Unreadable(modified) => {
-            return Ok(Some(Content {
-                bytes: Vec::new(),
-                modified: modified.filter(|_| dating == Dating::Always),
-                readable: false,
-            }))
+            let modified = modified.filter(|_| dating == Dating::Always);
+            return Ok(Some(Content { bytes: Vec::new(), modified, kind: Kind::Unreadable }));
         }
+        Opened::Special(kind, modified) => return Ok(Some(Content { bytes: Vec::new(), modified, kind: Kind::Special(kind) })),
     };
     let mut bytes = Vec::with_capacity(128);
     let mut limited = (&file).take(format::MAX_MARKER_LEN as u64 + 1);
@@ -286,14 +348,16 @@ fn read_file(path: &str, dating: Dating) -> Result<Option<Content>, LockError> {
         // The guest has no date yet: ask the open file.
         modified = file.metadata().and_then(|meta| meta.modified()).ok();
     }
-    Ok(Some(Content { bytes, modified, readable: true }))
+    Ok(Some(Content { bytes, modified, kind: Kind::Regular }))
 }
 
-/// A regular file opened for reading, or one that exists but may not be
-/// read; with its modification time.
+/// A regular file opened for reading, one that exists but may not be read,
+/// or (beside the lock) one that is not a regular file; with its
+/// modification time.
 enum Opened {
     File(File, Option<SystemTime>),
     Unreadable(Option<SystemTime>),
+    Special(&'static str, Option<SystemTime>),
 }
 
 /// Opens `path` for reading if it is a regular file; `None` when there is
@@ -305,7 +369,15 @@ enum Opened {
 /// blocking, so the guest asks for the type first (one more call): the
 /// remaining window, a FIFO swapped in between the two calls, needs someone
 /// who can write the lock directory and means to wedge it.
-fn open_regular(path: &str) -> Result<Option<Opened>, LockError> {
+fn open_regular(path: &str, at: Where) -> Result<Option<Opened>, LockError> {
+    // Not a regular file: the caller's mistake at the lock path, someone
+    // else's beside it.
+    let not_regular = |meta: &fs::Metadata| -> Result<Option<Opened>, LockError> {
+        match at {
+            Where::LockPath => check_regular(path, meta).map(|()| None),
+            Where::Beside => Ok(Some(Opened::Special(kind_of(&meta.file_type()), meta.modified().ok()))),
+        }
+    };
     #[cfg(target_os = "wasi")]
     {
         let meta = match fs::symlink_metadata(path) {
@@ -313,20 +385,29 @@ fn open_regular(path: &str) -> Result<Option<Opened>, LockError> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return absent(path, e),
             Err(e) => return Err(io_error(path, "read", e)),
         };
-        check_regular(path, &meta)?;
-        match open_no_follow(path) {
+        if !meta.is_file() {
+            return not_regular(&meta);
+        }
+        match open_no_follow(path, Access::Read) {
             Ok(file) => Ok(Some(Opened::File(file, None))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => absent(path, e),
             Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Ok(Some(Opened::Unreadable(meta.modified().ok()))),
+            // Swapped for something else since the look (ELOOP: a link).
+            Err(e) if at == Where::Beside => match fs::symlink_metadata(path) {
+                Ok(meta) if !meta.is_file() => not_regular(&meta),
+                _ => Err(io_error(path, "read", e)),
+            },
             Err(e) => Err(check_not_link_or_dir(path).err().unwrap_or_else(|| io_error(path, "read", e))),
         }
     }
     #[cfg(not(target_os = "wasi"))]
     {
-        match open_no_follow(path) {
+        match open_no_follow(path, Access::Read) {
             Ok(file) => {
                 let meta = file.metadata().map_err(|e| io_error(path, "read", e))?;
-                check_regular(path, &meta)?;
+                if !meta.is_file() {
+                    return not_regular(&meta);
+                }
                 Ok(Some(Opened::File(file, meta.modified().ok())))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => absent(path, e),
@@ -336,12 +417,8 @@ fn open_regular(path: &str) -> Result<Option<Opened>, LockError> {
                     Ok(Some(Opened::Unreadable(meta.modified().ok())))
                 }
                 // A link (ELOOP), a socket (ENXIO): say what it is.
-                Ok(meta) => {
-                    check_not_link_or_dir(path)?;
-                    check_regular(path, &meta)?;
-                    Err(io_error(path, "read", e))
-                }
-                Err(_) => Err(io_error(path, "read", e)),
+                Ok(meta) if !meta.is_file() => not_regular(&meta),
+                _ => Err(io_error(path, "read", e)),
             },
         }
     }
@@ -362,11 +439,22 @@ fn check_regular(path: &str, meta: &fs::Metadata) -> Result<(), LockError> {
     if meta.is_file() {
         return Ok(());
     }
-    check_not_link_or_dir(path)?;
-    Err(LockError::InvalidPath(format!(
-        "{path} is {}, not a regular file; uuidlock never opens or deletes it: remove it, or name another lock path",
-        special_kind(&meta.file_type())
-    )))
+    Err(not_a_lock_file(path, kind_of(&meta.file_type())))
+}
+
+/// Why the lock path `path` cannot be a lock file: it is of `kind` (as
+/// [`kind_of`] names it), not a regular file. uuidlock never opens,
+/// follows or deletes it.
+pub fn not_a_lock_file(path: &str, kind: &str) -> LockError {
+    LockError::InvalidPath(match kind {
+        "a symbolic link" => {
+            format!("{path} is a symbolic link; uuidlock does not follow links at the lock path, name a regular file")
+        }
+        "a directory" => format!("{path} is a directory; name a file inside it, e.g. {}/job.lock", path.trim_end_matches('/')),
+        _ => format!(
+            "{path} is {kind}, not a regular file; uuidlock never opens or deletes it: remove it, or name another lock path"
+        ),
+    })
 }
 
 /// Names a file type that is neither a regular file, a directory nor a link.
@@ -388,26 +476,78 @@ fn special_kind(file_type: &fs::FileType) -> &'static str {
     "a special file (a FIFO, a socket or a device)"
 }
 
-/// Opens `path` for reading, failing (`ELOOP`) if it is a symbolic link,
-/// and without waiting for a writer if it is a FIFO. One call, where
-/// checking with `lstat` first would take two.
+/// Names any file type but a regular file's.
+pub fn kind_of(file_type: &fs::FileType) -> &'static str {
+    if file_type.is_file() {
+        "a regular file"
+    } else if file_type.is_symlink() {
+        "a symbolic link"
+    } else if file_type.is_dir() {
+        "a directory"
+    } else {
+        special_kind(file_type)
+    }
+}
+
+/// What is at a name where uuidlock keeps a directory of its own (the
+/// fencing counter, the queue), looked at without following a link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DirState {
+    Absent,
+    Dir,
+    /// Anything else: never listed, entered or followed.
+    Other(&'static str),
+}
+
+/// What is at `path`, for a directory uuidlock keeps beside a lock. A
+/// listing or a lookup inside a FIFO opens it, which blocks; inside a link,
+/// follows it: so every use of such a directory looks first.
+pub fn dir_state(path: &str) -> Result<DirState, LockError> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => Ok(DirState::Dir),
+        Ok(meta) => Ok(DirState::Other(kind_of(&meta.file_type()))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(DirState::Absent),
+        Err(e) => Err(io_error(path, "inspect", e)),
+    }
+}
+
+/// How [`open_no_follow`] opens.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    /// For writing, truncated.
+    Overwrite,
+}
+
+/// Opens `path`, failing (`ELOOP`) if it is a symbolic link, and without
+/// waiting for the other end if it is a FIFO. One call, where checking with
+/// `lstat` first would take two.
 #[cfg(unix)]
-fn open_no_follow(path: &str) -> io::Result<File> {
+fn open_no_follow(path: &str, access: Access) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
-    OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)
+    let mut options = OpenOptions::new();
+    match access {
+        Access::Read => options.read(true),
+        Access::Overwrite => options.write(true).truncate(true),
+    };
+    options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)
 }
 
 /// As above. Rust's std on WASI always follows links (its switch is
 /// unstable), so this goes through wasi-libc's `open`, which resolves the
 /// path against the preopened directories just as std does. (WASI hosts
-/// ignore `O_NONBLOCK` on open, hence [`open_regular`]'s check first.)
+/// ignore `O_NONBLOCK` on open, hence the callers' look at the type first.)
 #[cfg(target_os = "wasi")]
-fn open_no_follow(path: &str) -> io::Result<File> {
+fn open_no_follow(path: &str, access: Access) -> io::Result<File> {
     use std::os::fd::FromRawFd;
     let path = std::ffi::CString::new(path).map_err(|_| io::ErrorKind::InvalidInput)?;
+    let flags = match access {
+        Access::Read => libc::O_RDONLY,
+        Access::Overwrite => libc::O_WRONLY | libc::O_TRUNC,
+    };
     // SAFETY: `path` is NUL-terminated and outlives the call; `open` takes
     // no other pointers.
-    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_NOFOLLOW) };
+    let fd = unsafe { libc::open(path.as_ptr(), flags | libc::O_NOFOLLOW) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -416,21 +556,22 @@ fn open_no_follow(path: &str) -> io::Result<File> {
 }
 
 #[cfg(not(any(unix, target_os = "wasi")))]
-fn open_no_follow(path: &str) -> io::Result<File> {
+fn open_no_follow(path: &str, access: Access) -> io::Result<File> {
     match check_not_link_or_dir(path) {
-        Ok(_) => File::open(path),
+        Ok(_) if access == Access::Read => File::open(path),
+        Ok(_) => OpenOptions::new().write(true).truncate(true).open(path),
         Err(e) => Err(io::Error::other(e.to_string())),
     }
 }
 
 impl Content {
     /// What the file says about its holder. A file that may not be read is
-    /// someone else's.
+    /// someone else's; one that is not a regular file speaks for nobody.
     pub fn marker(&self) -> Marker {
-        if self.readable {
-            format::parse(&self.bytes)
-        } else {
-            Marker::Foreign("(unreadable by this user: permission denied)".into())
+        match self.kind {
+            Kind::Regular => format::parse(&self.bytes),
+            Kind::Unreadable => Marker::Foreign("(unreadable by this user: permission denied)".into()),
+            Kind::Special(kind) => Marker::Foreign(format!("({kind}, not a regular file)")),
         }
     }
 }
@@ -449,16 +590,8 @@ pub fn check_not_link_or_dir(path: &str) -> Result<bool, LockError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound && any_ancestor_exists(path) => return Ok(false),
         Err(e) => return Err(io_error(path, "inspect", e)),
     };
-    if meta.file_type().is_symlink() {
-        return Err(LockError::InvalidPath(format!(
-            "{path} is a symbolic link; uuidlock does not follow links at the lock path, name a regular file"
-        )));
-    }
-    if meta.is_dir() {
-        return Err(LockError::InvalidPath(format!(
-            "{path} is a directory; name a file inside it, e.g. {}/job.lock",
-            path.trim_end_matches('/')
-        )));
+    if meta.file_type().is_symlink() || meta.is_dir() {
+        return Err(not_a_lock_file(path, kind_of(&meta.file_type())));
     }
     Ok(true)
 }
@@ -526,8 +659,13 @@ pub fn io_error(path: &str, action: &str, e: io::Error) -> LockError {
 fn condition(e: &io::Error) -> String {
     let text = e.to_string();
     let text = text.rfind(" (os error ").map_or(text.as_str(), |at| &text[..at]);
+    // "No space left" reads "no space left" mid-sentence, but "I/O error"
+    // stays as it is: only a capital followed by a small letter is lowered.
     let mut chars = text.chars();
-    chars.next().map(|first| first.to_lowercase().chain(chars).collect()).unwrap_or_default()
+    match (chars.next(), chars.clone().next()) {
+        (Some(first), Some(second)) if second.is_lowercase() => first.to_lowercase().chain(chars).collect(),
+        _ => text.to_owned(),
+    }
 }
 
 /// Whether the directory holding `path` can be reached: if so, a refusal

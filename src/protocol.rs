@@ -517,6 +517,9 @@ fn try_once(
             Created::Yes => return verify(path, token, options),
             // Released just now: try again at once.
             Created::Exists { there: None, .. } => continue,
+            Created::Exists { there: Some(files::Content { kind: files::Kind::Special(kind), .. }), .. } => {
+                return Err(files::not_a_lock_file(path, kind))
+            }
             Created::Exists { there: Some(there), now } => {
                 let observed = Observed::new(path, there)?;
                 let Some(stale) = watch.stale(path, &observed, now) else { return Ok(None) };
@@ -597,7 +600,7 @@ pub(crate) fn release_paused(path: &str, token: &Token, pause: &dyn Fn()) -> Res
     pause();
     // Under the claim nobody else removes this instance: a breaker needs the
     // claim too, and so does a second release with the same token.
-    claim::with_claim(path, token, held.stale_after, || {
+    claim::with_claim_as_holder(path, token, held.stale_after, || {
         held_by(path, token)?;
         // A lock without a lifetime is retried longer on a busy share (SMB),
         // as nobody breaks it; one with a lifetime for a tenth of it.
@@ -611,6 +614,30 @@ pub(crate) fn release_paused(path: &str, token: &Token, pause: &dyn Fn()) -> Res
     .filter(|&removed| removed)
     .map(|_| ())
     .ok_or(LockError::NotOwner)
+}
+
+/// Undoes an [`acquire_as`] with `token` that was cut short (its caller
+/// trapped it on an interrupt, or gave up on it): releases the lock if the
+/// call had taken it, and removes every other file named by the token that
+/// the call may have left: its staging file `<PATH>.<UUID>.new`, its
+/// heartbeat `<PATH>.<UUID>.beat`, and its entry in the queue of waiters.
+/// Touches nothing that is not the token's; inside the guest, nothing
+/// outside the sandbox. Nothing left is not an error.
+///
+/// # Errors
+/// A malformed token; an invalid path; the sandbox refusing the path; an
+/// I/O error.
+pub fn abandon(path: &str, token: &str) -> Result<(), LockError> {
+    check_lock_path(path)?;
+    let token = Token::parse(token).map_err(LockError::InvalidToken)?;
+    match release_token(path, &token) {
+        Ok(()) | Err(LockError::NotOwner) => {}
+        Err(e) => return Err(e),
+    }
+    // Named by the token's UUID, which nobody else has.
+    files::remove(&format::staged_path(path, &token))?;
+    files::remove(&format::beat_path(path, &token))?;
+    queue::forget(path, &token)
 }
 
 /// Renews the lock at `path` held with `token`: rewrites its heartbeat, so
@@ -706,7 +733,9 @@ pub fn status(path: &str) -> Result<Option<Status>, LockError> {
     // What a contender arriving now would judge.
     let observed = Observed::new(path, content)?;
     let stale = Watch::default().stale(path, &observed, fs_now).is_some();
-    Ok(Some(Status { marker, age, renewed, stale, fence: fence::current(path)? }))
+    // The fence is extra: something planted at the counter's name (which
+    // acquire refuses with its own message) must not hide who holds the lock.
+    Ok(Some(Status { marker, age, renewed, stale, fence: fence::current(path).ok().flatten() }))
 }
 
 /// The marker at `path` if it holds `token`; [`LockError::NotOwner`] if not.
@@ -1204,9 +1233,10 @@ mod tests {
         fences.push(dead.fence);
         let next = super::acquire(&path, &Options { timeout: Some(Duration::from_secs(10)), ..fast() }).unwrap();
         fences.push(next.fence);
-        assert_eq!(fences, [1, 2, 3, 4, 5]);
+        let first = fences[0];
+        assert_eq!(fences, [first, first + 1, first + 2, first + 3, first + 4]);
         let Some(Status { fence, .. }) = status(&path).unwrap() else { panic!() };
-        assert_eq!(fence, Some(5));
+        assert_eq!(fence, Some(first + 4));
     }
 
     // A caller-made token: known before the call, so an interrupted acquire
@@ -1240,9 +1270,22 @@ mod tests {
     }
 
     /// Dates `path` back by `ago`, as if written then.
+    /// (And its heartbeats, if any: an acquire renews once when it sweeps,
+    /// at one fencing number in sweep::EVERY.)
     fn backdate(path: &str, ago: Duration) {
-        let file = fs::File::options().write(true).open(path).unwrap();
-        file.set_modified(SystemTime::now() - ago).unwrap();
+        let at = |path: &std::path::Path| {
+            let file = fs::File::options().write(true).open(path).unwrap();
+            file.set_modified(SystemTime::now() - ago).unwrap();
+        };
+        let path = std::path::Path::new(path);
+        at(path);
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        for entry in fs::read_dir(path.parent().unwrap()).unwrap() {
+            let beside = entry.unwrap().file_name().to_string_lossy().into_owned();
+            if beside.starts_with(&format!("{name}.")) && beside.ends_with(".beat") {
+                at(&path.with_file_name(beside));
+            }
+        }
     }
 
     // A contender that arrives long after the holder died breaks the lock at
@@ -1413,5 +1456,118 @@ mod tests {
             Options { verification_delay: Duration::from_millis(10), ..with_lifetime(Duration::from_secs(3600)) };
         assert!(acquire_as(&path, token.clone(), &options).is_err());
         assert!(!holds(&path, token.as_str()).unwrap(), "the lock was left behind");
+    }
+
+    // Finding 1 of the hostile-directory review: a FIFO planted at any name
+    // uuidlock uses beside the lock (the fencing counter, the queue, its
+    // ticket counter, `served`, future entries) made callers hang in `open`
+    // for good, past their timeout. Every call now ends within its timeout,
+    // and an acquire that cannot take a fence leaves no lock behind.
+    #[test]
+    fn fifos_planted_beside_the_lock_never_block_a_call() {
+        use crate::scratch::{mkfifo, within};
+        let bound = Duration::from_secs(10);
+        // At the fencing counter's name: a clear error, and no lock left.
+        let (_dir, path) = lock_in_temp_dir();
+        mkfifo(&fence::dir(&path));
+        let p = path.clone();
+        let result = within(bound, "acquire with a FIFO as the counter", move || acquire(&p, &once()));
+        assert!(matches!(&result, Err(LockError::Io(why)) if why.contains("named pipe")), "{result:?}");
+        assert!(!fs::exists(&path).unwrap(), "the lock was left behind");
+        // In the queue: waiters time out on time, and still get the lock.
+        for planted in ["", "/tickets", "/served", "/1", "/2", "/3"] {
+            let (_dir, path) = lock_in_temp_dir();
+            if !planted.is_empty() {
+                fs::create_dir(queue::dir(&path)).unwrap();
+            }
+            mkfifo(&format!("{}{planted}", queue::dir(&path)));
+            let held = acquire(&path, &fast()).unwrap();
+            let p = path.clone();
+            let waited = Options { timeout: Some(Duration::from_millis(300)), ..fast() };
+            let result = within(bound, "a waiter", move || acquire(&p, &waited));
+            assert_eq!(result, Err(LockError::Timeout), "FIFO at queue{planted}");
+            let p = path.clone();
+            let waiter = std::thread::spawn(move || acquire(&p, &Options { timeout: Some(bound), ..fast() }));
+            std::thread::sleep(Duration::from_millis(50));
+            release(&path, held.as_str()).unwrap();
+            let next = waiter.join().unwrap().unwrap_or_else(|e| panic!("FIFO at queue{planted}: {e}"));
+            release(&path, next.as_str()).unwrap();
+        }
+    }
+
+    // Finding 5: junk planted at a live holder's claim made its release fail
+    // (`uuidlock run` then exited 75 though CMD ended well), and the lock was
+    // never broken once its holder died. A claim no uuidlock party could
+    // have written speaks for nobody: the holder releases through it, and a
+    // contender breaks a dead holder's lock through it.
+    #[test]
+    fn junk_at_a_claim_wedges_nothing() {
+        for junk in ["junk", "", "fifo"] {
+            let (_dir, path) = lock_in_temp_dir();
+            let plant = |at: &str| match junk {
+                "fifo" => crate::scratch::mkfifo(at),
+                bytes => fs::write(at, bytes).unwrap(),
+            };
+            let live = acquire(&path, &with_lifetime(Duration::from_secs(60))).unwrap();
+            plant(&format::claim_path(&path, &live));
+            release(&path, live.as_str()).unwrap_or_else(|e| panic!("{junk:?} at the claim: {e}"));
+            assert!(!fs::exists(&path).unwrap());
+
+            let dead = acquire(&path, &with_lifetime(MIN_STALE_AFTER)).unwrap();
+            plant(&format::claim_path(&path, &dead));
+            backdate(&path, Duration::from_secs(10));
+            assert!(status(&path).unwrap().unwrap().stale);
+            let next = acquire(&path, &once()).unwrap_or_else(|e| panic!("{junk:?} at a dead lock's claim: {e}"));
+            assert!(holds(&path, next.as_str()).unwrap());
+            release(&path, next.as_str()).unwrap();
+        }
+    }
+
+    // A FIFO or a link at a holder's heartbeat is read as what it is, never
+    // opened or followed: it counts as a heartbeat that never changes, and
+    // the holder's next renewal replaces it.
+    #[test]
+    fn a_fifo_at_the_heartbeat_is_replaced_by_the_next_renewal() {
+        let (_dir, path) = lock_in_temp_dir();
+        let token = acquire(&path, &with_lifetime(Duration::from_secs(60))).unwrap();
+        let beat = format::beat_path(&path, &token);
+        crate::scratch::mkfifo(&beat);
+        assert_eq!(acquire(&path, &once()), Err(LockError::Timeout));
+        refresh(&path, token.as_str()).unwrap();
+        assert!(fs::symlink_metadata(&beat).unwrap().is_file());
+        release(&path, token.as_str()).unwrap();
+    }
+
+    // An interrupted acquire is undone inside the sandbox: the lock if it was
+    // taken, the staging file and the heartbeat named by the token, and its
+    // queue entry; nothing of anyone else's.
+    #[test]
+    fn abandon_removes_what_the_token_left_and_nothing_else() {
+        let (dir, path) = lock_in_temp_dir();
+        let other = acquire(&path, &fast()).unwrap();
+        let token = Token::generate("").unwrap();
+        let waiter = queue::Waiter::join(&path, &token, Duration::from_millis(1), Duration::ZERO).unwrap();
+        let theirs = queue::Waiter::join(&path, &Token::generate("").unwrap(), Duration::from_millis(1), Duration::ZERO);
+        std::mem::forget(waiter); // trapped mid-wait: its entry stays
+        fs::write(format::staged_path(&path, &token), b"half").unwrap();
+        fs::write(format::beat_path(&path, &token), b"beat").unwrap();
+        abandon(&path, token.as_str()).unwrap();
+        assert!(holds(&path, other.as_str()).unwrap(), "another holder's lock was touched");
+        let mut left: Vec<String> =
+            fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        left.sort();
+        assert_eq!(left, ["job.lock", "job.lock.fence", "job.lock.queue"]);
+        let entries = fs::read_dir(queue::dir(&path)).unwrap().filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            name.to_string_lossy().bytes().all(|b| b.is_ascii_digit())
+        });
+        assert_eq!(entries.count(), 1, "only the other waiter's entry stays");
+        drop(theirs);
+        // It took the lock: abandoning releases it.
+        release(&path, other.as_str()).unwrap();
+        let taken = acquire_as(&path, token.clone(), &fast()).unwrap();
+        abandon(&path, taken.token.as_str()).unwrap();
+        assert!(!fs::exists(&path).unwrap());
+        abandon(&path, token.as_str()).unwrap();
     }
 }

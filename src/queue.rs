@@ -89,8 +89,10 @@ use std::fs;
 use std::io;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::fence;
+use crate::fence::{self, Start};
+use crate::files::{self, Content, DirState, Kind};
 use crate::format::Token;
+use crate::LockError;
 
 /// How often a waiter rewrites its entry, and reads the one ahead of it.
 pub const REFRESH: Duration = Duration::from_millis(250);
@@ -98,10 +100,6 @@ pub const REFRESH: Duration = Duration::from_millis(250);
 /// How long an entry may stay unchanged before its successor judges its
 /// waiter gone, at least: eight refreshes (see [`dead_after`]).
 pub const DEAD_AFTER: Duration = Duration::from_secs(2);
-
-/// How far below its own ticket a waiter looks for the one ahead when the
-/// last ticket served is unknown.
-const WALK_WITHOUT_SERVED: u64 = 256;
 
 /// How long after an acquire that waited in line the same instance's next
 /// acquire yields to those still waiting.
@@ -138,6 +136,8 @@ pub struct Waiter {
     dead_after: Duration,
     /// Who is ahead, as last listed; `None` for the head.
     ahead: Option<Ahead>,
+    /// Whether `served` was moved up to this waiter's ticket already.
+    marked: bool,
 }
 
 /// The entry just ahead of a waiter, and what it has seen of it.
@@ -165,9 +165,14 @@ impl Waiter {
             Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return None,
             _ => {}
         }
+        // A link, a FIFO or a file planted at the queue's name: no queue
+        // here (a lookup inside a FIFO would block, one inside a link follow it).
+        if files::dir_state(&dir) != Ok(DirState::Dir) {
+            return None;
+        }
         // Tickets count apart from the entries, so that taking one lists a
         // directory of one file, not of every waiter.
-        let ticket = fence::take_in(&format!("{dir}/tickets"), lock).ok()?;
+        let ticket = fence::take_in(&format!("{dir}/tickets"), lock, Start::Zero).ok()?;
         let mut waiter = Waiter {
             entry: format!("{dir}/{ticket}"),
             dir,
@@ -177,6 +182,7 @@ impl Waiter {
             refreshed: Instant::now(),
             dead_after: dead_after(retry_interval, verification_delay),
             ahead: None,
+            marked: false,
         };
         waiter.write().ok()?;
         waiter.find_ahead(ticket).ok()?;
@@ -226,21 +232,25 @@ impl Waiter {
             return Ok(());
         }
         ahead.read = now;
-        let gone = match fs::read(&ahead.entry) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => true,
-            Err(e) => return Err(e),
-            Ok(bytes) if Some(&bytes) != ahead.bytes.as_ref() => {
-                (ahead.bytes, ahead.changed) = (Some(bytes), now);
-                false
-            }
-            Ok(_) if now.duration_since(ahead.changed) >= dead_after => {
-                // Unchanged between two looks this far apart: its waiter is
-                // gone (or stopped, and then it writes its entry again when
-                // it wakes).
+        let gone = match files::read_beside(&ahead.entry).map_err(io::Error::other)? {
+            None => true,
+            // Not a regular file: planted, not a waiter.
+            Some(Content { kind: Kind::Special(_), .. }) => {
                 let _ = fs::remove_file(&ahead.entry);
                 true
             }
-            Ok(_) => false,
+            Some(Content { bytes, .. }) if Some(&bytes) != ahead.bytes.as_ref() => {
+                (ahead.bytes, ahead.changed) = (Some(bytes), now);
+                false
+            }
+            Some(_) if now.duration_since(ahead.changed) >= dead_after => {
+                // Unchanged between two looks this far apart: its waiter is
+                // gone (or stopped, and then it writes its entry again when
+                // it wakes).
+                remove_entry(&ahead.entry);
+                true
+            }
+            Some(_) => false,
         };
         if gone {
             let below = ahead.ticket;
@@ -250,10 +260,13 @@ impl Waiter {
     }
 
     /// Rewrites this waiter's entry (again, if its successor removed it
-    /// while this waiter was stopped).
+    /// while this waiter was stopped): staged beside it and renamed over
+    /// it, so that readers never see half of it, and so that whatever was
+    /// put at its name meanwhile is replaced, never followed or opened.
     fn write(&mut self) -> io::Result<()> {
         self.beats += 1;
-        fs::write(&self.entry, format!("{} {:020}", self.uuid, self.beats))?;
+        let bytes = format!("{} {:020}", self.uuid, self.beats);
+        files::rewrite(&self.entry, &staged(&self.entry), bytes.as_bytes()).map_err(io::Error::other)?;
         self.refreshed = Instant::now();
         Ok(())
     }
@@ -268,21 +281,36 @@ impl Waiter {
     /// is removed at once and the walk goes on, so that a row of long dead
     /// entries costs one call each, not a dead time each.
     fn find_ahead(&mut self, below: u64) -> io::Result<()> {
-        // Unknown, the walk goes at most that far down.
-        let served = served(&self.dir).unwrap_or(below.saturating_sub(WALK_WITHOUT_SERVED));
+        let served = served(&self.dir);
+        // Never further than MAX_WALK down: tickets that waiters took and
+        // left with (timed out) are gaps, and a gap of any size must not
+        // make a step slow. A waiter that finds nobody within reach takes
+        // itself for the head and polls the lock: fairness lost, not
+        // exclusion; and when it leaves, `served` moves up to it
+        // ([`Waiter::mark_served`]), so that the gap is walked once.
+        let floor = served.unwrap_or(0).max(below.saturating_sub(MAX_WALK + 1));
         let mut ticket = below;
-        while ticket > served + 1 {
+        while ticket > floor + 1 {
             ticket -= 1;
             let entry = format!("{}/{ticket}", self.dir);
             match fs::symlink_metadata(&entry) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
-                Ok(_) if self.dead_by_date(&entry) && fs::remove_file(&entry).is_ok() => continue,
+                // Not a waiter's: nothing uuidlock writes there is anything
+                // but a regular file.
+                Ok(meta) if !meta.is_file() => {
+                    let _ = fs::remove_file(&entry);
+                    continue;
+                }
+                Ok(_) if self.dead_by_date(&entry) && fs::remove_file(&entry).is_ok() => {
+                    let _ = fs::remove_file(staged(&entry));
+                    continue;
+                }
                 Ok(_) => {
                     let now = Instant::now();
                     // Read at the first look, so that a dead entry is judged from then.
                     let read = now.checked_sub(REFRESH).unwrap_or(now);
-                    let place = place(self.ticket, served);
+                    let place = place(self.ticket, served.unwrap_or(floor));
                     self.ahead = Some(Ahead { ticket, entry, place, bytes: None, changed: now, read });
                     return Ok(());
                 }
@@ -292,21 +320,24 @@ impl Waiter {
         Ok(())
     }
 
-    /// Records, having taken the lock, that this waiter's ticket was served
-    /// (written aside and renamed into place, so that readers never see it
-    /// half-written).
-    pub fn served(self) {
+    /// Records, having taken the lock, that this waiter's ticket was served.
+    pub fn served(mut self) {
+        self.mark_served();
+        self.marked = true;
+    }
+
+    /// Moves `served` up to this waiter's ticket (written aside and renamed
+    /// into place, so that readers never see it half-written; in place
+    /// where the share cannot rename over a file being read): when it took
+    /// the lock, and when it leaves as the head, so that the tickets below
+    /// it, all gone, are never walked again.
+    fn mark_served(&self) {
         if served(&self.dir).is_none_or(|served| served < self.ticket) {
-            let (path, ticket) = (format!("{}/served", self.dir), self.ticket.to_string());
+            let path = format!("{}/served", self.dir);
             let staged = format!("{path}.{}", self.uuid);
-            if fs::write(&staged, &ticket).and_then(|()| fs::rename(&staged, &path)).is_err() {
-                let _ = fs::remove_file(&staged);
-                // smbnetfs renames over a file by deleting it first, which
-                // fails while another client reads it (8 of 100 tries here):
-                // write it in place. A reader that catches it half-written
-                // reads no number and looks again.
-                let _ = fs::write(&path, ticket);
-            }
+            // A reader that catches an in-place write half done reads no
+            // number and looks again.
+            let _ = files::rewrite(&path, &staged, self.ticket.to_string().as_bytes());
         }
     }
 
@@ -327,9 +358,28 @@ const COARSE: Duration = Duration::from_secs(2);
 const FINE: Duration = Duration::from_millis(10);
 
 impl Drop for Waiter {
+    /// Leaving (served, timed out, failed): the entry goes; a head that
+    /// leaves moves `served` past itself.
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.entry);
+        if self.is_head() && !self.marked {
+            self.mark_served();
+        }
+        remove_entry(&self.entry);
     }
+}
+
+/// How far below its own ticket a waiter looks for the one ahead of it.
+const MAX_WALK: u64 = 256;
+
+/// The staging name of the entry `entry`.
+fn staged(entry: &str) -> String {
+    format!("{entry}.new")
+}
+
+/// Removes an entry, and what a waiter killed while rewriting it left.
+fn remove_entry(entry: &str) {
+    let _ = fs::remove_file(entry);
+    let _ = fs::remove_file(staged(entry));
 }
 
 /// An entry's ticket: its name, decimal digits.
@@ -346,7 +396,9 @@ fn place(ticket: u64, served: u64) -> u32 {
 /// The last ticket served in the queue `dir`; `None` when none was, or
 /// the file cannot be read.
 fn served(dir: &str) -> Option<u64> {
-    fs::read_to_string(format!("{dir}/served")).ok().and_then(|text| text.trim().parse().ok())
+    let content = files::read_beside(&format!("{dir}/served")).ok()??;
+    let text = std::str::from_utf8(&content.bytes).ok().filter(|_| content.kind == Kind::Regular)?;
+    text.trim().parse().ok()
 }
 
 /// Notes that this instance waited in line for `lock`, so that its next
@@ -365,21 +417,36 @@ pub fn should_yield(lock: &str) -> bool {
 }
 
 /// Removes the entry of the waiter with `token` from the queue of `lock`,
-/// if it left one (an interrupted acquire, undone by the host).
-pub fn forget(lock: &str, token: &Token) -> io::Result<()> {
-    let entries = match fs::read_dir(dir(lock)) {
+/// if it left one (an interrupted acquire, undone through
+/// [`crate::protocol::abandon`]). Looks at no more than [`MAX_FORGET`]
+/// entries, reads each as [`files::read_beside`] does (never a link, a FIFO
+/// or more than a marker's length) and removes only one that names `token`.
+pub fn forget(lock: &str, token: &Token) -> Result<(), LockError> {
+    let dir = dir(lock);
+    if files::dir_state(&dir)? != DirState::Dir {
+        return Ok(());
+    }
+    let entries = match fs::read_dir(&dir) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        entries => entries?,
+        entries => entries.map_err(|e| files::io_error(&dir, "read", e))?,
     };
-    for entry in entries {
-        let name = entry?.file_name().to_string_lossy().into_owned();
-        let path = format!("{}/{name}", dir(lock));
-        if ticket(&name).is_some() && fs::read_to_string(&path).is_ok_and(|text| text.starts_with(token.uuid())) {
-            fs::remove_file(path)?;
+    for entry in entries.take(MAX_FORGET) {
+        let name = entry.map_err(|e| files::io_error(&dir, "read", e))?.file_name().to_string_lossy().into_owned();
+        if ticket(&name).is_none() {
+            continue;
+        }
+        let path = format!("{dir}/{name}");
+        let ours = files::read_beside(&path)?
+            .is_some_and(|content| content.kind == Kind::Regular && content.bytes.starts_with(token.uuid().as_bytes()));
+        if ours {
+            remove_entry(&path);
         }
     }
     Ok(())
 }
+
+/// The most entries [`forget`] looks at: a queue that long is planted.
+pub const MAX_FORGET: usize = 10_000;
 
 #[cfg(test)]
 mod tests {

@@ -18,3 +18,21 @@ pub fn lock() -> (tempfile::TempDir, String) {
     let lock = dir.path().join("job.lock").to_str().expect("temporary paths are UTF-8").to_owned();
     (dir, lock)
 }
+
+/// Makes a named pipe at `path`: what a hostile neighbour plants.
+pub fn mkfifo(path: &str) {
+    let c_path = std::ffi::CString::new(path).expect("no NUL in test paths");
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o666) }, 0, "mkfifo {path}");
+}
+
+/// Runs `f` on a thread of its own and returns its result, failing the test
+/// if it takes longer than `bound` (a call blocked in `open` on a FIFO never
+/// returns; its thread is left behind).
+pub fn within<T: Send + 'static>(bound: std::time::Duration, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(f());
+    });
+    result.recv_timeout(bound).unwrap_or_else(|_| panic!("{what} was still running after {bound:?}"))
+}

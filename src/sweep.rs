@@ -44,7 +44,7 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use crate::files;
+use crate::{claim, files};
 use crate::format::{Marker, Token};
 
 /// Reclaim at every fencing number that is a multiple of this.
@@ -80,12 +80,18 @@ pub fn reclaim(lock: &str, ours: &Token) {
     if !matches!(content.marker(), Marker::Uuidlock(held) if held.token == *ours) {
         return;
     }
+    // The claims that a claim holds: a claim's marker names its claimant,
+    // and a claim no uuidlock party wrote is broken under a claim named by
+    // what it is (crate::claim::junk_token).
     let guarded: HashSet<String> = leftovers
         .iter()
         .filter(|(_, _, kind)| *kind == Kind::Claim)
-        .filter_map(|(claim, _, _)| match files::read_marker(claim).ok()?? {
-            Marker::Uuidlock(held) => Some(held.token.uuid().to_owned()),
-            Marker::Foreign(_) => None,
+        .filter_map(|(claim, _, _)| {
+            let content = files::read_beside(claim).ok()??;
+            Some(match content.marker() {
+                Marker::Uuidlock(held) if content.kind == files::Kind::Regular => held.token.uuid().to_owned(),
+                _ => claim::junk_token_of(content.kind, &content.bytes, content.modified).uuid().to_owned(),
+            })
         })
         .collect();
     for (leftover, uuid, kind) in &leftovers {
@@ -130,17 +136,26 @@ fn older_than(path: &str, now: Option<SystemTime>, age: Duration) -> bool {
 }
 
 /// Removes a staging file, or a staged fencing counter directory with the
-/// counter inside.
+/// counter inside. A directory holding more than that was not staged by
+/// uuidlock and is left alone.
 fn remove_staged(path: &str) {
-    if fs::remove_file(path).is_err() {
-        if let Ok(entries) = fs::read_dir(path) {
-            for entry in entries.flatten() {
-                let _ = fs::remove_file(entry.path());
-            }
-        }
-        let _ = fs::remove_dir(path);
+    if fs::remove_file(path).is_ok() || files::dir_state(path) != Ok(files::DirState::Dir) {
+        return;
     }
+    if let Ok(entries) = fs::read_dir(path) {
+        let names: Vec<_> = entries.take(STAGED_DIR_ENTRIES + 1).flatten().map(|entry| entry.path()).collect();
+        if names.len() > STAGED_DIR_ENTRIES {
+            return;
+        }
+        for name in names {
+            let _ = fs::remove_file(name);
+        }
+    }
+    let _ = fs::remove_dir(path);
 }
+
+/// A staged counter directory holds one file, the counter.
+const STAGED_DIR_ENTRIES: usize = 1;
 
 #[cfg(test)]
 mod tests {

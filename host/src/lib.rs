@@ -135,27 +135,20 @@ impl Locker {
 
     /// Undoes an [`Locker::acquire_as`] with `token` that was cut short:
     /// releases the lock if the call had taken it, and removes the staging
-    /// file and the queue entry it may have left. Touches nothing that is
-    /// not `token`'s.
+    /// file, the heartbeat and the queue entry it may have left, all inside
+    /// the guest (the WIT `abandon`), so that nothing outside the granted
+    /// directories is touched. Touches nothing that is not `token`'s.
+    ///
+    /// # Errors
+    /// As [`Locker::release`], but for [`LockError::NotOwner`].
     pub fn undo_acquire(&self, path: impl AsRef<Path>, token: &Token) -> Result<(), LockError> {
-        let path = path.as_ref();
-        let guest = paths::guest_path(path)?;
-        match self.release_guest_path(&guest, token.as_str()) {
-            Ok(()) | Err(LockError::NotOwner) => {}
-            Err(e) => return Err(e),
+        let path = paths::guest_path(path.as_ref())?;
+        let result = self.call(|guest, store| guest.uuidlock_lock_lock().call_abandon(store, &path, &token.to_string()));
+        let mut held = self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if result.is_ok() && held.get(&path).is_some_and(|mine| mine == token.as_str()) {
+            held.remove(&path);
         }
-        // The staging file is named by the token's UUID, which nobody else
-        // has, and the queue entry holds it.
-        let lock = path.to_string_lossy();
-        let staged = uuidlock::format::staged_path(&lock, token);
-        match std::fs::remove_file(&staged) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(LockError::Io(format!("cannot delete {staged}: {e}")));
-            }
-            _ => {}
-        }
-        uuidlock::queue::forget(&lock, token)
-            .map_err(|e| LockError::Io(format!("cannot leave the queue {}: {e}", uuidlock::queue::dir(&lock))))
+        result
     }
 
     fn take(&self, path: &Path, token: Option<Token>, options: &Options) -> Result<Guard, LockError> {
