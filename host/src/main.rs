@@ -134,8 +134,8 @@ impl cli::Backend for NativeBackend {
         // Our own token, known before the call, so that an interrupted call
         // can be undone (crate::interrupt).
         let token = Token::generate(&options.prefix).map_err(LockError::InvalidOptions)?;
-        let taken = locker.acquire_as(&file, token.clone(), options).map(Guard::into_acquired);
-        match interrupt::settle(&locker, &file, &token, taken) {
+        let acquire = || locker.acquire_as(&file, token.clone(), options).map(Guard::into_acquired);
+        match interrupt::acquire_undoable(&locker, &file, &token, acquire) {
             Settled::Done(result) => result,
             Settled::Interrupted { signal, message } => {
                 self.interrupted = Some(signal);
@@ -181,9 +181,11 @@ fn main() {
                 NativeCommand::Lock(command) => {
                     // Signals wait for the command's current step, and an
                     // interrupted acquire is undone (crate::interrupt).
-                    if let Err(e) = interrupt::catch(|_| {}) {
+                    if let Err(e) = interrupt::catch(|_, _| {}) {
                         eprintln!("uuidlock: cannot catch signals ({e}); an interrupt may leave files behind");
                     }
+                    // Every lock command ends on an interrupt, even one stuck in a call.
+                    let _armed = interrupt::arm(None);
                     let mut backend = NativeBackend::default();
                     let code = cli::run(command, &mut backend, &mut out, &mut err);
                     backend.interrupted.map_or(code, |signal| 128 + signal)
@@ -194,8 +196,17 @@ fn main() {
                 NativeCommand::Doctor(config) => doctor::main(config),
                 NativeCommand::Export { dir } => export(&dir),
                 NativeCommand::Completions { shell } => {
-                    clap_complete::generate(shell, &mut NativeArgs::command(), "uuidlock", &mut out);
-                    cli::exit::OK
+                    // Written whole, so that a failed write is an error
+                    // message (clap_complete panics on one).
+                    let mut script = Vec::new();
+                    clap_complete::generate(shell, &mut NativeArgs::command(), "uuidlock", &mut script);
+                    match std::io::Write::write_all(&mut out, &script).and_then(|()| std::io::Write::flush(&mut out)) {
+                        Ok(()) => cli::exit::OK,
+                        Err(e) => {
+                            eprintln!("uuidlock: cannot write the completion script to stdout: {e}");
+                            cli::exit::IO
+                        }
+                    }
                 }
             },
         },
