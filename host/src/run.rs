@@ -91,10 +91,20 @@ pub fn main(args: RunArgs) -> i32 {
     if let Err(e) = options.check() {
         return fail(exit::USAGE, format!("{e}; see 'uuidlock run --help'"));
     }
+    // Orphans of CMD's (a shell's background jobs) come to us, so that
+    // stopping CMD stops all it started.
+    become_subreaper();
     // The child's pid once it runs: signals go to it from then on.
     let child_pid = Arc::new(AtomicI32::new(0));
     let forward_to = child_pid.clone();
-    if let Err(e) = interrupt::catch(move |signal| signal_child(forward_to.load(Ordering::SeqCst), signal)) {
+    let forwarding = interrupt::catch(move |signal, sent| {
+        // The terminal's Ctrl-C reaches CMD by itself (it is in our process
+        // group): passing it on too would deliver it twice.
+        if sent {
+            forward(forward_to.load(Ordering::SeqCst), signal);
+        }
+    });
+    if let Err(e) = forwarding {
         return fail(cli::exit::IO, format!("cannot catch signals: {e}"));
     }
     let lease = match take(&args.path, &options) {
@@ -125,9 +135,10 @@ pub fn main(args: RunArgs) -> i32 {
         }
     };
     child_pid.store(child.id() as i32, Ordering::SeqCst);
-    // A signal that came while the child was being started.
+    // A signal that came after the lock was taken but before CMD existed:
+    // nobody passed it on yet, whoever sent it.
     if let Some(signal) = interrupt::requested() {
-        signal_child(child.id() as i32, signal);
+        forward(child.id() as i32, signal);
     }
 
     let (events, received) = mpsc::channel();
@@ -135,11 +146,18 @@ pub fn main(args: RunArgs) -> i32 {
     lease.on_lost(move |lost| {
         let _ = on_lost.send(Event::Lost(lost.clone()));
     });
-    let pid = child.id() as i32;
-    std::thread::spawn(move || {
+    let waiter = std::thread::Builder::new().name("uuidlock-run-wait".into()).spawn(move || {
         let _ = events.send(Event::Exited(child.wait()));
     });
-    match received.recv() {
+    if let Err(e) = waiter {
+        // CMD runs, and nothing would wait for it: stop it, as on a lost lease.
+        for pid in descendants() {
+            signal(pid, libc::SIGKILL);
+        }
+        let _ = lease.release();
+        return fail(cli::exit::IO, format!("cannot start a thread to wait for CMD ({e}); CMD was killed and the lock released"));
+    }
+    let code = match received.recv() {
         Ok(Event::Exited(status)) => {
             let released = lease.release();
             if let Err(e) = &released {
@@ -153,20 +171,124 @@ pub fn main(args: RunArgs) -> i32 {
         }
         Ok(Event::Lost(lost)) => {
             eprintln!(
-                "uuidlock run: the lease on {} was lost ({lost}); stopping CMD (SIGTERM, SIGKILL after {:?})",
+                "uuidlock run: the lease on {} was lost ({lost}); stopping CMD and every process it started \
+                 (SIGTERM, SIGKILL after {:?})",
                 cli::one_line(&args.path),
                 args.kill_after
             );
-            signal_child(pid, libc::SIGTERM);
-            if !matches!(received.recv_timeout(args.kill_after), Ok(Event::Exited(_))) {
-                signal_child(pid, libc::SIGKILL);
-                let _ = received.recv();
-            }
+            stop_all(&received, args.kill_after);
             drop(lease);
             exit::LEASE_LOST
         }
         Err(_) => fail(cli::exit::IO, "lost track of CMD".into()),
+    };
+    reap_orphans();
+    code
+}
+
+/// Stops CMD and everything it started: SIGTERM to every descendant of
+/// ours, then SIGKILL to those still there after `grace`; returns once CMD
+/// has exited.
+fn stop_all(received: &mpsc::Receiver<Event>, grace: Duration) {
+    for pid in descendants() {
+        signal(pid, libc::SIGTERM);
     }
+    let start = std::time::Instant::now();
+    let mut exited = false;
+    while start.elapsed() < grace {
+        if !exited {
+            exited = matches!(received.recv_timeout(Duration::from_millis(20)), Ok(Event::Exited(_)));
+        } else {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        reap_orphans();
+        if exited && descendants().is_empty() {
+            return;
+        }
+    }
+    for pid in descendants() {
+        signal(pid, libc::SIGKILL);
+    }
+    if !exited {
+        let _ = received.recv();
+    }
+}
+
+/// Passes `signal` on to CMD (`pid`, 0 before it runs); SIGTERM, which asks
+/// the job to stop, goes to every process CMD started as well.
+fn forward(pid: i32, signal_number: i32) {
+    if pid <= 0 {
+        return;
+    }
+    if signal_number == libc::SIGTERM {
+        for pid in descendants() {
+            signal(pid, signal_number);
+        }
+    } else {
+        signal(pid, signal_number);
+    }
+}
+
+/// Makes this process the one that CMD's orphans are given to (Linux's
+/// child subreaper), so that [`descendants`] finds them.
+fn become_subreaper() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes plain integers.
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+}
+
+/// Every live process below this one (CMD, what it started, and orphans
+/// of theirs given to us), from `/proc`; empty where there is none.
+fn descendants() -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let parents: Vec<(i32, i32)> = entries
+        .filter_map(|entry| {
+            let pid: i32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+            let after = &stat[stat.rfind(')')? + 1..];
+            let mut fields = after.split_whitespace();
+            let state = fields.next()?;
+            let ppid = fields.next()?.parse().ok()?;
+            (state != "Z").then_some((pid, ppid))
+        })
+        .collect();
+    let mut found = vec![std::process::id() as i32];
+    let mut at = 0;
+    while at < found.len() {
+        let parent = found[at];
+        found.extend(parents.iter().filter(|(_, ppid)| *ppid == parent).map(|(pid, _)| *pid));
+        at += 1;
+    }
+    found.remove(0);
+    found
+}
+
+/// Collects orphans given to us that have exited (never CMD itself, whose
+/// status its own thread waits for).
+fn reap_orphans() {
+    for pid in zombies() {
+        // SAFETY: waitpid takes a pid, a null status pointer and flags.
+        unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+    }
+}
+
+/// Our children that have exited and not been waited for, but CMD.
+fn zombies() -> Vec<i32> {
+    let me = std::process::id().to_string();
+    let Ok(children) = std::fs::read_to_string(format!("/proc/{me}/task/{me}/children")) else { return Vec::new() };
+    children
+        .split_whitespace()
+        .filter_map(|pid| pid.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| stat[stat.rfind(')')? + 1..].split_whitespace().next().map(|state| state == "Z"))
+                .unwrap_or(false)
+        })
+        .collect()
 }
 
 /// Why no lease was taken.
@@ -183,19 +305,16 @@ fn take(path: &str, options: &Options) -> Result<Lease, Taken> {
     let locker = Locker::new(&runtime, &[&dir])
         .map_err(|e| Taken::Failed(LockError::Io(format!("cannot grant {}: {e:#}", dir.display()))))?;
     let token = Token::generate(&options.prefix).map_err(|why| Taken::Failed(LockError::InvalidOptions(why)))?;
-    let taken = locker.lease_as(&file, token.clone(), options);
-    match interrupt::settle(&locker, &file, &token, taken) {
+    match interrupt::acquire_undoable(&locker, &file, &token, || locker.lease_as(&file, token.clone(), options)) {
         Settled::Done(result) => result.map_err(Taken::Failed),
         Settled::Interrupted { signal, message } => Err(Taken::Interrupted(signal, message)),
     }
 }
 
-/// Sends `signal` to the process `pid` (nothing for pid 0: no child yet).
-fn signal_child(pid: i32, signal: i32) {
-    if pid > 0 {
-        // SAFETY: kill(2) takes plain integers and has no memory effects.
-        unsafe { libc::kill(pid, signal) };
-    }
+/// Sends `signal_number` to the process `pid`.
+fn signal(pid: i32, signal_number: i32) {
+    // SAFETY: kill(2) takes plain integers and has no memory effects.
+    unsafe { libc::kill(pid, signal_number) };
 }
 
 /// A child's exit status as a shell reports it: its code, or 128+N when
