@@ -228,42 +228,49 @@ pub fn examine(config: &Config) -> Result<Report> {
 }
 
 /// The probe directory inside DIR, removed when the doctor is done.
+///
+/// Made with mode 0700 and opened once, without following a link: every
+/// probe is then a call relative to that descriptor that resolves beneath
+/// it ([`At`]), so a neighbour who renames it away and puts a link in its
+/// place (DIR may be anyone's to write) redirects nothing. The doctor
+/// writes nowhere else.
 struct ProbeDir {
-    path: PathBuf,
+    /// DIR, opened once.
+    parent: At,
+    here: At,
     name: String,
 }
 
 impl ProbeDir {
     fn make(dir: &Path) -> Result<ProbeDir> {
+        let parent = At::open(dir).with_context(|| format!("cannot open {}", dir.display()))?;
         let name = format!(".uuidlock-doctor-{}", uuid_like());
-        let path = dir.join(&name);
-        fs::create_dir(&path).with_context(|| {
+        let mut options = cap_primitives::fs::DirOptions::new();
+        cap_primitives::fs::DirBuilderExt::mode(&mut options, 0o700);
+        cap_primitives::fs::create_dir(&parent.dir, Path::new(&name), &options).with_context(|| {
             format!("cannot make a probe directory in {}; the doctor needs to write there", dir.display())
         })?;
-        Ok(ProbeDir { path, name })
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.path.join(name)
+        let here = parent.enter(&name).with_context(|| format!("cannot open the probe directory {name} just made"))?;
+        Ok(ProbeDir { parent, here, name })
     }
 
     fn remove(&self) {
         // A share that refuses to delete a file still open elsewhere may need
         // a moment after the probes closed theirs.
         for _ in 0..50 {
-            if fs::remove_dir_all(&self.path).is_ok() || !self.path.exists() {
+            if self.here.empty().is_ok() && self.parent.remove_dir_if_same(&self.name, &self.here).is_ok() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        eprintln!("uuidlock doctor: could not remove {}; delete it by hand", self.path.display());
+        eprintln!("uuidlock doctor: could not remove {}; delete it by hand", self.parent.path(&self.name).display());
     }
 
     fn examine(&self, config: &Config) -> Result<Report> {
         let exclusive_create = self.exclusive_create()?;
         let hard_links = self.hard_links()?;
         let rename_over = self.rename_over()?;
-        let delete_open = self.delete_open(&self.path)?;
+        let delete_open = self.delete_open(&self.here)?;
         let (clock_offset_s, subsecond_dates) = self.clock()?;
         let across = match &config.dir2 {
             Some(dir2) => Some(self.across(dir2, config)?),
@@ -325,9 +332,9 @@ impl ProbeDir {
 
     /// A second exclusive create of one name must fail as "exists".
     fn exclusive_create(&self) -> Result<Probe> {
-        let path = self.file("excl");
-        create_new(&path).with_context(|| format!("cannot create {}", path.display()))?;
-        Ok(match create_new(&path) {
+        let here = &self.here;
+        here.create_new("excl").with_context(|| format!("cannot create {}", here.path("excl").display()))?;
+        Ok(match here.create_new("excl") {
             Ok(()) => Probe::no("a second exclusive create of one name succeeded"),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Probe::yes("yes"),
             Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Probe::yes("yes, but \"exists\" comes as EACCES"),
@@ -336,11 +343,11 @@ impl ProbeDir {
     }
 
     fn hard_links(&self) -> Result<Probe> {
-        let (source, target) = (self.file("link-source"), self.file("link-target"));
-        fs::write(&source, b"linked").with_context(|| format!("cannot write {}", source.display()))?;
-        Ok(match fs::hard_link(&source, &target) {
+        let here = &self.here;
+        here.write("link-source", b"linked").with_context(|| format!("cannot write {}", here.path("link-source").display()))?;
+        Ok(match here.link("link-source", "link-target") {
             Err(e) => Probe::no(e.to_string()),
-            Ok(()) => match (fs::hard_link(&source, &target), fs::read(&target)) {
+            Ok(()) => match (here.link("link-source", "link-target"), here.read("link-target")) {
                 (Ok(()), _) => Probe::no("a link over an existing name succeeded"),
                 (Err(_), Ok(bytes)) if bytes == b"linked" => Probe::yes("yes"),
                 (Err(_), read) => Probe::no(format!("the link does not read back its source's bytes ({read:?})")),
@@ -349,12 +356,12 @@ impl ProbeDir {
     }
 
     fn rename_over(&self) -> Result<Probe> {
-        let (from, to) = (self.file("rename-from"), self.file("rename-to"));
-        fs::write(&from, b"new").with_context(|| format!("cannot write {}", from.display()))?;
-        fs::write(&to, b"old").with_context(|| format!("cannot write {}", to.display()))?;
-        Ok(match fs::rename(&from, &to) {
+        let here = &self.here;
+        here.write("rename-from", b"new").with_context(|| format!("cannot write {}", here.path("rename-from").display()))?;
+        here.write("rename-to", b"old").with_context(|| format!("cannot write {}", here.path("rename-to").display()))?;
+        Ok(match here.rename("rename-from", "rename-to") {
             Err(e) => Probe::no(e.to_string()),
-            Ok(()) => match fs::read(&to) {
+            Ok(()) => match here.read("rename-to") {
                 Ok(bytes) if bytes == b"new" => Probe::yes("yes"),
                 read => Probe::no(format!("the renamed file reads {read:?}")),
             },
@@ -363,18 +370,17 @@ impl ProbeDir {
 
     /// Deletes through `through` (a view of the probe directory) a file held
     /// open through DIR.
-    fn delete_open(&self, through: &Path) -> Result<Probe> {
-        let path = self.file("open");
-        fs::write(&path, b"open").with_context(|| format!("cannot write {}", path.display()))?;
-        let other = through.join("open");
-        wait_until(Duration::from_secs(5), || other.exists());
-        let held = File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
-        let deleted = fs::remove_file(&other);
+    fn delete_open(&self, through: &At) -> Result<Probe> {
+        let here = &self.here;
+        here.write("open", b"open").with_context(|| format!("cannot write {}", here.path("open").display()))?;
+        wait_until(Duration::from_secs(5), || through.exists("open"));
+        let held = here.open_read("open").with_context(|| format!("cannot open {}", here.path("open").display()))?;
+        let deleted = through.remove("open");
         drop(held);
         Ok(match deleted {
             Ok(()) => Probe::yes("yes"),
             Err(e) => {
-                let _ = fs::remove_file(&path);
+                let _ = here.remove("open");
                 Probe::no(e.to_string())
             }
         })
@@ -385,11 +391,11 @@ impl ProbeDir {
         let mut offsets = Vec::new();
         let mut subsecond = false;
         for i in 0..5 {
-            let path = self.file(&format!("clock-{i}"));
+            let name = format!("clock-{i}");
             let before = SystemTime::now();
-            fs::write(&path, b"")?;
+            self.here.write(&name, b"")?;
             let after = SystemTime::now();
-            let dated = fs::metadata(&path)?.modified()?;
+            let dated = self.here.modified(&name)?;
             let midpoint = before + after.duration_since(before).unwrap_or_default() / 2;
             offsets.push(signed_seconds(dated, midpoint));
             subsecond |= dated.duration_since(SystemTime::UNIX_EPOCH).map_or(false, |d| d.subsec_nanos() != 0);
@@ -402,7 +408,6 @@ impl ProbeDir {
     /// What DIR2 shows of what is done through DIR.
     fn across(&self, dir2: &Path, config: &Config) -> Result<Across> {
         let max_lag = Duration::from_secs_f64(config.max_lag);
-        let view = dir2.join(&self.name);
         let mut unseen = Across {
             dir2: dir2.to_owned(),
             races: 0,
@@ -413,16 +418,19 @@ impl ProbeDir {
             data_seen: Lag { median_ms: 0.0, max_ms: 0.0, rounds: 0, unseen: 0 },
             delete_open: Probe::no("not probed: DIR2 does not show DIR's files"),
         };
-        if wait_until(max_lag, || view.is_dir()).is_none() {
+        let other = At::open(dir2).with_context(|| format!("cannot open {}", dir2.display()))?;
+        if wait_until(max_lag, || other.is_dir(&self.name)).is_none() {
             return Ok(unseen);
         }
+        // Opened once too: the same directory through the other mount.
+        let view = other.enter(&self.name).with_context(|| format!("cannot open {}", other.path(&self.name).display()))?;
         let create_seen = self.create_seen(&view, config.rounds, max_lag)?;
         if create_seen.unseen > 0 {
             unseen.create_seen = create_seen;
             return Ok(unseen);
         }
         let data_seen = self.data_seen(&view, config.rounds, max_lag)?;
-        let (races, both_created) = self.races(&view, config.rounds, "race", |path| create_new(path))?;
+        let (races, both_created) = self.races(&view, config.rounds, "race", |at, name| at.create_new(name))?;
         let (rename_races, renames_lost) = self.rename_races(&view, config.rounds)?;
         let delete_open = self.delete_open(&view)?;
         Ok(Across {
@@ -440,14 +448,13 @@ impl ProbeDir {
     /// Creates a name through DIR just after DIR2 looked it up and found
     /// nothing, and times until DIR2 sees it. Stops at the first round that
     /// does not see it within `max_lag`.
-    fn create_seen(&self, view: &Path, rounds: u32, max_lag: Duration) -> Result<Lag> {
+    fn create_seen(&self, view: &At, rounds: u32, max_lag: Duration) -> Result<Lag> {
         let mut lags = Vec::new();
         for round in 0..rounds {
             let name = format!("seen-{round}");
-            let there = view.join(&name);
-            let _ = fs::symlink_metadata(&there); // the negative entry a waiter's client holds
-            fs::write(self.file(&name), b"x")?;
-            match wait_until(max_lag, || fs::symlink_metadata(&there).is_ok()) {
+            let _ = view.exists(&name); // the negative entry a waiter's client holds
+            self.here.write(&name, b"x")?;
+            match wait_until(max_lag, || view.exists(&name)) {
                 Some(lag) => lags.push(lag),
                 None => return Ok(lag(lags, 1)),
             }
@@ -458,15 +465,14 @@ impl ProbeDir {
     /// Puts new bytes at one name through DIR (deleted and created anew, as
     /// a released and retaken lock is) after DIR2 read the old ones, and
     /// times until DIR2 reads the new ones.
-    fn data_seen(&self, view: &Path, rounds: u32, max_lag: Duration) -> Result<Lag> {
-        let (here, there) = (self.file("data"), view.join("data"));
+    fn data_seen(&self, view: &At, rounds: u32, max_lag: Duration) -> Result<Lag> {
         let mut lags = Vec::new();
         for round in 0..rounds {
             let bytes = format!("round {round} {}", uuid_like());
-            let _ = fs::read(&there); // what a contender's client last read
-            let _ = remove_retrying(&here);
-            fs::write(&here, &bytes)?;
-            match wait_until(max_lag, || fs::read(&there).is_ok_and(|read| read == bytes.as_bytes())) {
+            let _ = view.read("data"); // what a contender's client last read
+            let _ = self.here.remove_retrying("data");
+            self.here.write("data", bytes.as_bytes())?;
+            match wait_until(max_lag, || view.read("data").is_ok_and(|read| read == bytes.as_bytes())) {
                 Some(lag) => lags.push(lag),
                 None => return Ok(lag(lags, 1)),
             }
@@ -476,48 +482,185 @@ impl ProbeDir {
 
     /// Races `step` on one name (`<kind>-<round>`) through DIR and DIR2 at
     /// one instant; returns the races and how many both steps won.
-    fn races(&self, view: &Path, rounds: u32, kind: &str, step: fn(&Path) -> io::Result<()>) -> Result<(u32, u32)> {
+    fn races(&self, view: &At, rounds: u32, kind: &str, step: fn(&At, &str) -> io::Result<()>) -> Result<(u32, u32)> {
         let mut both = 0;
         for round in 0..rounds {
             let name = format!("{kind}-{round}");
-            let (here, there) = (self.file(&name), view.join(&name));
-            let _ = fs::symlink_metadata(&there);
+            let _ = view.exists(&name);
             let start = Arc::new(Barrier::new(2));
-            let other = {
-                let start = Arc::clone(&start);
-                std::thread::spawn(move || {
+            let theirs = std::thread::scope(|scope| {
+                let other = scope.spawn(|| {
                     start.wait();
-                    step(&there)
-                })
-            };
-            start.wait();
-            let mine = step(&here);
-            let theirs = other.join().expect("the racing thread does not panic");
-            if mine.is_ok() && theirs.is_ok() {
+                    step(view, &name)
+                });
+                start.wait();
+                let mine = step(&self.here, &name);
+                (mine, other.join().expect("the racing thread does not panic"))
+            });
+            if theirs.0.is_ok() && theirs.1.is_ok() {
                 both += 1;
             }
         }
         Ok((rounds, both))
     }
 
-    /// Renames `from-<round>` to `<round>`'s new name through both mounts at
-    /// once (as two fencing-number takers do); returns the races and how
-    /// many left neither name behind.
-    fn rename_races(&self, view: &Path, rounds: u32) -> Result<(u32, u32)> {
+    /// Renames `rename-<round>` to a new name through both mounts at once
+    /// (as two fencing-number takers do); returns the races and how many
+    /// left neither name behind.
+    fn rename_races(&self, view: &At, rounds: u32) -> Result<(u32, u32)> {
         for round in 0..rounds {
-            fs::write(self.file(&format!("rename-{round}")), b"x")?;
+            self.here.write(&format!("rename-{round}"), b"x")?;
         }
         for round in 0..rounds {
-            wait_until(Duration::from_secs(5), || view.join(format!("rename-{round}")).exists());
+            wait_until(Duration::from_secs(5), || view.exists(&format!("rename-{round}")));
         }
-        self.races(view, rounds, "rename", |path| fs::rename(path, path.with_extension("renamed")))?;
+        self.races(view, rounds, "rename", |at, name| at.rename(name, &format!("{name}.renamed")))?;
         let lost = (0..rounds)
             .filter(|round| {
-                let name = self.file(&format!("rename-{round}"));
-                !name.exists() && !name.with_extension("renamed").exists()
+                let name = format!("rename-{round}");
+                !self.here.exists(&name) && !self.here.exists(&format!("{name}.renamed"))
             })
             .count();
         Ok((rounds, lost as u32))
+    }
+}
+
+/// A directory opened once; every step in it is a call relative to its
+/// descriptor, resolved beneath it (cap-primitives, as wasmtime-wasi's
+/// sandbox resolves), that never follows a link at the name it acts on and
+/// never blocks on a FIFO. Reads are bounded.
+struct At {
+    dir: File,
+    /// For messages.
+    shown: PathBuf,
+}
+
+/// The most bytes a probe reads from a file.
+const MAX_READ: u64 = 4096;
+
+impl At {
+    /// Opens `dir` (as the user named it: links in it are theirs).
+    fn open(dir: &Path) -> io::Result<At> {
+        let dir_file = cap_primitives::fs::open_ambient_dir(dir, cap_primitives::ambient_authority())?;
+        Ok(At { dir: dir_file, shown: dir.to_owned() })
+    }
+
+    /// Opens the directory `name` inside, refusing a link.
+    fn enter(&self, name: &str) -> io::Result<At> {
+        let dir = cap_primitives::fs::open_dir_nofollow(&self.dir, Path::new(name))?;
+        Ok(At { dir, shown: self.path(name) })
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.shown.join(name)
+    }
+
+    fn options() -> cap_primitives::fs::OpenOptions {
+        let mut options = cap_primitives::fs::OpenOptions::new();
+        options._cap_fs_ext_follow(cap_primitives::fs::FollowSymlinks::No)._cap_fs_ext_nonblock(true);
+        options
+    }
+
+    fn open_with(&self, name: &str, options: &cap_primitives::fs::OpenOptions) -> io::Result<File> {
+        cap_primitives::fs::open(&self.dir, Path::new(name), options)
+    }
+
+    fn create_new(&self, name: &str) -> io::Result<()> {
+        let mut options = At::options();
+        options.write(true).create_new(true);
+        self.open_with(name, &options)?.write_all(b"x")
+    }
+
+    /// Writes `bytes` to `name`, created or truncated.
+    fn write(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        let mut options = At::options();
+        options.write(true).create(true).truncate(true);
+        let mut file = self.open_with(name, &options)?;
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::other(format!("{} is not a regular file", self.path(name).display())));
+        }
+        file.write_all(bytes)
+    }
+
+    fn open_read(&self, name: &str) -> io::Result<File> {
+        let mut options = At::options();
+        options.read(true);
+        let file = self.open_with(name, &options)?;
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::other(format!("{} is not a regular file", self.path(name).display())));
+        }
+        Ok(file)
+    }
+
+    fn read(&self, name: &str) -> io::Result<Vec<u8>> {
+        use std::io::Read;
+        let mut bytes = Vec::new();
+        self.open_read(name)?.take(MAX_READ).read_to_end(&mut bytes)?;
+        Ok(bytes)
+    }
+
+    fn metadata(&self, name: &str) -> io::Result<cap_primitives::fs::Metadata> {
+        cap_primitives::fs::stat(&self.dir, Path::new(name), cap_primitives::fs::FollowSymlinks::No)
+    }
+
+    fn exists(&self, name: &str) -> bool {
+        self.metadata(name).is_ok()
+    }
+
+    fn is_dir(&self, name: &str) -> bool {
+        self.metadata(name).is_ok_and(|meta| meta.is_dir())
+    }
+
+    fn modified(&self, name: &str) -> io::Result<SystemTime> {
+        self.metadata(name)?.modified().map(|time| time.into_std())
+    }
+
+    fn remove(&self, name: &str) -> io::Result<()> {
+        cap_primitives::fs::remove_file(&self.dir, Path::new(name))
+    }
+
+    /// As [`At::remove`], retrying a file another client has open (SMB).
+    fn remove_retrying(&self, name: &str) -> io::Result<()> {
+        let mut tries = 0;
+        loop {
+            match self.remove(name) {
+                Err(e) if e.kind() == io::ErrorKind::ResourceBusy && tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn link(&self, from: &str, to: &str) -> io::Result<()> {
+        cap_primitives::fs::hard_link(&self.dir, Path::new(from), &self.dir, Path::new(to))
+    }
+
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        cap_primitives::fs::rename(&self.dir, Path::new(from), &self.dir, Path::new(to))
+    }
+
+    /// Removes every file inside (the probes; nobody else can write here).
+    fn empty(&self) -> io::Result<()> {
+        for entry in cap_primitives::fs::read_base_dir(&self.dir)? {
+            let name = entry?.file_name();
+            let name = name.to_string_lossy();
+            self.remove(&name)?;
+        }
+        Ok(())
+    }
+
+    /// Removes the directory `name` if it is still the one `inside` is
+    /// open on (not a link or another directory put in its place).
+    fn remove_dir_if_same(&self, name: &str, inside: &At) -> io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let there = self.metadata(name)?;
+        let ours = inside.dir.metadata()?;
+        if !there.is_dir() || cap_primitives::fs::MetadataExt::ino(&there) != ours.ino() {
+            return Err(io::Error::other("the probe directory was replaced"));
+        }
+        cap_primitives::fs::remove_dir(&self.dir, Path::new(name))
     }
 }
 
@@ -630,23 +773,6 @@ fn wait_until(limit: Duration, mut seen: impl FnMut() -> bool) -> Option<Duratio
             return None;
         }
         std::thread::sleep(POLL);
-    }
-}
-
-fn create_new(path: &Path) -> io::Result<()> {
-    File::options().write(true).create_new(true).open(path)?.write_all(b"x")
-}
-
-fn remove_retrying(path: &Path) -> io::Result<()> {
-    let mut tries = 0;
-    loop {
-        match fs::remove_file(path) {
-            Err(e) if e.kind() == io::ErrorKind::ResourceBusy && tries < 50 => {
-                tries += 1;
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            other => return other,
-        }
     }
 }
 
