@@ -253,26 +253,48 @@ pub fn parse<P: Parser>(args: &[String], out: &mut dyn Write, err: &mut dyn Writ
             let _ = write!(out, "{error}");
             exit::OK
         }
+        // No command at all: one line too, naming the commands (clap's
+        // own message is the whole help).
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let command = command_path(P::command(), args);
+            let mut found = P::command();
+            for name in command.split(' ').skip(1) {
+                found = found.find_subcommand(name).cloned().unwrap_or(found);
+            }
+            let names: Vec<&str> =
+                found.get_subcommands().map(|sub| sub.get_name()).filter(|name| *name != "help").collect();
+            let _ = writeln!(err, "uuidlock: a command is missing: one of {}; see '{command} --help'", names.join(", "));
+            exit::USAGE
+        }
         _ => {
-            let _ = writeln!(err, "uuidlock: {}", usage_line(&error));
+            let command = command_path(P::command(), args);
+            let _ = writeln!(err, "uuidlock: {}", usage_line(&error, &command));
             exit::USAGE
         }
     })
 }
 
+/// The command `args` name, as far as they name one: `uuidlock run` for
+/// `uuidlock run PATH --conflict-exit-code 300 -- CMD`.
+fn command_path(mut command: clap::Command, args: &[String]) -> String {
+    let mut path = vec![command.get_name().to_owned()];
+    for arg in args.iter().skip(1) {
+        let Some(sub) = command.find_subcommand(arg).cloned() else { break };
+        path.push(sub.get_name().to_owned());
+        command = sub;
+    }
+    path.join(" ")
+}
+
 /// A clap error as one line: what is wrong, clap's tip ("a similar argument
-/// exists: '--timeout'"), and which `--help` to read. Scripts and logs keep
-/// one line per failure, as for every other error.
-fn usage_line(error: &clap::Error) -> String {
+/// exists: '--timeout'"), and which `--help` to read (that of `command`).
+/// Scripts and logs keep one line per failure, as for every other error.
+fn usage_line(error: &clap::Error, command: &str) -> String {
     let rendered = error.render().to_string();
     let mut parts: Vec<String> = Vec::new();
-    let mut command = "uuidlock".to_owned();
     for line in rendered.lines().map(str::trim).filter(|line| !line.is_empty()) {
-        if let Some(usage) = line.strip_prefix("Usage: ") {
-            // "uuidlock acquire <PATH> ..." -> "uuidlock acquire"
-            let words: Vec<&str> =
-                usage.split_whitespace().take_while(|word| !word.starts_with(['<', '[', '-'])).collect();
-            command = words.join(" ");
+        if line.starts_with("Usage: ") {
+            // Named by `command` instead.
         } else if !line.starts_with("For more information") {
             let line = line.strip_prefix("error: ").unwrap_or(line);
             // "...were not provided:" and the list under it make one part.

@@ -39,7 +39,8 @@ use anyhow::{bail, ensure, Context, Result};
 use clap::{Args, FromArgMatches};
 use serde::{Deserialize, Serialize};
 
-use crate::contend::{self, at_least_one};
+use crate::contend::{self, count, MAX_ITERATIONS, MAX_PROCESSES};
+use crate::interrupt;
 use crate::progress::progress_bar;
 use crate::stats::percentile;
 use crate::{engine, peers, plot, Grant, Locker, Options, Runtime};
@@ -53,17 +54,17 @@ pub struct Config {
     /// directory]
     #[arg(long, value_name = "D")]
     pub dir: Option<PathBuf>,
-    /// Interleaved rounds for latency
-    #[arg(long, value_name = "R", default_value = "20", value_parser = at_least_one)]
+    /// Interleaved rounds for latency (1 to 10000)
+    #[arg(long, value_name = "R", default_value = "20", value_parser = count::<10_000>)]
     pub rounds: usize,
-    /// Acquire+release pairs per subject per round
-    #[arg(long, value_name = "B", default_value = "50", value_parser = at_least_one)]
+    /// Acquire+release pairs per subject per round (1 to 100000)
+    #[arg(long, value_name = "B", default_value = "50", value_parser = count::<100_000>)]
     pub batch: usize,
-    /// Contending processes
-    #[arg(long, value_name = "N", default_value = "8", value_parser = at_least_one)]
+    /// Contending processes (1 to 1024)
+    #[arg(long, value_name = "N", default_value = "8", value_parser = count::<MAX_PROCESSES>)]
     pub processes: usize,
-    /// Acquisitions per process
-    #[arg(long, value_name = "M", default_value = "100", value_parser = at_least_one)]
+    /// Acquisitions per process (1 to 1000000)
+    #[arg(long, value_name = "M", default_value = "100", value_parser = count::<MAX_ITERATIONS>)]
     pub acquisitions: usize,
     /// Also measure the Python libraries (installs them from PyPI into a
     /// venv under the uuidlock cache directory)
@@ -95,7 +96,16 @@ pub fn main(mut config: Config) -> i32 {
     if config.quick {
         (config.rounds, config.batch, config.processes, config.acquisitions) = (3, 10, 3, 10);
     }
-    match run(&config) {
+    // An interrupt ends the bench at its next step, and its directory goes.
+    if let Err(e) = interrupt::catch(|_, _| {}) {
+        eprintln!("uuidlock bench: cannot catch signals ({e}); an interrupt may leave its directory behind");
+    }
+    let result = run(&config);
+    if let Some(signal) = interrupt::requested() {
+        eprintln!("uuidlock bench: interrupted by signal {signal}; its directory was removed");
+        return 128 + signal;
+    }
+    match result {
         Ok(results) => {
             if config.json {
                 println!("{}", serde_json::to_string(&results.summary()).expect("plain data serialises"));
@@ -178,22 +188,29 @@ pub struct Results {
 /// # Errors
 /// A subject failed (the message names it).
 pub fn run(config: &Config) -> Result<Results> {
-    let (dir, temporary) = match &config.dir {
+    let base = match &config.dir {
         Some(dir) => {
             ensure!(dir.is_dir(), "--dir {}: no such directory; create it first", dir.display());
-            (std::path::absolute(dir)?, false)
+            std::path::absolute(dir)?
         }
-        None => {
-            let dir = std::env::temp_dir().join(format!("uuidlock-bench-{}", std::process::id()));
-            fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            (dir, true)
-        }
+        None => std::env::temp_dir(),
     };
+    // A directory of its own inside, removed at the end (also when
+    // interrupted): nothing of the bench's is left in the user's.
+    let dir = base.join(format!("uuidlock-bench-{}", std::process::id()));
+    fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let result = measure(config, &dir);
-    if temporary {
-        let _ = fs::remove_dir_all(&dir);
-    }
+    let _ = fs::remove_dir_all(&dir);
     result
+}
+
+/// Stops a measurement that an interrupt asked to stop (the guest's own
+/// calls stop at their next sleep; the native loops look here).
+fn stop_if_interrupted() -> Result<()> {
+    match interrupt::requested() {
+        Some(signal) => anyhow::bail!("interrupted by signal {signal}; the bench's directory was removed"),
+        None => Ok(()),
+    }
 }
 
 fn measure(config: &Config, dir: &Path) -> Result<Results> {
@@ -212,9 +229,11 @@ fn measure(config: &Config, dir: &Path) -> Result<Results> {
     }
     let mut contention = Vec::new();
     for (index, (name, run)) in runs.into_iter().enumerate() {
+        stop_if_interrupted()?;
         step(format!("contention: {name}"));
         contention.push(contended(&dir.join(format!("contend-{index}")), name, &run)?);
     }
+    stop_if_interrupted()?;
     step("cold start".into());
     let cold_starts = cold_starts(config, dir)?;
     progress.finish_and_clear();
@@ -272,6 +291,7 @@ fn uncontended(config: &Config, dir: &Path) -> Result<Vec<Latency>> {
     }
     for _ in 0..config.rounds {
         for (i, (name, subject)) in subjects.iter_mut().enumerate() {
+            stop_if_interrupted()?;
             for _ in 0..config.batch {
                 let start = Instant::now();
                 subject().with_context(|| format!("measuring {name}"))?;
@@ -371,6 +391,7 @@ fn cold_starts(config: &Config, dir: &Path) -> Result<Vec<Latency>> {
     let exe = std::env::current_exe()?;
     let mut native = Vec::new();
     for _ in 0..runs {
+        stop_if_interrupted()?;
         let start = Instant::now();
         let output = Command::new(&exe).args(["acquire", lock, "--verification-delay", "0"]).output()?;
         native.push(start.elapsed());
@@ -389,6 +410,7 @@ fn cold_starts(config: &Config, dir: &Path) -> Result<Vec<Latency>> {
         {
             let mut samples = Vec::new();
             for _ in 0..runs {
+                stop_if_interrupted()?;
                 let start = Instant::now();
                 let output = Command::new(&wasmtime)
                     .arg("run")

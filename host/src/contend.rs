@@ -135,13 +135,14 @@ pub struct Program {
 #[command(after_help = "Progress goes to stderr when it is a terminal.
 Exit codes: 0 no violation, 1 violations or evictions found, 2 usage error, 4 a worker or I/O failed.")]
 pub struct Config {
-    /// Worker processes
-    #[arg(long, value_name = "N", default_value = "4", value_parser = at_least_one)]
+    /// Worker processes (1 to 1024)
+    #[arg(long, value_name = "N", default_value = "4", value_parser = count::<MAX_PROCESSES>)]
     pub processes: usize,
-    /// Acquisitions per worker
-    #[arg(long, value_name = "M", default_value = "25", value_parser = at_least_one)]
+    /// Acquisitions per worker (1 to 1000000; processes times acquisitions at
+    /// most 10000000)
+    #[arg(long, value_name = "M", default_value = "25", value_parser = count::<MAX_ITERATIONS>)]
     pub iterations: usize,
-    /// Time inside the critical section, in milliseconds
+    /// Time inside the critical section, in milliseconds (at most 60000)
     #[arg(long = "hold-ms", value_name = "H", default_value = "1", value_parser = millis)]
     pub hold: Duration,
     /// Where the lock and counter live [default: a new temporary directory,
@@ -165,8 +166,8 @@ pub struct Config {
     pub stale_after: Option<Duration>,
     /// SIGKILL a random worker K times during the run, at random points of
     /// the protocol, and replace it; needs --stale-after (the killed
-    /// holder's lock is broken once stale)
-    #[arg(long = "kill", value_name = "K", default_value = "0")]
+    /// holder's lock is broken once stale; at most 10000)
+    #[arg(long = "kill", value_name = "K", default_value = "0", value_parser = count_or_none::<10_000>)]
     pub kills: usize,
     /// uuidlock workers do not wait in the queue of waiters: each polls the
     /// lock every retry interval, as uuidlock 0.1 did
@@ -198,14 +199,30 @@ impl Default for Config {
     }
 }
 
-/// A count of 1 or more (for clap).
-pub(crate) fn at_least_one(text: &str) -> Result<usize, String> {
-    text.parse().ok().filter(|&n| n >= 1).ok_or_else(|| "must be a whole number, 1 or more".into())
+/// A count from 1 to `MAX` (for clap). Every count a run takes is bounded:
+/// it sizes buffers and the number of processes and threads.
+pub(crate) fn count<const MAX: usize>(text: &str) -> Result<usize, String> {
+    text.parse().ok().filter(|&n| (1..=MAX).contains(&n)).ok_or_else(|| format!("must be a whole number from 1 to {MAX}"))
 }
 
-/// Decimal milliseconds.
+/// A count from 0 to `MAX` (for clap).
+fn count_or_none<const MAX: usize>(text: &str) -> Result<usize, String> {
+    text.parse().ok().filter(|&n| n <= MAX).ok_or_else(|| format!("must be a whole number from 0 to {MAX}"))
+}
+
+/// The most worker processes a run starts.
+pub const MAX_PROCESSES: usize = 1024;
+/// The most acquisitions per worker.
+pub const MAX_ITERATIONS: usize = 1_000_000;
+/// The most critical sections in one run (processes times iterations): the
+/// report keeps each.
+pub const MAX_SECTIONS: usize = 10_000_000;
+
+/// Decimal milliseconds, at most a minute.
 fn millis(text: &str) -> Result<Duration, String> {
-    crate::cli::seconds(text).map(|seconds| seconds / 1000)
+    crate::cli::seconds(text)
+        .map(|seconds| seconds / 1000)
+        .and_then(|hold| if hold <= Duration::from_secs(60) { Ok(hold) } else { Err("at most 60000 ms".into()) })
 }
 
 impl Config {
@@ -252,6 +269,10 @@ pub fn main(config: Config) -> i32 {
         Ok(()) if config.kills > 0 && config.has_python() => {
             Err("--kill is for uuidlock's runners: a killed Python holder's lock is never broken".into())
         }
+        Ok(()) if config.processes.saturating_mul(config.iterations) > MAX_SECTIONS => Err(format!(
+            "--processes {} times --iterations {} is more than {MAX_SECTIONS} acquisitions in one run",
+            config.processes, config.iterations
+        )),
         Ok(()) => Ok(()),
     };
     if let Err(message) = checked {
@@ -720,10 +741,10 @@ fn contend_in(config: &Config, dirs: &[PathBuf]) -> Result<Report> {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .context("spawning a worker process")?;
+            .context("cannot start a worker process; use fewer --processes or raise the process limit (ulimit -u)")?;
         let stdout = child.stdout.take().context("no worker stdout")?;
         let events = events.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::Builder::new().name(format!("worker-{slot}")).spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if events.send(Event::Line(slot, line)).is_err() {
                     return;
@@ -731,6 +752,11 @@ fn contend_in(config: &Config, dirs: &[PathBuf]) -> Result<Report> {
             }
             let _ = events.send(Event::Done(slot));
         });
+        if let Err(e) = reader {
+            let _ = child.kill();
+            let _ = child.wait();
+            anyhow::bail!("cannot start a thread to read worker {slot} ({e}); use fewer --processes or raise the process limit (ulimit -u)");
+        }
         Ok(child)
     };
     let mut workers = Workers(Vec::new());
