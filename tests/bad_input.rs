@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{runtime, skip, text, uuidlock, Sandbox};
+use common::{mkfifo, runtime, skip, text, uuidlock, Sandbox};
 use uuidlock_host::cli::{self, LockCommand, PathToken};
 use uuidlock_host::{Grant, LockError, Options};
 
@@ -136,6 +136,18 @@ fn cases() -> Vec<Case> {
         case(&["holds", "{}/garbage.lock", "00000000-0000-4000-8000-000000000000"], Expect::NotOwner),
         case(&["acquire", "{}/empty.lock", "--stale-after", "1", "--timeout", "0"], Expect::Timeout),
         case(&["acquire", "{}/garbage.lock", "--stale-after", "1", "--timeout", "0"], Expect::Timeout),
+        // Something planted where uuidlock keeps its fencing counter (the
+        // hostile-directory review, findings 1 and 10): an I/O error naming
+        // it, at once (a FIFO is never opened), and no lock left behind.
+        case(&["acquire", "{}/fence-file.lock", "--timeout", "0"], Expect::Io),
+        case(&["acquire", "{}/fence-fifo.lock", "--timeout", "0"], Expect::Io),
+        case(&["acquire", "{}/fence-fifo.lock"], Expect::Io),
+        case(&["acquire", "{}/fence-link.lock", "--timeout", "0"], Expect::Io),
+        case(&["acquire", "{}/fence-top.lock", "--timeout", "0"], Expect::Io),
+        // ... or in the queue: a waiter still times out on time.
+        case(&["acquire", "{}/queued.lock", "--timeout", "0.3", "--retry-interval", "0.01"], Expect::Timeout),
+        case(&["acquire", "{}/queue-fifo.lock", "--timeout", "0.3", "--retry-interval", "0.01"], Expect::Timeout),
+        case(&["acquire", "{}/queue-link.lock", "--timeout", "0.3", "--retry-interval", "0.01"], Expect::Timeout),
     ]
 }
 
@@ -160,11 +172,25 @@ fn prepare(sandbox: &Sandbox) -> Vec<(std::path::PathBuf, Vec<u8>)> {
     {
         std::fs::write(sandbox.lock(name), content).unwrap();
     }
-    let fifo = std::ffi::CString::new(sandbox.lock("fifo.lock").into_os_string().into_encoded_bytes()).unwrap();
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0, "mkfifo");
+    mkfifo(&sandbox.lock("fifo.lock"));
     drop(std::os::unix::net::UnixListener::bind(sandbox.lock("socket.lock")).unwrap());
-    ["held.lock", "garbage.lock", "empty.lock", "huge.lock"]
+    // Planted beside locks: at the fencing counter's name, in the queue.
+    std::fs::write(sandbox.lock("fence-file.lock.fence"), b"").unwrap();
+    mkfifo(&sandbox.lock("fence-fifo.lock.fence"));
+    std::os::unix::fs::symlink(sandbox.outside(), sandbox.lock("fence-link.lock.fence")).unwrap();
+    std::fs::create_dir(sandbox.lock("fence-top.lock.fence")).unwrap();
+    std::fs::write(sandbox.lock("fence-top.lock.fence").join(u64::MAX.to_string()), b"").unwrap();
+    let queued = sandbox.lock("queued.lock.queue");
+    std::fs::create_dir(&queued).unwrap();
+    for planted in ["tickets", "served", "1", "2", "3", "4"] {
+        mkfifo(&queued.join(planted));
+    }
+    mkfifo(&sandbox.lock("queue-fifo.lock.queue"));
+    std::os::unix::fs::symlink(sandbox.outside(), sandbox.lock("queue-link.lock.queue")).unwrap();
+    for name in ["queued.lock", "queue-fifo.lock", "queue-link.lock"] {
+        std::fs::write(sandbox.lock(name), b"held by someone else\n").unwrap();
+    }
+    ["held.lock", "garbage.lock", "empty.lock", "huge.lock", "queued.lock"]
         .iter()
         .map(|name| (sandbox.lock(name), std::fs::read(sandbox.lock(name)).unwrap()))
         .collect()

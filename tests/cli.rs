@@ -201,10 +201,13 @@ fn refresh_holds_and_status_json_follow_the_contract() {
     let acquired =
         uuidlock(&["acquire", lock, "--verification-delay", "0", "--stale-after", "30", "--prefix", "ci-", "--fence"]);
     assert_eq!(acquired.status.code(), Some(0), "{}", text(&acquired.stderr));
-    // --fence: `TOKEN FENCE` on one line; the first acquisition of a path is 1.
+    // --fence: `TOKEN FENCE` on one line; the first acquisition of a path
+    // gets the filesystem's clock in microseconds, plus one.
     let line = text(&acquired.stdout);
     let (token, fence) = line.trim().split_once(' ').expect("TOKEN FENCE");
-    assert_eq!(fence, "1");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as u64;
+    let first: u64 = fence.parse().unwrap();
+    assert!(first <= now && first > now - 60_000_000, "{first} is not the clock in microseconds ({now})");
     let token = token.to_owned();
     let stranger = "00000000-0000-4000-8000-000000000000";
 
@@ -219,7 +222,7 @@ fn refresh_holds_and_status_json_follow_the_contract() {
     let StatusJson::Held { token: held, prefix, age_s, stale_after_s, renewed_s, fence, .. } = json else {
         panic!("{json:?}")
     };
-    assert_eq!((held, prefix.as_str(), stale_after_s, fence), (token.clone(), "ci-", Some(30.0), Some(1)));
+    assert_eq!((held, prefix.as_str(), stale_after_s, fence), (token.clone(), "ci-", Some(30.0), Some(first)));
     assert!((0.0..30.0).contains(&age_s), "{age_s}");
     assert!(renewed_s.is_some_and(|ago| (0.0..30.0).contains(&ago)), "{renewed_s:?}");
 

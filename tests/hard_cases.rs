@@ -93,12 +93,15 @@ fn another_users_unreadable_lock_is_waited_for() {
     assert_eq!(released.status.code(), Some(3), "{}", text(&released.stderr));
     assert_eq!(std::fs::read(lock).unwrap(), b"someone else's\n");
     // Beside the lock, only the queue the waiter lined up in: its ticket
-    // counter, and no entry.
+    // counter, `served` (moved past the waiter, who left as the head), and
+    // no entry.
     let mut leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
     leftovers.sort();
     assert_eq!(leftovers, ["x.lock", "x.lock.queue"]);
-    let queue: Vec<_> = std::fs::read_dir(dir.join("x.lock.queue")).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(queue, ["tickets"], "the waiter left its entry");
+    let mut queue: Vec<_> =
+        std::fs::read_dir(dir.join("x.lock.queue")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    queue.sort();
+    assert_eq!(queue, ["served", "tickets"], "the waiter left its entry");
 }
 
 /// A small tmpfs mounted for one test, unmounted on drop.

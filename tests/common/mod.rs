@@ -185,3 +185,10 @@ pub fn until_in_line(lock: &Path, n: usize) {
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
 }
+
+/// Makes a named pipe at `path`: what a hostile neighbour plants.
+pub fn mkfifo(path: &Path) {
+    let fifo = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o666) }, 0, "mkfifo {}", path.display());
+}
