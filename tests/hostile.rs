@@ -478,7 +478,12 @@ fn stopping_cmd_stops_every_process_it_started() {
     for how in ["sigterm", "lease lost"] {
         let lock = sandbox.lock(&format!("{}.lock", how.replace(' ', "-")));
         let pids = sandbox.root.path().join(format!("{}.pids", how.replace(' ', "-")));
-        let cmd = format!("sleep 30 & echo $! >> {0}; sleep 31 & echo $! >> {0}; wait", pids.display());
+        // The jobs' output goes nowhere, so that nothing waits for them to
+        // close run's pipes; they would run five minutes on their own.
+        let cmd = format!(
+            "sleep 300 >/dev/null 2>&1 & echo $! >> {0}; sleep 301 >/dev/null 2>&1 & echo $! >> {0}; wait",
+            pids.display()
+        );
         let run = spawn(&["run", path_str(&lock), "--stale-after", "1", "--verification-delay", "0", "--kill-after", "1", "--", "sh", "-c", &cmd]);
         let jobs = pids_written(&pids);
         match how {
@@ -486,7 +491,7 @@ fn stopping_cmd_stops_every_process_it_started() {
             // Someone deletes the lock: the next renewal finds it gone.
             _ => std::fs::remove_file(&lock).unwrap(),
         }
-        let output = finishes_within(run, Duration::from_secs(30), how);
+        let output = finishes_within(run, Duration::from_secs(20), how);
         let start = Instant::now();
         while jobs.iter().any(|&pid| alive(pid)) && start.elapsed() < Duration::from_secs(5) {
             std::thread::sleep(Duration::from_millis(10));
