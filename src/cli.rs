@@ -189,10 +189,10 @@ pub struct AcquireOptions {
     pub prefix: String,
     /// Wait this long after writing, then read the token back; protects
     /// against peers whose create is not atomic (Python uuid-filelock). 0 is
-    /// safe when all peers create exclusively
+    /// safe when all peers create exclusively (at most 3600)
     #[arg(long, value_name = "SECS", default_value = "0.1", value_parser = seconds)]
     pub verification_delay: Duration,
-    /// Sleep this long between attempts
+    /// Sleep this long between attempts (at most 3600)
     #[arg(long, value_name = "SECS", default_value = "0.1", value_parser = seconds)]
     pub retry_interval: Duration,
     /// Give up after this long; 0 tries exactly once; any length is taken
@@ -482,7 +482,8 @@ fn describe(path: &str, status: &Status) -> String {
         Marker::Uuidlock(held) => {
             let lifetime = match (held.stale_after, status.renewed) {
                 (Some(lifetime), _) if status.stale => format!(
-                    "; stale: not renewed within its {}s lifetime, so the next acquire breaks it",
+                    "; stale: not renewed within its {}s lifetime, so the next acquire breaks it (if that user \
+                     may delete it: in a sticky directory only its owner, the directory's owner or root may)",
                     lifetime.as_secs_f64()
                 ),
                 (Some(lifetime), Some(renewed)) => format!(

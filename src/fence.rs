@@ -122,6 +122,9 @@ pub(crate) enum Start {
     Zero,
 }
 
+/// The most entries a counter's directory is listed for.
+const MAX_LISTED: usize = 4096;
+
 /// The largest number a counter hands out: 2^53 - 1, the largest integer
 /// every language holds exactly (a JavaScript number, a double). A counter
 /// at it refuses to go on rather than wrap (only someone planting a name
@@ -212,7 +215,16 @@ fn latest(dir: &str) -> Result<Option<u64>, LockError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(counter_error(dir, e)),
     };
-    match entries.filter_map(|entry| number(&entry.ok()?.file_name().to_string_lossy())).max() {
+    // uuidlock keeps one file there; a directory filled by someone else
+    // must not make every acquire list it whole.
+    let names: Vec<_> = entries.take(MAX_LISTED + 1).collect();
+    if names.len() > MAX_LISTED {
+        return Err(LockError::Io(format!(
+            "{dir} holds more than {MAX_LISTED} entries, where uuidlock keeps one: someone filled it; remove the \
+             directory, and the count starts again from the filesystem's clock"
+        )));
+    }
+    match names.into_iter().filter_map(|entry| number(&entry.ok()?.file_name().to_string_lossy())).max() {
         Some(n) => Ok(Some(n)),
         // Never made by uuidlock, which renames the directory into place
         // with its counter inside.

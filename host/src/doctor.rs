@@ -60,11 +60,11 @@ pub struct Config {
     /// The same directory through another mount or client of the share, to
     /// check what one client sees of another's files
     pub dir2: Option<PathBuf>,
-    /// Rounds of each timed or raced probe
+    /// Rounds of each timed or raced probe (1 to 1000)
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub rounds: u32,
     /// Seconds to wait for a file to show through DIR2 before calling the
-    /// share unsafe
+    /// share unsafe (above 0, at most 600)
     #[arg(long, default_value_t = 5.0, value_name = "SECONDS")]
     pub max_lag: f64,
     /// Print the report as one JSON object

@@ -68,11 +68,23 @@ pub struct RunArgs {
     #[arg(long, value_name = "CODE", default_value = "1", value_parser = clap::value_parser!(u8))]
     pub conflict_exit_code: u8,
     /// When the lease is lost, how long CMD gets between SIGTERM and SIGKILL
-    #[arg(long, value_name = "SECS", default_value = "10", value_parser = cli::seconds)]
+    /// (at most 3600)
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = kill_after)]
     pub kill_after: Duration,
     /// The command to run while holding the lock, and its arguments
     #[arg(value_name = "CMD", required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<OsString>,
+}
+
+/// `--kill-after`: seconds, at most an hour.
+fn kill_after(value: &str) -> Result<Duration, String> {
+    cli::seconds(value).and_then(|grace| {
+        if grace <= Duration::from_secs(3600) {
+            Ok(grace)
+        } else {
+            Err("at most 3600 seconds".into())
+        }
+    })
 }
 
 /// What ends the wait for CMD.
