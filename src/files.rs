@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::format::{self, Marker};
+use crate::stale;
 use crate::LockError;
 
 /// Whether publishing created the lock file.
@@ -34,6 +35,10 @@ pub enum Fallback {
     Never,
 }
 
+/// How long a link answered with a stale handle (or, in the guest, `EIO`)
+/// is made again before the filesystem is taken to have no hard links.
+const LINK_STALE_BOUND: Duration = Duration::from_millis(100);
+
 /// How many times [`publish`] stages again when its staging file vanished
 /// before the link: reclaimed as a leftover while this process stalled.
 const RESTAGE_TRIES: usize = 3;
@@ -56,7 +61,9 @@ pub fn publish(path: &str, staged: &str, bytes: &[u8], fallback: Fallback) -> Re
     let mut tries = 0;
     loop {
         write_new(staged, path, bytes)?;
-        let linked = fs::hard_link(staged, path);
+        // Briefly: rclone answers every link with EIO, which the guest
+        // cannot tell from a stale handle.
+        let linked = stale::again_within(LINK_STALE_BOUND, &mut || fs::hard_link(staged, path));
         if let Err(e) = &linked {
             if taken(path, e) {
                 let there = read_file(path, Dating::IfLifetime, Where::Beside);
@@ -98,7 +105,7 @@ pub fn publish(path: &str, staged: &str, bytes: &[u8], fallback: Fallback) -> Re
 
 /// When `path` was last written, by the filesystem's clock.
 pub fn modified(path: &str) -> Option<SystemTime> {
-    fs::symlink_metadata(path).and_then(|meta| meta.modified()).ok()
+    stale::again(|| fs::symlink_metadata(path)).and_then(|meta| meta.modified()).ok()
 }
 
 /// The filesystem's clock: the date it gives a file created at `probe`
@@ -114,7 +121,7 @@ pub fn clock(probe: &str) -> Option<SystemTime> {
 /// Creates `path` empty and exclusively; `false` when something is there.
 /// Needs no free blocks, only a directory entry: it works on a full disk.
 pub fn create_empty(path: &str) -> Result<bool, LockError> {
-    match OpenOptions::new().write(true).create_new(true).open(path) {
+    match stale::again(|| OpenOptions::new().write(true).create_new(true).open(path)) {
         Ok(_) => Ok(true),
         Err(e) if taken(path, &e) => Ok(false),
         Err(e) => Err(io_error(path, "create", e)),
@@ -125,7 +132,7 @@ pub fn create_empty(path: &str) -> Result<bool, LockError> {
 /// then renamed over it). The caller must hold the right to replace it.
 pub fn replace(path: &str, staged: &str, bytes: &[u8]) -> Result<(), LockError> {
     write_new(staged, path, bytes)?;
-    fs::rename(staged, path).map_err(|e| {
+    stale::again(|| fs::rename(staged, path)).map_err(|e| {
         let _ = fs::remove_file(staged);
         io_error(path, "replace", e)
     })
@@ -172,6 +179,10 @@ pub fn remove_within(path: &str, bound: Duration) -> Result<bool, LockError> {
         match fs::remove_file(path) {
             Ok(()) => return Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            // The file this client had at that name was removed or replaced
+            // by another: not removed here, and never removed again by
+            // name, which would remove what is there now (crate::stale).
+            Err(e) if stale::is_stale(&e) => return Ok(false),
             Err(e) if e.kind() == io::ErrorKind::ResourceBusy && start.elapsed() < bound => {
                 tries += 1;
                 std::thread::sleep(Duration::from_millis(1 + u64::from(tries % 3)));
@@ -210,7 +221,8 @@ pub fn busy_retry(lifetime: Option<Duration>) -> Duration {
 /// Creates `staged` exclusively and writes `bytes`; on failure nothing is
 /// left. Errors name `path`, the lock the staging file is for.
 fn write_new(staged: &str, path: &str, bytes: &[u8]) -> Result<(), LockError> {
-    let file = OpenOptions::new().write(true).create_new(true).open(staged).map_err(|e| io_error(path, "create", e))?;
+    let file = stale::again(|| OpenOptions::new().write(true).create_new(true).open(staged))
+        .map_err(|e| io_error(path, "create", e))?;
     write_all(path, file, bytes).inspect_err(|_| {
         let _ = fs::remove_file(staged);
     })
@@ -324,7 +336,37 @@ enum Where {
 }
 
 fn read_file(path: &str, dating: Dating, at: Where) -> Result<Option<Content>, LockError> {
-    let failed = |e: io::Error| check_not_link_or_dir(path).err().unwrap_or_else(|| io_error(path, "read", e));
+    // A stale handle anywhere in the read (the look, the open, the bytes)
+    // means the file was replaced meanwhile: read it again, from its name.
+    stale::again_if(|| read_once(path, dating, at), |failure| matches!(failure, Failure::Stale(_))).map_err(|failure| {
+        match failure {
+            Failure::Stale(e) => io_error(path, "read", e),
+            Failure::Lock(e) => e,
+        }
+    })
+}
+
+/// Why one read failed: a stale handle (read again) or anything else.
+enum Failure {
+    Stale(io::Error),
+    Lock(LockError),
+}
+
+impl From<LockError> for Failure {
+    fn from(e: LockError) -> Failure {
+        Failure::Lock(e)
+    }
+}
+
+/// An I/O error on `path` while reading it, classified.
+fn read_failure(path: &str, e: io::Error) -> Failure {
+    if stale::is_stale(&e) {
+        return Failure::Stale(e);
+    }
+    Failure::Lock(check_not_link_or_dir(path).err().unwrap_or_else(|| io_error(path, "read", e)))
+}
+
+fn read_once(path: &str, dating: Dating, at: Where) -> Result<Option<Content>, Failure> {
     let Some(opened) = open_regular(path, at)? else { return Ok(None) };
     let (file, mut modified) = match opened {
         Opened::File(file, modified) => (file, modified),
@@ -336,7 +378,7 @@ fn read_file(path: &str, dating: Dating, at: Where) -> Result<Option<Content>, L
     };
     let mut bytes = Vec::with_capacity(128);
     let mut limited = (&file).take(format::MAX_MARKER_LEN as u64 + 1);
-    limited.read_to_end(&mut bytes).map_err(failed)?;
+    limited.read_to_end(&mut bytes).map_err(|e| read_failure(path, e))?;
     let wanted = match dating {
         Dating::Never => false,
         Dating::Always => true,
@@ -369,48 +411,48 @@ enum Opened {
 /// blocking, so the guest asks for the type first (one more call): the
 /// remaining window, a FIFO swapped in between the two calls, needs someone
 /// who can write the lock directory and means to wedge it.
-fn open_regular(path: &str, at: Where) -> Result<Option<Opened>, LockError> {
+fn open_regular(path: &str, at: Where) -> Result<Option<Opened>, Failure> {
     // Not a regular file: the caller's mistake at the lock path, someone
     // else's beside it.
-    let not_regular = |meta: &fs::Metadata| -> Result<Option<Opened>, LockError> {
+    let not_regular = |meta: &fs::Metadata| -> Result<Option<Opened>, Failure> {
         match at {
-            Where::LockPath => check_regular(path, meta).map(|()| None),
+            Where::LockPath => Err(Failure::Lock(not_a_lock_file(path, kind_of(&meta.file_type())))),
             Where::Beside => Ok(Some(Opened::Special(kind_of(&meta.file_type()), meta.modified().ok()))),
         }
     };
+    let failed = |e: io::Error| read_failure(path, e);
     #[cfg(target_os = "wasi")]
     {
         let meta = match fs::symlink_metadata(path) {
             Ok(meta) => meta,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return absent(path, e),
-            Err(e) => return Err(io_error(path, "read", e)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(absent(path, e)?),
+            Err(e) => return Err(failed(e)),
         };
         if !meta.is_file() {
             return not_regular(&meta);
         }
         match open_no_follow(path, Access::Read) {
             Ok(file) => Ok(Some(Opened::File(file, None))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => absent(path, e),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(absent(path, e)?),
             Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Ok(Some(Opened::Unreadable(meta.modified().ok()))),
             // Swapped for something else since the look (ELOOP: a link).
-            Err(e) if at == Where::Beside => match fs::symlink_metadata(path) {
+            Err(e) => match fs::symlink_metadata(path) {
                 Ok(meta) if !meta.is_file() => not_regular(&meta),
-                _ => Err(io_error(path, "read", e)),
+                _ => Err(failed(e)),
             },
-            Err(e) => Err(check_not_link_or_dir(path).err().unwrap_or_else(|| io_error(path, "read", e))),
         }
     }
     #[cfg(not(target_os = "wasi"))]
     {
         match open_no_follow(path, Access::Read) {
             Ok(file) => {
-                let meta = file.metadata().map_err(|e| io_error(path, "read", e))?;
+                let meta = file.metadata().map_err(failed)?;
                 if !meta.is_file() {
                     return not_regular(&meta);
                 }
                 Ok(Some(Opened::File(file, meta.modified().ok())))
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => absent(path, e),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(absent(path, e)?),
             Err(e) => match fs::symlink_metadata(path) {
                 // Another user's file we may not read: a held lock.
                 Ok(meta) if meta.is_file() && e.kind() == io::ErrorKind::PermissionDenied => {
@@ -418,7 +460,7 @@ fn open_regular(path: &str, at: Where) -> Result<Option<Opened>, LockError> {
                 }
                 // A link (ELOOP), a socket (ENXIO): say what it is.
                 Ok(meta) if !meta.is_file() => not_regular(&meta),
-                _ => Err(io_error(path, "read", e)),
+                _ => Err(failed(e)),
             },
         }
     }
@@ -432,14 +474,6 @@ fn absent<T>(path: &str, e: io::Error) -> Result<Option<T>, LockError> {
     } else {
         Err(io_error(path, "read", e))
     }
-}
-
-/// Refuses anything at the lock path but a regular file.
-fn check_regular(path: &str, meta: &fs::Metadata) -> Result<(), LockError> {
-    if meta.is_file() {
-        return Ok(());
-    }
-    Err(not_a_lock_file(path, kind_of(&meta.file_type())))
 }
 
 /// Why the lock path `path` cannot be a lock file: it is of `kind` (as
@@ -503,7 +537,7 @@ pub enum DirState {
 /// listing or a lookup inside a FIFO opens it, which blocks; inside a link,
 /// follows it: so every use of such a directory looks first.
 pub fn dir_state(path: &str) -> Result<DirState, LockError> {
-    match fs::symlink_metadata(path) {
+    match stale::again(|| fs::symlink_metadata(path)) {
         Ok(meta) if meta.is_dir() => Ok(DirState::Dir),
         Ok(meta) => Ok(DirState::Other(kind_of(&meta.file_type()))),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(DirState::Absent),
@@ -620,6 +654,14 @@ pub fn io_error(path: &str, action: &str, e: io::Error) -> LockError {
             "cannot {action} {path}: it leads outside the directories granted to this sandbox \
              (through .. or a symbolic link); grant its directory (e.g. wasmtime run --dir HOST_DIR::GUEST_DIR) \
              and name the lock inside it"
+        ));
+    }
+    if stale::is_stale(&e) {
+        return LockError::Io(format!(
+            "cannot {action} {path}: the share answered \"stale file handle\" (in the guest: \"I/O error\") for {} s: \
+             another client keeps removing or replacing it faster than this one's cache follows, or the disk \
+             fails; see `uuidlock doctor` for the share's caches",
+            stale::BOUND.as_secs_f64()
         ));
     }
     match e.kind() {

@@ -18,6 +18,8 @@
 //! - `files`: the filesystem steps (stage, hard-link, rename, bounded read
 //!   of regular files only, remove, the filesystem's clock), each mapped to
 //!   the error users see.
+//! - [`stale`]: stale file handles (a share's client whose cached name now
+//!   names nothing), met by looking the name up again.
 //! - `sweep`: reclaiming what killed processes leave beside a lock.
 //! - `scratch` (tests only): temporary directories on tmpfs.
 //! - [`format`]: the lock file's bytes, a public format specified there.
@@ -54,6 +56,7 @@ mod claim;
 mod files;
 #[cfg(test)]
 mod scratch;
+pub mod stale;
 mod sweep;
 
 #[cfg(all(feature = "component", target_arch = "wasm32"))]

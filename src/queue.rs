@@ -293,7 +293,7 @@ impl Waiter {
         while ticket > floor + 1 {
             ticket -= 1;
             let entry = format!("{}/{ticket}", self.dir);
-            match fs::symlink_metadata(&entry) {
+            match crate::stale::again(|| fs::symlink_metadata(&entry)) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
                 // Not a waiter's: nothing uuidlock writes there is anything

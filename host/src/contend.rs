@@ -45,6 +45,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::{Args, FromArgMatches, ValueEnum};
+use uuidlock::stale;
 use serde::{Deserialize, Serialize};
 
 use crate::progress::progress_bar;
@@ -842,7 +843,12 @@ fn contend_in(config: &Config, dirs: &[PathBuf]) -> Result<Report> {
     progress.finish_and_clear();
     ensure!(sections.len() == total, "workers reported {} of {total} acquisitions", sections.len());
 
-    let counter = std::fs::read_to_string(dirs[0].join(COUNTER_FILE))?.trim().parse().context("reading the counter")?;
+    let counter_file = dirs[0].join(COUNTER_FILE);
+    let counter = stale::again(|| std::fs::read_to_string(&counter_file))
+        .with_context(|| format!("reading the counter {}", counter_file.display()))?
+        .trim()
+        .parse()
+        .with_context(|| format!("parsing the counter {}", counter_file.display()))?;
     sections.sort_by_key(|s| s.enter_ns);
     let overlaps = count_overlaps(&sections);
     Ok(Report { config: config.clone(), dirs: dirs.to_vec(), elapsed, sections, counter, overlaps, kills, cpu })
@@ -1061,13 +1067,20 @@ fn work(config: &Config) -> Result<()> {
         let (held, fence) = taker.acquire(&lock, &options)?;
         let wait = asked.elapsed();
         let enter_ns = now_ns();
-        // The non-atomic read-modify-write that only mutual exclusion keeps whole.
-        let value: u64 = std::fs::read_to_string(&counter)?.trim().parse().context("reading the counter")?;
+        // The non-atomic read-modify-write that only mutual exclusion keeps
+        // whole. On a share, through each worker's own client: a stale
+        // handle (another client replaced the counter) is looked up again,
+        // as the lock's own files are (uuidlock::stale).
+        let read = stale::again(|| std::fs::read_to_string(&counter))
+            .with_context(|| format!("reading the counter {}", counter.display()))?;
+        let value: u64 = read.trim().parse().with_context(|| format!("parsing the counter {}", counter.display()))?;
         std::thread::sleep(config.hold);
         // Replaced whole (written aside, renamed), so that without a lock the
         // run shows lost updates rather than a torn read.
-        std::fs::write(&counter_aside, (value + 1).to_string())?;
-        std::fs::rename(&counter_aside, &counter)?;
+        std::fs::write(&counter_aside, (value + 1).to_string())
+            .with_context(|| format!("writing {}", counter_aside.display()))?;
+        stale::again(|| std::fs::rename(&counter_aside, &counter))
+            .with_context(|| format!("replacing the counter {}", counter.display()))?;
         let exit_ns = now_ns();
         let evicted = if taker.release(&lock, held)? { EVICTED } else { "" };
         writeln!(out, "{evicted}{enter_ns} {exit_ns} {} {fence}", wait.as_nanos())?;
