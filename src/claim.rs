@@ -129,7 +129,7 @@ pub fn with_claim<T>(
     lock: &str,
     token: &Token,
     lifetime: Option<Duration>,
-    f: impl FnOnce() -> Result<T, LockError>,
+    f: impl FnOnce() -> Result<(T, Afterwards), LockError>,
 ) -> Result<Option<T>, LockError> {
     let claim = claim_path(lock, token);
     let taken = match lifetime {
@@ -147,10 +147,29 @@ pub fn with_claim<T>(
         return Ok(None);
     }
     let result = f();
+    if let Ok((_, Afterwards::Tombstone)) = &result {
+        return result.map(|(done, _)| Some(done));
+    }
     // Plain removal: nobody breaks a live claim (see the lease contract in
     // crate::protocol).
     files::remove_within(&claim, files::busy_retry(lifetime))?;
-    result.map(Some)
+    result.map(|(done, _)| Some(done))
+}
+
+/// What becomes of a claim once the step taken under it is done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Afterwards {
+    /// Removed: the usual end of a step.
+    Remove,
+    /// Left in place as a *tombstone* of the instance just removed, which
+    /// some client of a caching share may still see (a ghost) and judge
+    /// dead. Nobody can take the claim on that instance, and so remove
+    /// whatever is at its name now, until the tombstone is older than its
+    /// lifetime: by then every ghost is gone, if the share's ghosts last
+    /// less than a lifetime (see [`crate::protocol`], point 10). The sweep
+    /// removes it after that ([`crate::sweep`]), or it is broken as a dead
+    /// claimant's claim.
+    Tombstone,
 }
 
 /// As [`with_claim`], for the holder of the instance (releasing it): a
@@ -164,7 +183,7 @@ pub fn with_claim_as_holder<T>(
     lock: &str,
     token: &Token,
     lifetime: Option<Duration>,
-    mut f: impl FnMut() -> Result<T, LockError>,
+    mut f: impl FnMut() -> Result<(T, Afterwards), LockError>,
 ) -> Result<Option<T>, LockError> {
     for _ in 0..JUNK_TRIES {
         if let Some(done) = with_claim(lock, token, lifetime, &mut f)? {
@@ -269,9 +288,10 @@ fn break_instance(lock: &str, path: &str, seen: &Observed, instance: &Held) -> R
     let lifetime = instance.stale_after;
     let removed = with_claim(lock, &instance.token, lifetime, || {
         if Observed::claim(lock, path)?.as_ref() != Some(seen) {
-            return Ok(false);
+            return Ok((false, Afterwards::Remove));
         }
-        files::remove_within(path, files::busy_retry(lifetime))
+        let removed = files::remove_within(path, files::busy_retry(lifetime))?;
+        Ok((removed, if removed { Afterwards::Tombstone } else { Afterwards::Remove }))
     })?;
     Ok(removed == Some(true))
 }
@@ -344,12 +364,13 @@ pub fn break_stale(
             // it is the very one judged stale (same token, no renewal since).
             let again = if path == lock { Observed::again(lock)? } else { Observed::claim(lock, &path)? };
             if again.as_ref() != Some(&observed) {
-                return Ok(false);
+                return Ok((false, Afterwards::Remove));
             }
             let bound = files::busy_retry(Some(lifetime));
             let removed = files::remove_within(&path, bound)?;
             let _ = files::remove_within(&beat_path(lock, &stale.token), bound);
-            Ok(removed)
+            // What was broken was dead, and its ghosts look dead too.
+            Ok((removed, if removed { Afterwards::Tombstone } else { Afterwards::Remove }))
         })?;
         match removed {
             Some(removed) if path == lock => return Ok(removed),

@@ -601,15 +601,27 @@ pub(crate) fn release_paused(path: &str, token: &Token, pause: &dyn Fn()) -> Res
     // Under the claim nobody else removes this instance: a breaker needs the
     // claim too, and so does a second release with the same token.
     claim::with_claim_as_holder(path, token, held.stale_after, || {
-        held_by(path, token)?;
         // A lock without a lifetime is retried longer on a busy share (SMB),
         // as nobody breaks it; one with a lifetime for a tenth of it.
         let bound = files::busy_retry(held.stale_after);
+        let Some(lifetime) = held.stale_after else {
+            held_by(path, token)?;
+            return Ok((files::remove_within(path, bound)?, claim::Afterwards::Remove));
+        };
+        // A lock silent for half its lifetime or more may be taken for dead
+        // by a contender that goes on seeing it after it is gone (a
+        // caching share's ghost): its claim stays as a tombstone (point 10).
+        let beat = format::beat_path(path, token);
+        let written = latest_sign_of_life(path, token, &beat)?;
+        let now = files::modified(&format::claim_path(path, token));
+        let quiet = match (now, written) {
+            (Some(now), Some(written)) => claim::silence(now, written).is_none_or(|silent| silent >= lifetime / 2),
+            _ => true,
+        };
         let removed = files::remove_within(path, bound)?;
-        if held.stale_after.is_some() {
-            let _ = files::remove_within(&format::beat_path(path, token), bound);
-        }
-        Ok(removed)
+        let _ = files::remove_within(&beat, bound);
+        let afterwards = if removed && quiet { claim::Afterwards::Tombstone } else { claim::Afterwards::Remove };
+        Ok((removed, afterwards))
     })?
     .filter(|&removed| removed)
     .map(|_| ())
@@ -736,6 +748,21 @@ pub fn status(path: &str) -> Result<Option<Status>, LockError> {
     // The fence is extra: something planted at the counter's name (which
     // acquire refuses with its own message) must not hide who holds the lock.
     Ok(Some(Status { marker, age, renewed, stale, fence: fence::current(path).ok().flatten() }))
+}
+
+/// When the instance at `path` held with `token` last showed a sign of
+/// life (its file or its heartbeat `beat` written), by the filesystem's
+/// clock; [`LockError::NotOwner`] if it is not held with `token`.
+fn latest_sign_of_life(path: &str, token: &Token, beat: &str) -> Result<Option<SystemTime>, LockError> {
+    let content = files::read_dated(path)?.ok_or(LockError::NotOwner)?;
+    match content.marker() {
+        Marker::Uuidlock(held) if held.token == *token => {}
+        _ => return Err(LockError::NotOwner),
+    }
+    Ok(match files::modified(beat) {
+        Some(beat) => content.modified.map(|lock| lock.max(beat)),
+        None => content.modified,
+    })
 }
 
 /// The marker at `path` if it holds `token`; [`LockError::NotOwner`] if not.
@@ -1052,9 +1079,11 @@ mod tests {
         fs::write(&path, stale.encode()).unwrap();
         let claim = format::claim_path(&path, &stale.token);
         fs::write(&claim, Held::new(Token::generate("").unwrap(), Some(lifetime)).encode()).unwrap();
+        let dead_claim = fs::read(&claim).unwrap();
         let token = acquire(&path, &Options { timeout: Some(Duration::from_secs(10)), ..fast() }).unwrap();
         assert!(holds(&path, token.as_str()).unwrap());
-        assert!(!fs::exists(&claim).unwrap(), "the stale claim was left behind");
+        // What is there now is the breaker's tombstone, not the dead claim.
+        assert_ne!(fs::read(&claim).ok(), Some(dead_claim), "the stale claim was left behind");
     }
 
     #[test]
@@ -1156,11 +1185,69 @@ mod tests {
             fs::write(format::claim_path(&path, &instance.token), claimant.encode()).unwrap();
             instance = claimant;
         }
+        let planted: Vec<Vec<u8>> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().ends_with(".claim"))
+            .map(|p| fs::read(p).unwrap())
+            .collect();
         let token = acquire(&path, &Options { timeout: Some(Duration::from_secs(10)), ..fast() }).unwrap();
         assert!(holds(&path, token.as_str()).unwrap());
-        let mut left: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-        left.sort();
-        assert_eq!(left, ["job.lock", "job.lock.fence", "job.lock.queue"], "claims left behind");
+        // Every dead claim is gone; what stays beside the lock is tombstones
+        // (the breakers' claims, point 10), one per instance broken.
+        for entry in fs::read_dir(dir.path()).unwrap() {
+            let entry = entry.unwrap().path();
+            if entry.to_string_lossy().ends_with(".claim") {
+                assert!(!planted.contains(&fs::read(&entry).unwrap()), "a dead claim was left: {}", entry.display());
+            }
+        }
+    }
+
+    // Point 10: a breaker leaves its claim on the instance it broke as a
+    // tombstone, so that a contender that still sees that instance (a
+    // caching share's ghost: GlusterFS serves a removed file's bytes for a
+    // second) cannot take the claim and delete the successor's lock by name.
+    // The ghost is played here by the dead instance's bytes and date put
+    // back at the path, which is what the late breaker's client shows it.
+    #[test]
+    fn a_late_breaker_of_a_broken_instance_finds_its_tombstone() {
+        let (_dir, path) = lock_in_temp_dir();
+        let dead = Held::new(Token::generate("dead-").unwrap(), Some(MIN_STALE_AFTER));
+        fs::write(&path, dead.encode()).unwrap();
+        backdate(&path, Duration::from_secs(10));
+        let dated = files::modified(&path).unwrap();
+        let observed = Observed::new(&path, files::read_dated(&path).unwrap().unwrap()).unwrap();
+        let now = Some(dated + Duration::from_secs(10));
+        let mut late = Watch::default();
+        let stale = late.stale(&path, &observed, now).expect("dead");
+        // Another contender breaks it and takes the lock.
+        let successor = acquire(&path, &once()).unwrap();
+        assert!(fs::exists(format::claim_path(&path, &dead.token)).unwrap(), "no tombstone");
+        // What the late breaker's client shows at the lock's name.
+        let successors = fs::read(&path).unwrap();
+        fs::write(&path, dead.encode()).unwrap();
+        fs::File::options().write(true).open(&path).unwrap().set_modified(dated).unwrap();
+        assert_eq!(claim::break_stale(&path, &observed, &stale, &mut late, now), Ok(false));
+        assert!(fs::exists(&path).unwrap(), "the late breaker deleted what is at the lock's name");
+        fs::write(&path, successors).unwrap();
+        assert!(holds(&path, successor.as_str()).unwrap());
+    }
+
+    // Point 10, for releases: a holder that releases a lock it left silent
+    // for half its lifetime or more leaves a tombstone; one that renewed
+    // removes its claim, as before.
+    #[test]
+    fn a_release_after_long_silence_leaves_a_tombstone() {
+        let (_dir, path) = lock_in_temp_dir();
+        let quiet = acquire(&path, &with_lifetime(Duration::from_secs(1))).unwrap();
+        backdate(&path, Duration::from_millis(600));
+        release(&path, quiet.as_str()).unwrap();
+        assert!(fs::exists(format::claim_path(&path, &quiet)).unwrap(), "no tombstone after a long silence");
+        let renewed = acquire(&path, &with_lifetime(Duration::from_secs(60))).unwrap();
+        refresh(&path, renewed.as_str()).unwrap();
+        release(&path, renewed.as_str()).unwrap();
+        assert!(!fs::exists(format::claim_path(&path, &renewed)).unwrap(), "a tombstone after a fresh renewal");
+        assert!(!fs::exists(&path).unwrap());
     }
 
     #[test]

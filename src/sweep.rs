@@ -39,7 +39,7 @@
 //!    ([`crate::files::publish`], [`crate::fence`]), or, for a renewal,
 //!    retried at the next one.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -80,28 +80,51 @@ pub fn reclaim(lock: &str, ours: &Token) {
     if !matches!(content.marker(), Marker::Uuidlock(held) if held.token == *ours) {
         return;
     }
+    // Every claim, read once: what it guards, and how long it lives.
+    let claims: HashMap<&str, files::Content> = leftovers
+        .iter()
+        .filter(|(_, _, kind)| *kind == Kind::Claim)
+        .filter_map(|(claim, _, _)| Some((claim.as_str(), files::read_beside(claim).ok()??)))
+        .collect();
     // The claims that a claim holds: a claim's marker names its claimant,
     // and a claim no uuidlock party wrote is broken under a claim named by
     // what it is (crate::claim::junk_token).
-    let guarded: HashSet<String> = leftovers
-        .iter()
-        .filter(|(_, _, kind)| *kind == Kind::Claim)
-        .filter_map(|(claim, _, _)| {
-            let content = files::read_beside(claim).ok()??;
-            Some(match content.marker() {
-                Marker::Uuidlock(held) if content.kind == files::Kind::Regular => held.token.uuid().to_owned(),
-                _ => claim::junk_token_of(content.kind, &content.bytes, content.modified).uuid().to_owned(),
-            })
+    let guarded: HashSet<String> = claims
+        .values()
+        .map(|content| match content.marker() {
+            Marker::Uuidlock(held) if content.kind == files::Kind::Regular => held.token.uuid().to_owned(),
+            _ => claim::junk_token_of(content.kind, &content.bytes, content.modified).uuid().to_owned(),
         })
         .collect();
     for (leftover, uuid, kind) in &leftovers {
         let gone = uuid != ours.uuid();
         match kind {
             Kind::Beat if gone => drop(fs::remove_file(leftover)),
-            Kind::Claim if gone && !guarded.contains(uuid) => drop(fs::remove_file(leftover)),
+            Kind::Claim if gone && !guarded.contains(uuid) && outlived(claims.get(leftover.as_str()), content.modified) => {
+                drop(fs::remove_file(leftover))
+            }
             Kind::Staged if older_than(leftover, content.modified, MIN_AGE) => remove_staged(leftover),
             _ => {}
         }
+    }
+}
+
+/// Whether a claim (read as `claim`) may go: one with a lifetime (a
+/// tombstone, or a dead claimant's) once it is older than that lifetime by
+/// the filesystem's clock (`now`, the sweeper's own lock's date); an empty
+/// one, or one no uuidlock party wrote, at once.
+fn outlived(claim: Option<&files::Content>, now: Option<SystemTime>) -> bool {
+    let Some(claim) = claim else { return false };
+    match claim.marker() {
+        Marker::Uuidlock(held) if claim.kind == files::Kind::Regular => match (held.stale_after, claim.modified, now) {
+            (None, _, _) => true,
+            (Some(lifetime), Some(written), Some(now)) => {
+                now.duration_since(written).is_ok_and(|age| age >= lifetime)
+            }
+            // Undated: kept; a contender breaks it as a dead claimant's.
+            (Some(_), _, _) => false,
+        },
+        _ => true,
     }
 }
 
@@ -219,7 +242,13 @@ mod tests {
         let gone_claim = format::claim_path(&lock, &other());
         let claim_on_claim = format::claim_path(&lock, &claimant);
         fs::write(&gone_claim, crate::format::Held::new(claimant, Some(Duration::from_secs(1))).encode()).unwrap();
+        write_dated(&gone_claim, &fs::read(&gone_claim).unwrap(), Duration::from_secs(60));
         fs::write(&claim_on_claim, crate::format::Held::new(guard, Some(Duration::from_secs(1))).encode()).unwrap();
+        write_dated(&claim_on_claim, &fs::read(&claim_on_claim).unwrap(), Duration::from_secs(60));
+        // A tombstone younger than its lifetime (a breaker's claim on an
+        // instance just broken): kept until every ghost is gone.
+        let tombstone = format::claim_path(&lock, &other());
+        fs::write(&tombstone, crate::format::Held::new(other(), Some(Duration::from_secs(60))).encode()).unwrap();
         let staged_dir = format::staged_path(&lock, &other());
         fs::create_dir(&staged_dir).unwrap();
         write_dated(&format!("{staged_dir}/0"), b"", Duration::ZERO);
@@ -232,6 +261,7 @@ mod tests {
         let exists = |path: &str| fs::exists(path).unwrap();
         assert!(!exists(&dead_staged) && !exists(&dead_beat) && !exists(&gone_claim) && !exists(&staged_dir));
         assert!(exists(&fresh_staged) && exists(&our_beat) && exists(&claim_on_claim) && exists(&unrelated));
+        assert!(exists(&tombstone), "a young tombstone was removed");
         assert!(exists(&lock));
         reclaim(&lock, &ours);
         assert!(!exists(&claim_on_claim), "a claim on a claim that is gone is reclaimed next time");
