@@ -431,9 +431,10 @@ fn execute(
             // Still ours: another release (or a breaker) holds the claim.
             Err(LockError::NotOwner) if backend.holds(&path, &token).unwrap_or(false) => Err(Failure {
                 message: format!(
-                    "{path} is held by {token}, but another release or a breaker is at it (it holds {}); \
-                     nothing was deleted. If no other uuidlock is running, a release was killed midway: \
-                     delete that file and release again",
+                    "{path} is held by {token}, but its claim {} is taken (by another release of this token, a \
+                     breaker, a release killed midway, or someone who can write the directory); nothing was \
+                     deleted. If no other release of this token runs, delete that file (its owner or root must, in \
+                     a sticky directory) and release again",
                     Token::parse(&token).map(|token| crate::format::claim_path(&path, &token)).unwrap_or_default()
                 ),
                 code: exit::NOT_OWNER,

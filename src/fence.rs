@@ -172,10 +172,11 @@ fn take_listing(
                 LAST.with_borrow_mut(|last| last.insert(dir, current + 1));
                 return Ok(current + 1);
             }
-            // Someone took a number first, or the guess was old. An old own
+            // Someone took a number first, or the guess was old (a stale
+            // handle too: this client's name for it is gone). An old own
             // guess: list. After a listing: the counter is past `current`,
             // so try the next number, and list again every WALK of them.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Err(e) if e.kind() == io::ErrorKind::NotFound || crate::stale::is_stale(&e) => {
                 floor = floor.max(current + 1);
                 match walked {
                     Some(steps) if steps < WALK => {
@@ -210,7 +211,7 @@ fn latest(dir: &str) -> Result<Option<u64>, LockError> {
         DirState::Dir => {}
         DirState::Other(kind) => return Err(not_a_counter(dir, kind)),
     }
-    let entries = match fs::read_dir(dir) {
+    let entries = match crate::stale::again(|| fs::read_dir(dir)) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(counter_error(dir, e)),
@@ -268,26 +269,24 @@ fn create(dir: &str, lock: &str, start: Start) -> Result<(), LockError> {
     // name's length limit already allows for.
     let staged = format::staged_path(lock, &Token::generate("").map_err(LockError::Io)?);
     fs::create_dir(&staged).map_err(|e| io_error(dir, "create", e))?;
-    let first = match start {
-        Start::Zero => 0,
-        // The directory's own date: the filesystem's clock, shared by every
-        // client of a share, where this machine's may be off.
-        Start::Clock => fs::symlink_metadata(&staged)
-            .and_then(|meta| meta.modified())
+    // Made exclusively, so that nothing planted in the staged directory is
+    // opened; dated through its own descriptor, by the filesystem's clock
+    // (shared by every client of a share, where this machine's may be off),
+    // so that a directory swapped in for the staged one cannot lend its
+    // date. The counter file is closed before the renames: SMB refuses to
+    // rename a directory with a file open inside (EACCES).
+    let zero = format!("{staged}/0");
+    let made = fs::File::options().write(true).create_new(true).open(&zero).and_then(|file| file.metadata());
+    let first = match (start, &made) {
+        (Start::Clock, Ok(meta)) => meta
+            .modified()
             .ok()
             .and_then(|date| date.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |since| u64::try_from(since.as_micros()).unwrap_or(MAX).min(MAX / 2)),
+        _ => 0,
     };
     let counter = format!("{staged}/{first}");
-    // Exclusive, so that nothing planted in the staged directory is opened.
-    // The counter file is closed before the rename: SMB refuses to rename a
-    // directory with a file open inside (EACCES).
-    let made = fs::File::options()
-        .write(true)
-        .create_new(true)
-        .open(&counter)
-        .map(drop)
-        .and_then(|()| fs::rename(&staged, dir));
+    let made = made.and_then(|_| if first == 0 { Ok(()) } else { fs::rename(&zero, &counter) }).and_then(|()| fs::rename(&staged, dir));
     let placed = match made {
         Ok(()) => Ok(()),
         // Our staged directory was reclaimed as a leftover while we stalled
@@ -298,6 +297,7 @@ fn create(dir: &str, lock: &str, start: Start) -> Result<(), LockError> {
         Err(e) => Err(io_error(dir, "create", e)),
     };
     let _ = fs::remove_file(&counter);
+    let _ = fs::remove_file(&zero);
     let _ = fs::remove_dir(&staged);
     placed
 }

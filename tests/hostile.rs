@@ -574,3 +574,216 @@ fn bad_counts_and_a_full_stdout_are_errors_not_crashes() {
     assert_eq!(output.status.code(), Some(4), "{}", text(&output.stderr));
     assert!(text(&output.stderr).contains("No space left"), "{}", text(&output.stderr));
 }
+
+/// A neighbour in a loop, until dropped: each round runs `step`.
+struct Neighbour {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl Neighbour {
+    fn start(mut step: impl FnMut() -> bool + Send + 'static) -> Neighbour {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut hits = 0;
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                hits += u64::from(step());
+            }
+            hits
+        });
+        Neighbour { stop, thread: Some(thread) }
+    }
+
+    /// Stops the neighbour; how many of its rounds did something.
+    fn stop(mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for Neighbour {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+// The hostile-directory review, second round: the guest looks at a file's
+// type, then opens it; a neighbour swapping a FIFO and a file at `served`
+// in a loop caught the open on the FIFO within seconds, and a waiter given
+// 2 s hung for good. This host opens without waiting on a FIFO.
+#[test]
+fn a_fifo_swapped_in_between_a_look_and_an_open_never_hangs() {
+    let sandbox = Sandbox::new();
+    let lock = sandbox.lock("job.lock");
+    held_by_another(&lock);
+    let queue = PathBuf::from(format!("{}.queue", lock.display()));
+    std::fs::create_dir(&queue).unwrap();
+    let (served, fifo, file) = (queue.join("served"), queue.join("fifo"), queue.join("file"));
+    let swapper = Neighbour::start(move || {
+        // Never empty at the name: a link made aside, renamed over it.
+        let _ = std::fs::remove_file(&fifo);
+        mkfifo(&fifo);
+        let _ = std::fs::rename(&fifo, &served);
+        let _ = std::fs::write(&file, b"0");
+        std::fs::rename(&file, &served).is_ok()
+    });
+    // A waiter ahead, so that the one measured is not the head: it reads
+    // `served` at every step.
+    let head = spawn(&["acquire", path_str(&lock), "--timeout", "60", "--retry-interval", "0.005"]);
+    until_waiting(&lock);
+    for _ in 0..3 {
+        let start = Instant::now();
+        let args = ["acquire", path_str(&lock), "--timeout", "2", "--retry-interval", "0.005"];
+        let output = finishes_within(spawn(&args), Duration::from_secs(20), "a waiter");
+        assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+        assert!(start.elapsed() < Duration::from_secs(6), "{:?}", start.elapsed());
+    }
+    assert!(swapper.stop() > 0, "the neighbour never swapped");
+    signal(&head, libc::SIGTERM);
+    finishes_within(head, Duration::from_secs(10), "the head");
+}
+
+// The same review: a neighbour who renames one of root's own directories
+// over the staging directory of a new fencing counter, the instant it is
+// made, got root's private directory made 0777, and the counter's first
+// number from that directory's old date (the fence fell by 25 years).
+// Only an empty directory of this user's is opened to others, and the
+// first number is the date of the counter file uuidlock made itself.
+#[test]
+fn a_directory_swapped_in_for_a_staged_one_is_neither_opened_nor_believed() {
+    let root = common::tempdir();
+    let dir = root.path().join("shared");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let secret = dir.join("secret");
+    std::fs::create_dir(&secret).unwrap();
+    std::fs::write(secret.join("key"), b"root's key").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let old = std::time::SystemTime::now() - Duration::from_secs(25 * 365 * 86_400);
+    std::fs::File::open(&secret).unwrap().set_modified(old).unwrap();
+    let lock = dir.join("job.lock");
+    let (watched, counter) = (dir.clone(), PathBuf::from(format!("{}.fence", lock.display())));
+    let mut at = secret.clone();
+    // Told of every new name at once (inotify), as a determined neighbour is.
+    let watch = Inotify::new(&watched);
+    let neighbour = Neighbour::start(move || {
+        for name in watch.created() {
+            if name.starts_with("job.lock.") && name.ends_with(".new") {
+                let staged = watched.join(&name);
+                if staged.is_dir() && std::fs::rename(&at, &staged).is_ok() {
+                    at = staged;
+                    return true;
+                }
+            }
+        }
+        false
+    });
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as u64;
+    for _ in 0..30 {
+        let _ = std::fs::remove_dir_all(&counter);
+        let output = uuidlock(&["acquire", path_str(&lock), "--fence", "--verification-delay", "0", "--timeout", "5"]);
+        if output.status.code() == Some(0) {
+            assert!(fence_of(&output) > now() - 60_000_000, "the fence fell to {}", fence_of(&output));
+            let token = text(&output.stdout).split_whitespace().next().unwrap().to_owned();
+            uuidlock(&["release", path_str(&lock), &token]);
+        }
+    }
+    assert!(neighbour.stop() > 0, "the neighbour never swapped a directory in");
+    // Wherever root's directory ended up, it is as private as it was.
+    let find = |dir: &Path| -> Vec<PathBuf> {
+        walk(dir).into_iter().filter(|path| path.join("key").exists()).collect()
+    };
+    for found in find(root.path()) {
+        let mode = std::fs::metadata(&found).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{} was opened to others", found.display());
+    }
+}
+
+/// Every directory under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut found = vec![dir.to_owned()];
+    let mut at = 0;
+    while at < found.len() {
+        if let Ok(entries) = std::fs::read_dir(&found[at]) {
+            found.extend(entries.flatten().map(|entry| entry.path()).filter(|path| {
+                std::fs::symlink_metadata(path).is_ok_and(|meta| meta.is_dir())
+            }));
+        }
+        at += 1;
+    }
+    found
+}
+
+// The same review: junk that another user puts at a live holder's claim in
+// a sticky directory can never be removed by the holder; `run` reported
+// the lease lost and exited 75 although CMD held the lock throughout. Now
+// CMD's status, and a warning that the lock could not be released.
+#[test]
+fn a_claim_another_user_plants_in_a_sticky_directory_costs_run_nothing() {
+    let (root, dir) = shared_dir(0o1777);
+    if !other_users_available("a_claim_another_user_plants_in_a_sticky_directory_costs_run_nothing", root.path()) {
+        return;
+    }
+    let lock = dir.join("job.lock");
+    let [holder, neighbour] = USERS;
+    let run = {
+        let (home, lock) = (root.path().to_owned(), path_str(&lock).to_owned());
+        std::thread::spawn(move || {
+            as_user(holder, &home, &["run", &lock, "--stale-after", "2", "--verification-delay", "0", "--", "sleep", "2"])
+                .unwrap()
+        })
+    };
+    let start = Instant::now();
+    let uuid = loop {
+        let marker = std::fs::read(&lock).map(|bytes| text(&bytes)).unwrap_or_default();
+        if let Some(token) = marker.split("token=").nth(1).and_then(|rest| rest.split('&').next()) {
+            break token.trim()[token.trim().len() - 36..].to_owned();
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "run never took the lock");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let claim = format!("{}.{uuid}.claim", lock.display());
+    let planted = Command::new("setpriv")
+        .args(["--reuid", &neighbour.to_string(), "--regid", &neighbour.to_string(), "--clear-groups"])
+        .args(["sh", "-c", &format!("echo junk > {claim}")])
+        .status()
+        .unwrap();
+    assert!(planted.success());
+    let output = run.join().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert!(text(&output.stderr).contains("could not be released"), "{}", text(&output.stderr));
+}
+
+/// Names created in a directory, as inotify reports them.
+struct Inotify {
+    fd: i32,
+}
+
+impl Inotify {
+    fn new(dir: &Path) -> Inotify {
+        // SAFETY: plain calls with a valid NUL-terminated path.
+        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        assert!(fd >= 0, "inotify_init1");
+        let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: as above.
+        assert!(unsafe { libc::inotify_add_watch(fd, path.as_ptr(), libc::IN_CREATE) } >= 0, "inotify_add_watch");
+        Inotify { fd }
+    }
+
+    /// The names created since the last call (none if none).
+    fn created(&self) -> Vec<String> {
+        let mut buffer = [0u8; 4096];
+        // SAFETY: reading into a buffer of its stated length.
+        let read = unsafe { libc::read(self.fd, buffer.as_mut_ptr().cast(), buffer.len()) };
+        let mut names = Vec::new();
+        let mut at = 0;
+        while read > 0 && at + 16 <= read as usize {
+            let len = u32::from_ne_bytes(buffer[at + 12..at + 16].try_into().unwrap()) as usize;
+            let name = &buffer[at + 16..at + 16 + len];
+            names.push(String::from_utf8_lossy(name).trim_end_matches('\0').to_owned());
+            at += 16 + len;
+        }
+        names
+    }
+}

@@ -23,8 +23,6 @@ use wasmtime::error::Context;
 use wasmtime::Result;
 use wasmtime::{Engine, Module, Store};
 use wasmtime_wasi::p1::{self, WasiP1Ctx};
-use wasmtime_wasi::filesystem::Descriptor;
-use wasmtime_wasi::p2::bindings::filesystem::types::ErrorCode;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::p2::Pollable;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -50,7 +48,7 @@ pub struct Grant {
 /// The per-store state of a component instance.
 pub struct ComponentState {
     ctx: WasiCtx,
-    table: ResourceTable,
+    pub(crate) table: ResourceTable,
     /// How many sleeps the guest has asked for; see [`ThreadSleep`].
     pub(crate) sleeps: u64,
 }
@@ -96,7 +94,7 @@ impl Runtime {
         let mut linker = component::Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).context("linking WASI p2 for the component")?;
         link_thread_sleep(&engine, &component, &mut linker)?;
-        link_shared_directories(&engine, &component, &mut linker)?;
+        crate::sandbox_fs::link(&engine, &component, &mut linker)?;
         let component =
             bindings::GuestPre::new(linker.instantiate_pre(&component).context("pre-instantiating the component")?)
                 .context("checking the component's exports against wit/lock.wit")?;
@@ -201,86 +199,6 @@ fn link_thread_sleep(
         },
     )?;
     linker.allow_shadowing(false);
-    Ok(())
-}
-
-/// Replaces the component's `descriptor.create-directory-at` with one that
-/// makes a directory as shared as the directory it is made in.
-///
-/// uuidlock keeps its fencing counter and its queue in directories beside
-/// the lock (`<PATH>.fence/`, `<PATH>.queue/`), made by whoever uses the lock
-/// first, and every later user must be able to write in them. WASI cannot
-/// set a mode, so wasmtime-wasi's directory gets this process's umask
-/// (0755 with the usual 022), and in a directory shared by several accounts
-/// (a 1777 scratch directory, a group directory) the first user shut every
-/// other out. Here a new directory gets read, write and search for the
-/// group, and for others, where the directory it is made in gives them
-/// write; otherwise it stays as the umask made it. The mode is set through
-/// the new directory's own descriptor, opened without following a link, so
-/// a name swapped in between cannot redirect it; and the path resolves
-/// beneath the granted directory, as every WASI call does. Only this host
-/// does this: under `wasmtime run` or jco the umask decides (see the
-/// README's "Several users").
-fn link_shared_directories(
-    engine: &Engine,
-    component: &component::Component,
-    linker: &mut component::Linker<ComponentState>,
-) -> Result<()> {
-    let imports = component.component_type();
-    let Some(types) =
-        imports.imports(engine).map(|(name, _)| name).find(|name| name.starts_with("wasi:filesystem/types@"))
-    else {
-        return Ok(()); // a guest without files
-    };
-    linker.allow_shadowing(true);
-    linker.instance(types)?.func_wrap(
-        "[method]descriptor.create-directory-at",
-        |mut store: wasmtime::StoreContextMut<'_, ComponentState>,
-         (fd, path): (component::Resource<Descriptor>, String)| {
-            let result = match store.data_mut().table.get(&fd)? {
-                Descriptor::Dir(dir) if dir.perms.write_not_permitted() => Err(ErrorCode::NotPermitted),
-                Descriptor::Dir(dir) => make_shared_dir(&dir.dir, Path::new(&path)).map_err(ErrorCode::from),
-                Descriptor::File(_) => Err(ErrorCode::NotDirectory),
-            };
-            Ok((result,))
-        },
-    )?;
-    linker.allow_shadowing(false);
-    Ok(())
-}
-
-/// Makes the directory `path` beneath `start`, with group and other access
-/// where its parent gives them write (see [`link_shared_directories`]).
-fn make_shared_dir(start: &std::fs::File, path: &Path) -> std::io::Result<()> {
-    use cap_primitives::fs::{create_dir, open, open_dir, DirOptions, FollowSymlinks, OpenOptions};
-    create_dir(start, path, &DirOptions::new())?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let parent = match path.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent,
-            _ => Path::new("."),
-        };
-        // Best effort: the directory is made either way.
-        let shared = |parent: u32| (if parent & 0o020 != 0 { 0o070 } else { 0 }) | (if parent & 0o002 != 0 { 0o007 } else { 0 });
-        let Ok(parent) = open_dir(start, parent).and_then(|dir| dir.metadata()) else { return Ok(()) };
-        let wanted = shared(parent.permissions().mode());
-        if wanted != 0 {
-            // A descriptor that can change the mode (cap-primitives opens
-            // directories with O_PATH, which cannot), of the very directory
-            // made: no link followed, no FIFO waited on.
-            let mut options = OpenOptions::new();
-            options.read(true)._cap_fs_ext_follow(FollowSymlinks::No)._cap_fs_ext_nonblock(true)._cap_fs_ext_maybe_dir(true);
-            if let Ok(made) = open(start, path, &options) {
-                if let Some(meta) = made.metadata().ok().filter(|meta| meta.is_dir()) {
-                    let mode = meta.permissions().mode() & 0o7777;
-                    if mode & wanted != wanted {
-                        let _ = made.set_permissions(std::fs::Permissions::from_mode(mode | wanted));
-                    }
-                }
-            }
-        }
-    }
     Ok(())
 }
 

@@ -9,6 +9,9 @@
 //! - [`engine`]: engine, compiled-code cache, linkers, stores and grants, the
 //!   one `bindgen!` of `wit/lock.wit`, the guest's sleeps (timed by the
 //!   thread), and running the command module;
+//! - `sandbox_fs`: the two WASI filesystem calls this host makes its own
+//!   way: opens that never wait on a FIFO, directories as shared as their
+//!   parent;
 //! - [`interrupt`]: signals become requests that guest calls honour at their
 //!   next sleep, so that an interrupted call can be undone;
 //! - [`paths`]: host paths to the guest's view of them;
@@ -52,6 +55,7 @@ pub mod peers;
 pub mod plot;
 mod progress;
 pub mod run;
+mod sandbox_fs;
 pub mod stats;
 
 use std::collections::HashMap;

@@ -119,8 +119,8 @@ pub fn main(args: RunArgs) -> i32 {
     if let Err(e) = forwarding {
         return fail(cli::exit::IO, format!("cannot catch signals: {e}"));
     }
-    let lease = match take(&args.path, &options) {
-        Ok(lease) => lease,
+    let (lease, locker, file) = match take(&args.path, &options) {
+        Ok(taken) => taken,
         Err(Taken::Interrupted(signal, message)) => return fail(128 + signal, message),
         Err(Taken::Failed(LockError::Timeout)) => {
             let message = format!("{} stayed held until the timeout; CMD was not run", args.path);
@@ -171,12 +171,26 @@ pub fn main(args: RunArgs) -> i32 {
     }
     let code = match received.recv() {
         Ok(Event::Exited(status)) => {
+            let token = lease.token().clone();
             let released = lease.release();
-            if let Err(e) = &released {
-                eprintln!("uuidlock run: {}: the lease was lost before CMD exited ({e})", cli::one_line(&args.path));
+            // Not released, but still ours: something in the way of the
+            // release (a claim planted beside the lock, a directory that
+            // does not let this user delete); the lock was held throughout.
+            let kept = released.is_err() && locker.holds(&file, token.as_str()).unwrap_or(false);
+            match &released {
+                Err(e) if kept => eprintln!(
+                    "uuidlock run: {}: CMD ran holding the lock, but it could not be released ({e}); it is no longer \
+                     renewed, so contenders take it once its lifetime is over",
+                    cli::one_line(&args.path)
+                ),
+                Err(e) => {
+                    eprintln!("uuidlock run: {}: the lease was lost before CMD exited ({e})", cli::one_line(&args.path))
+                }
+                Ok(()) => {}
             }
             match (status, released) {
                 (Ok(status), Ok(())) => status_code(status),
+                (Ok(status), Err(_)) if kept => status_code(status),
                 (Ok(_), Err(_)) => exit::LEASE_LOST,
                 (Err(e), _) => fail(cli::exit::IO, format!("cannot wait for CMD: {e}")),
             }
@@ -310,15 +324,16 @@ enum Taken {
     Interrupted(i32, String),
 }
 
-/// Takes the lease on the lock file `path`, granting its directory.
-fn take(path: &str, options: &Options) -> Result<Lease, Taken> {
+/// Takes the lease on the lock file `path`, granting its directory; with
+/// the locker and the host path of the lock file.
+fn take(path: &str, options: &Options) -> Result<(Lease, Locker, std::path::PathBuf), Taken> {
     let (file, dir) = paths::lock_file_and_dir(Path::new(path)).map_err(Taken::Failed)?;
     let runtime = Runtime::new().map_err(|e| Taken::Failed(LockError::Io(format!("cannot start wasm: {e:#}"))))?;
     let locker = Locker::new(&runtime, &[&dir])
         .map_err(|e| Taken::Failed(LockError::Io(format!("cannot grant {}: {e:#}", dir.display()))))?;
     let token = Token::generate(&options.prefix).map_err(|why| Taken::Failed(LockError::InvalidOptions(why)))?;
     match interrupt::acquire_undoable(&locker, &file, &token, || locker.lease_as(&file, token.clone(), options)) {
-        Settled::Done(result) => result.map_err(Taken::Failed),
+        Settled::Done(result) => result.map(|lease| (lease, locker.clone(), file.clone())).map_err(Taken::Failed),
         Settled::Interrupted { signal, message } => Err(Taken::Interrupted(signal, message)),
     }
 }
