@@ -142,6 +142,26 @@
 //!    lock file as before. Its own argument (no wedge: every entry ahead is
 //!    rewritten by a live waiter or removed once dead; any failure of the
 //!    queue falls back to polling) is in [`crate::queue`].
+//! 10. *A ghost cannot delete anything.* A caching share's client may go on
+//!     showing an instance for a while after another client removed it (a
+//!     ghost: GlusterFS with default caches serves a removed file's bytes
+//!     for about a second, and its removal by name removes what is there
+//!     now). Suppose every ghost is gone within `G`, and lifetimes are
+//!     longer than `3G` (the doctor measures `G` and says so). A party
+//!     deletes by name only under the claim on the instance it re-observed
+//!     (point 4). If the instance is a ghost, it was removed by a claimant
+//!     at some time `t`. (a) A breaker always, and a releaser whose
+//!     instance had been silent for half its lifetime or more, leaves its
+//!     claim as a *tombstone*: nobody takes that claim until it is older
+//!     than its lifetime (the sweep) or has been watched unchanged for one
+//!     (a breaker of a dead claimant); either comes after `t + G`, so the
+//!     re-observation under the claim is no ghost, and finds the instance
+//!     gone. (b) A releaser that removed its claim had renewed within half
+//!     a lifetime; a ghost of it shows a heartbeat at most `L/2 + G < L`
+//!     old, and is never judged dead (by its watch, nor by dates, which
+//!     need `2L`). So a ghost is never deleted by name, and so never a
+//!     successor behind it. A renewal that reads a ghost of its own lock
+//!     learns of the loss up to `G` later (the fence still tells).
 //!
 //! The read-back after `verification_delay` is what keeps the lock
 //! exclusive against peers whose create is *not* atomic, such as
