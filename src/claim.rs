@@ -304,9 +304,18 @@ pub struct Watch {
     /// Whether a stale lock was broken: someone died, and may have left
     /// files behind ([`crate::sweep`]).
     pub broke: bool,
+    /// How far apart the clocks that date files may be
+    /// ([`crate::Options::max_clock_skew`]): judging by dates waits this
+    /// much longer.
+    pub skew: Duration,
 }
 
 impl Watch {
+    /// A watch for clocks that may be `skew` apart.
+    pub fn with_skew(skew: Duration) -> Watch {
+        Watch { skew, ..Watch::default() }
+    }
+
     /// Records that `path` looks like `observed` now; returns its marker if
     /// it declares a lifetime and has been silent for that long: by the
     /// filesystem's clock (`now` against the instance's dates), or else for
@@ -336,7 +345,7 @@ impl Watch {
         // that clock shorter than 5/3 of a lifetime cannot make a holder
         // renewing every third of it look dead.
         let silent = now.zip(observed.written).and_then(|(now, written)| silence(now, written));
-        let dead = silent.is_some_and(|silent| silent >= lifetime.saturating_mul(2));
+        let dead = silent.is_some_and(|silent| silent >= lifetime.saturating_mul(2).saturating_add(self.skew));
         dead || watched_since.elapsed() >= lifetime
     }
 }

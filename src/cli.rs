@@ -210,6 +210,12 @@ pub struct AcquireOptions {
     /// the first in line polls)
     #[arg(long)]
     pub no_queue: bool,
+    /// How far apart the clocks that date the share's files may be (0 to
+    /// 86400): on a share that dates files by each client's own clock
+    /// (GlusterFS; `uuidlock doctor` tells), a lock is judged dead by its
+    /// dates only after two lifetimes plus this
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = seconds)]
+    pub max_clock_skew: Duration,
 }
 
 impl AcquireOptions {
@@ -222,6 +228,7 @@ impl AcquireOptions {
             timeout: self.timeout,
             stale_after: self.stale_after,
             queue: !self.no_queue,
+            max_clock_skew: self.max_clock_skew,
         }
     }
 }
@@ -587,8 +594,10 @@ mod tests {
 
     #[test]
     fn acquire_takes_all_options_in_both_spellings() {
-        let parsed =
-            parsed("acquire /l/x.lock --prefix job- --verification-delay=0 --retry-interval 0.25 --timeout 3 --fence");
+        let parsed = parsed(
+            "acquire /l/x.lock --prefix job- --verification-delay=0 --retry-interval 0.25 --timeout 3 --fence \
+             --max-clock-skew=2.5",
+        );
         let Ok(LockCommand::Acquire { path, options, fence: true }) = parsed else { panic!("{parsed:?}") };
         let expected = Options {
             prefix: "job-".into(),
@@ -597,6 +606,7 @@ mod tests {
             timeout: Some(Duration::from_secs(3)),
             stale_after: None,
             queue: true,
+            max_clock_skew: Duration::from_millis(2500),
         };
         assert_eq!((path.as_str(), options.options()), ("/l/x.lock", expected));
     }

@@ -33,6 +33,7 @@ impl Guest for Component {
             timeout_ns: defaults.timeout.map(nanos),
             stale_after_ns: defaults.stale_after.map(nanos),
             queue: defaults.queue,
+            max_clock_skew_ns: nanos(defaults.max_clock_skew),
         }
     }
 
@@ -109,6 +110,7 @@ fn take(path: String, token: Option<Token>, options: Options) -> Result<Acquired
         timeout: options.timeout_ns.map(Duration::from_nanos),
         stale_after: options.stale_after_ns.map(Duration::from_nanos),
         queue: options.queue,
+        max_clock_skew: Duration::from_nanos(options.max_clock_skew_ns),
     };
     let acquired = match token {
         None => protocol::acquire(&path, &options),

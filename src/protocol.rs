@@ -293,6 +293,15 @@ pub struct Options {
     /// busy: in arrival order, only the first waiter polling the lock.
     /// Default: `true`.
     pub queue: bool,
+    /// How far apart the clocks that date the lock's files may be: on a
+    /// share whose files are dated by each client's own clock (GlusterFS),
+    /// a contender whose clock is ahead sees locks older than they are. A
+    /// lock is then taken for dead by the files' dates only once it has
+    /// been silent for two lifetimes plus this (its own watch, which needs
+    /// no dates, still breaks it after one lifetime). At most one day.
+    /// Default: 0, for a share dated by one clock (the server's, or a local
+    /// disk's).
+    pub max_clock_skew: Duration,
 }
 
 impl Default for Options {
@@ -304,6 +313,7 @@ impl Default for Options {
             timeout: None,
             stale_after: None,
             queue: true,
+            max_clock_skew: Duration::ZERO,
         }
     }
 }
@@ -323,6 +333,13 @@ impl Options {
                     MAX_INTERVAL.as_secs()
                 )));
             }
+        }
+        if self.max_clock_skew > format::MAX_STALE_AFTER {
+            return Err(LockError::InvalidOptions(format!(
+                "the maximum clock skew is {:?}; at most {}s is allowed",
+                self.max_clock_skew,
+                format::MAX_STALE_AFTER.as_secs()
+            )));
         }
         match self.stale_after {
             Some(lifetime) if lifetime < MIN_STALE_AFTER || lifetime > format::MAX_STALE_AFTER => {
@@ -411,7 +428,7 @@ fn take(path: &str, token: Token, options: &Options) -> Result<Acquired, LockErr
     let marker = Held::new(token.clone(), options.stale_after).encode();
     // No deadline when there is no timeout, or when it is too far to compute.
     let deadline = options.timeout.and_then(|timeout| Instant::now().checked_add(timeout));
-    let mut watch = Watch::default();
+    let mut watch = Watch::with_skew(options.max_clock_skew);
     // Busy at the first attempt, a waiter joins the queue, and tries again
     // only as its head (crate::queue). One that waited last time joins at
     // once, behind the others, instead of trying first.
@@ -1676,5 +1693,21 @@ mod tests {
         abandon(&path, taken.token.as_str()).unwrap();
         assert!(!fs::exists(&path).unwrap());
         abandon(&path, token.as_str()).unwrap();
+    }
+
+    // On a share that dates files by each client's clock, a contender whose
+    // clock runs ahead sees live locks older than they are; with the skew
+    // stated, dates alone break a lock only after two lifetimes plus it.
+    #[test]
+    fn a_stated_clock_skew_delays_judging_by_dates() {
+        let (_dir, path) = lock_in_temp_dir();
+        dead_holders_lock(&path, Some(Duration::from_secs(1)));
+        // Two lifetimes and a second old, by the files' dates.
+        backdate(&path, Duration::from_secs(3));
+        let skewed = Options { max_clock_skew: Duration::from_secs(5), ..once() };
+        assert_eq!(acquire(&path, &skewed), Err(LockError::Timeout), "broken by dates within the skew");
+        assert!(acquire(&path, &once()).is_ok(), "without a skew, the dates break it");
+        let too_much = Options { max_clock_skew: format::MAX_STALE_AFTER + Duration::from_secs(1), ..once() };
+        assert!(matches!(acquire(&path, &too_much), Err(LockError::InvalidOptions(_))));
     }
 }

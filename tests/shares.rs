@@ -159,3 +159,119 @@ fn the_doctor_refuses_a_missing_directory_and_the_same_one_twice() {
     let output = uuidlock(&["doctor", path(dir.path()), "--max-lag", "-1"]);
     assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
 }
+
+/// The lock file's token, read through `mount`.
+fn token_in(lock: &Path) -> Option<String> {
+    let marker = text(&std::fs::read(lock).ok()?);
+    Some(marker.split("token=").nth(1)?.split(['&', '\n']).next()?.to_owned())
+}
+
+/// What a contender on the second client does with the ghost of a dead
+/// lock: a holder on A dies with `lifetime`; B reads the dead lock (its
+/// client caches it); A's next acquire breaks it and holds; B acquires at
+/// once, patiently. The holder on A must still hold. Returns whether it did.
+fn ghost_of_a_dead_lock_deletes_nothing(share: &Share, lifetime: &str) -> bool {
+    let [a, b] = share.mounts();
+    let (on_a, on_b) = (a.join("ghost.lock"), b.join("ghost.lock"));
+    let _ = std::fs::remove_file(&on_a);
+    let once = ["--verification-delay", "0", "--timeout", "0"];
+    let dead = uuidlock(&[&["acquire", path(&on_a), "--stale-after", lifetime][..], &once].concat());
+    assert_eq!(dead.status.code(), Some(0), "{}", text(&dead.stderr));
+    std::thread::sleep(std::time::Duration::from_secs_f64(lifetime.parse::<f64>().unwrap() * 2.0 + 0.3));
+    let _ = uuidlock(&["status", path(&on_b)]);
+    let held = uuidlock(&[&["acquire", path(&on_a), "--stale-after", "60"][..], &once].concat());
+    assert_eq!(held.status.code(), Some(0), "{}", text(&held.stderr));
+    let token = text(&held.stdout).trim().to_owned();
+    let args = ["acquire", path(&on_b), "--stale-after", "60", "--verification-delay", "0", "--timeout", "3"];
+    let second = uuidlock(&[&args[..], &["--retry-interval", "0.01"]].concat());
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let still = uuidlock(&["holds", path(&on_a), &token]).status.code() == Some(0);
+    let second = text(&second.stdout).trim().to_owned();
+    for (mount, token) in [(&on_a, &token), (&on_a, &second)] {
+        let _ = uuidlock(&["release", path(mount), token]);
+    }
+    let _ = token_in(&on_a);
+    still
+}
+
+// GlusterFS with its default caches. Exclusive create is atomic across the
+// two clients, so no verification delay is needed; but a client goes on
+// reading a replaced lock file's old bytes for about a second (a ghost),
+// and the doctor asks for lifetimes of three times that. Measured before
+// tombstones: a contender on the second client that read a dead lock broke
+// its ghost after a holder on the first client had broken it, and deleted
+// that holder's live lock, 5 times in 5. Now the holder keeps its lock, and
+// contend across the mounts, with holders killed, never overlaps.
+#[test]
+fn gluster_with_default_caches_is_safe_with_lifetimes_the_doctor_names() {
+    let test = "gluster_with_default_caches_is_safe_with_lifetimes_the_doctor_names";
+    let Some(share) = start(test, ShareKind::Gluster) else { return };
+    let report = doctor_then_contend(&share, "component,command,uuid-filelock");
+    assert_eq!(report.verdict.kind, VerdictKind::Safe, "{report:#?}");
+    let across = report.across.as_ref().unwrap();
+    assert!(across.ghosts > 0, "no ghost seen on default caches: {report:#?}");
+    let lifetime = report.min_lifetime_s.expect("a ghost asks for longer lifetimes");
+    assert!(report.lifetimes.works && report.lifetimes.detail.contains("--stale-after"), "{report:#?}");
+    assert!(ghost_of_a_dead_lock_deletes_nothing(&share, "0.5"), "a ghost deleted a live holder's lock");
+
+    let lifetime = lifetime.to_string();
+    let args = ["--processes", "4", "--iterations", "6", "--hold-ms", "5", "--stale-after", &lifetime, "--kill", "3"];
+    let (code, summary) = contend_across(&share, &[&args[..], &["--runner", "mixed"]].concat());
+    assert_eq!(code, Some(0), "{summary:?}");
+    assert_eq!((summary.kills, summary.overlaps, summary.violations), (3, 0, 0), "{summary:?}");
+}
+
+// GlusterFS with every cache off: no ghost, no delay, any lifetime the
+// protocol takes; contend with killed holders never overlaps.
+#[test]
+fn gluster_without_caches_is_safe() {
+    let Some(share) = start("gluster_without_caches_is_safe", ShareKind::GlusterStrict) else { return };
+    let report = doctor_then_contend(&share, "component,command,uuid-filelock");
+    assert_eq!(report.verdict.kind, VerdictKind::Safe, "{report:#?}");
+    assert_eq!(report.min_lifetime_s, None, "{report:#?}");
+    assert!(ghost_of_a_dead_lock_deletes_nothing(&share, "0.5"), "a ghost deleted a live holder's lock");
+    let args = ["--processes", "4", "--iterations", "6", "--hold-ms", "5", "--stale-after", "1", "--kill", "3"];
+    let (code, summary) = contend_across(&share, &[&args[..], &["--runner", "mixed"]].concat());
+    assert_eq!(code, Some(0), "{summary:?}");
+    assert_eq!((summary.kills, summary.overlaps, summary.violations), (3, 0, 0), "{summary:?}");
+}
+
+// GlusterFS dates files by the clock of the client that writes them. A
+// third client whose clock runs an hour ahead (libfaketime) dates its files
+// an hour ahead: the doctor sees it and asks for --max-clock-skew. A
+// contender on that client, so told, leaves a live lock on the first
+// client alone (without it, the lock's dates make it look an hour dead).
+#[test]
+fn gluster_clients_with_skewed_clocks_are_told_apart() {
+    let Some(mut share) = start("gluster_clients_with_skewed_clocks_are_told_apart", ShareKind::Gluster) else {
+        return;
+    };
+    let ahead = match share.mount_with_clock(3600) {
+        Ok(ahead) => ahead,
+        Err(why) => return skip("gluster_clients_with_skewed_clocks_are_told_apart", &why),
+    };
+    let [a, _] = share.mounts();
+    let (code, report) = doctor(&[path(&a), path(&ahead), "--rounds", "3"]);
+    assert_eq!(code, Some(0), "{report:#?}");
+    let skew = report.max_clock_skew_s.expect("an hour apart");
+    assert!((7000.0..7400.0).contains(&skew), "{report:#?}");
+    assert!(report.lifetimes.detail.contains("--max-clock-skew"), "{report:#?}");
+
+    let lock = a.join("skew.lock");
+    let holder = uuidlock_command()
+        .args(["run", path(&lock), "--stale-after", "5", "--verification-delay", "0", "--", "sleep", "4"])
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while token_in(&lock).is_none() {
+        assert!(start.elapsed() < std::time::Duration::from_secs(30), "the holder never took the lock");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let skew = skew.to_string();
+    let through_ahead = ahead.join("skew.lock");
+    let args = ["acquire", path(&through_ahead), "--verification-delay", "0", "--timeout", "1"];
+    let told = uuidlock(&[&args[..], &["--max-clock-skew", &skew]].concat());
+    assert_eq!(told.status.code(), Some(1), "a live lock was broken: {}", text(&told.stderr));
+    let mut holder = holder;
+    assert!(holder.wait().unwrap().success(), "the holder lost its lock");
+}

@@ -115,8 +115,18 @@ pub struct Across {
     pub create_seen: Lag,
     /// New bytes at a name written through DIR, until DIR2 reads them.
     pub data_seen: Lag,
+    /// Rounds of `data_seen` in which DIR2 read the *old* bytes after the
+    /// file was replaced: a ghost, which a lock with a lifetime must outlive
+    /// (see `min_lifetime_s`).
+    pub ghosts: u32,
+    /// "Stale file handle" answers through DIR2 in those rounds (uuidlock
+    /// looks the name up again, for up to 1.5 s).
+    pub stale_handles: u32,
     /// Deleting through DIR2 a file held open through DIR.
     pub delete_open: Probe,
+    /// The date DIR2 gives a new file, minus this machine's clock, seconds:
+    /// unlike DIR's, where each client dates files by its own clock.
+    pub clock_offset_s: f64,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,8 +160,15 @@ pub struct Report {
     pub subsecond_dates: bool,
     pub across: Option<Across>,
     pub verdict: Verdict,
-    /// Locks with a lifetime (`--lifetime`, `uuidlock run`) work here.
+    /// Locks with a lifetime (`--stale-after`, `uuidlock run`) work here.
     pub lifetimes: Probe,
+    /// The shortest lifetime that is safe here, seconds: three times the
+    /// longest a client read a replaced file's old bytes (`None`: no such
+    /// ghost seen, or DIR2 not given).
+    pub min_lifetime_s: Option<f64>,
+    /// The clock skew to declare (`--max-clock-skew`), seconds, where DIR
+    /// and DIR2 date new files by clocks more than a second apart.
+    pub max_clock_skew_s: Option<f64>,
     /// What else a user should know, one line each.
     pub notes: Vec<String>,
 }
@@ -271,13 +288,24 @@ impl ProbeDir {
         let hard_links = self.hard_links()?;
         let rename_over = self.rename_over()?;
         let delete_open = self.delete_open(&self.here)?;
-        let (clock_offset_s, subsecond_dates) = self.clock()?;
+        let (clock_offset_s, subsecond_dates) = clock(&self.here)?;
         let across = match &config.dir2 {
             Some(dir2) => Some(self.across(dir2, config)?),
             None => None,
         };
+        let min_lifetime_s = across.as_ref().and_then(min_lifetime);
+        let max_clock_skew_s = across.as_ref().and_then(|across| clock_skew(clock_offset_s, across));
         let lifetimes = match (hard_links.works, rename_over.works) {
-            (true, true) => Probe::yes("yes"),
+            (true, true) => {
+                let mut needs = Vec::new();
+                if let Some(least) = min_lifetime_s {
+                    needs.push(format!("--stale-after {least} or more"));
+                }
+                if let Some(skew) = max_clock_skew_s {
+                    needs.push(format!("--max-clock-skew {skew}"));
+                }
+                Probe::yes(if needs.is_empty() { "yes".to_owned() } else { format!("yes, with {}", needs.join(" and ")) })
+            }
             (false, _) => Probe::no(format!("hard links fail ({}); locks without --lifetime work", hard_links.detail)),
             (true, false) => Probe::no(format!(
                 "renaming over a file fails ({}), so a heartbeat cannot be renewed",
@@ -311,6 +339,28 @@ impl ProbeDir {
         if !subsecond_dates {
             notes.push("file dates have whole seconds; stale locks are judged with a 2 s margin".into());
         }
+        if let (Some(across), Some(least)) = (&across, min_lifetime_s) {
+            notes.push(format!(
+                "a client reads a replaced file's old bytes for up to {:.0} ms (a ghost, in {} of {} rounds): locks \
+                 with a lifetime need at least three times that, {least} s; a hand-off between clients waits as long",
+                across.data_seen.max_ms, across.ghosts, across.data_seen.rounds
+            ));
+        }
+        if let Some(stale) = across.as_ref().map(|across| across.stale_handles).filter(|&stale| stale > 0) {
+            notes.push(format!(
+                "DIR2 was answered \"stale file handle\" {stale} times for files DIR replaced; uuidlock looks the name \
+                 up again, for up to {} s",
+                uuidlock::stale::BOUND.as_secs_f64()
+            ));
+        }
+        if let (Some(across), Some(skew)) = (&across, max_clock_skew_s) {
+            notes.push(format!(
+                "files made through DIR2 are dated {:+.1} s from this machine's clock, and through DIR {clock_offset_s:+.1} s: \
+                 each client dates files by its own clock; judge dead locks with --max-clock-skew {skew} (or set the \
+                 clients' clocks right)",
+                across.clock_offset_s
+            ));
+        }
         if config.dir2.is_none() {
             notes.push("clients were not compared; give DIR2, another mount of the share, to check across machines".into());
         }
@@ -326,6 +376,8 @@ impl ProbeDir {
             across,
             verdict,
             lifetimes,
+            min_lifetime_s,
+            max_clock_skew_s,
             notes,
         })
     }
@@ -386,25 +438,6 @@ impl ProbeDir {
         })
     }
 
-    /// The share's date of new files against this machine's clock.
-    fn clock(&self) -> Result<(f64, bool)> {
-        let mut offsets = Vec::new();
-        let mut subsecond = false;
-        for i in 0..5 {
-            let name = format!("clock-{i}");
-            let before = SystemTime::now();
-            self.here.write(&name, b"")?;
-            let after = SystemTime::now();
-            let dated = self.here.modified(&name)?;
-            let midpoint = before + after.duration_since(before).unwrap_or_default() / 2;
-            offsets.push(signed_seconds(dated, midpoint));
-            subsecond |= dated.duration_since(SystemTime::UNIX_EPOCH).map_or(false, |d| d.subsec_nanos() != 0);
-            std::thread::sleep(Duration::from_millis(3));
-        }
-        offsets.sort_by(f64::total_cmp);
-        Ok((offsets[offsets.len() / 2], subsecond))
-    }
-
     /// What DIR2 shows of what is done through DIR.
     fn across(&self, dir2: &Path, config: &Config) -> Result<Across> {
         let max_lag = Duration::from_secs_f64(config.max_lag);
@@ -416,7 +449,10 @@ impl ProbeDir {
             renames_lost: 0,
             create_seen: Lag { median_ms: 0.0, max_ms: 0.0, rounds: 1, unseen: 1 },
             data_seen: Lag { median_ms: 0.0, max_ms: 0.0, rounds: 0, unseen: 0 },
+            ghosts: 0,
+            stale_handles: 0,
             delete_open: Probe::no("not probed: DIR2 does not show DIR's files"),
+            clock_offset_s: 0.0,
         };
         let other = At::open(dir2).with_context(|| format!("cannot open {}", dir2.display()))?;
         if wait_until(max_lag, || other.is_dir(&self.name)).is_none() {
@@ -429,10 +465,11 @@ impl ProbeDir {
             unseen.create_seen = create_seen;
             return Ok(unseen);
         }
-        let data_seen = self.data_seen(&view, config.rounds, max_lag)?;
+        let (data_seen, ghosts, stale_handles) = self.data_seen(&view, config.rounds, max_lag)?;
         let (races, both_created) = self.races(&view, config.rounds, "race", |at, name| at.create_new(name))?;
         let (rename_races, renames_lost) = self.rename_races(&view, config.rounds)?;
         let delete_open = self.delete_open(&view)?;
+        let clock_offset_s = clock(&view)?.0;
         Ok(Across {
             dir2: dir2.to_owned(),
             races,
@@ -441,7 +478,10 @@ impl ProbeDir {
             renames_lost,
             create_seen,
             data_seen,
+            ghosts,
+            stale_handles,
             delete_open,
+            clock_offset_s,
         })
     }
 
@@ -464,20 +504,38 @@ impl ProbeDir {
 
     /// Puts new bytes at one name through DIR (deleted and created anew, as
     /// a released and retaken lock is) after DIR2 read the old ones, and
-    /// times until DIR2 reads the new ones.
-    fn data_seen(&self, view: &At, rounds: u32, max_lag: Duration) -> Result<Lag> {
-        let mut lags = Vec::new();
+    /// times until DIR2 reads the new ones; with how many rounds DIR2 read
+    /// the old bytes after the replacement (a ghost), and how many stale
+    /// handles it was answered.
+    fn data_seen(&self, view: &At, rounds: u32, max_lag: Duration) -> Result<(Lag, u32, u32)> {
+        let (mut lags, mut ghosts, mut stale) = (Vec::new(), 0, 0);
+        let mut old = Vec::new();
         for round in 0..rounds {
             let bytes = format!("round {round} {}", uuid_like());
-            let _ = view.read("data"); // what a contender's client last read
+            if let Ok(read) = view.read("data") {
+                old = read; // what a contender's client last read
+            }
             let _ = self.here.remove_retrying("data");
             self.here.write("data", bytes.as_bytes())?;
-            match wait_until(max_lag, || view.read("data").is_ok_and(|read| read == bytes.as_bytes())) {
+            let mut ghost = false;
+            let seen = wait_until(max_lag, || match view.read("data") {
+                Ok(read) if read == bytes.as_bytes() => true,
+                Ok(read) => {
+                    ghost |= !old.is_empty() && read == old;
+                    false
+                }
+                Err(e) => {
+                    stale += u32::from(uuidlock::stale::is_stale(&e));
+                    false
+                }
+            });
+            ghosts += u32::from(ghost);
+            match seen {
                 Some(lag) => lags.push(lag),
-                None => return Ok(lag(lags, 1)),
+                None => return Ok((lag(lags, 1), ghosts, stale)),
             }
         }
-        Ok(lag(lags, 0))
+        Ok((lag(lags, 0), ghosts, stale))
     }
 
     /// Races `step` on one name (`<kind>-<round>`) through DIR and DIR2 at
@@ -664,6 +722,43 @@ impl At {
     }
 }
 
+/// The date a share gives files made through `at`, against this machine's
+/// clock (the median of five), and whether dates have fractions of a
+/// second. Through a second mount, another client: a share that dates files
+/// by each client's clock shows that client's.
+fn clock(at: &At) -> Result<(f64, bool)> {
+    let mut offsets = Vec::new();
+    let mut subsecond = false;
+    for i in 0..5 {
+        let name = format!("clock-{}-{i}", uuid_like());
+        let before = SystemTime::now();
+        at.write(&name, b"")?;
+        let after = SystemTime::now();
+        let dated = at.modified(&name)?;
+        let midpoint = before + after.duration_since(before).unwrap_or_default() / 2;
+        offsets.push(signed_seconds(dated, midpoint));
+        subsecond |= dated.duration_since(SystemTime::UNIX_EPOCH).map_or(false, |d| d.subsec_nanos() != 0);
+        let _ = at.remove(&name);
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    offsets.sort_by(f64::total_cmp);
+    Ok((offsets[offsets.len() / 2], subsecond))
+}
+
+/// The shortest safe lifetime: three times the longest a replaced file's
+/// old bytes were read through DIR2 (point 10 of the exclusion argument,
+/// `src/protocol.rs`), rounded up to a tenth of a second.
+fn min_lifetime(across: &Across) -> Option<f64> {
+    (across.ghosts > 0).then(|| ((3.0 * across.data_seen.max_ms / 100.0).ceil() / 10.0).max(1.0))
+}
+
+/// The clock skew to declare where DIR and DIR2 date files more than a
+/// second apart: twice the difference, rounded up to a second.
+fn clock_skew(report_offset: f64, across: &Across) -> Option<f64> {
+    let apart = (report_offset - across.clock_offset_s).abs();
+    (apart > 1.0).then(|| (2.0 * apart).ceil())
+}
+
 /// The verdict from the probes (see the module docs).
 fn judge(exclusive_create: &Probe, across: Option<&Across>, max_lag: f64) -> Verdict {
     let unsafe_because = |reason: String| Verdict { kind: VerdictKind::Unsafe, verification_delay_s: None, reasons: vec![reason] };
@@ -724,6 +819,9 @@ pub fn render(report: &Report) -> String {
         let _ = writeln!(out, "  renames lost a file  {} of {} races", across.renames_lost, across.rename_races);
         let _ = writeln!(out, "  a create seen after  {}", render_lag(&across.create_seen));
         let _ = writeln!(out, "  new bytes read after {}", render_lag(&across.data_seen));
+        let _ = writeln!(out, "  old bytes read after a replacement  {} of {} rounds", across.ghosts, across.data_seen.rounds);
+        let _ = writeln!(out, "  stale file handles   {}", across.stale_handles);
+        let _ = writeln!(out, "  its clock            {:+.3} s from this machine's", across.clock_offset_s);
         let _ = writeln!(out, "  delete a file open on the other client  {}", yes_no(&across.delete_open));
     }
     let verdict = match report.verdict.kind {
@@ -804,7 +902,10 @@ mod tests {
             renames_lost: 0,
             create_seen: Lag { median_ms: 1.0, max_ms: create_max_ms, rounds: 20, unseen },
             data_seen: Lag { median_ms: 1.0, max_ms: 2.0, rounds: 20, unseen: 0 },
+            ghosts: 0,
+            stale_handles: 0,
             delete_open: Probe::yes("yes"),
+            clock_offset_s: 0.0,
         }
     }
 
@@ -816,6 +917,20 @@ mod tests {
         // Never below the default delay.
         let verdict = judge(&Probe::yes("yes"), Some(&across(3, 1.0, 0)), 5.0);
         assert_eq!(verdict.verification_delay_s, Some(0.1));
+    }
+
+    // A client that reads a replaced file's old bytes for a second needs
+    // lifetimes of three; clients whose dates disagree, a skew to declare.
+    #[test]
+    fn ghosts_ask_for_longer_lifetimes_and_clocks_for_a_skew() {
+        let mut seen = across(0, 1.0, 0);
+        assert_eq!(min_lifetime(&seen), None);
+        seen.ghosts = 5;
+        seen.data_seen.max_ms = 1003.0;
+        assert_eq!(min_lifetime(&seen), Some(3.1));
+        assert_eq!(clock_skew(0.01, &seen), None);
+        seen.clock_offset_s = 3600.2;
+        assert_eq!(clock_skew(0.01, &seen), Some(7201.0));
     }
 
     #[test]

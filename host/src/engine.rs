@@ -371,6 +371,7 @@ mod tests {
             timeout_ns: Some(nanos(Duration::from_millis(20))),
             stale_after_ns: None,
             queue: true,
+            max_clock_skew_ns: 0,
         };
         let result = guest.uuidlock_lock_lock().call_acquire(&mut store, &lock, &options).unwrap();
         assert!(matches!(result, Err(bindings::Error::Timeout)), "{result:?}");

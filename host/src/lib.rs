@@ -172,6 +172,7 @@ impl Locker {
             timeout_ns: options.timeout.map(nanos),
             stale_after_ns: options.stale_after.map(nanos),
             queue: options.queue,
+            max_clock_skew_ns: nanos(options.max_clock_skew),
         };
         let acquired = self.call(|guest, store| match &token {
             None => guest.uuidlock_lock_lock().call_acquire(store, &path, &options),

@@ -1,6 +1,6 @@
 //! Loopback network-share test beds.
 //!
-//! Each bed runs one server (sshd or smbd) on 127.0.0.1 exporting ONE directory
+//! Each bed runs one server (sshd, smbd or glusterd) on 127.0.0.1 exporting ONE directory
 //! of a fresh temp dir, and mounts it through TWO independent FUSE clients
 //! (sshfs or smbnetfs), so tests can observe what two machines sharing a
 //! directory would see: propagation delay, non-atomic O_EXCL, EBUSY, etc.
@@ -43,6 +43,14 @@ pub enum ShareKind {
     /// sshd + internal-sftp, mounted twice with `rclone mount`, whose VFS
     /// serves directory entries from a cache (the unsafe case).
     Rclone,
+    /// glusterd with a one-brick volume, mounted twice with the GlusterFS
+    /// FUSE client, with GlusterFS's default caches (a removed file is
+    /// still read through the other mount for about a second).
+    Gluster,
+    /// The same with every cache off: the volume's open-behind, quick-read,
+    /// stat-prefetch and write-behind, and the client's entry, attribute
+    /// and negative timeouts and fopen-keep-cache.
+    GlusterStrict,
 }
 
 impl ShareKind {
@@ -51,6 +59,8 @@ impl ShareKind {
             ShareKind::Sshfs => "sshfs",
             ShareKind::Smb => "smb",
             ShareKind::Rclone => "rclone",
+            ShareKind::Gluster => "gluster",
+            ShareKind::GlusterStrict => "gluster-strict",
         }
     }
 
@@ -69,6 +79,9 @@ impl ShareKind {
                 &["sshd", "ssh-keygen", "rclone", "fusermount3"],
                 &["openssh-server", "openssh-client", "rclone", "fuse3"],
             ),
+            ShareKind::Gluster | ShareKind::GlusterStrict => {
+                (&["glusterd", "gluster", "glusterfs", "fusermount3"], &["glusterfs-server", "glusterfs-client", "fuse3"])
+            }
         }
     }
 }
@@ -89,6 +102,10 @@ pub struct Share {
     clients: Vec<Child>,
     /// Pid files of daemons the server spawns on its own (samba-dcerpcd).
     side_pidfiles: Vec<PathBuf>,
+    /// A GlusterFS volume to stop and delete before glusterd stops.
+    volume: Option<String>,
+    /// Held while glusterd runs: one per machine (its socket is fixed).
+    _machine: Option<FileLock>,
 }
 
 impl Share {
@@ -116,12 +133,16 @@ impl Share {
             server: None,
             clients: Vec::new(),
             side_pidfiles: Vec::new(),
+            volume: None,
+            _machine: None,
         };
         // On error `share` is dropped here, which tears down the partial bed.
         match kind {
             ShareKind::Sshfs => share.start_sshfs()?,
             ShareKind::Smb => share.start_smb()?,
             ShareKind::Rclone => share.start_rclone()?,
+            ShareKind::Gluster => share.start_gluster(false)?,
+            ShareKind::GlusterStrict => share.start_gluster(true)?,
         }
         Ok(share)
     }
@@ -289,6 +310,91 @@ impl Share {
         Ok(())
     }
 
+    // -------------------------------------------------------------- gluster
+
+    /// glusterd bound to 127.0.0.1 with its working directory in the bed,
+    /// a one-brick volume, and two FUSE clients. One glusterd per machine:
+    /// the CLI's socket, /var/run/glusterd.socket, is fixed, so beds take
+    /// turns (a file lock, across test binaries).
+    fn start_gluster(&mut self, strict: bool) -> Result<(), String> {
+        self._machine = Some(FileLock::acquire(Path::new(GLUSTERD_LOCK_FILE))?);
+        if TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], 24007)), POLL).is_ok() {
+            return Err("another glusterd listens on 127.0.0.1:24007; stop it first".into());
+        }
+        let root = self.root.clone();
+        // The CLI refuses 127.0.0.1 and localhost as a brick's host, even
+        // with `force`: this machine's name, if it resolves to 127.0.0.1.
+        let host = loopback_name()?;
+        let work = root.join("glusterd");
+        mkdir(&work)?;
+        for shared in ["groups", "hooks"] {
+            let from = Path::new("/var/lib/glusterd").join(shared);
+            if from.is_dir() {
+                copy_tree(&from, &work.join(shared))?;
+            }
+        }
+        let conf = root.join("glusterd.vol");
+        write_file(&conf, &glusterd_config(&work))?;
+        let log = root.join("glusterd.log");
+        // -N: glusterd stays in the foreground, so its pid is ours.
+        let mut cmd = Command::new(find_bin("glusterd").unwrap_or_else(|| "glusterd".into()));
+        cmd.arg("-N").arg("-f").arg(&conf).arg(format!("--log-file={}", log.display()));
+        self.server = Some(spawn_logged(&mut cmd, &root.join("glusterd.out"), true)?);
+        wait_until(READY_TIMEOUT, || gluster(&["pool", "list"]).is_ok())
+            .map_err(|()| format!("glusterd did not answer: {}", log_tail(&log)))?;
+        let volume = format!("uuidlock{}", std::process::id());
+        let brick = root.join("brick");
+        mkdir(&brick)?;
+        gluster(&["volume", "create", &volume, &format!("{host}:{}", brick.display()), "force"])?;
+        self.volume = Some(volume.clone());
+        if strict {
+            for option in ["performance.open-behind", "performance.quick-read", "performance.stat-prefetch", "performance.write-behind"] {
+                gluster(&["volume", "set", &volume, option, "off"])?;
+            }
+        }
+        gluster(&["volume", "start", &volume])?;
+        for label in ["a", "b"] {
+            let mnt = root.join(format!("mnt-{label}"));
+            mkdir(&mnt)?;
+            let mut cmd = Command::new(find_bin("glusterfs").unwrap_or_else(|| "glusterfs".into()));
+            cmd.arg("-N")
+                .arg("--volfile-server=127.0.0.1")
+                .arg(format!("--volfile-id={volume}"))
+                .arg(format!("--log-file={}", root.join(format!("glusterfs-{label}.log")).display()));
+            if strict {
+                cmd.args(["--entry-timeout=0", "--attribute-timeout=0", "--negative-timeout=0", "--fopen-keep-cache=off"]);
+            }
+            cmd.arg(&mnt);
+            let log = root.join(format!("glusterfs-{label}.out"));
+            self.spawn_client(cmd, &log, &mnt, &mnt)?;
+        }
+        Ok(())
+    }
+
+    /// A third GlusterFS client whose clock runs `offset_s` seconds off
+    /// (libfaketime): how a client on another machine with a wrong clock
+    /// dates files. Returns the directory as it sees it.
+    pub fn mount_with_clock(&mut self, offset_s: i64) -> Result<PathBuf, String> {
+        let volume = self.volume.clone().ok_or("only a GlusterFS bed mounts a client with its own clock")?;
+        ensure_installed(&["faketime"], &["faketime"])?;
+        let root = self.root.clone();
+        let label = format!("clock{offset_s:+}");
+        let mnt = root.join(format!("mnt-{label}"));
+        mkdir(&mnt)?;
+        let mut cmd = Command::new(find_bin("faketime").unwrap_or_else(|| "faketime".into()));
+        cmd.arg("-f")
+            .arg(format!("{offset_s:+}s"))
+            .arg(find_bin("glusterfs").unwrap_or_else(|| "glusterfs".into()))
+            .arg("-N")
+            .arg("--volfile-server=127.0.0.1")
+            .arg(format!("--volfile-id={volume}"))
+            .arg(format!("--log-file={}", root.join(format!("glusterfs-{label}.log")).display()))
+            .arg(&mnt);
+        let log = root.join(format!("glusterfs-{label}.out"));
+        self.spawn_client(cmd, &log, &mnt, &mnt)?;
+        Ok(mnt)
+    }
+
     // --------------------------------------------------------------- common
 
     /// Starts the server on a free port and waits until it accepts
@@ -346,6 +452,11 @@ impl Share {
         for c in self.clients.drain(..) {
             stop_child(c);
         }
+        // glusterd stops the volume's brick process itself.
+        if let Some(volume) = self.volume.take() {
+            let _ = gluster(&["volume", "stop", &volume, "force"]);
+            let _ = gluster(&["volume", "delete", &volume]);
+        }
         if let Some(s) = self.server.take() {
             stop_child(s);
         }
@@ -372,6 +483,94 @@ impl Drop for Share {
 }
 
 // ====================================================================== config
+
+/// Held while a bed's glusterd runs.
+const GLUSTERD_LOCK_FILE: &str = "/tmp/.share-beds-glusterd.lock";
+
+/// glusterd's own configuration, with its state in `work` and its port
+/// bound to 127.0.0.1.
+fn glusterd_config(work: &Path) -> String {
+    format!(
+        "volume management\n\
+         \x20   type mgmt/glusterd\n\
+         \x20   option working-directory {}\n\
+         \x20   option transport-type socket\n\
+         \x20   option transport.socket.listen-port 24007\n\
+         \x20   option transport.socket.bind-address 127.0.0.1\n\
+         \x20   option transport.socket.keepalive-time 10\n\
+         \x20   option transport.socket.keepalive-interval 2\n\
+         \x20   option transport.socket.read-fail-log off\n\
+         \x20   option ping-timeout 0\n\
+         \x20   option event-threads 1\n\
+         \x20   option max-port 60999\n\
+         end-volume\n",
+        work.display()
+    )
+}
+
+/// Runs the gluster CLI in script mode; Err carries its output.
+fn gluster(args: &[&str]) -> Result<(), String> {
+    let out = Command::new(find_bin("gluster").unwrap_or_else(|| "gluster".into()))
+        .arg("--mode=script")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("gluster {}: cannot run: {e}", args.join(" ")))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    Err(format!("gluster {} failed: {}", args.join(" "), tail_of(&text, 3)))
+}
+
+/// A name of this machine that resolves to 127.0.0.1 and is not
+/// `localhost`.
+fn loopback_name() -> Result<String, String> {
+    use std::net::ToSocketAddrs;
+    let mut names = Vec::new();
+    if let Ok(name) = fs::read_to_string("/etc/hostname") {
+        names.push(name.trim().to_owned());
+    }
+    if let Ok(hosts) = fs::read_to_string("/etc/hosts") {
+        for line in hosts.lines().filter(|line| line.trim_start().starts_with("127.0.0.1")) {
+            names.extend(line.split_whitespace().skip(1).map(str::to_owned));
+        }
+    }
+    names
+        .into_iter()
+        .filter(|name| !name.is_empty() && name != "localhost" && !name.starts_with("localhost."))
+        .find(|name| {
+            (name.as_str(), 0).to_socket_addrs().is_ok_and(|mut addrs| addrs.any(|a| a.ip() == std::net::Ipv4Addr::LOCALHOST))
+        })
+        .ok_or_else(|| "no name of this machine but localhost resolves to 127.0.0.1 (the gluster CLI refuses 127.0.0.1 and localhost as a brick's host)".into())
+}
+
+/// Copies the directory tree `from` to `to` (glusterd's groups and hooks).
+fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
+    mkdir(to)?;
+    for entry in fs::read_dir(from).map_err(|e| format!("read {}: {e}", from.display()))? {
+        let entry = entry.map_err(|e| e.to_string())?;
+        let target = to.join(entry.file_name());
+        if entry.file_type().map_err(|e| e.to_string())?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            fs::copy(entry.path(), &target).map_err(|e| format!("copy {}: {e}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Polls `ready` until it holds, for at most `limit`.
+fn wait_until(limit: Duration, mut ready: impl FnMut() -> bool) -> Result<(), ()> {
+    let start = Instant::now();
+    while !ready() {
+        if start.elapsed() > limit {
+            return Err(());
+        }
+        sleep(POLL * 5);
+    }
+    Ok(())
+}
 
 fn sshd_config(root: &Path, port: u16, host_key: &Path, authorized: &Path) -> String {
     format!(
