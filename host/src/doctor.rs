@@ -20,7 +20,11 @@
 //! races exclusive creates of one name through the two mounts, and times
 //! how long a file created through DIR, and new bytes at a name, take to
 //! show through DIR2 (a lookup through DIR2 first, so that a caching client
-//! has a negative entry to serve, as a waiting contender's client has).
+//! has a negative entry to serve, as a waiting contender's client has). It
+//! counts the rounds in which DIR2 still read a replaced file's old bytes
+//! (a ghost) and the "stale file handle" answers, and compares the dates
+//! DIR2 gives new files with DIR's (a share that dates files by each
+//! client's clock shows the clients' skew).
 //!
 //! # The verdict
 //!
@@ -34,6 +38,12 @@
 //!   lag seen, rounded up to 10 ms, and never below the default 0.1 s;
 //! - *safe* otherwise. Without DIR2 this holds for the processes of one
 //!   client; the report says that the clients were not compared.
+//!
+//! Locks with a lifetime work where hard links and rename over a file do;
+//! where a ghost was seen, with lifetimes of at least three times the
+//! longest one (point 10 of `src/protocol.rs`), and where the clients'
+//! dates disagree by more than a second, with `--max-clock-skew` of twice
+//! the difference.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -158,6 +168,10 @@ pub struct Report {
     pub clock_offset_s: f64,
     /// Whether the share's file dates carry fractions of a second.
     pub subsecond_dates: bool,
+    /// The share's own pace: an exclusive create and a removal of a new
+    /// file through DIR, per second (the median of the rounds), to set
+    /// uuidlock's acquisitions per second beside.
+    pub creates_per_second: f64,
     pub across: Option<Across>,
     pub verdict: Verdict,
     /// Locks with a lifetime (`--stale-after`, `uuidlock run`) work here.
@@ -289,6 +303,7 @@ impl ProbeDir {
         let rename_over = self.rename_over()?;
         let delete_open = self.delete_open(&self.here)?;
         let (clock_offset_s, subsecond_dates) = clock(&self.here)?;
+        let creates_per_second = self.pace(config.rounds)?;
         let across = match &config.dir2 {
             Some(dir2) => Some(self.across(dir2, config)?),
             None => None,
@@ -373,6 +388,7 @@ impl ProbeDir {
             delete_open,
             clock_offset_s,
             subsecond_dates,
+            creates_per_second,
             across,
             verdict,
             lifetimes,
@@ -436,6 +452,21 @@ impl ProbeDir {
                 Probe::no(e.to_string())
             }
         })
+    }
+
+    /// Creates (exclusively) and removes a new file `rounds` times; the
+    /// median pace, per second.
+    fn pace(&self, rounds: u32) -> Result<f64> {
+        let mut took = Vec::new();
+        for round in 0..rounds.max(5) {
+            let name = format!("pace-{round}");
+            let start = Instant::now();
+            self.here.create_new(&name)?;
+            self.here.remove_retrying(&name)?;
+            took.push(start.elapsed());
+        }
+        took.sort();
+        Ok(1.0 / percentile(&took, 0.5).as_secs_f64().max(1e-9))
     }
 
     /// What DIR2 shows of what is done through DIR.
@@ -813,6 +844,7 @@ pub fn render(report: &Report) -> String {
     let _ = writeln!(out, "  delete an open file  {}", yes_no(&report.delete_open));
     let dates = if report.subsecond_dates { "fractions of a second" } else { "whole seconds" };
     let _ = writeln!(out, "  share clock          {:+.3} s from this machine's; dates in {dates}", report.clock_offset_s);
+    let _ = writeln!(out, "  create+remove        {:.0} per second", report.creates_per_second);
     if let Some(across) = &report.across {
         let _ = writeln!(out, "across clients, through {}:", across.dir2.display());
         let _ = writeln!(out, "  both creates won     {} of {} races", across.both_created, across.races);
