@@ -22,7 +22,6 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-
 use crate::files::{self, Content, Created, Kind};
 use crate::format::{self, beat_path, claim_path, staged_path, Held, Marker, Token};
 use crate::LockError;

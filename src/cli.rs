@@ -270,7 +270,8 @@ pub fn parse<P: Parser>(args: &[String], out: &mut dyn Write, err: &mut dyn Writ
             }
             let names: Vec<&str> =
                 found.get_subcommands().map(|sub| sub.get_name()).filter(|name| *name != "help").collect();
-            let _ = writeln!(err, "uuidlock: a command is missing: one of {}; see '{command} --help'", names.join(", "));
+            let _ =
+                writeln!(err, "uuidlock: a command is missing: one of {}; see '{command} --help'", names.join(", "));
             exit::USAGE
         }
         _ => {

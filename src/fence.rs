@@ -286,7 +286,9 @@ fn create(dir: &str, lock: &str, start: Start) -> Result<(), LockError> {
         _ => 0,
     };
     let counter = format!("{staged}/{first}");
-    let made = made.and_then(|_| if first == 0 { Ok(()) } else { fs::rename(&zero, &counter) }).and_then(|()| fs::rename(&staged, dir));
+    let made = made
+        .and_then(|_| if first == 0 { Ok(()) } else { fs::rename(&zero, &counter) })
+        .and_then(|()| fs::rename(&staged, dir));
     let placed = match made {
         Ok(()) => Ok(()),
         // Our staged directory was reclaimed as a leftover while we stalled

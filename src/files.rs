@@ -374,7 +374,9 @@ fn read_once(path: &str, dating: Dating, at: Where) -> Result<Option<Content>, F
             let modified = modified.filter(|_| dating == Dating::Always);
             return Ok(Some(Content { bytes: Vec::new(), modified, kind: Kind::Unreadable }));
         }
-        Opened::Special(kind, modified) => return Ok(Some(Content { bytes: Vec::new(), modified, kind: Kind::Special(kind) })),
+        Opened::Special(kind, modified) => {
+            return Ok(Some(Content { bytes: Vec::new(), modified, kind: Kind::Special(kind) }))
+        }
     };
     let mut bytes = Vec::with_capacity(128);
     let mut limited = (&file).take(format::MAX_MARKER_LEN as u64 + 1);

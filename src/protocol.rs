@@ -1671,7 +1671,8 @@ mod tests {
         let other = acquire(&path, &fast()).unwrap();
         let token = Token::generate("").unwrap();
         let waiter = queue::Waiter::join(&path, &token, Duration::from_millis(1), Duration::ZERO).unwrap();
-        let theirs = queue::Waiter::join(&path, &Token::generate("").unwrap(), Duration::from_millis(1), Duration::ZERO);
+        let theirs =
+            queue::Waiter::join(&path, &Token::generate("").unwrap(), Duration::from_millis(1), Duration::ZERO);
         std::mem::forget(waiter); // trapped mid-wait: its entry stays
         fs::write(format::staged_path(&path, &token), b"half").unwrap();
         fs::write(format::beat_path(&path, &token), b"beat").unwrap();

@@ -411,9 +411,7 @@ pub fn note_waited(lock: &str) {
 /// Whether this instance's acquire of `lock` should yield to its waiters
 /// (see [`note_waited`]); asking uses the note up.
 pub fn should_yield(lock: &str) -> bool {
-    WAITED
-        .with_borrow_mut(|released| released.remove(lock))
-        .is_some_and(|at| at.elapsed() < YIELD_FOR)
+    WAITED.with_borrow_mut(|released| released.remove(lock)).is_some_and(|at| at.elapsed() < YIELD_FOR)
 }
 
 /// Removes the entry of the waiter with `token` from the queue of `lock`,
@@ -514,7 +512,10 @@ mod tests {
         next.step().unwrap();
         assert!(next.is_head());
         // Its entry is gone; ours is the only one.
-        assert_eq!(fs::read_dir(dir(&lock)).unwrap().filter_map(|e| ticket(&e.ok()?.file_name().to_string_lossy())).count(), 1);
+        assert_eq!(
+            fs::read_dir(dir(&lock)).unwrap().filter_map(|e| ticket(&e.ok()?.file_name().to_string_lossy())).count(),
+            1
+        );
     }
 
     #[test]

@@ -44,8 +44,8 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use crate::{claim, files};
 use crate::format::{Marker, Token};
+use crate::{claim, files};
 
 /// Reclaim at every fencing number that is a multiple of this.
 pub const EVERY: u64 = 16;
@@ -100,7 +100,9 @@ pub fn reclaim(lock: &str, ours: &Token) {
         let gone = uuid != ours.uuid();
         match kind {
             Kind::Beat if gone => drop(fs::remove_file(leftover)),
-            Kind::Claim if gone && !guarded.contains(uuid) && outlived(claims.get(leftover.as_str()), content.modified) => {
+            Kind::Claim
+                if gone && !guarded.contains(uuid) && outlived(claims.get(leftover.as_str()), content.modified) =>
+            {
                 drop(fs::remove_file(leftover))
             }
             Kind::Staged if older_than(leftover, content.modified, MIN_AGE) => remove_staged(leftover),
@@ -118,9 +120,7 @@ fn outlived(claim: Option<&files::Content>, now: Option<SystemTime>) -> bool {
     match claim.marker() {
         Marker::Uuidlock(held) if claim.kind == files::Kind::Regular => match (held.stale_after, claim.modified, now) {
             (None, _, _) => true,
-            (Some(lifetime), Some(written), Some(now)) => {
-                now.duration_since(written).is_ok_and(|age| age >= lifetime)
-            }
+            (Some(lifetime), Some(written), Some(now)) => now.duration_since(written).is_ok_and(|age| age >= lifetime),
             // Undated: kept; a contender breaks it as a dead claimant's.
             (Some(_), _, _) => false,
         },

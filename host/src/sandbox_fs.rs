@@ -135,7 +135,9 @@ fn open_without_waiting(
     }
     let follow = if path_flags.contains(PathFlags::SYMLINK_FOLLOW) { FollowSymlinks::Yes } else { FollowSymlinks::No };
     options._cap_fs_ext_follow(follow);
-    let sync = DescriptorFlags::FILE_INTEGRITY_SYNC | DescriptorFlags::DATA_INTEGRITY_SYNC | DescriptorFlags::REQUESTED_WRITE_SYNC;
+    let sync = DescriptorFlags::FILE_INTEGRITY_SYNC
+        | DescriptorFlags::DATA_INTEGRITY_SYNC
+        | DescriptorFlags::REQUESTED_WRITE_SYNC;
     if flags.intersects(sync) {
         return Err(ErrorCode::Unsupported);
     }
@@ -180,9 +182,8 @@ fn share(start: &std::fs::File, path: &Path) {
             _ => Path::new("."),
         };
         // Best effort: the directory is made either way.
-        let shared = |parent: u32| {
-            (if parent & 0o020 != 0 { 0o070 } else { 0 }) | (if parent & 0o002 != 0 { 0o007 } else { 0 })
-        };
+        let shared =
+            |parent: u32| (if parent & 0o020 != 0 { 0o070 } else { 0 }) | (if parent & 0o002 != 0 { 0o007 } else { 0 });
         let Ok(parent) = open_dir(start, parent).and_then(|dir| dir.metadata()) else { return };
         let wanted = shared(parent.permissions().mode());
         if wanted == 0 {
@@ -192,7 +193,11 @@ fn share(start: &std::fs::File, path: &Path) {
         // directories with O_PATH, which cannot), of what is at the name:
         // no link followed, no FIFO waited on.
         let mut options = OpenOptions::new();
-        options.read(true)._cap_fs_ext_follow(FollowSymlinks::No)._cap_fs_ext_nonblock(true)._cap_fs_ext_maybe_dir(true);
+        options
+            .read(true)
+            ._cap_fs_ext_follow(FollowSymlinks::No)
+            ._cap_fs_ext_nonblock(true)
+            ._cap_fs_ext_maybe_dir(true);
         let Ok(made) = open(start, path, &options) else { return };
         let Ok(meta) = made.metadata() else { return };
         // SAFETY: geteuid has no preconditions.

@@ -71,17 +71,17 @@ impl ShareKind {
                 &["sshd", "ssh-keygen", "ssh", "sshfs", "fusermount3"],
                 &["openssh-server", "openssh-client", "sshfs", "fuse3"],
             ),
-            ShareKind::Smb => (
-                &["smbd", "smbpasswd", "smbnetfs", "fusermount3"],
-                &["samba", "smbnetfs", "smbclient", "fuse3"],
-            ),
+            ShareKind::Smb => {
+                (&["smbd", "smbpasswd", "smbnetfs", "fusermount3"], &["samba", "smbnetfs", "smbclient", "fuse3"])
+            }
             ShareKind::Rclone => (
                 &["sshd", "ssh-keygen", "rclone", "fusermount3"],
                 &["openssh-server", "openssh-client", "rclone", "fuse3"],
             ),
-            ShareKind::Gluster | ShareKind::GlusterStrict => {
-                (&["glusterd", "gluster", "glusterfs", "fusermount3"], &["glusterfs-server", "glusterfs-client", "fuse3"])
-            }
+            ShareKind::Gluster | ShareKind::GlusterStrict => (
+                &["glusterd", "gluster", "glusterfs", "fusermount3"],
+                &["glusterfs-server", "glusterfs-client", "fuse3"],
+            ),
         }
     }
 }
@@ -182,10 +182,8 @@ impl Share {
         let (port, ssh_config) = self.start_sshd()?;
         let root = self.root.clone();
         // A: no caching at all; B: sshfs directory cache on, like a lazy client.
-        let opts = [
-            "dir_cache=no,attr_timeout=0,entry_timeout=0,negative_timeout=0",
-            "dir_cache=yes,dcache_timeout=10",
-        ];
+        let opts =
+            ["dir_cache=no,attr_timeout=0,entry_timeout=0,negative_timeout=0", "dir_cache=yes,dcache_timeout=10"];
         for (label, opt) in ["a", "b"].iter().zip(opts) {
             let mnt = root.join(format!("mnt-{label}"));
             mkdir(&mnt)?;
@@ -240,8 +238,7 @@ impl Share {
         keygen(&host_key)?;
         keygen(&client_key)?;
         let authorized = root.join("authorized_keys");
-        fs::copy(client_key.with_extension("pub"), &authorized)
-            .map_err(|e| format!("write authorized_keys: {e}"))?;
+        fs::copy(client_key.with_extension("pub"), &authorized).map_err(|e| format!("write authorized_keys: {e}"))?;
 
         let log = root.join("sshd.log");
         let port = self.start_server_with_retry(&log, |port| {
@@ -348,7 +345,12 @@ impl Share {
         gluster(&["volume", "create", &volume, &format!("{host}:{}", brick.display()), "force"])?;
         self.volume = Some(volume.clone());
         if strict {
-            for option in ["performance.open-behind", "performance.quick-read", "performance.stat-prefetch", "performance.write-behind"] {
+            for option in [
+                "performance.open-behind",
+                "performance.quick-read",
+                "performance.stat-prefetch",
+                "performance.write-behind",
+            ] {
                 gluster(&["volume", "set", &volume, option, "off"])?;
             }
         }
@@ -362,7 +364,12 @@ impl Share {
                 .arg(format!("--volfile-id={volume}"))
                 .arg(format!("--log-file={}", root.join(format!("glusterfs-{label}.log")).display()));
             if strict {
-                cmd.args(["--entry-timeout=0", "--attribute-timeout=0", "--negative-timeout=0", "--fopen-keep-cache=off"]);
+                cmd.args([
+                    "--entry-timeout=0",
+                    "--attribute-timeout=0",
+                    "--negative-timeout=0",
+                    "--fopen-keep-cache=off",
+                ]);
             }
             cmd.arg(&mnt);
             let log = root.join(format!("glusterfs-{label}.out"));
@@ -427,13 +434,7 @@ impl Share {
 
     /// Spawns one FUSE client in its own process group and waits until `mnt`
     /// is mounted and `view` is listable.
-    fn spawn_client(
-        &mut self,
-        mut cmd: Command,
-        log: &Path,
-        mnt: &Path,
-        view: &Path,
-    ) -> Result<(), String> {
+    fn spawn_client(&mut self, mut cmd: Command, log: &Path, mnt: &Path, view: &Path) -> Result<(), String> {
         let child = spawn_logged(&mut cmd, log, true)?;
         self.clients.push(child);
         // Record it before waiting so a half-mounted client still gets unmounted.
@@ -770,9 +771,7 @@ fn find_bin(name: &str) -> Option<PathBuf> {
 }
 
 fn fusermount() -> PathBuf {
-    find_bin("fusermount3")
-        .or_else(|| find_bin("fusermount"))
-        .unwrap_or_else(|| "fusermount3".into())
+    find_bin("fusermount3").or_else(|| find_bin("fusermount")).unwrap_or_else(|| "fusermount3".into())
 }
 
 fn check_dev_fuse() -> Result<(), String> {
@@ -806,11 +805,7 @@ fn spawn_logged(cmd: &mut Command, log: &Path, own_group: bool) -> Result<Child,
     if own_group {
         cmd.process_group(0);
     }
-    cmd.stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .map_err(|e| format!("spawn {:?}: {e}", cmd.get_program()))
+    cmd.stdin(Stdio::null()).stdout(out).stderr(err).spawn().map_err(|e| format!("spawn {:?}: {e}", cmd.get_program()))
 }
 
 /// Runs a short command feeding `input` on stdin; Err carries its output tail.
@@ -834,9 +829,7 @@ fn run_with_stdin(cmd: &mut Command, input: &str, what: &str) -> Result<(), Stri
 
 fn keygen(path: &Path) -> Result<(), String> {
     run_with_stdin(
-        Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", "share-bed", "-f"])
-            .arg(path),
+        Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "share-bed", "-f"]).arg(path),
         "",
         "ssh-keygen",
     )
@@ -849,12 +842,7 @@ fn exited_unreaped(pid: u32) -> bool {
     // SAFETY: siginfo_t is plain data; waitid fills it.
     unsafe {
         let mut info: libc::siginfo_t = std::mem::zeroed();
-        let r = libc::waitid(
-            libc::P_PID,
-            pid as libc::id_t,
-            &mut info,
-            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-        );
+        let r = libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT);
         r != 0 || info.si_pid() != 0
     }
 }
@@ -915,10 +903,8 @@ fn stop_pidfile_daemon(pidfile: &Path, root: &Path) {
 /// SIGKILLs any live process whose command line names `root`.
 fn kill_referencing(root: &Path) {
     let me = std::process::id();
-    let pids: Vec<u32> = all_pids()
-        .into_iter()
-        .filter(|&p| p != me && is_alive(p) && cmdline_mentions(p, root))
-        .collect();
+    let pids: Vec<u32> =
+        all_pids().into_iter().filter(|&p| p != me && is_alive(p) && cmdline_mentions(p, root)).collect();
     for &p in &pids {
         // SAFETY: plain syscall.
         unsafe { libc::kill(p as libc::pid_t, libc::SIGKILL) };
@@ -964,10 +950,7 @@ pub fn is_alive(pid: u32) -> bool {
 
 /// All transitive children of `pid`, by parent links in /proc.
 fn descendants_of(pid: u32) -> Vec<u32> {
-    let parents: Vec<(u32, u32)> = all_pids()
-        .into_iter()
-        .filter_map(|p| proc_stat(p).map(|(_, pp)| (p, pp)))
-        .collect();
+    let parents: Vec<(u32, u32)> = all_pids().into_iter().filter_map(|p| proc_stat(p).map(|(_, pp)| (p, pp))).collect();
     let mut out = Vec::new();
     let mut frontier = vec![pid];
     while let Some(cur) = frontier.pop() {
@@ -1040,9 +1023,7 @@ pub fn is_mounted(mnt: &Path) -> bool {
         return false;
     };
     let want = mnt.to_string_lossy();
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|m| unescape_mountinfo(m) == want)
+    info.lines().filter_map(|l| l.split(' ').nth(4)).any(|m| unescape_mountinfo(m) == want)
 }
 
 /// mountinfo escapes space, tab, newline and backslash as \ooo.
@@ -1098,10 +1079,7 @@ fn write_file(p: &Path, text: &str) -> Result<(), String> {
 }
 
 fn now_nanos() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
 }
 
 /// Last lines of a log file plus its path, for one-line error messages.
