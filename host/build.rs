@@ -35,14 +35,19 @@ fn main() -> Result<()> {
 
     ensure_target_installed()?;
 
-    let command = build_guest(&guest_root, &out_dir.join("guest-command"), &["build", "--bin", "uuidlock"])?;
+    let command = build_guest(
+        &guest_root,
+        &out_dir.join("guest-command"),
+        &["build", "--bin", "uuidlock", "--features", "command"],
+    )?;
     let command_out = out_dir.join("uuidlock.wasm");
     std::fs::copy(&command, &command_out).with_context(|| format!("copying {}", command.display()))?;
 
     let library = build_guest(
         &guest_root,
         &out_dir.join("guest-component"),
-        &["rustc", "--lib", "--crate-type", "cdylib", "--features", "component"],
+        // The protocol and the WIT export alone: the component has no command line.
+        &["rustc", "--lib", "--crate-type", "cdylib", "--no-default-features", "--features", "component"],
     )?;
     let core = std::fs::read(&library).with_context(|| format!("reading {}", library.display()))?;
     let component = ComponentEncoder::default()

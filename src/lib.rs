@@ -28,8 +28,9 @@
 //! - [`queue`]: the queue of waiters: arrival order, only the first polls
 //!   the lock, and why it can neither break nor wedge it.
 //! - [`error`]: the protocol's error type; each layer maps it once.
-//! - [`cli`]: the command-line contract shared by the guest command and the
-//!   native binary: parsing, output, messages, exit codes.
+//! - [`cli`] (feature `cli`, on by default): the command-line contract
+//!   shared by the guest command and the native binary: parsing, output,
+//!   messages, exit codes. `default-features = false` is the protocol alone.
 //! - `component` (feature `component`, wasm only): the WIT export.
 //! - `src/bin/uuidlock.rs`: the guest command's thin `main`.
 //!
@@ -44,6 +45,7 @@
 //! # Ok::<(), uuidlock::LockError>(())
 //! ```
 
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod error;
 pub mod format;

@@ -27,6 +27,8 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::p2::Pollable;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use crate::interrupt::Interrupt;
+
 /// The component, as built by `build.rs`.
 pub const COMPONENT_WASM: &[u8] = include_bytes!(env!("UUIDLOCK_COMPONENT_WASM"));
 /// The command module (`uuidlock.wasm`), as built by `build.rs`.
@@ -49,6 +51,8 @@ pub struct Grant {
 pub struct ComponentState {
     ctx: WasiCtx,
     pub(crate) table: ResourceTable,
+    /// The runtime's interrupt, which this instance's sleeps honour.
+    interrupt: Interrupt,
     /// How many sleeps the guest has asked for; see [`ThreadSleep`].
     pub(crate) sleeps: u64,
 }
@@ -64,6 +68,7 @@ impl WasiView for ComponentState {
 #[derive(Clone)]
 pub struct Runtime {
     engine: Engine,
+    interrupt: Interrupt,
     component: bindings::GuestPre<ComponentState>,
     command: wasmtime::InstancePre<WasiP1Ctx>,
 }
@@ -75,6 +80,16 @@ impl Runtime {
     /// # Errors
     /// Compiling or linking failed; the message says which.
     pub fn new() -> Result<Runtime> {
+        Runtime::with_interrupt(Interrupt::new())
+    }
+
+    /// As [`Runtime::new`], with guest calls that honour `interrupt` (see
+    /// [`crate::interrupt`]); the `uuidlock` binary shares one between its
+    /// signal handler and its runtimes.
+    ///
+    /// # Errors
+    /// As [`Runtime::new`].
+    pub fn with_interrupt(interrupt: Interrupt) -> Result<Runtime> {
         let engine = Engine::default();
 
         let component = load_cached(
@@ -114,7 +129,13 @@ impl Runtime {
         p1::add_to_linker_sync(&mut linker, |cx| cx).context("linking WASI p1 for the command")?;
         let command = linker.instantiate_pre(&module).context("pre-instantiating the command module")?;
 
-        Ok(Runtime { engine, component, command })
+        Ok(Runtime { engine, interrupt, component, command })
+    }
+
+    /// The interrupt that this runtime's guest calls honour: request it to
+    /// stop them at their next sleep.
+    pub fn interrupt(&self) -> &Interrupt {
+        &self.interrupt
     }
 
     /// A new component instance that sees exactly `grants`.
@@ -124,7 +145,12 @@ impl Runtime {
         // instead of handing each to a blocking pool.
         wasi.allow_blocking_current_thread(true);
         preopen(&mut wasi, grants)?;
-        let state = ComponentState { ctx: wasi.build(), table: ResourceTable::new(), sleeps: 0 };
+        let state = ComponentState {
+            ctx: wasi.build(),
+            table: ResourceTable::new(),
+            interrupt: self.interrupt.clone(),
+            sleeps: 0,
+        };
         let mut store = Store::new(&self.engine, state);
         let guest = self.component.instantiate(&mut store).context("instantiating the component")?;
         Ok((store, guest))
@@ -187,14 +213,14 @@ fn link_thread_sleep(
         |mut store: wasmtime::StoreContextMut<'_, ComponentState>, (nanos,): (u64,)| {
             // An interrupted call stops here, in a wait, where it holds no
             // claim and has nothing half done (see crate::interrupt).
-            if let Some(signal) = crate::interrupt::requested() {
-                wasmtime::bail!("interrupted by signal {signal}");
+            if let Some(reason) = store.data().interrupt.requested() {
+                wasmtime::bail!("interrupted ({reason})");
             }
             let state = store.data_mut();
             state.sleeps += 1;
             // A deadline too far to represent: sleep for ever, as wasmtime-wasi does.
             let until = Instant::now().checked_add(Duration::from_nanos(nanos));
-            let sleep = state.table.push(ThreadSleep { until })?;
+            let sleep = state.table.push(ThreadSleep { until, interrupt: state.interrupt.clone() })?;
             Ok((wasmtime_wasi::p2::subscribe(&mut state.table, sleep)?,))
         },
     )?;
@@ -213,6 +239,7 @@ fn link_thread_sleep(
 struct ThreadSleep {
     /// `None`: too far to represent, never.
     until: Option<Instant>,
+    interrupt: Interrupt,
 }
 
 #[wasmtime_wasi::async_trait]
@@ -223,7 +250,7 @@ impl Pollable for ThreadSleep {
         }
         NotYet(false).await;
         // In slices, so that an interrupt ends the sleep within one.
-        while crate::interrupt::requested().is_none() {
+        while self.interrupt.requested().is_none() {
             let left = self.until.map_or(INTERRUPT_SLICE, |until| until.saturating_duration_since(Instant::now()));
             if left.is_zero() {
                 return;
@@ -233,8 +260,7 @@ impl Pollable for ThreadSleep {
     }
 }
 
-/// The longest a guest's sleep goes without looking for an interrupt.
-const INTERRUPT_SLICE: Duration = Duration::from_millis(10);
+use crate::interrupt::SLICE as INTERRUPT_SLICE;
 
 /// Pending once (asking to be polled again at once), then ready.
 struct NotYet(bool);

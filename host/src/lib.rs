@@ -1,6 +1,11 @@
 //! The uuidlock host: runs the lock protocol inside the uuidlock component
 //! in wasmtime, confined to the directories you grant.
 //!
+//! This crate is the library an embedder takes: its dependencies are
+//! wasmtime and wasmtime-wasi and what the embedding needs. The `uuidlock`
+//! binary and its tools (`run`, `contend`, `bench`, `doctor`) are the
+//! `uuidlock-cli` package (`host/cli`), built on this one.
+//!
 //! # Layout
 //!
 //! - this module: the public API, [`Locker`] and its [`Guard`];
@@ -12,22 +17,10 @@
 //! - `sandbox_fs`: the two WASI filesystem calls this host makes its own
 //!   way: opens that never wait on a FIFO, directories as shared as their
 //!   parent;
-//! - [`interrupt`]: signals become requests that guest calls honour at their
-//!   next sleep, so that an interrupted call can be undone;
-//! - [`paths`]: host paths to the guest's view of them;
-//! - [`contend`]: the cross-process contention runner (`uuidlock contend`);
-//! - [`bench`]: the side-by-side benchmark (`uuidlock bench`);
-//! - [`doctor`]: `uuidlock doctor`, whether a share is safe for uuidlock
-//!   and with which settings;
-//! - [`run`]: `uuidlock run`, a command under a lock with a lease;
-//! - [`peers`]: the Python lock libraries, as the bench's anchors and as
-//!   `contend` workers beside uuidlock's;
-//! - [`plot`]: wait-time histograms of contention runs, as SVG, from plain
-//!   data;
-//! - [`stats`]: percentiles, shared by the runner, the bench and the plots;
-//! - `cpu`: the CPU time a worker process used, from the OS;
-//! - `progress`: the progress bar of long runs (stderr, terminals only);
-//! - `src/main.rs`: the native `uuidlock` binary, a thin `main`.
+//! - [`interrupt`]: [`Interrupt`], a request the caller makes that guest
+//!   calls honour at their next sleep, so that an interrupted call can be
+//!   undone ([`Locker::undo_acquire`]);
+//! - [`paths`]: host paths to the guest's view of them.
 //!
 //! # Example
 //!
@@ -43,20 +36,11 @@
 //! # Ok::<(), anyhow::Error>(())
 //! ```
 
-pub mod bench;
-pub mod contend;
-mod cpu;
-pub mod doctor;
 pub mod engine;
 pub mod interrupt;
 pub mod lease;
 pub mod paths;
-pub mod peers;
-pub mod plot;
-mod progress;
-pub mod run;
 mod sandbox_fs;
-pub mod stats;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -67,11 +51,12 @@ use anyhow::Result;
 use wasmtime::Store;
 
 pub use engine::{CommandOutput, Grant, Runtime};
+pub use interrupt::Interrupt;
 pub use lease::{Lease, Lost};
 pub use uuidlock::format::Held;
 use uuidlock::protocol::nanos;
 pub use uuidlock::protocol::{Acquired, Status};
-pub use uuidlock::{cli, LockError, Marker, Options, Token};
+pub use uuidlock::{LockError, Marker, Options, Token};
 
 use engine::{bindings, ComponentState};
 
@@ -147,7 +132,8 @@ impl Locker {
     /// As [`Locker::release`], but for [`LockError::NotOwner`].
     pub fn undo_acquire(&self, path: impl AsRef<Path>, token: &Token) -> Result<(), LockError> {
         let path = paths::guest_path(path.as_ref())?;
-        let result = self.call(|guest, store| guest.uuidlock_lock_lock().call_abandon(store, &path, &token.to_string()));
+        let result =
+            self.call(|guest, store| guest.uuidlock_lock_lock().call_abandon(store, &path, &token.to_string()));
         let mut held = self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if result.is_ok() && held.get(&path).is_some_and(|mine| mine == token.as_str()) {
             held.remove(&path);

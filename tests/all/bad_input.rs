@@ -3,14 +3,12 @@
 //! the guest command (the command module) and the native CLI, with the
 //! documented error variant and exit code.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{mkfifo, runtime, skip, text, uuidlock, Sandbox};
-use uuidlock_host::cli::{self, LockCommand, PathToken};
+use crate::common::{mkfifo, runtime, skip, text, uuidlock, Sandbox};
+use uuidlock::cli::{self, LockCommand, PathToken};
 use uuidlock_host::{Grant, LockError, Options};
 
 /// Which error variant a case expects (its exit code follows from it).

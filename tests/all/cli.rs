@@ -1,11 +1,9 @@
 //! The native `uuidlock` binary: the command-line contract (output, messages,
 //! exit codes) with the lock running in the component.
 
-mod common;
-
-use common::{skip, text, uuidlock, Sandbox};
-use uuidlock_host::bench;
-use uuidlock_host::cli::StatusJson;
+use crate::common::{skip, text, uuidlock, Sandbox};
+use uuidlock::cli::StatusJson;
+use uuidlock_cli::bench;
 
 // Every command answers --help on stdout with exit 0.
 #[test]

@@ -1,12 +1,10 @@
 //! The guest running in wasmtime, through the host API (the component) and
 //! through the command module, with a temporary directory granted.
 
-mod common;
-
 use std::fs;
 use std::time::Duration;
 
-use common::{runtime, until_in_line, Sandbox};
+use crate::common::{runtime, until_in_line, Sandbox};
 use uuidlock_host::{Grant, Held, LockError, Locker, Marker, Options};
 
 fn fast() -> Options {
@@ -302,7 +300,8 @@ fn lifetimes_refresh_and_breaking_through_the_component() {
 fn a_releaser_that_waited_lets_the_next_waiter_in_first() {
     let sandbox = Sandbox::new();
     let path = sandbox.lock("job.lock");
-    let waiting = Options { retry_interval: Duration::from_millis(2), timeout: Some(Duration::from_secs(30)), ..fast() };
+    let waiting =
+        Options { retry_interval: Duration::from_millis(2), timeout: Some(Duration::from_secs(30)), ..fast() };
     let a = sandbox.locker().acquire(&path, &fast()).unwrap();
     let (order, taken) = std::sync::mpsc::channel();
     let b = {

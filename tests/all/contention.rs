@@ -2,10 +2,8 @@
 //! wasmtime, on one lock file. `uuidlock contend` does the work and the
 //! checking; these tests hold it to its verdicts.
 
-mod common;
-
-use common::{text, uuidlock, Sandbox};
-use uuidlock_host::contend::Summary;
+use crate::common::{text, uuidlock, Sandbox};
+use uuidlock_cli::contend::Summary;
 
 /// Runs `uuidlock contend --json ARGS`: the exit code and the report.
 fn contend(args: &[&str]) -> (Option<i32>, Summary) {

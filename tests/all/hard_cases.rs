@@ -2,14 +2,12 @@
 //! dead long after its holder died, another user's unreadable lock, a full
 //! disk, and what killed processes leave behind.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{runtime, skip, text, uuidlock, uuidlock_command, Sandbox};
-use uuidlock_host::cli::StatusJson;
+use crate::common::{runtime, skip, text, uuidlock, uuidlock_command, Sandbox};
+use uuidlock::cli::StatusJson;
 use uuidlock_host::Grant;
 
 fn guest(sandbox: &Sandbox, args: &[&str]) -> uuidlock_host::CommandOutput {
@@ -57,7 +55,7 @@ fn a_lock_found_dead_late_is_taken_by_a_single_try() {
 #[test]
 fn another_users_unreadable_lock_is_waited_for() {
     const NOBODY: &str = "65534";
-    let shared = common::tempdir();
+    let shared = crate::common::tempdir();
     let dir = shared.path().join("shared");
     std::fs::create_dir(&dir).unwrap();
     use std::os::unix::fs::PermissionsExt;

@@ -5,14 +5,12 @@
 //! before it (a call hanging past its timeout, a file outside touched, a
 //! second user shut out).
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{mkfifo, runtime, skip, text, uuidlock, uuidlock_command, Sandbox};
+use crate::common::{mkfifo, runtime, skip, text, uuidlock, uuidlock_command, Sandbox};
 use uuidlock_host::{Grant, LockError, Options};
 
 /// Waits for `child` at most `bound`; kills it and fails the test if it is
@@ -52,7 +50,11 @@ fn fifos_planted_beside_a_lock_never_hang_a_call() {
     let sandbox = Sandbox::new();
     let locker = sandbox.locker();
     let grants = [Grant { host: sandbox.locks(), guest: "/locks".into() }];
-    let waited = Options { timeout: Some(Duration::from_millis(300)), retry_interval: Duration::from_millis(10), ..Options::default() };
+    let waited = Options {
+        timeout: Some(Duration::from_millis(300)),
+        retry_interval: Duration::from_millis(10),
+        ..Options::default()
+    };
     // The fencing counter: an I/O error at once, and the lock not left.
     let lock = sandbox.lock("fence.lock");
     mkfifo(&PathBuf::from(format!("{}.fence", lock.display())));
@@ -62,7 +64,8 @@ fn fifos_planted_beside_a_lock_never_hang_a_call() {
     assert!(!lock.exists(), "the lock was left behind");
     let output = runtime().run_command(&["acquire", "/locks/fence.lock", "--timeout", "0"], &grants).unwrap();
     assert_eq!(output.code, 4, "{}", output.stderr);
-    let native = finishes_within(spawn(&["acquire", path_str(&lock), "--timeout", "0"]), Duration::from_secs(10), "acquire");
+    let native =
+        finishes_within(spawn(&["acquire", path_str(&lock), "--timeout", "0"]), Duration::from_secs(10), "acquire");
     assert_eq!(native.status.code(), Some(4), "{}", text(&native.stderr));
     assert!(text(&native.stderr).contains("FIFO"), "{}", text(&native.stderr));
     assert!(!lock.exists(), "the lock was left behind");
@@ -80,8 +83,9 @@ fn fifos_planted_beside_a_lock_never_hang_a_call() {
         assert_eq!(locker.acquire(&lock, &waited).map(|_| ()), Err(LockError::Timeout), "queue{planted}");
         assert!(start.elapsed() < Duration::from_secs(5), "queue{planted}: {:?}", start.elapsed());
         let guest = format!("/locks/queue{n}.lock");
-        let output =
-            runtime().run_command(&["acquire", &guest, "--timeout", "0.3", "--retry-interval", "0.01"], &grants).unwrap();
+        let output = runtime()
+            .run_command(&["acquire", &guest, "--timeout", "0.3", "--retry-interval", "0.01"], &grants)
+            .unwrap();
         assert_eq!(output.code, 1, "queue{planted}: {}", output.stderr);
         let args = ["acquire", path_str(&lock), "--timeout", "0.3", "--retry-interval", "0.01"];
         let native = finishes_within(spawn(&args), Duration::from_secs(10), "a waiter");
@@ -98,7 +102,7 @@ fn signal(child: &Child, signal: i32) {
 /// Waits until `lock`'s queue has an entry (the waiter is in line).
 fn until_waiting(lock: &Path) {
     let start = Instant::now();
-    while common::in_line(lock) == 0 {
+    while crate::common::in_line(lock) == 0 {
         assert!(start.elapsed() < Duration::from_secs(30), "the waiter never lined up");
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -151,7 +155,7 @@ fn an_interrupted_waiter_undoes_itself_inside_the_sandbox() {
 // probe directory's own descriptor: the swap redirects nothing.
 #[test]
 fn the_doctor_cannot_be_redirected_by_a_swapped_probe_directory() {
-    let root = common::tempdir();
+    let root = crate::common::tempdir();
     let (dir, mirror, evil, victim) =
         (root.path().join("shared"), root.path().join("mirror"), root.path().join("evil"), root.path().join("victim"));
     for made in [&dir, &mirror, &evil] {
@@ -230,7 +234,7 @@ fn as_user(uid: u32, home: &Path, args: &[&str]) -> std::io::Result<Output> {
 /// A 1777 directory (as `/tmp`) or a 0777 one, in a tree other users can
 /// reach, and a place for their homes.
 fn shared_dir(mode: u32) -> (tempfile::TempDir, PathBuf) {
-    let root = common::tempdir();
+    let root = crate::common::tempdir();
     std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let dir = root.path().join("shared");
     std::fs::create_dir(&dir).unwrap();
@@ -441,7 +445,8 @@ fn ctrl_c_under_a_terminal(sandbox: &Sandbox, cmd: &str, after: Duration) -> Res
 fn one_ctrl_c_reaches_cmd_once() {
     let sandbox = Sandbox::new();
     let count = sandbox.root.path().join("count");
-    let cmd = format!(r#"n=0; trap "n=\$((n+1))" INT; sleep 3 & wait; sleep 0.5 & wait; echo $n > {}"#, count.display());
+    let cmd =
+        format!(r#"n=0; trap "n=\$((n+1))" INT; sleep 3 & wait; sleep 0.5 & wait; echo $n > {}"#, count.display());
     match ctrl_c_under_a_terminal(&sandbox, &cmd, Duration::from_millis(300)) {
         Err(why) => return skip("one_ctrl_c_reaches_cmd_once", &why),
         Ok(output) => assert!(count.exists(), "CMD did not finish: {:?} {}", output.status, text(&output.stdout)),
@@ -484,7 +489,20 @@ fn stopping_cmd_stops_every_process_it_started() {
             "sleep 300 >/dev/null 2>&1 & echo $! >> {0}; sleep 301 >/dev/null 2>&1 & echo $! >> {0}; wait",
             pids.display()
         );
-        let run = spawn(&["run", path_str(&lock), "--stale-after", "1", "--verification-delay", "0", "--kill-after", "1", "--", "sh", "-c", &cmd]);
+        let run = spawn(&[
+            "run",
+            path_str(&lock),
+            "--stale-after",
+            "1",
+            "--verification-delay",
+            "0",
+            "--kill-after",
+            "1",
+            "--",
+            "sh",
+            "-c",
+            &cmd,
+        ]);
         let jobs = pids_written(&pids);
         match how {
             "sigterm" => signal(&run, libc::SIGTERM),
@@ -652,7 +670,7 @@ fn a_fifo_swapped_in_between_a_look_and_an_open_never_hangs() {
 // first number is the date of the counter file uuidlock made itself.
 #[test]
 fn a_directory_swapped_in_for_a_staged_one_is_neither_opened_nor_believed() {
-    let root = common::tempdir();
+    let root = crate::common::tempdir();
     let dir = root.path().join("shared");
     std::fs::create_dir(&dir).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
@@ -691,9 +709,8 @@ fn a_directory_swapped_in_for_a_staged_one_is_neither_opened_nor_believed() {
     }
     assert!(neighbour.stop() > 0, "the neighbour never swapped a directory in");
     // Wherever root's directory ended up, it is as private as it was.
-    let find = |dir: &Path| -> Vec<PathBuf> {
-        walk(dir).into_iter().filter(|path| path.join("key").exists()).collect()
-    };
+    let find =
+        |dir: &Path| -> Vec<PathBuf> { walk(dir).into_iter().filter(|path| path.join("key").exists()).collect() };
     for found in find(root.path()) {
         let mode = std::fs::metadata(&found).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700, "{} was opened to others", found.display());
@@ -706,9 +723,12 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut at = 0;
     while at < found.len() {
         if let Ok(entries) = std::fs::read_dir(&found[at]) {
-            found.extend(entries.flatten().map(|entry| entry.path()).filter(|path| {
-                std::fs::symlink_metadata(path).is_ok_and(|meta| meta.is_dir())
-            }));
+            found.extend(
+                entries
+                    .flatten()
+                    .map(|entry| entry.path())
+                    .filter(|path| std::fs::symlink_metadata(path).is_ok_and(|meta| meta.is_dir())),
+            );
         }
         at += 1;
     }
@@ -730,8 +750,12 @@ fn a_claim_another_user_plants_in_a_sticky_directory_costs_run_nothing() {
     let run = {
         let (home, lock) = (root.path().to_owned(), path_str(&lock).to_owned());
         std::thread::spawn(move || {
-            as_user(holder, &home, &["run", &lock, "--stale-after", "2", "--verification-delay", "0", "--", "sleep", "2"])
-                .unwrap()
+            as_user(
+                holder,
+                &home,
+                &["run", &lock, "--stale-after", "2", "--verification-delay", "0", "--", "sleep", "2"],
+            )
+            .unwrap()
         })
     };
     let start = Instant::now();

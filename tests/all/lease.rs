@@ -2,12 +2,10 @@
 //! background, keeps contenders out past many lifetimes, reports its loss,
 //! and releases when dropped.
 
-mod common;
-
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::Sandbox;
+use crate::common::Sandbox;
 use uuidlock_host::{LockError, Lost, Options};
 
 fn fast() -> Options {

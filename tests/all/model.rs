@@ -4,11 +4,9 @@
 //! must match the model, and the lock file exists exactly when the model
 //! says someone holds the lock: at most one holder, always.
 
-mod common;
-
 use std::time::Duration;
 
-use common::Sandbox;
+use crate::common::Sandbox;
 use proptest::prelude::*;
 use uuidlock_host::{LockError, Locker, Marker, Options};
 

@@ -3,14 +3,12 @@
 //! holder (and never evict it), and uuidlock must wait for theirs.
 //! Installs them from PyPI into a venv on demand; SKIPPED loudly if it can't.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{skip, text, venv, Sandbox};
+use crate::common::{skip, text, venv, Sandbox};
 use uuidlock_host::{LockError, Marker, Options};
 
 const PACKAGES: &[&str] = &["filelock==4.2.11", "uuid-filelock==1.4"];

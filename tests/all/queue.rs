@@ -1,14 +1,12 @@
 //! The queue of waiters across processes: arrival order, a waiter killed in
 //! line, and peers that ignore the queue.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{in_line, text, until_in_line, uuidlock, uuidlock_command, Sandbox};
-use uuidlock_host::contend::Summary;
+use crate::common::{in_line, text, until_in_line, uuidlock, uuidlock_command, Sandbox};
+use uuidlock_cli::contend::Summary;
 
 /// `uuidlock acquire LOCK` waiting (or not) in the queue, its token on stdout.
 fn waiter(lock: &Path, extra: &[&str]) -> Child {
@@ -91,8 +89,9 @@ fn a_waiter_killed_in_line_does_not_block_the_one_behind() {
 /// Runs `uuidlock contend --json ARGS`.
 fn contend(args: &[&str]) -> (Option<i32>, Summary) {
     let output = uuidlock(&[&["contend", "--json"], args].concat());
-    let report = serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|e| panic!("contend --json printed {:?} ({e}): {}", text(&output.stdout), text(&output.stderr)));
+    let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!("contend --json printed {:?} ({e}): {}", text(&output.stdout), text(&output.stderr))
+    });
     (output.status.code(), report)
 }
 
@@ -100,7 +99,8 @@ fn contend(args: &[&str]) -> (Option<i32>, Summary) {
 // queue and polls the lock file: nobody overlaps, every hold finishes.
 #[test]
 fn queued_waiters_and_a_peer_that_ignores_the_queue_never_overlap() {
-    let (code, report) = contend(&["--processes", "6", "--iterations", "10", "--runner", "component,command,soft-file-lock"]);
+    let (code, report) =
+        contend(&["--processes", "6", "--iterations", "10", "--runner", "component,command,soft-file-lock"]);
     assert_eq!(code, Some(0), "{report:?}");
     assert_eq!((report.acquisitions, report.overlaps, report.violations), (60, 0, 0), "{report:?}");
 }

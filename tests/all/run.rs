@@ -2,13 +2,11 @@
 //! background, signals passed on, exit statuses passed back, and nothing
 //! left behind by interrupts or kills.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{text, uuidlock, uuidlock_command, Sandbox};
+use crate::common::{text, uuidlock, uuidlock_command, Sandbox};
 
 fn spawn(args: &[&str]) -> Child {
     uuidlock_command().args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("running uuidlock")

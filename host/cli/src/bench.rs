@@ -40,10 +40,11 @@ use clap::{Args, FromArgMatches};
 use serde::{Deserialize, Serialize};
 
 use crate::contend::{self, count, MAX_ITERATIONS, MAX_PROCESSES};
-use crate::interrupt;
 use crate::progress::progress_bar;
+use crate::signals as interrupt;
 use crate::stats::percentile;
-use crate::{engine, peers, plot, Grant, Locker, Options, Runtime};
+use crate::{exit, peers, plot};
+use uuidlock_host::{engine, Grant, Locker, Options};
 
 /// The bench's settings: the flags of `uuidlock bench`.
 #[derive(Args, Clone, Debug)]
@@ -103,7 +104,7 @@ pub fn main(mut config: Config) -> i32 {
     let result = run(&config);
     if let Some(signal) = interrupt::requested() {
         eprintln!("uuidlock bench: interrupted by signal {signal}; its directory was removed");
-        return 128 + signal;
+        return exit::signal(signal);
     }
     match result {
         Ok(results) => {
@@ -115,14 +116,14 @@ pub fn main(mut config: Config) -> i32 {
             if let Some(path) = &config.plot {
                 if let Err(e) = results.draw().and_then(|svg| Ok(fs::write(path, svg)?)) {
                     eprintln!("uuidlock bench: cannot write the plot to {}: {e:#}", path.display());
-                    return 4;
+                    return exit::IO;
                 }
             }
-            0
+            exit::OK
         }
         Err(e) => {
             eprintln!("uuidlock bench: {e:#}");
-            4
+            exit::IO
         }
     }
 }
@@ -252,7 +253,7 @@ type Subject<'a> = (&'static str, Box<dyn FnMut() -> Result<()> + 'a>);
 
 fn uncontended(config: &Config, dir: &Path) -> Result<Vec<Latency>> {
     let lock = |name: &str| dir.join(name).to_str().map(str::to_owned).context("the directory is not UTF-8");
-    let runtime = Runtime::new()?;
+    let runtime = crate::signals::runtime()?;
     let locker = Locker::new(&runtime, &[dir])?;
     let grants = [Grant { host: dir.to_path_buf(), guest: "/bench".into() }];
     let fast = Options { verification_delay: Duration::ZERO, ..Options::default() };
@@ -498,7 +499,16 @@ impl Results {
         let _ = writeln!(
             text,
             "  {:<30} {:>6} {:>10} {:>12} {:>8} {:>9} {:>9} {:>11} {:>11} {:>6}",
-            "", "acq/s", "x ceiling", "wait p50 ms", "p99 ms", "max ms", "hand-off", "violations", "cpu ms/acq", "cores"
+            "",
+            "acq/s",
+            "x ceiling",
+            "wait p50 ms",
+            "p99 ms",
+            "max ms",
+            "hand-off",
+            "violations",
+            "cpu ms/acq",
+            "cores"
         );
         for c in &self.contention {
             let ms = |d: Duration| format!("{:.2}", d.as_secs_f64() * 1e3);

@@ -45,12 +45,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::{Args, FromArgMatches, ValueEnum};
-use uuidlock::stale;
 use serde::{Deserialize, Serialize};
+use uuidlock::stale;
 
 use crate::progress::progress_bar;
 use crate::stats::percentile;
-use crate::{cli, peers, plot, Grant, Lease, LockError, Locker, Options, Runtime};
+use crate::{exit, peers, plot};
+use uuidlock::cli;
+use uuidlock_host::{Grant, Lease, LockError, Locker, Options, Runtime};
 
 /// The hidden subcommand a worker process runs.
 pub const WORKER_COMMAND: &str = "contend-worker";
@@ -157,13 +159,13 @@ pub struct Config {
     #[arg(long, value_name = "R", value_enum, value_delimiter = ',', default_value = "component")]
     pub runner: Vec<Runner>,
     /// As for acquire
-    #[arg(long, value_name = "SECS", default_value = "0", value_parser = crate::cli::seconds)]
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = cli::seconds)]
     pub verification_delay: Duration,
     /// As for acquire
-    #[arg(long, value_name = "SECS", default_value = "0.001", value_parser = crate::cli::seconds)]
+    #[arg(long, value_name = "SECS", default_value = "0.001", value_parser = cli::seconds)]
     pub retry_interval: Duration,
     /// The lifetime every worker's lock declares [default: none]
-    #[arg(long, value_name = "SECS", value_parser = crate::cli::seconds)]
+    #[arg(long, value_name = "SECS", value_parser = cli::seconds)]
     pub stale_after: Option<Duration>,
     /// SIGKILL a random worker K times during the run, at random points of
     /// the protocol, and replace it; needs --stale-after (the killed
@@ -203,7 +205,10 @@ impl Default for Config {
 /// A count from 1 to `MAX` (for clap). Every count a run takes is bounded:
 /// it sizes buffers and the number of processes and threads.
 pub(crate) fn count<const MAX: usize>(text: &str) -> Result<usize, String> {
-    text.parse().ok().filter(|&n| (1..=MAX).contains(&n)).ok_or_else(|| format!("must be a whole number from 1 to {MAX}"))
+    text.parse()
+        .ok()
+        .filter(|&n| (1..=MAX).contains(&n))
+        .ok_or_else(|| format!("must be a whole number from 1 to {MAX}"))
 }
 
 /// A count from 0 to `MAX` (for clap).
@@ -221,9 +226,13 @@ pub const MAX_SECTIONS: usize = 10_000_000;
 
 /// Decimal milliseconds, at most a minute.
 fn millis(text: &str) -> Result<Duration, String> {
-    crate::cli::seconds(text)
-        .map(|seconds| seconds / 1000)
-        .and_then(|hold| if hold <= Duration::from_secs(60) { Ok(hold) } else { Err("at most 60000 ms".into()) })
+    cli::seconds(text).map(|seconds| seconds / 1000).and_then(|hold| {
+        if hold <= Duration::from_secs(60) {
+            Ok(hold)
+        } else {
+            Err("at most 60000 ms".into())
+        }
+    })
 }
 
 impl Config {
@@ -278,7 +287,7 @@ pub fn main(config: Config) -> i32 {
     };
     if let Err(message) = checked {
         eprintln!("uuidlock contend: {message}; see 'uuidlock contend --help'");
-        return 2;
+        return exit::USAGE;
     }
     match run(&config) {
         Ok(report) => {
@@ -290,18 +299,18 @@ pub fn main(config: Config) -> i32 {
             if let Some(path) = &config.plot {
                 if let Err(e) = report.draw().and_then(|svg| Ok(std::fs::write(path, svg)?)) {
                     eprintln!("uuidlock contend: cannot write the plot to {}: {e:#}", path.display());
-                    return 4;
+                    return exit::IO;
                 }
             }
             if report.violations() == 0 && report.evictions() == 0 {
-                0
+                exit::OK
             } else {
-                1
+                exit::FOUND
             }
         }
         Err(e) => {
             eprintln!("uuidlock contend: {e:#}");
-            4
+            exit::IO
         }
     }
 }
@@ -491,7 +500,7 @@ impl Report {
             processes: c.processes,
             iterations: c.iterations,
             hold_s: c.hold.as_secs_f64(),
-            runner: c.runner_name().into(),
+            runner: c.runner_name(),
             directories: self.dirs.len(),
             verification_delay_s: c.verification_delay.as_secs_f64(),
             retry_interval_s: c.retry_interval.as_secs_f64(),
@@ -737,12 +746,10 @@ fn contend_in(config: &Config, dirs: &[PathBuf]) -> Result<Report> {
                 command
             }
         };
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("cannot start a worker process; use fewer --processes or raise the process limit (ulimit -u)")?;
+        let mut child =
+            command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().context(
+                "cannot start a worker process; use fewer --processes or raise the process limit (ulimit -u)",
+            )?;
         let stdout = child.stdout.take().context("no worker stdout")?;
         let events = events.clone();
         let reader = std::thread::Builder::new().name(format!("worker-{slot}")).spawn(move || {
@@ -949,10 +956,10 @@ fn now_ns() -> u128 {
 /// acquisition.
 pub fn worker_main(config: Config) -> i32 {
     match work(&config) {
-        Ok(()) => 0,
+        Ok(()) => exit::OK,
         Err(e) => {
             eprintln!("uuidlock {WORKER_COMMAND}: {e:#}");
-            4
+            exit::IO
         }
     }
 }
@@ -1029,8 +1036,8 @@ impl Taker {
                 let lock = lock.to_str().context("the lock path is not UTF-8")?;
                 let output = runtime.run_command(&["release", lock, &token], grants)?;
                 match output.code {
-                    0 => Ok(false),
-                    cli::exit::NOT_OWNER => Ok(true),
+                    exit::OK => Ok(false),
+                    exit::NOT_OWNER => Ok(true),
                     code => bail!("release exited {code}: {}", output.stderr.trim()),
                 }
             }
@@ -1044,11 +1051,9 @@ fn work(config: &Config) -> Result<()> {
     let runtime = Runtime::new()?;
     let &[runner] = &config.runner[..] else { bail!("a worker takes one --runner") };
     let taker = match runner {
-        Runner::Component | Runner::Mixed if config.renew => {
-            Taker::Lease(Locker::new(&runtime, &[dir])?)
-        }
+        Runner::Component | Runner::Mixed if config.renew => Taker::Lease(Locker::new(&runtime, &[dir])?),
         Runner::Component | Runner::Mixed => Taker::Component(Locker::new(&runtime, &[dir])?),
-        Runner::Command => Taker::Command(runtime, vec![crate::paths::grant(dir)?]),
+        Runner::Command => Taker::Command(runtime, vec![uuidlock_host::paths::grant(dir)?]),
         Runner::None => Taker::None,
         python => bail!("--runner {}: not a worker of this binary", python.name()),
     };
@@ -1141,7 +1146,10 @@ mod tests {
         assert_eq!((config.processes, config.iterations, &config.runner[..]), (4, 25, &[Runner::Component][..]));
         assert_eq!((config.hold, config.retry_interval), (Duration::from_millis(1), Duration::from_millis(1)));
         let parsed = parse("--hold-ms 0.5 --runner mixed --kill 2").unwrap();
-        assert_eq!((parsed.hold, &parsed.runner[..], parsed.kills), (Duration::from_micros(500), &[Runner::Mixed][..], 2));
+        assert_eq!(
+            (parsed.hold, &parsed.runner[..], parsed.kills),
+            (Duration::from_micros(500), &[Runner::Mixed][..], 2)
+        );
         // A list: the workers take turns over it, each runner alternating in turn.
         let parsed = parse("--runner command,peers").unwrap();
         let turns: Vec<Runner> = (0..6).map(|worker| parsed.runner_for(worker)).collect();

@@ -55,7 +55,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use crate::cli;
+use crate::exit;
 use crate::stats::percentile;
 
 /// `uuidlock doctor`'s arguments.
@@ -196,7 +196,7 @@ const POLL: Duration = Duration::from_micros(200);
 pub fn main(config: Config) -> i32 {
     if !(config.max_lag.is_finite() && config.max_lag > 0.0 && config.max_lag <= 600.0) {
         eprintln!("uuidlock doctor: --max-lag must be a number of seconds above 0 and at most 600");
-        return cli::exit::USAGE;
+        return exit::USAGE;
     }
     match examine(&config) {
         Ok(report) => {
@@ -206,17 +206,17 @@ pub fn main(config: Config) -> i32 {
                 print!("{}", render(&report));
             }
             match report.verdict.kind {
-                VerdictKind::Unsafe => cli::exit::TIMEOUT_OR_FREE,
-                _ => cli::exit::OK,
+                VerdictKind::Unsafe => exit::FOUND,
+                _ => exit::OK,
             }
         }
         Err(e) if e.is::<UsageError>() => {
             eprintln!("uuidlock doctor: {e:#}");
-            cli::exit::USAGE
+            exit::USAGE
         }
         Err(e) => {
             eprintln!("uuidlock doctor: {e:#}");
-            cli::exit::IO
+            exit::IO
         }
     }
 }
@@ -237,11 +237,19 @@ impl std::error::Error for UsageError {}
 pub fn examine(config: &Config) -> Result<Report> {
     let dir = &config.dir;
     if !dir.is_dir() {
-        return Err(UsageError(format!("{} is not a directory; give the directory your locks will live in", dir.display())).into());
+        return Err(UsageError(format!(
+            "{} is not a directory; give the directory your locks will live in",
+            dir.display()
+        ))
+        .into());
     }
     if let Some(dir2) = &config.dir2 {
         if !dir2.is_dir() {
-            return Err(UsageError(format!("{} is not a directory; give another mount of DIR's share", dir2.display())).into());
+            return Err(UsageError(format!(
+                "{} is not a directory; give another mount of DIR's share",
+                dir2.display()
+            ))
+            .into());
         }
         if fs::canonicalize(dir)? == fs::canonicalize(dir2)? {
             return Err(UsageError(format!(
@@ -319,7 +327,11 @@ impl ProbeDir {
                 if let Some(skew) = max_clock_skew_s {
                     needs.push(format!("--max-clock-skew {skew}"));
                 }
-                Probe::yes(if needs.is_empty() { "yes".to_owned() } else { format!("yes, with {}", needs.join(" and ")) })
+                Probe::yes(if needs.is_empty() {
+                    "yes".to_owned()
+                } else {
+                    format!("yes, with {}", needs.join(" and "))
+                })
             }
             (false, _) => Probe::no(format!("hard links fail ({}); locks without --lifetime work", hard_links.detail)),
             (true, false) => Probe::no(format!(
@@ -329,7 +341,10 @@ impl ProbeDir {
         };
         let mut notes = Vec::new();
         if exclusive_create.works && exclusive_create.detail.contains("EACCES") {
-            notes.push("a create of an existing name fails with \"permission denied\"; uuidlock reads it as a busy lock".into());
+            notes.push(
+                "a create of an existing name fails with \"permission denied\"; uuidlock reads it as a busy lock"
+                    .into(),
+            );
         }
         if !delete_open.works || across.as_ref().is_some_and(|a| !a.delete_open.works) {
             notes.push(format!(
@@ -377,7 +392,9 @@ impl ProbeDir {
             ));
         }
         if config.dir2.is_none() {
-            notes.push("clients were not compared; give DIR2, another mount of the share, to check across machines".into());
+            notes.push(
+                "clients were not compared; give DIR2, another mount of the share, to check across machines".into(),
+            );
         }
         let verdict = judge(&exclusive_create, across.as_ref(), config.max_lag);
         Ok(Report {
@@ -412,7 +429,8 @@ impl ProbeDir {
 
     fn hard_links(&self) -> Result<Probe> {
         let here = &self.here;
-        here.write("link-source", b"linked").with_context(|| format!("cannot write {}", here.path("link-source").display()))?;
+        here.write("link-source", b"linked")
+            .with_context(|| format!("cannot write {}", here.path("link-source").display()))?;
         Ok(match here.link("link-source", "link-target") {
             Err(e) => Probe::no(e.to_string()),
             Ok(()) => match (here.link("link-source", "link-target"), here.read("link-target")) {
@@ -425,8 +443,10 @@ impl ProbeDir {
 
     fn rename_over(&self) -> Result<Probe> {
         let here = &self.here;
-        here.write("rename-from", b"new").with_context(|| format!("cannot write {}", here.path("rename-from").display()))?;
-        here.write("rename-to", b"old").with_context(|| format!("cannot write {}", here.path("rename-to").display()))?;
+        here.write("rename-from", b"new")
+            .with_context(|| format!("cannot write {}", here.path("rename-from").display()))?;
+        here.write("rename-to", b"old")
+            .with_context(|| format!("cannot write {}", here.path("rename-to").display()))?;
         Ok(match here.rename("rename-from", "rename-to") {
             Err(e) => Probe::no(e.to_string()),
             Ok(()) => match here.read("rename-to") {
@@ -490,7 +510,8 @@ impl ProbeDir {
             return Ok(unseen);
         }
         // Opened once too: the same directory through the other mount.
-        let view = other.enter(&self.name).with_context(|| format!("cannot open {}", other.path(&self.name).display()))?;
+        let view =
+            other.enter(&self.name).with_context(|| format!("cannot open {}", other.path(&self.name).display()))?;
         let create_seen = self.create_seen(&view, config.rounds, max_lag)?;
         if create_seen.unseen > 0 {
             unseen.create_seen = create_seen;
@@ -768,7 +789,7 @@ fn clock(at: &At) -> Result<(f64, bool)> {
         let dated = at.modified(&name)?;
         let midpoint = before + after.duration_since(before).unwrap_or_default() / 2;
         offsets.push(signed_seconds(dated, midpoint));
-        subsecond |= dated.duration_since(SystemTime::UNIX_EPOCH).map_or(false, |d| d.subsec_nanos() != 0);
+        subsecond |= dated.duration_since(SystemTime::UNIX_EPOCH).is_ok_and(|d| d.subsec_nanos() != 0);
         let _ = at.remove(&name);
         std::thread::sleep(Duration::from_millis(3));
     }
@@ -792,12 +813,17 @@ fn clock_skew(report_offset: f64, across: &Across) -> Option<f64> {
 
 /// The verdict from the probes (see the module docs).
 fn judge(exclusive_create: &Probe, across: Option<&Across>, max_lag: f64) -> Verdict {
-    let unsafe_because = |reason: String| Verdict { kind: VerdictKind::Unsafe, verification_delay_s: None, reasons: vec![reason] };
+    let unsafe_because =
+        |reason: String| Verdict { kind: VerdictKind::Unsafe, verification_delay_s: None, reasons: vec![reason] };
     if !exclusive_create.works {
         return unsafe_because(format!("exclusive create does not exclude: {}", exclusive_create.detail));
     }
     let Some(across) = across else {
-        return Verdict { kind: VerdictKind::Safe, verification_delay_s: None, reasons: vec!["exclusive create excludes".into()] };
+        return Verdict {
+            kind: VerdictKind::Safe,
+            verification_delay_s: None,
+            reasons: vec!["exclusive create excludes".into()],
+        };
     };
     for (what, lag) in [("a file created", &across.create_seen), ("new bytes written", &across.data_seen)] {
         if lag.unseen > 0 {
@@ -810,7 +836,10 @@ fn judge(exclusive_create: &Probe, across: Option<&Across>, max_lag: f64) -> Ver
         return Verdict {
             kind: VerdictKind::Safe,
             verification_delay_s: None,
-            reasons: vec![format!("exclusive create is atomic across the two clients ({} races, each won once)", across.races)],
+            reasons: vec![format!(
+                "exclusive create is atomic across the two clients ({} races, each won once)",
+                across.races
+            )],
         };
     }
     let largest = across.create_seen.max_ms.max(across.data_seen.max_ms) / 1000.0;
@@ -843,7 +872,8 @@ pub fn render(report: &Report) -> String {
     let _ = writeln!(out, "  rename over a file   {}", yes_no(&report.rename_over));
     let _ = writeln!(out, "  delete an open file  {}", yes_no(&report.delete_open));
     let dates = if report.subsecond_dates { "fractions of a second" } else { "whole seconds" };
-    let _ = writeln!(out, "  share clock          {:+.3} s from this machine's; dates in {dates}", report.clock_offset_s);
+    let _ =
+        writeln!(out, "  share clock          {:+.3} s from this machine's; dates in {dates}", report.clock_offset_s);
     let _ = writeln!(out, "  create+remove        {:.0} per second", report.creates_per_second);
     if let Some(across) = &report.across {
         let _ = writeln!(out, "across clients, through {}:", across.dir2.display());
@@ -851,7 +881,11 @@ pub fn render(report: &Report) -> String {
         let _ = writeln!(out, "  renames lost a file  {} of {} races", across.renames_lost, across.rename_races);
         let _ = writeln!(out, "  a create seen after  {}", render_lag(&across.create_seen));
         let _ = writeln!(out, "  new bytes read after {}", render_lag(&across.data_seen));
-        let _ = writeln!(out, "  old bytes read after a replacement  {} of {} rounds", across.ghosts, across.data_seen.rounds);
+        let _ = writeln!(
+            out,
+            "  old bytes read after a replacement  {} of {} rounds",
+            across.ghosts, across.data_seen.rounds
+        );
         let _ = writeln!(out, "  stale file handles   {}", across.stale_handles);
         let _ = writeln!(out, "  its clock            {:+.3} s from this machine's", across.clock_offset_s);
         let _ = writeln!(out, "  delete a file open on the other client  {}", yes_no(&across.delete_open));

@@ -7,10 +7,10 @@ use std::process::exit;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use clap_complete::Shell;
-use uuidlock_host::interrupt::{self, Settled};
-use uuidlock_host::{
-    bench, cli, contend, doctor, engine, paths, run, Acquired, Guard, LockError, Locker, Options, Runtime, Status, Token,
-};
+use uuidlock::cli;
+use uuidlock_cli::signals::{self as interrupt, Settled};
+use uuidlock_cli::{bench, contend, doctor, exit, run};
+use uuidlock_host::{engine, paths, Acquired, Guard, LockError, Locker, Options, Runtime, Status, Token};
 
 /// The native binary's arguments: the lock commands, and its own.
 #[derive(Parser)]
@@ -111,7 +111,8 @@ impl NativeBackend {
     fn locker_for(&mut self, path: &str) -> Result<(Locker, PathBuf), LockError> {
         let (file, dir) = paths::lock_file_and_dir(Path::new(path))?;
         if self.runtime.is_none() {
-            let runtime = Runtime::new().map_err(|e| LockError::Io(format!("cannot start the wasm runtime: {e:#}")))?;
+            let runtime =
+                interrupt::runtime().map_err(|e| LockError::Io(format!("cannot start the wasm runtime: {e:#}")))?;
             self.runtime = Some(runtime);
         }
         let runtime = self.runtime.as_ref().expect("set above");
@@ -165,7 +166,7 @@ fn main() {
     let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
     let parsed = cli::args().map_err(|message| {
         eprintln!("uuidlock: {message}");
-        cli::exit::USAGE
+        exit::USAGE
     });
     let code = match parsed {
         Err(code) => code,
@@ -188,7 +189,7 @@ fn main() {
                     let _armed = interrupt::arm(None);
                     let mut backend = NativeBackend::default();
                     let code = cli::run(command, &mut backend, &mut out, &mut err);
-                    backend.interrupted.map_or(code, |signal| 128 + signal)
+                    backend.interrupted.map_or(code, exit::signal)
                 }
                 NativeCommand::Run(args) => run::main(args),
                 NativeCommand::Contend(config) => contend::main(config),
@@ -201,10 +202,10 @@ fn main() {
                     let mut script = Vec::new();
                     clap_complete::generate(shell, &mut NativeArgs::command(), "uuidlock", &mut script);
                     match std::io::Write::write_all(&mut out, &script).and_then(|()| std::io::Write::flush(&mut out)) {
-                        Ok(()) => cli::exit::OK,
+                        Ok(()) => exit::OK,
                         Err(e) => {
                             eprintln!("uuidlock: cannot write the completion script to stdout: {e}");
-                            cli::exit::IO
+                            exit::IO
                         }
                     }
                 }
@@ -222,7 +223,7 @@ fn export(dir: &Path) -> i32 {
         let path = dir.join(name);
         if let Err(e) = std::fs::write(&path, bytes) {
             eprintln!("uuidlock: cannot write {}: {e}; the directory must exist and be writable", path.display());
-            return cli::exit::IO;
+            return exit::IO;
         }
         println!("{}", path.display());
     }

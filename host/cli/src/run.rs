@@ -2,8 +2,8 @@
 //! as `flock(1)` runs one, with a lease that renews itself.
 //!
 //! 1. Take the lock as a [`Lease`] (always with a lifetime: `--stale-after`,
-//!    or [`crate::lease::DEFAULT_LIFETIME`]), with a token made here so that an
-//!    interrupted acquire can be undone ([`crate::interrupt`]).
+//!    or [`uuidlock_host::lease::DEFAULT_LIFETIME`]), with a token made here so that an
+//!    interrupted acquire can be undone ([`crate::signals`]).
 //! 2. Run CMD as a child with `UUIDLOCK_PATH`, `UUIDLOCK_TOKEN` and
 //!    `UUIDLOCK_FENCE` in its environment; SIGINT, SIGTERM and SIGHUP sent
 //!    to `uuidlock run` are passed on to it.
@@ -26,25 +26,10 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::cli::{self, AcquireOptions};
-use crate::interrupt::{self, Settled};
-use crate::{lease, paths, Lease, LockError, Locker, Lost, Options, Runtime, Token};
-
-/// The exit codes of `uuidlock run` that are its own (otherwise it exits
-/// with the command's status).
-pub mod exit {
-    /// The lock stayed held by someone else until `--timeout` (change it
-    /// with `--conflict-exit-code`).
-    pub const TIMEOUT: i32 = 1;
-    /// A usage error or an invalid value.
-    pub const USAGE: i32 = 2;
-    /// The lease was lost while CMD ran; CMD was stopped.
-    pub const LEASE_LOST: i32 = 75;
-    /// CMD exists but cannot be run.
-    pub const NOT_EXECUTABLE: i32 = 126;
-    /// CMD was not found.
-    pub const NOT_FOUND: i32 = 127;
-}
+use crate::exit;
+use crate::signals::{self as interrupt, Settled};
+use uuidlock::cli::{self, AcquireOptions};
+use uuidlock_host::{lease, paths, Lease, LockError, Locker, Lost, Options, Token};
 
 /// The flags of `uuidlock run`.
 #[derive(Args, Debug)]
@@ -117,11 +102,11 @@ pub fn main(args: RunArgs) -> i32 {
         }
     });
     if let Err(e) = forwarding {
-        return fail(cli::exit::IO, format!("cannot catch signals: {e}"));
+        return fail(exit::IO, format!("cannot catch signals: {e}"));
     }
     let (lease, locker, file) = match take(&args.path, &options) {
         Ok(taken) => taken,
-        Err(Taken::Interrupted(signal, message)) => return fail(128 + signal, message),
+        Err(Taken::Interrupted(signal, message)) => return fail(exit::signal(signal), message),
         Err(Taken::Failed(LockError::Timeout)) => {
             let message = format!("{} stayed held until the timeout; CMD was not run", args.path);
             return fail(i32::from(args.conflict_exit_code), message);
@@ -167,7 +152,10 @@ pub fn main(args: RunArgs) -> i32 {
             signal(pid, libc::SIGKILL);
         }
         let _ = lease.release();
-        return fail(cli::exit::IO, format!("cannot start a thread to wait for CMD ({e}); CMD was killed and the lock released"));
+        return fail(
+            exit::IO,
+            format!("cannot start a thread to wait for CMD ({e}); CMD was killed and the lock released"),
+        );
     }
     let code = match received.recv() {
         Ok(Event::Exited(status)) => {
@@ -192,7 +180,7 @@ pub fn main(args: RunArgs) -> i32 {
                 (Ok(status), Ok(())) => status_code(status),
                 (Ok(status), Err(_)) if kept => status_code(status),
                 (Ok(_), Err(_)) => exit::LEASE_LOST,
-                (Err(e), _) => fail(cli::exit::IO, format!("cannot wait for CMD: {e}")),
+                (Err(e), _) => fail(exit::IO, format!("cannot wait for CMD: {e}")),
             }
         }
         Ok(Event::Lost(lost)) => {
@@ -206,7 +194,7 @@ pub fn main(args: RunArgs) -> i32 {
             drop(lease);
             exit::LEASE_LOST
         }
-        Err(_) => fail(cli::exit::IO, "lost track of CMD".into()),
+        Err(_) => fail(exit::IO, "lost track of CMD".into()),
     };
     reap_orphans();
     code
@@ -328,7 +316,8 @@ enum Taken {
 /// the locker and the host path of the lock file.
 fn take(path: &str, options: &Options) -> Result<(Lease, Locker, std::path::PathBuf), Taken> {
     let (file, dir) = paths::lock_file_and_dir(Path::new(path)).map_err(Taken::Failed)?;
-    let runtime = Runtime::new().map_err(|e| Taken::Failed(LockError::Io(format!("cannot start wasm: {e:#}"))))?;
+    let runtime =
+        crate::signals::runtime().map_err(|e| Taken::Failed(LockError::Io(format!("cannot start wasm: {e:#}"))))?;
     let locker = Locker::new(&runtime, &[&dir])
         .map_err(|e| Taken::Failed(LockError::Io(format!("cannot grant {}: {e:#}", dir.display()))))?;
     let token = Token::generate(&options.prefix).map_err(|why| Taken::Failed(LockError::InvalidOptions(why)))?;
@@ -348,5 +337,5 @@ fn signal(pid: i32, signal_number: i32) {
 /// signal N killed it.
 fn status_code(status: ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
-    status.code().or_else(|| status.signal().map(|signal| 128 + signal)).unwrap_or(cli::exit::IO)
+    status.code().or_else(|| status.signal().map(exit::signal)).unwrap_or(exit::IO)
 }

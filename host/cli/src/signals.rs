@@ -1,14 +1,6 @@
-//! Interrupts for the native binary: SIGINT, SIGTERM and SIGHUP become a
-//! *request* that guest calls honour at their next sleep.
-//!
-//! A guest call cannot be stopped at an arbitrary instruction without
-//! leaving files behind (a marker just linked, a claim just taken), so a
-//! signal only sets a flag. The guest sleeps only while it waits for the
-//! lock (the retry interval) and during the verification delay, and there
-//! the host's sleep ends early and the guest's next sleep traps
-//! ([`crate::engine`]). Every other step (publishing, claims, renewals,
-//! releases) runs to its end. The caller then undoes what the call may have
-//! done, knowing the token it gave ([`Locker::undo_acquire`]).
+//! Signals for the native binary: SIGINT, SIGTERM and SIGHUP become an
+//! [`Interrupt`] request that guest calls honour at their next sleep
+//! (`uuidlock_host::interrupt`), and an interrupted acquire is undone.
 //!
 //! A step that never ends must not keep the process either: the guest
 //! looks at a file's type before it opens it (WASI cannot open without
@@ -18,20 +10,30 @@
 //! (128+N), after undoing the acquire in flight from another instance; a
 //! second signal ends it at once.
 //!
-//! Nothing here runs unless the binary calls [`catch`]: a library user's
-//! process keeps its own signal handling.
+//! The binary's runtimes share one [`Interrupt`] ([`interrupt`]), which
+//! [`catch`] requests; nothing here runs unless the binary calls it.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use uuidlock_host::{Interrupt, LockError, Locker, Runtime, Token};
 
-use crate::{LockError, Locker, Token};
+/// The interrupt this process's runtimes share, requested by [`catch`].
+pub fn interrupt() -> &'static Interrupt {
+    static SHARED: OnceLock<Interrupt> = OnceLock::new();
+    SHARED.get_or_init(Interrupt::new)
+}
 
-/// The signal that asked to interrupt; 0 for none.
-static REQUESTED: AtomicI32 = AtomicI32::new(0);
+/// A runtime whose guest calls honour this process's signals.
+///
+/// # Errors
+/// As [`Runtime::new`].
+pub fn runtime() -> anyhow::Result<Runtime> {
+    Ok(Runtime::with_interrupt(interrupt().clone())?)
+}
 
 /// How long an armed call has to honour an interrupt before the process
 /// ends without it: longer than any step (a busy delete on a share is
@@ -45,15 +47,12 @@ static IN_FLIGHT: Mutex<Option<(Locker, PathBuf, Token)>> = Mutex::new(None);
 
 /// The signal that asked to interrupt, if one did.
 pub fn requested() -> Option<i32> {
-    match REQUESTED.load(Ordering::SeqCst) {
-        0 => None,
-        signal => Some(signal),
-    }
+    interrupt().requested()
 }
 
 /// Asks running and future guest calls to stop at their next sleep.
 pub fn request(signal: i32) {
-    REQUESTED.store(signal, Ordering::SeqCst);
+    interrupt().request(signal);
 }
 
 /// Catches SIGINT, SIGTERM and SIGHUP from now on: each becomes a request,
@@ -156,7 +155,7 @@ fn stop(signal: i32, why: &str) -> ! {
         "uuidlock: interrupted by signal {signal}: stopping after {why} (something beside the lock may block: a FIFO \
          put there by someone who can write its directory); {outcome}"
     );
-    std::process::exit(128 + signal);
+    std::process::exit(crate::exit::signal(signal));
 }
 
 /// How an acquire with a caller-made token ended.

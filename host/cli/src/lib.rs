@@ -1,0 +1,35 @@
+//! The native `uuidlock` binary's tools, on the `uuidlock-host` library: the
+//! lock commands run in the component, and the tools around them.
+//!
+//! # Layout
+//!
+//! - [`run`]: `uuidlock run`, a command under a lock with a lease;
+//! - [`signals`]: SIGINT, SIGTERM and SIGHUP become the runtimes'
+//!   interrupt; an interrupted acquire is undone, and a call stuck past a
+//!   grace ends the process;
+//! - [`contend`]: the cross-process contention runner (`uuidlock contend`);
+//! - [`bench`]: the side-by-side benchmark (`uuidlock bench`);
+//! - [`doctor`]: `uuidlock doctor`, whether a share is safe for uuidlock and
+//!   with which settings;
+//! - [`peers`]: the Python lock libraries, as the bench's anchors and as
+//!   `contend` workers beside uuidlock's;
+//! - [`plot`]: wait-time histograms of contention runs, as SVG, from plain
+//!   data;
+//! - [`stats`]: percentiles, shared by the runner, the bench and the plots;
+//! - [`exit`]: every exit code the binary uses, in one place;
+//! - `cpu`: the CPU time a worker process used, from the OS;
+//! - `progress`: the progress bar of long runs (stderr, terminals only);
+//! - `src/main.rs`: the binary: its command list and the lock commands'
+//!   backend.
+
+pub mod bench;
+pub mod contend;
+mod cpu;
+pub mod doctor;
+pub mod exit;
+pub mod peers;
+pub mod plot;
+mod progress;
+pub mod run;
+pub mod signals;
+pub mod stats;

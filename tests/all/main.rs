@@ -1,0 +1,20 @@
+//! Every integration test of the repository, in one binary: one link of
+//! wasmtime, one build of the share beds. Each module is one concern; the
+//! fixture and the beds are in `tests/common`.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod bad_input;
+mod cli;
+mod component;
+mod contention;
+mod hard_cases;
+mod hostile;
+mod lease;
+mod model;
+mod python_peers;
+mod queue;
+mod run;
+mod shares;
+mod wasmtime_cli;
