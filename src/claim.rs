@@ -178,24 +178,49 @@ pub enum Afterwards {
 /// holds is never broken here: it may be a second release of the same
 /// token, and breaking it would let both delete (point 4 of
 /// [`crate::protocol`]).
+///
+/// A uuidlock claim dated before the instance itself (`instance_dated`, the
+/// lock file's date) is no claim on it: it is the tombstone of an earlier
+/// instance with the same token (an acquirer whose first instance was
+/// broken while it stalled publishes the same marker again). The holder
+/// breaks it too, and leaves its own claim as a tombstone in its place,
+/// since ghosts of the earlier instance may still be about.
 pub fn with_claim_as_holder<T>(
     lock: &str,
     token: &Token,
     lifetime: Option<Duration>,
+    instance_dated: Option<SystemTime>,
     mut f: impl FnMut() -> Result<(T, Afterwards), LockError>,
 ) -> Result<Option<T>, LockError> {
+    let mut broke_tombstone = false;
     for _ in 0..JUNK_TRIES {
-        if let Some(done) = with_claim(lock, token, lifetime, &mut f)? {
+        let step =
+            || f().map(|(done, afterwards)| (done, if broke_tombstone { Afterwards::Tombstone } else { afterwards }));
+        if let Some(done) = with_claim(lock, token, lifetime, step)? {
             return Ok(Some(done));
         }
+        let claim = claim_path(lock, token);
         match claimant(lock, token, lifetime)? {
             Some(Claimant::Junk(seen, junk)) => {
-                break_instance(lock, &claim_path(lock, token), &seen, &junk)?;
+                break_instance(lock, &claim, &seen, &junk)?;
+            }
+            Some(Claimant::Party(seen)) if before(&seen, instance_dated) => {
+                let tombstone = Held::new(junk_token(&seen), lifetime);
+                broke_tombstone |= break_instance(lock, &claim, &seen, &tombstone)?;
             }
             _ => return Ok(None),
         }
     }
     Ok(None)
+}
+
+/// Whether `claim` was written before `instance` (by the filesystem's
+/// clock, by more than its resolution).
+fn before(claim: &Observed, instance: Option<SystemTime>) -> bool {
+    match (instance, claim.dated) {
+        (Some(instance), Some(claim)) => silence(instance, claim).is_some_and(|gap| !gap.is_zero()),
+        _ => false,
+    }
 }
 
 /// How many planted claims a holder clears before it gives up: one is what

@@ -121,7 +121,9 @@ pub fn clock(probe: &str) -> Option<SystemTime> {
 /// Creates `path` empty and exclusively; `false` when something is there.
 /// Needs no free blocks, only a directory entry: it works on a full disk.
 pub fn create_empty(path: &str) -> Result<bool, LockError> {
-    match stale::again(|| OpenOptions::new().write(true).create_new(true).open(path)) {
+    // Not made again on a stale handle (crate::stale): an empty file cannot
+    // be told from another party's.
+    match OpenOptions::new().write(true).create_new(true).open(path) {
         Ok(_) => Ok(true),
         Err(e) if taken(path, &e) => Ok(false),
         Err(e) => Err(io_error(path, "create", e)),
@@ -221,8 +223,9 @@ pub fn busy_retry(lifetime: Option<Duration>) -> Duration {
 /// Creates `staged` exclusively and writes `bytes`; on failure nothing is
 /// left. Errors name `path`, the lock the staging file is for.
 fn write_new(staged: &str, path: &str, bytes: &[u8]) -> Result<(), LockError> {
-    let file = stale::again(|| OpenOptions::new().write(true).create_new(true).open(staged))
-        .map_err(|e| io_error(path, "create", e))?;
+    // Not made again on a stale handle (crate::stale); the caller's next
+    // attempt stages afresh.
+    let file = OpenOptions::new().write(true).create_new(true).open(staged).map_err(|e| io_error(path, "create", e))?;
     write_all(path, file, bytes).inspect_err(|_| {
         let _ = fs::remove_file(staged);
     })
@@ -660,7 +663,8 @@ pub fn io_error(path: &str, action: &str, e: io::Error) -> LockError {
     }
     if stale::is_stale(&e) {
         return LockError::Io(format!(
-            "cannot {action} {path}: the share answered \"stale file handle\" (in the guest: \"I/O error\") for {} s: \
+            "cannot {action} {path}: the share answered \"stale file handle\" for {} s (in the guest: \"I/O error\", \
+             which WASI also gives for errors it has no name for, such as a quota or a read-only filesystem): \
              another client keeps removing or replacing it faster than this one's cache follows, or the disk \
              fails; see `uuidlock doctor` for the share's caches",
             stale::BOUND.as_secs_f64()

@@ -252,7 +252,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::claim::{self, Observed, Watch};
 use crate::files::{self, Created, Fallback};
 use crate::format::{self, Held, Marker, Token};
-use crate::{fence, queue, sweep, LockError};
+use crate::{fence, queue, stale, sweep, LockError};
 
 /// A duration in whole nanoseconds, as WIT carries them; saturates at
 /// `u64::MAX` (about 584 years).
@@ -397,6 +397,7 @@ pub struct Acquired {
 /// [`LockError::Timeout`] when the lock stayed held until the timeout; an
 /// invalid path or options; the sandbox refusing the path; an I/O error.
 pub fn acquire(path: &str, options: &Options) -> Result<Acquired, LockError> {
+    stale::begin();
     check_lock_path(path)?;
     options.check()?;
     let token = Token::generate(&options.prefix).map_err(LockError::InvalidOptions)?;
@@ -413,6 +414,7 @@ pub fn acquire(path: &str, options: &Options) -> Result<Acquired, LockError> {
 /// As [`acquire`]; [`LockError::AlreadyHeld`] if the lock already holds
 /// `token`.
 pub fn acquire_as(path: &str, token: Token, options: &Options) -> Result<Acquired, LockError> {
+    stale::begin();
     check_lock_path(path)?;
     options.check()?;
     // A fresh token never holds the lock; a caller-made one might.
@@ -545,6 +547,8 @@ fn try_once(
     // Without hard links a crash could leave an empty lock file, which is
     // never judged stale: a lock with a lifetime needs them.
     let fallback = if options.stale_after.is_some() { Fallback::Never } else { Fallback::Allowed };
+    // Each attempt has its own budget for stale handles.
+    stale::begin();
     for _ in 0..2 {
         let published = files::publish(path, &format::staged_path(path, token), marker, fallback).map_err(|e| {
             // A directory or a link at the path explains the failure best.
@@ -621,6 +625,7 @@ fn verify(path: &str, token: &Token, options: &Options) -> Result<Option<u64>, L
 /// is being broken as stale; a malformed token; an invalid path; the sandbox
 /// refusing the path; an I/O error.
 pub fn release(path: &str, token: &str) -> Result<(), LockError> {
+    stale::begin();
     files::check_path(path)?;
     let token = Token::parse(token).map_err(LockError::InvalidToken)?;
     release_token(path, &token)
@@ -633,11 +638,11 @@ fn release_token(path: &str, token: &Token) -> Result<(), LockError> {
 /// [`release_token`], with a `pause` between the first read and the claim
 /// (tests hold a release back there).
 pub(crate) fn release_paused(path: &str, token: &Token, pause: &dyn Fn()) -> Result<(), LockError> {
-    let held = held_by(path, token)?;
+    let (held, dated) = held_dated(path, token)?;
     pause();
     // Under the claim nobody else removes this instance: a breaker needs the
     // claim too, and so does a second release with the same token.
-    claim::with_claim_as_holder(path, token, held.stale_after, || {
+    claim::with_claim_as_holder(path, token, held.stale_after, dated, || {
         // A lock without a lifetime is retried longer on a busy share (SMB),
         // as nobody breaks it; one with a lifetime for a tenth of it.
         let bound = files::busy_retry(held.stale_after);
@@ -677,6 +682,7 @@ pub(crate) fn release_paused(path: &str, token: &Token, pause: &dyn Fn()) -> Res
 /// A malformed token; an invalid path; the sandbox refusing the path; an
 /// I/O error.
 pub fn abandon(path: &str, token: &str) -> Result<(), LockError> {
+    stale::begin();
     check_lock_path(path)?;
     let token = Token::parse(token).map_err(LockError::InvalidToken)?;
     match release_token(path, &token) {
@@ -699,6 +705,7 @@ pub fn abandon(path: &str, token: &str) -> Result<(), LockError> {
 /// [`LockError::NotOwner`] when the lock is no longer ours (broken as stale,
 /// or released); otherwise as [`release`].
 pub fn refresh(path: &str, token: &str) -> Result<(), LockError> {
+    stale::begin();
     files::check_path(path)?;
     let token = Token::parse(token).map_err(LockError::InvalidToken)?;
     match held_by(path, &token) {
@@ -744,6 +751,7 @@ pub(crate) fn renew(path: &str, token: &Token, pause: &dyn Fn(RenewStep)) -> Res
 /// A malformed token; an invalid path; the sandbox refusing the path; an I/O
 /// error.
 pub fn holds(path: &str, token: &str) -> Result<bool, LockError> {
+    stale::begin();
     files::check_path(path)?;
     let token = Token::parse(token).map_err(LockError::InvalidToken)?;
     match held_by(path, &token) {
@@ -763,6 +771,7 @@ pub fn holds(path: &str, token: &str) -> Result<bool, LockError> {
 /// # Errors
 /// An invalid path; the sandbox refusing the path; an I/O error.
 pub fn status(path: &str) -> Result<Option<Status>, LockError> {
+    stale::begin();
     check_lock_path(path)?;
     let Some(content) = files::read_dated(path)? else { return Ok(None) };
     let probe = format::staged_path(path, &Token::generate("").map_err(LockError::Io)?);
@@ -800,6 +809,15 @@ fn latest_sign_of_life(path: &str, token: &Token, beat: &str) -> Result<Option<S
         Some(beat) => content.modified.map(|lock| lock.max(beat)),
         None => content.modified,
     })
+}
+
+/// As [`held_by`], with the lock file's date for a lock with a lifetime.
+fn held_dated(path: &str, token: &Token) -> Result<(Held, Option<SystemTime>), LockError> {
+    let content = files::read_if_lifetime(path)?.ok_or(LockError::NotOwner)?;
+    match content.marker() {
+        Marker::Uuidlock(held) if held.token == *token => Ok((held, content.modified)),
+        _ => Err(LockError::NotOwner),
+    }
 }
 
 /// The marker at `path` if it holds `token`; [`LockError::NotOwner`] if not.
@@ -1710,5 +1728,29 @@ mod tests {
         assert!(acquire(&path, &once()).is_ok(), "without a skew, the dates break it");
         let too_much = Options { max_clock_skew: format::MAX_STALE_AFTER + Duration::from_secs(1), ..once() };
         assert!(matches!(acquire(&path, &too_much), Err(LockError::InvalidOptions(_))));
+    }
+
+    // An acquirer whose first instance was broken while it stalled publishes
+    // the same token again and wins: the breaker's tombstone, named by that
+    // token, is older than the new instance, and must not stop its release
+    // (the second adversarial review, finding 1: release exited 3 for good).
+    #[test]
+    fn a_tombstone_of_an_earlier_instance_does_not_stop_the_release() {
+        let (_dir, path) = lock_in_temp_dir();
+        let token = Token::generate("").unwrap();
+        acquire_as(&path, token.clone(), &with_lifetime(MIN_STALE_AFTER)).unwrap();
+        backdate(&path, Duration::from_secs(10));
+        let breaker = acquire(&path, &once()).unwrap();
+        let tombstone = format::claim_path(&path, &token);
+        assert!(fs::exists(&tombstone).unwrap(), "the break left no tombstone");
+        release(&path, breaker.as_str()).unwrap();
+        std::thread::sleep(Duration::from_millis(30)); // past the dates' resolution
+        acquire_as(&path, token.clone(), &with_lifetime(Duration::from_secs(60))).unwrap();
+        refresh(&path, token.as_str()).unwrap();
+        release(&path, token.as_str()).expect("the earlier instance's tombstone stopped the release");
+        assert!(!fs::exists(&path).unwrap());
+        // A tombstone stays in its place: ghosts of the earlier instance
+        // may still be about.
+        assert!(fs::exists(&tombstone).unwrap());
     }
 }

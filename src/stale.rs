@@ -15,13 +15,22 @@
 //! message that names the path and the fix ([`crate::files::io_error`]).
 //!
 //! Retrying is safe because each such step is either a lookup (which
-//! changes nothing) or an exclusive step whose repetition the protocol
-//! already handles (a link or create that fails with "exists" after a first
-//! try that did succeed reads back the caller's own bytes: the NFS
-//! retransmission rule in [`crate::files::publish`]). A removal is not
-//! retried: a stale handle there means the file seen is no longer at its
-//! name, and removing what is there now would remove another instance.
+//! changes nothing), a rename of a file of the caller's own, or a link
+//! whose repetition the protocol already handles (a link that fails with
+//! "exists" after a first try that did succeed reads back the caller's own
+//! bytes: the NFS retransmission rule in [`crate::files::publish`]). An
+//! exclusive create is not retried: one that did succeed but was answered
+//! with an error would fail again with "exists", and an empty claim cannot
+//! be told from another's. Nor is a removal: a stale handle there means the
+//! file seen is no longer at its name, and removing what is there now would
+//! remove another instance.
+//!
+//! The [`BOUND`] is one budget for a whole step of the protocol (an
+//! attempt to take the lock, a release, a renewal): [`begin`] starts it,
+//! and every retry in the step draws on it, so that retries never add up
+//! past it.
 
+use std::cell::Cell;
 use std::io;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -32,6 +41,16 @@ pub const BOUND: Duration = Duration::from_millis(1500);
 
 /// The longest pause between two tries.
 const MOST_PAUSE: Duration = Duration::from_millis(50);
+
+thread_local! {
+    /// When the current step first met a stale handle.
+    static FIRST: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// Starts a step of the protocol: its retries share one [`BOUND`].
+pub fn begin() {
+    FIRST.set(None);
+}
 
 /// Whether `e` says a cached name stood for a file that is gone: `ESTALE`
 /// natively; in the guest, `EIO`, which is what wasmtime-wasi makes of it.
@@ -68,7 +87,14 @@ fn again_for<T, E>(bound: Duration, op: &mut dyn FnMut() -> Result<T, E>, stale:
     let mut pause = Duration::from_millis(1);
     loop {
         match op() {
-            Err(e) if stale(&e) && start.elapsed() < bound => {
+            Err(e) if stale(&e) => {
+                let first = FIRST.get().unwrap_or_else(|| {
+                    FIRST.set(Some(start));
+                    start
+                });
+                if start.elapsed() >= bound || first.elapsed() >= BOUND {
+                    return Err(e);
+                }
                 sleep(pause);
                 pause = (pause * 2).min(MOST_PAUSE);
             }
@@ -106,8 +132,22 @@ mod tests {
         assert_eq!((result.unwrap_err().kind(), tries.get()), (io::ErrorKind::NotFound, 1));
     }
 
+    // One budget for a step: a second operation meeting a stale handle in
+    // the same step gets what is left of it, not a bound of its own.
+    #[test]
+    fn retries_in_one_step_share_one_bound() {
+        begin();
+        let start = Instant::now();
+        let first: io::Result<()> = again(|| Err(stale()));
+        let second: io::Result<()> = again(|| Err(stale()));
+        assert!(first.is_err() && second.is_err());
+        assert!(start.elapsed() < BOUND + Duration::from_millis(500), "{:?}", start.elapsed());
+        begin();
+    }
+
     #[test]
     fn a_handle_that_stays_stale_fails_after_the_bound() {
+        begin();
         let start = Instant::now();
         let result: io::Result<()> = again_within(Duration::from_millis(100), &mut || Err(stale()));
         assert!(result.is_err_and(|e| is_stale(&e)));

@@ -279,3 +279,23 @@ fn gluster_clients_with_skewed_clocks_are_told_apart() {
     let mut holder = holder;
     assert!(holder.wait().unwrap().success(), "the holder lost its lock");
 }
+
+// The doctor says what a directory others can write means for its locks
+// (the second adversarial review: a 0777 directory came out plain "safe").
+#[test]
+fn the_doctor_says_who_else_can_write_the_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempdir();
+    for (mode, says) in [(0o777, "without the sticky bit"), (0o1777, "sticky bit"), (0o775, "its group")] {
+        let dir = root.path().join(format!("{mode:o}"));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+        let (_, report) = doctor(&[path(&dir)]);
+        assert!(report.notes.iter().any(|note| note.contains(says)), "{mode:o}: {:?}", report.notes);
+    }
+    let private = root.path().join("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let (_, report) = doctor(&[path(&private)]);
+    assert!(!report.notes.iter().any(|note| note.contains("can write this directory")), "{:?}", report.notes);
+}

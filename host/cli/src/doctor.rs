@@ -396,6 +396,7 @@ impl ProbeDir {
                 "clients were not compared; give DIR2, another mount of the share, to check across machines".into(),
             );
         }
+        notes.extend(who_can_write(&config.dir));
         let verdict = judge(&exclusive_create, across.as_ref(), config.max_lag);
         Ok(Report {
             dir: config.dir.clone(),
@@ -795,6 +796,34 @@ fn clock(at: &At) -> Result<(f64, bool)> {
     }
     offsets.sort_by(f64::total_cmp);
     Ok((offsets[offsets.len() / 2], subsecond))
+}
+
+/// What the directory's mode means for locks in it: who else can delete
+/// them, or roll their fences back (README, "Shared directories").
+fn who_can_write(dir: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(dir).ok()?.permissions().mode();
+    let sticky = mode & 0o1000 != 0;
+    let others = if mode & 0o002 != 0 {
+        "anyone on this machine"
+    } else if mode & 0o020 != 0 {
+        "its group"
+    } else {
+        return None;
+    };
+    Some(if sticky {
+        format!(
+            "{others} can write this directory (it has the sticky bit): they can hold a lock for ever or roll its \
+             fences back, and only a lock's owner, the directory's owner or root can break another user's dead \
+             lock; for locks that matter, use a directory only the cooperating accounts can write"
+        )
+    } else {
+        format!(
+            "{others} can write this directory, without the sticky bit: they can delete or rename anyone's lock \
+             file and roll fences back; for locks that matter, use a directory only the cooperating accounts can \
+             write"
+        )
+    })
 }
 
 /// The shortest safe lifetime: three times the longest a replaced file's

@@ -131,6 +131,9 @@ impl NativeBackend {
 
 impl cli::Backend for NativeBackend {
     fn acquire(&mut self, path: &str, options: &Options) -> Result<Acquired, LockError> {
+        // Here, before the durations become WIT's nanoseconds (which
+        // saturate), so that the message shows the values given.
+        options.check()?;
         let (locker, file) = self.locker_for(path)?;
         // Our own token, known before the call, so that an interrupted call
         // can be undone (crate::interrupt).
