@@ -426,7 +426,8 @@ fn execute(
                 let waited = options.timeout.unwrap_or_default();
                 Err(Failure {
                     message: format!(
-                        "timed out after {waited:?} waiting for {path}{}; try again later or with a longer --timeout",
+                        "timed out after {} s waiting for {path}{}; try again later or with a longer --timeout",
+                        waited.as_secs_f64(),
                         held_by(backend, &path)
                     ),
                     code: exit::TIMEOUT_OR_FREE,

@@ -66,7 +66,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::io;
 
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 use crate::files::{self, io_error, DirState};
 use crate::format::{self, Token};
@@ -146,6 +146,8 @@ fn take_listing(
     // Every number tried was the counter's once, and a failed rename says
     // the counter is past it: it is at least this.
     let mut floor = 0;
+    // Counters this taker found in place but could not see yet.
+    let mut unseen = 0;
     for _ in 0..MAX_TRIES {
         let current = match guess.take() {
             Some(n) => n,
@@ -155,7 +157,20 @@ fn take_listing(
                     n.max(floor)
                 }
                 None => {
-                    create(&dir, lock, start)?;
+                    if create(&dir, lock, start)? == Made::TheirsUnseen {
+                        // Another client's counter is in place, and this
+                        // client does not show it yet (smbnetfs, a caching
+                        // client): look again in a moment, for a while.
+                        unseen += 1;
+                        if unseen > UNSEEN_TRIES {
+                            return Err(LockError::Io(format!(
+                                "{dir}: another client made the fencing counter, and this one has not shown it \
+                                 for {} s; the share's directory cache is too long for uuidlock (see `uuidlock doctor`)",
+                                UNSEEN_PAUSE.as_secs_f64() * UNSEEN_TRIES as f64
+                            )));
+                        }
+                        std::thread::sleep(UNSEEN_PAUSE);
+                    }
                     continue;
                 }
             },
@@ -261,10 +276,25 @@ fn counter_error(dir: &str, e: io::Error) -> LockError {
     io_error(dir, "take a number in", e)
 }
 
+/// What [`create`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Made {
+    /// Ours is in place, or a counter this client shows.
+    InPlace,
+    /// Another taker's counter is in place (the rename onto its name
+    /// failed), but this client does not show it yet.
+    TheirsUnseen,
+}
+
+/// How long, and how often, a taker waits for a counter another client
+/// made to show.
+const UNSEEN_PAUSE: Duration = Duration::from_millis(20);
+const UNSEEN_TRIES: u32 = 100;
+
 /// Makes the counter's directory `dir` with its first number inside
 /// (`start`): built aside (beside `lock`), renamed into place. If another
 /// taker's is there first, ours is removed.
-fn create(dir: &str, lock: &str, start: Start) -> Result<(), LockError> {
+fn create(dir: &str, lock: &str, start: Start) -> Result<Made, LockError> {
     // Named as staged markers are (`<PATH>.<UUID>.new`), which the lock
     // name's length limit already allows for.
     let staged = format::staged_path(lock, &Token::generate("").map_err(LockError::Io)?);
@@ -290,12 +320,16 @@ fn create(dir: &str, lock: &str, start: Start) -> Result<(), LockError> {
         .and_then(|_| if first == 0 { Ok(()) } else { fs::rename(&zero, &counter) })
         .and_then(|()| fs::rename(&staged, dir));
     let placed = match made {
-        Ok(()) => Ok(()),
+        Ok(()) => Ok(Made::InPlace),
         // Our staged directory was reclaimed as a leftover while we stalled
         // (crate::sweep): the caller looks again, and builds another.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Made::InPlace),
         // Someone else's counter is in place (EEXIST or ENOTEMPTY): use it.
-        Err(_) if files::dir_state(dir) == Ok(DirState::Dir) => Ok(()),
+        Err(_) if files::dir_state(dir) == Ok(DirState::Dir) => Ok(Made::InPlace),
+        // ... though this client does not show it yet.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists || e.kind() == io::ErrorKind::DirectoryNotEmpty => {
+            Ok(Made::TheirsUnseen)
+        }
         Err(e) => Err(io_error(dir, "create", e)),
     };
     let _ = fs::remove_file(&counter);

@@ -675,9 +675,10 @@ pub fn io_error(path: &str, action: &str, e: io::Error) -> LockError {
             "cannot {action} {path}: it is not inside any directory granted to this sandbox; \
              grant its directory (e.g. wasmtime run --dir HOST_DIR::GUEST_DIR) and name the lock inside it"
         )),
-        io::ErrorKind::NotFound => {
-            LockError::Io(format!("cannot {action} {path}: its directory does not exist; create it first"))
-        }
+        io::ErrorKind::NotFound => LockError::Io(format!(
+            "cannot {action} {path}: its directory does not exist; create it first (on a network share whose \
+                 mount showed it before: the client has stopped showing it, check the mount)"
+        )),
         io::ErrorKind::PermissionDenied if action == "read" || action == "inspect" => LockError::Io(format!(
             "cannot {action} {path}: permission denied; this user must be allowed to search its directory"
         )),

@@ -352,3 +352,16 @@ fn parse_token(token: &str) -> Result<Token, LockError> {
 fn guest_failure(error: anyhow::Error) -> LockError {
     LockError::Io(format!("the uuidlock guest failed: {error:#}"))
 }
+
+// The Rust examples of the docs compile (and the README's), as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeExamples;
+
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/src/getting-started.md")]
+struct GettingStartedExamples;
+
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/src/embedding.md")]
+struct EmbeddingExamples;

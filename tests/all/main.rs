@@ -9,6 +9,7 @@ mod bad_input;
 mod cli;
 mod component;
 mod contention;
+mod docs;
 mod hard_cases;
 mod hostile;
 mod lease;
