@@ -216,3 +216,54 @@ fn the_matcher_matches_what_it_should_and_nothing_else() {
     assert_eq!((steps[0][0].command.as_str(), steps[0][2].code), ("echo one \\\n  two", 1));
     assert_eq!(steps[0][1].command, "cat <<X\nhi\nX");
 }
+
+/// A heading's anchor, as mdBook and GitHub make it.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+// Every relative link of the README and the book leads to a file that is
+// there, and every `#anchor` to a heading of it.
+#[test]
+fn every_link_in_the_docs_leads_somewhere() {
+    let mut broken = Vec::new();
+    let mut files = documents();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    files.push(root.join("CHANGELOG.md"));
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("](") {
+            rest = &rest[at + 2..];
+            let Some(end) = rest.find(')') else { break };
+            let target = &rest[..end];
+            if target.contains("://") || target.starts_with("mailto:") || target.contains(' ') {
+                continue;
+            }
+            let (path, fragment) = target.split_once('#').unwrap_or((target, ""));
+            let linked = if path.is_empty() { file.clone() } else { file.parent().unwrap().join(path) };
+            if !linked.exists() {
+                broken.push(format!("{}: {target} (no such file)", file.display()));
+                continue;
+            }
+            if !fragment.is_empty() && linked.extension().is_some_and(|e| e == "md") {
+                let page = std::fs::read_to_string(&linked).unwrap();
+                let anchors: Vec<String> =
+                    page.lines().filter_map(|line| line.strip_prefix('#')).map(|h| anchor(h.trim_start_matches('#'))).collect();
+                if !anchors.iter().any(|a| a == fragment) {
+                    broken.push(format!("{}: {target} (no such heading)", file.display()));
+                }
+            }
+        }
+    }
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+}
