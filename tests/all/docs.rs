@@ -257,8 +257,11 @@ fn every_link_in_the_docs_leads_somewhere() {
             }
             if !fragment.is_empty() && linked.extension().is_some_and(|e| e == "md") {
                 let page = std::fs::read_to_string(&linked).unwrap();
-                let anchors: Vec<String> =
-                    page.lines().filter_map(|line| line.strip_prefix('#')).map(|h| anchor(h.trim_start_matches('#'))).collect();
+                let anchors: Vec<String> = page
+                    .lines()
+                    .filter_map(|line| line.strip_prefix('#'))
+                    .map(|h| anchor(h.trim_start_matches('#')))
+                    .collect();
                 if !anchors.iter().any(|a| a == fragment) {
                     broken.push(format!("{}: {target} (no such heading)", file.display()));
                 }
