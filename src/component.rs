@@ -1,29 +1,33 @@
-//! The WIT export (`wit/lock.wit`): protocol errors become WIT errors here,
-//! and nowhere else. An instance remembers the locks acquired through it, so
-//! that a second acquire of one it still holds fails with `already-held`
-//! instead of waiting for itself.
+//! The WIT export (`wit/`): protocol errors become WIT errors here, and
+//! nowhere else. An instance remembers the locks acquired through it
+//! ([`Owned`]), so that a second acquire of one it still holds fails with
+//! `already-held` instead of waiting for itself; a `guard` releases its lock
+//! when the caller drops it.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
+use std::cell::{Cell, RefCell};
 use std::time::Duration;
 
 use crate::format::{Held, Marker, Token};
+use crate::owned::{self, Owned};
 use crate::protocol::{self, nanos};
 use crate::LockError;
 
 wit_bindgen::generate!({ world: "guest", path: "wit" });
 
-use exports::uuidlock::lock::lock::{Acquired, Error, Guest, Holder, LockInfo, LockStatus, Options};
+use exports::uuidlock::lock::lock::{Guest, GuestGuard};
+use exports::uuidlock::lock::types::{Acquired, Error, Holder, LockInfo, LockStatus, Options};
 
 thread_local! {
-    /// Path to token of every lock acquired through this instance and not
-    /// released through it. (A wasm instance has one thread.)
-    static HELD: RefCell<HashMap<String, String>> = RefCell::new(HashMap::new());
+    /// The locks acquired through this instance and not released through
+    /// it. (A wasm instance has one thread.)
+    static HELD: RefCell<Owned> = RefCell::new(Owned::default());
 }
 
 struct Component;
 
 impl Guest for Component {
+    type Guard = LockGuard;
+
     fn default_options() -> Options {
         let defaults = protocol::Options::default();
         Options {
@@ -47,25 +51,13 @@ impl Guest for Component {
     }
 
     fn release(path: String, token: String) -> Result<(), Error> {
-        let result = protocol::release(&path, &token);
-        if !matches!(result, Err(LockError::InvalidToken(_))) {
-            HELD.with_borrow_mut(|held| {
-                if held.get(&path) == Some(&token) {
-                    held.remove(&path);
-                }
-            });
-        }
-        result.map_err(to_wit)
+        release(&path, &token).map_err(to_wit)
     }
 
     fn abandon(path: String, token: String) -> Result<(), Error> {
         let result = protocol::abandon(&path, &token);
         if result.is_ok() {
-            HELD.with_borrow_mut(|held| {
-                if held.get(&path) == Some(&token) {
-                    held.remove(&path);
-                }
-            });
+            HELD.with_borrow_mut(|held| held.released(&path, &token));
         }
         result.map_err(to_wit)
     }
@@ -93,16 +85,88 @@ impl Guest for Component {
     }
 }
 
-/// `acquire` (with a new token) or `acquire-as` (with the caller's).
-fn take(path: String, token: Option<Token>, options: Options) -> Result<Acquired, Error> {
-    let mine = HELD.with_borrow(|held| held.get(&path).cloned());
-    if let Some(token) = mine {
-        if protocol::holds(&path, &token).unwrap_or(false) {
-            return Err(to_wit(LockError::AlreadyHeld(format!(
-                "{path} is already held through this instance, with token {token}; release it first"
-            ))));
+/// A lock held through this instance until released or dropped.
+pub struct LockGuard {
+    path: String,
+    token: String,
+    fence: u64,
+    /// Released through this guard (or found no longer ours by a release).
+    released: Cell<bool>,
+}
+
+impl GuestGuard for LockGuard {
+    fn acquire(path: String, options: Options) -> Result<exports::uuidlock::lock::lock::Guard, Error> {
+        let acquired = take(path.clone(), None, options)?;
+        Ok(exports::uuidlock::lock::lock::Guard::new(LockGuard {
+            path,
+            token: acquired.token,
+            fence: acquired.fence,
+            released: Cell::new(false),
+        }))
+    }
+
+    fn path(&self) -> String {
+        self.path.clone()
+    }
+
+    fn token(&self) -> String {
+        self.token.clone()
+    }
+
+    fn fence(&self) -> u64 {
+        self.fence
+    }
+
+    fn refresh(&self) -> Result<(), Error> {
+        if self.released.get() {
+            return Err(Error::NotOwner);
+        }
+        protocol::refresh(&self.path, &self.token).map_err(to_wit)
+    }
+
+    fn holds(&self) -> Result<bool, Error> {
+        if self.released.get() {
+            return Ok(false);
+        }
+        protocol::holds(&self.path, &self.token).map_err(to_wit)
+    }
+
+    fn release(&self) -> Result<(), Error> {
+        if self.released.get() {
+            return Err(Error::NotOwner);
+        }
+        let result = release(&self.path, &self.token);
+        // Ours no more, or released: never try again. An I/O error (a full
+        // disk, a share gone away) leaves the lock ours, to release later
+        // or on drop.
+        if !matches!(result, Err(LockError::Io(_))) {
+            self.released.set(true);
+        }
+        result.map_err(to_wit)
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        if !self.released.get() {
+            let _ = release(&self.path, &self.token);
         }
     }
+}
+
+/// `release`, and the instance forgets the lock.
+fn release(path: &str, token: &str) -> Result<(), LockError> {
+    let result = protocol::release(path, token);
+    if !matches!(result, Err(LockError::InvalidToken(_))) {
+        HELD.with_borrow_mut(|held| held.released(path, token));
+    }
+    result
+}
+
+/// `acquire` (with a new token) or `acquire-as` (with the caller's).
+fn take(path: String, token: Option<Token>, options: Options) -> Result<Acquired, Error> {
+    let remembered = HELD.with_borrow(|held| held.token(&path));
+    owned::refuse_retake(&path, "this instance", remembered, |token| protocol::holds(&path, token)).map_err(to_wit)?;
     let options = protocol::Options {
         prefix: options.prefix,
         verification_delay: Duration::from_nanos(options.verification_delay_ns),
@@ -118,7 +182,7 @@ fn take(path: String, token: Option<Token>, options: Options) -> Result<Acquired
     }
     .map_err(to_wit)?;
     let token = acquired.token.into_string();
-    HELD.with_borrow_mut(|held| held.insert(path, token.clone()));
+    HELD.with_borrow_mut(|held| held.taken(path, token.clone()));
     Ok(Acquired { token, fence: acquired.fence })
 }
 

@@ -4,7 +4,7 @@
 //! This crate is the *guest*: the lock protocol and the command-line
 //! contract, compiled to `wasm32-wasip1` as the `uuidlock.wasm` command and
 //! (with the `component` feature) as the core module of the component that
-//! exports `wit/lock.wit`. The host crate (`host/`) runs both in wasmtime, and
+//! exports the `guest` world of `wit/`. The host crate (`host/`) runs both in wasmtime, and
 //! also links this crate natively for the shared command line and as the
 //! native baseline.
 //!
@@ -28,10 +28,13 @@
 //! - [`queue`]: the queue of waiters: arrival order, only the first polls
 //!   the lock, and why it can neither break nor wedge it.
 //! - [`error`]: the protocol's error type; each layer maps it once.
+//! - [`owned`]: the locks one owner (an instance, a host's locker) holds,
+//!   so that it never waits for itself.
 //! - [`cli`] (feature `cli`, on by default): the command-line contract
 //!   shared by the guest command and the native binary: parsing, output,
 //!   messages, exit codes. `default-features = false` is the protocol alone.
-//! - `component` (feature `component`, wasm only): the WIT export.
+//! - `component` (feature `component`, wasm only): the WIT export, and its
+//!   `guard` resource.
 //! - `src/bin/uuidlock.rs`: the guest command's thin `main`.
 //!
 //! # Example
@@ -49,6 +52,7 @@
 pub mod cli;
 pub mod error;
 pub mod format;
+pub mod owned;
 pub mod protocol;
 
 pub mod fence;

@@ -34,10 +34,10 @@ pub const COMPONENT_WASM: &[u8] = include_bytes!(env!("UUIDLOCK_COMPONENT_WASM")
 /// The command module (`uuidlock.wasm`), as built by `build.rs`.
 pub const COMMAND_WASM: &[u8] = include_bytes!(env!("UUIDLOCK_COMMAND_WASM"));
 
-/// The generated bindings of `wit/lock.wit`; the rest of the host uses these types.
+/// The generated bindings of the `guest` world of `wit/`; the rest of the host uses these types.
 pub mod bindings {
     wasmtime::component::bindgen!({ path: "../wit", world: "guest" });
-    pub use exports::uuidlock::lock::lock::{Acquired, Error, Holder, Options};
+    pub use exports::uuidlock::lock::types::{Acquired, Error, Holder, Options};
 }
 
 /// A directory granted to the guest: `host` is visible inside as `guest`.
@@ -112,7 +112,7 @@ impl Runtime {
         crate::sandbox_fs::link(&engine, &component, &mut linker)?;
         let component =
             bindings::GuestPre::new(linker.instantiate_pre(&component).context("pre-instantiating the component")?)
-                .context("checking the component's exports against wit/lock.wit")?;
+                .context("checking the component's exports against the guest world of wit/")?;
 
         let module = load_cached(
             &engine,

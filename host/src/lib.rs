@@ -12,7 +12,7 @@
 //! - [`lease`]: [`Lease`], a guard that renews its lock in the background
 //!   and reports when it is lost;
 //! - [`engine`]: engine, compiled-code cache, linkers, stores and grants, the
-//!   one `bindgen!` of `wit/lock.wit`, the guest's sleeps (timed by the
+//!   one `bindgen!` of the `guest` world of `wit/`, the guest's sleeps (timed by the
 //!   thread), and running the command module;
 //! - `sandbox_fs`: the two WASI filesystem calls this host makes its own
 //!   way: opens that never wait on a FIFO, directories as shared as their
@@ -42,7 +42,6 @@ pub mod lease;
 pub mod paths;
 mod sandbox_fs;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -54,6 +53,7 @@ pub use engine::{CommandOutput, Grant, Runtime};
 pub use interrupt::Interrupt;
 pub use lease::{Lease, Lost};
 pub use uuidlock::format::Held;
+use uuidlock::owned::{self, Owned};
 use uuidlock::protocol::nanos;
 pub use uuidlock::protocol::{Acquired, Status};
 pub use uuidlock::{LockError, Marker, Options, Token};
@@ -70,8 +70,8 @@ pub struct Locker {
     grants: Arc<[Grant]>,
     /// Idle instances; a call takes one (or makes one) and puts it back.
     idle: Arc<Mutex<Vec<Instance>>>,
-    /// Guest path to token of the locks acquired through this locker.
-    held: Arc<Mutex<HashMap<String, String>>>,
+    /// The locks acquired through this locker, by guest path.
+    held: Arc<Mutex<Owned>>,
 }
 
 struct Instance {
@@ -134,23 +134,16 @@ impl Locker {
         let path = paths::guest_path(path.as_ref())?;
         let result =
             self.call(|guest, store| guest.uuidlock_lock_lock().call_abandon(store, &path, &token.to_string()));
-        let mut held = self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if result.is_ok() && held.get(&path).is_some_and(|mine| mine == token.as_str()) {
-            held.remove(&path);
+        if result.is_ok() {
+            self.owned().released(&path, token.as_str());
         }
         result
     }
 
     fn take(&self, path: &Path, token: Option<Token>, options: &Options) -> Result<Guard, LockError> {
         let path = paths::guest_path(path)?;
-        let mine = self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&path).cloned();
-        if let Some(token) = mine {
-            if self.holds_guest_path(&path, &token)? {
-                return Err(LockError::AlreadyHeld(format!(
-                    "{path} is already held by this locker, with token {token}; release it first"
-                )));
-            }
-        }
+        let remembered = self.owned().token(&path);
+        owned::refuse_retake(&path, "this locker", remembered, |token| self.holds_guest_path(&path, token))?;
         let options = bindings::Options {
             prefix: options.prefix.clone(),
             verification_delay_ns: nanos(options.verification_delay),
@@ -165,7 +158,7 @@ impl Locker {
             Some(token) => guest.uuidlock_lock_lock().call_acquire_as(store, &path, &token.to_string(), &options),
         })?;
         let token = parse_token(&acquired.token)?;
-        self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(path.clone(), token.to_string());
+        self.owned().taken(path.clone(), token.to_string());
         Ok(Guard { locker: self.clone(), path, token: Some(token), fence: acquired.fence })
     }
 
@@ -180,10 +173,7 @@ impl Locker {
 
     fn release_guest_path(&self, path: &str, token: &str) -> Result<(), LockError> {
         let result = self.call(|guest, store| guest.uuidlock_lock_lock().call_release(store, path, &token.to_owned()));
-        let mut held = self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if held.get(path).is_some_and(|mine| mine == token) {
-            held.remove(path);
-        }
+        self.owned().released(path, token);
         result
     }
 
@@ -239,6 +229,10 @@ impl Locker {
                 })
             })
             .transpose()
+    }
+
+    fn owned(&self) -> std::sync::MutexGuard<'_, Owned> {
+        self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Calls into an idle instance, holding no lock during the call. A trap

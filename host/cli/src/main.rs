@@ -71,8 +71,8 @@ enum NativeCommand {
     /// Write the embedded wasm files into DIR
     ///
     /// Writes uuidlock.wasm (the WASI command module) and
-    /// uuidlock.component.wasm (the component exporting wit/lock.wit) into
-    /// DIR.
+    /// uuidlock.component.wasm (the component of the WIT world
+    /// uuidlock:lock/guest@0.3.0) into DIR.
     Export {
         /// An existing directory
         dir: PathBuf,
