@@ -254,6 +254,7 @@ fn contend_in(config: &Config, dirs: &[PathBuf]) -> Result<Report> {
     ensure!(sections.len() == total, "workers reported {} of {total} acquisitions", sections.len());
 
     let counter_file = dirs[0].join(COUNTER_FILE);
+    stale::begin();
     let counter = stale::again(|| std::fs::read_to_string(&counter_file))
         .with_context(|| format!("reading the counter {}", counter_file.display()))?
         .trim()

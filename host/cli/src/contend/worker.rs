@@ -138,7 +138,9 @@ fn work(config: &Config) -> Result<()> {
         // The non-atomic read-modify-write that only mutual exclusion keeps
         // whole. On a share, through each worker's own client: a stale
         // handle (another client replaced the counter) is looked up again,
-        // as the lock's own files are (uuidlock::stale).
+        // as the lock's own files are (uuidlock::stale), with a budget of
+        // its own for each critical section.
+        stale::begin();
         let read = stale::again(|| std::fs::read_to_string(&counter))
             .with_context(|| format!("reading the counter {}", counter.display()))?;
         let value: u64 = read.trim().parse().with_context(|| format!("parsing the counter {}", counter.display()))?;
