@@ -37,7 +37,7 @@ pub const COMMAND_WASM: &[u8] = include_bytes!(env!("UUIDLOCK_COMMAND_WASM"));
 /// The generated bindings of the `guest` world of `wit/`; the rest of the host uses these types.
 pub mod bindings {
     wasmtime::component::bindgen!({ path: "../wit", world: "guest" });
-    pub use exports::uuidlock::lock::types::{Acquired, Error, Holder, Options};
+    pub use exports::uuidlock::lock::types::{Acquired, Error, Holder, LockStatus, Options};
 }
 
 /// A directory granted to the guest: `host` is visible inside as `guest`.
@@ -130,6 +130,12 @@ impl Runtime {
         let command = linker.instantiate_pre(&module).context("pre-instantiating the command module")?;
 
         Ok(Runtime { engine, interrupt, component, command })
+    }
+
+    /// The engine the guests run on: a plugin host makes its own linker and
+    /// stores with it (see [`crate::plugin`]).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// The interrupt that this runtime's guest calls honour: request it to

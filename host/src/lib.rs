@@ -20,6 +20,9 @@
 //! - [`interrupt`]: [`Interrupt`], a request the caller makes that guest
 //!   calls honour at their next sleep, so that an interrupted call can be
 //!   undone ([`Locker::undo_acquire`]);
+//! - [`plugin`]: the lock as a wasmtime host provides it to its plugins
+//!   ([`plugin::add_to_linker`]), each plugin's calls confined to its own
+//!   grants;
 //! - [`paths`]: host paths to the guest's view of them.
 //!
 //! # Example
@@ -40,6 +43,7 @@ pub mod engine;
 pub mod interrupt;
 pub mod lease;
 pub mod paths;
+pub mod plugin;
 mod sandbox_fs;
 
 use std::path::Path;

@@ -14,6 +14,7 @@ mod hard_cases;
 mod hostile;
 mod lease;
 mod model;
+mod plugins;
 mod python_peers;
 mod queue;
 mod run;

@@ -16,6 +16,8 @@
 //! - [`plot`]: wait-time histograms of contention runs, as SVG, from plain
 //!   data;
 //! - [`stats`]: percentiles, shared by the runner, the bench and the plots;
+//! - [`compose`]: `uuidlock compose`, a plugin joined with the lock into one
+//!   component (on `wac-graph`);
 //! - [`exit`]: every exit code the binary uses, in one place;
 //! - `cpu`: the CPU time a worker process used, from the OS;
 //! - `progress`: the progress bar of long runs (stderr, terminals only);
@@ -23,6 +25,7 @@
 //!   backend.
 
 pub mod bench;
+pub mod compose;
 pub mod contend;
 mod cpu;
 pub mod doctor;

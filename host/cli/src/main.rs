@@ -9,7 +9,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use clap_complete::Shell;
 use uuidlock::cli;
 use uuidlock_cli::signals::{self as interrupt, Settled};
-use uuidlock_cli::{bench, contend, doctor, exit, run};
+use uuidlock_cli::{bench, compose, contend, doctor, exit, run};
 use uuidlock_host::{engine, paths, Acquired, Guard, LockError, Locker, Options, Runtime, Status, Token};
 
 /// The native binary's arguments: the lock commands, and its own.
@@ -68,6 +68,15 @@ enum NativeCommand {
     /// the lock in the background, releases it when CMD exits, and exits
     /// with CMD's status.
     Run(run::RunArgs),
+    /// Join a plugin component with the lock, for any component host
+    ///
+    /// PLUGIN imports uuidlock:lock/lock@0.3.0 (its world includes
+    /// uuidlock:lock/plugin@0.3.0). Writes to OUT one component in which the
+    /// embedded uuidlock component serves that import, so that it imports
+    /// only what PLUGIN imports besides (for a WASI plugin, only WASI) and
+    /// runs under stock `wasmtime run --dir`, jco or wasmtime-py, the lock
+    /// confined to the plugin's preopened directories. Prints OUT.
+    Compose(compose::Config),
     /// Write the embedded wasm files into DIR
     ///
     /// Writes uuidlock.wasm (the WASI command module) and
@@ -198,6 +207,7 @@ fn main() {
                 NativeCommand::Contend(config) => contend::main(config),
                 NativeCommand::Bench(config) => bench::main(config),
                 NativeCommand::Doctor(config) => doctor::main(config),
+                NativeCommand::Compose(config) => compose::main(config),
                 NativeCommand::Export { dir } => export(&dir),
                 NativeCommand::Completions { shell } => {
                     // Written whole, so that a failed write is an error
