@@ -138,6 +138,14 @@ impl Token {
         Ok(Token(text.to_owned()))
     }
 
+    /// Whether the token's UUID is a random one (version 4, RFC 9562
+    /// variant), as [`Token::generate`] makes: only then can no other
+    /// caller have it.
+    pub fn is_random(&self) -> bool {
+        uuid::Uuid::try_parse(self.uuid())
+            .is_ok_and(|u| u.get_version_num() == 4 && u.get_variant() == uuid::Variant::RFC4122)
+    }
+
     /// The token as text.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -407,16 +407,22 @@ pub fn acquire(path: &str, options: &Options) -> Result<Acquired, LockError> {
 /// As [`acquire`], with a token the caller made (a fresh one, from
 /// [`Token::generate`]; `options.prefix` is then not used). The caller knows
 /// the token before the call, so if the call is cut short it can undo
-/// whatever the call left: [`release`] with that token, and the staging file
-/// `<PATH>.<UUID>.new`.
+/// whatever the call left: [`abandon`] with that token.
 ///
 /// # Errors
-/// As [`acquire`]; [`LockError::AlreadyHeld`] if the lock already holds
-/// `token`.
+/// As [`acquire`]; [`LockError::InvalidToken`] if the token's UUID is not
+/// a random (version 4) one, which two callers could share;
+/// [`LockError::AlreadyHeld`] if the lock already holds `token`.
 pub fn acquire_as(path: &str, token: Token, options: &Options) -> Result<Acquired, LockError> {
     stale::begin();
     check_lock_path(path)?;
     options.check()?;
+    if !token.is_random() {
+        return Err(LockError::InvalidToken(format!(
+            "{token:?} does not end in a random UUID (version 4), which acquire-as needs so that no \
+             two callers share a token; make one with a UUIDv4 generator (Token::generate)"
+        )));
+    }
     // A fresh token never holds the lock; a caller-made one might.
     if held_by(path, &token).is_ok() {
         return Err(LockError::AlreadyHeld(format!("{path} is already held with token {token}; release it first")));
@@ -1391,6 +1397,12 @@ mod tests {
         assert_eq!(acquired.token, token);
         assert!(matches!(acquire_as(&path, token.clone(), &once()), Err(LockError::AlreadyHeld(_))));
         release(&path, token.as_str()).unwrap();
+        // A token that is not random could be another caller's too.
+        for shared in ["mine-00000000-0000-1000-8000-000000000000", "00000000-0000-0000-0000-000000000000"] {
+            let shared = Token::parse(shared).unwrap();
+            assert!(matches!(acquire_as(&path, shared, &once()), Err(LockError::InvalidToken(_))));
+        }
+        assert!(!std::path::Path::new(&path).exists());
     }
 
     // A token from another lock path is not-owner for release and refresh,

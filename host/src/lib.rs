@@ -121,7 +121,8 @@ impl Locker {
     /// interrupt) can undo it with [`Locker::undo_acquire`].
     ///
     /// # Errors
-    /// As [`Locker::acquire`].
+    /// As [`Locker::acquire`]; [`LockError::InvalidToken`] for a token
+    /// whose UUID is not a random (version 4) one.
     pub fn acquire_as(&self, path: impl AsRef<Path>, token: Token, options: &Options) -> Result<Guard, LockError> {
         self.take(path.as_ref(), Some(token), options)
     }
