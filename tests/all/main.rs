@@ -8,6 +8,7 @@ mod common;
 mod bad_input;
 mod cli;
 mod component;
+mod conformance;
 mod contention;
 mod docs;
 mod hard_cases;

@@ -8,98 +8,11 @@
 //! Needs the wasm32-wasip2 target (added with rustup on demand) and the
 //! wasmtime CLI (see `wasmtime_cli`); SKIPPED loudly without them.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
 
-use crate::common::{mkfifo, skip, tempdir, text, uuidlock, wasmtime_cli};
-
-/// The repository's root.
-fn repository() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().and_then(Path::parent).expect("host/cli is two levels down")
-}
-
-fn cargo() -> Command {
-    let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cargo.current_dir(repository());
-    cargo
-}
-
-fn succeeded(command: &mut Command) -> Result<(), String> {
-    let output = command.output().map_err(|e| format!("cannot run {command:?}: {e}"))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!("{command:?} failed: {}", text(&output.stderr).trim()))
-    }
-}
-
-/// The example plugin, built for wasm32-wasip2 in a target directory of its
-/// own (it is outside the workspace).
-fn rust_plugin() -> Result<PathBuf, String> {
-    static PLUGIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    PLUGIN
-        .get_or_init(|| {
-            succeeded(Command::new("rustup").current_dir(repository()).args(["target", "add", "wasm32-wasip2"]))?;
-            let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("examples");
-            succeeded(
-                cargo()
-                    .args(["build", "--quiet", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
-                    .arg(repository().join("examples/plugin-rust/Cargo.toml"))
-                    .arg("--target-dir")
-                    .arg(&target)
-                    .env_remove("CARGO_ENCODED_RUSTFLAGS")
-                    .env_remove("RUSTFLAGS"),
-            )?;
-            Ok(target.join("wasm32-wasip2/release/counter-plugin.wasm"))
-        })
-        .clone()
-}
-
-/// The example plugin host, built as the workspace member it is (its
-/// binary beside this package's).
-fn plugin_host() -> Result<PathBuf, String> {
-    static HOST: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    HOST.get_or_init(|| {
-        succeeded(cargo().args(["build", "--quiet", "-p", "uuidlock-example-host"]))?;
-        let binary = Path::new(env!("CARGO_BIN_EXE_uuidlock")).with_file_name("plugin-host");
-        binary.exists().then_some(binary.clone()).ok_or_else(|| format!("{} was not built", binary.display()))
-    })
-    .clone()
-}
-
-/// The composed example plugin: `uuidlock compose` of [`rust_plugin`].
-fn composed_plugin() -> Result<PathBuf, String> {
-    static COMPOSED: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    COMPOSED
-        .get_or_init(|| {
-            let plugin = rust_plugin()?;
-            let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("counter-plugin.composed.wasm");
-            let output = uuidlock(&[
-                "compose",
-                plugin.to_str().expect("UTF-8 target directory"),
-                "-o",
-                out.to_str().expect("UTF-8 target directory"),
-            ]);
-            if !output.status.success() {
-                return Err(format!("uuidlock compose failed: {}", text(&output.stderr)));
-            }
-            assert_eq!(text(&output.stdout).trim(), out.to_str().unwrap(), "compose prints OUT");
-            Ok(out)
-        })
-        .clone()
-}
-
-/// What a test needs, or it says SKIPPED and returns `None`.
-fn or_skip<T>(test: &str, needed: Result<T, String>) -> Option<T> {
-    match needed {
-        Ok(value) => Some(value),
-        Err(why) => {
-            skip(test, &why);
-            None
-        }
-    }
-}
+use crate::common::components::{composed_counter_plugin, counter_plugin, plugin_host};
+use crate::common::{mkfifo, or_skip, tempdir, text, uuidlock, wasmtime_cli};
 
 /// How a plugin process is started, with `dir` granted as `/work`.
 enum Runner<'a> {
@@ -175,7 +88,7 @@ fn contend(dir: &Path, runners: &[Runner], turns: usize) {
 fn a_composed_plugin_keeps_mutual_exclusion_under_stock_wasmtime() {
     let test = "a_composed_plugin_keeps_mutual_exclusion_under_stock_wasmtime";
     let Some(wasmtime) = or_skip(test, wasmtime_cli()) else { return };
-    let Some(composed) = or_skip(test, composed_plugin()) else { return };
+    let Some(composed) = or_skip(test, composed_counter_plugin()) else { return };
     let dir = tempdir();
     let runner = || Runner::Composed(&wasmtime, &composed);
     contend(dir.path(), &[runner(), runner()], 40);
@@ -185,8 +98,8 @@ fn a_composed_plugin_keeps_mutual_exclusion_under_stock_wasmtime() {
 fn plugins_served_by_the_host_and_composed_ones_exclude_each_other() {
     let test = "plugins_served_by_the_host_and_composed_ones_exclude_each_other";
     let Some(wasmtime) = or_skip(test, wasmtime_cli()) else { return };
-    let Some(composed) = or_skip(test, composed_plugin()) else { return };
-    let Some(plugin) = or_skip(test, rust_plugin()) else { return };
+    let Some(composed) = or_skip(test, composed_counter_plugin()) else { return };
+    let Some(plugin) = or_skip(test, counter_plugin()) else { return };
     let Some(host) = or_skip(test, plugin_host()) else { return };
     let dir = tempdir();
     let served = || Runner::HostProvided(&host, &plugin);
@@ -200,8 +113,8 @@ fn plugins_served_by_the_host_and_composed_ones_exclude_each_other() {
 fn a_plugin_can_lock_nothing_outside_its_grants() {
     let test = "a_plugin_can_lock_nothing_outside_its_grants";
     let Some(wasmtime) = or_skip(test, wasmtime_cli()) else { return };
-    let Some(composed) = or_skip(test, composed_plugin()) else { return };
-    let Some(plugin) = or_skip(test, rust_plugin()) else { return };
+    let Some(composed) = or_skip(test, composed_counter_plugin()) else { return };
+    let Some(plugin) = or_skip(test, counter_plugin()) else { return };
     let Some(host) = or_skip(test, plugin_host()) else { return };
     let root = tempdir();
     let (granted, outside) = (root.path().join("granted"), root.path().join("outside"));

@@ -4,6 +4,7 @@
 //! the target directory, or SKIPPED loudly with the reason).
 #![allow(dead_code)] // each test binary uses its own part of the fixture
 
+pub mod components;
 pub mod shares;
 
 use std::io::Write;
@@ -115,6 +116,17 @@ pub fn skip(test: &str, why: &str) {
         panic!("{line} (UUIDLOCK_REQUIRE_EXTERNAL=1 makes this a failure)");
     }
     let _ = std::io::stderr().write_all(line.as_bytes());
+}
+
+/// What a test needs, or it says SKIPPED and returns `None`.
+pub fn or_skip<T>(test: &str, needed: Result<T, String>) -> Option<T> {
+    match needed {
+        Ok(value) => Some(value),
+        Err(why) => {
+            skip(test, &why);
+            None
+        }
+    }
 }
 
 /// A Python virtual environment under the target directory with `packages`
