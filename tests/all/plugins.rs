@@ -1,17 +1,21 @@
-//! Plugins that import the lock: the example Rust plugin
-//! (`examples/plugin-rust`, built for wasm32-wasip2) composed with
+//! Plugins that import the lock: the example plugins (Rust in
+//! `examples/plugin-rust`, built for wasm32-wasip2; Python in
+//! `examples/plugin-python`, built with componentize-py) composed with
 //! `uuidlock compose` and run under stock `wasmtime run`, and served by a
 //! host that provides the lock (`examples/plugin-host`, on
 //! `uuidlock_host::plugin`); the grants that confine them; and what
 //! `uuidlock compose` refuses.
 //!
-//! Needs the wasm32-wasip2 target (added with rustup on demand) and the
-//! wasmtime CLI (see `wasmtime_cli`); SKIPPED loudly without them.
+//! Needs the wasm32-wasip2 target (added with rustup on demand), the
+//! wasmtime CLI (see `wasmtime_cli`) and, for the Python plugin,
+//! componentize-py from PyPI; SKIPPED loudly without them.
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 
-use crate::common::components::{composed_counter_plugin, counter_plugin, plugin_host};
+use crate::common::components::{
+    composed_counter_plugin, composed_python_counter_plugin, counter_plugin, plugin_host, python_counter_plugin,
+};
 use crate::common::{mkfifo, or_skip, tempdir, text, uuidlock, wasmtime_cli};
 
 /// How a plugin process is started, with `dir` granted as `/work`.
@@ -104,6 +108,25 @@ fn plugins_served_by_the_host_and_composed_ones_exclude_each_other() {
     let dir = tempdir();
     let served = || Runner::HostProvided(&host, &plugin);
     contend(dir.path(), &[served(), served(), Runner::Composed(&wasmtime, &composed)], 30);
+}
+
+// The Python example plugin (componentize-py), composed and served by the
+// host, takes turns with the Rust one on one lock and counter.
+#[test]
+fn python_and_rust_plugins_exclude_each_other_composed_and_served() {
+    let test = "python_and_rust_plugins_exclude_each_other_composed_and_served";
+    let Some(wasmtime) = or_skip(test, wasmtime_cli()) else { return };
+    let Some(python_composed) = or_skip(test, composed_python_counter_plugin()) else { return };
+    let Some(python_plugin) = or_skip(test, python_counter_plugin()) else { return };
+    let Some(rust_composed) = or_skip(test, composed_counter_plugin()) else { return };
+    let Some(host) = or_skip(test, plugin_host()) else { return };
+    let dir = tempdir();
+    let runners = [
+        Runner::Composed(&wasmtime, &python_composed),
+        Runner::HostProvided(&host, &python_plugin),
+        Runner::Composed(&wasmtime, &rust_composed),
+    ];
+    contend(dir.path(), &runners, 25);
 }
 
 // A plugin names a lock outside its grants, through `..` or by a path its

@@ -1,13 +1,14 @@
 //! The components some tests build and run: wasm32-wasip2 crates of the
-//! repository (the example plugin, the conformance suite), composed with
-//! `uuidlock compose`, and the example plugin host. Each is built once per
+//! repository (the example plugin, the conformance suite), the Python
+//! example plugin (componentize-py), each composed with `uuidlock compose`,
+//! and the example plugin host. Each is built once per
 //! test binary; a failure says why (the caller SKIPs loudly with it).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
-use super::{text, uuidlock};
+use super::{text, uuidlock, venv};
 
 /// The repository's root.
 pub fn repository() -> &'static Path {
@@ -75,6 +76,42 @@ pub fn counter_plugin() -> Result<PathBuf, String> {
 pub fn composed_counter_plugin() -> Result<PathBuf, String> {
     static COMPOSED: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     COMPOSED.get_or_init(|| composed(&counter_plugin()?, "counter-plugin")).clone()
+}
+
+/// The example plugin in Python (`examples/plugin-python`), made a
+/// component by componentize-py 0.25.1 from PyPI, as its docs say. The
+/// source is copied aside first, so that no `__pycache__` lands in the
+/// repository.
+pub fn python_counter_plugin() -> Result<PathBuf, String> {
+    static PLUGIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    PLUGIN
+        .get_or_init(|| {
+            let python = venv("componentize-py", &["componentize-py==0.25.1"])?;
+            let componentize = python.with_file_name("componentize-py");
+            let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("examples/plugin-python");
+            std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+            let example = repository().join("examples/plugin-python");
+            std::fs::copy(example.join("app.py"), work.join("app.py")).map_err(|e| e.to_string())?;
+            let out = work.join("counter-plugin.wasm");
+            succeeded(
+                Command::new(componentize)
+                    .arg("-d")
+                    .arg(repository().join("wit"))
+                    .arg("-d")
+                    .arg(example.join("wit"))
+                    .args(["-w", "example:counter-plugin/counter-plugin", "--quiet", "componentize", "app", "-o"])
+                    .arg(&out)
+                    .current_dir(&work),
+            )?;
+            Ok(out)
+        })
+        .clone()
+}
+
+/// The Python example plugin, composed.
+pub fn composed_python_counter_plugin() -> Result<PathBuf, String> {
+    static COMPOSED: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    COMPOSED.get_or_init(|| composed(&python_counter_plugin()?, "counter-plugin-py")).clone()
 }
 
 /// The example plugin host (`examples/plugin-host`), built as the workspace
