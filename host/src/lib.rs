@@ -364,3 +364,7 @@ struct GettingStartedExamples;
 #[cfg(doctest)]
 #[doc = include_str!("../../docs/src/embedding.md")]
 struct EmbeddingExamples;
+
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/src/plugins.md")]
+struct PluginsExamples;
