@@ -13,6 +13,7 @@ mod contention;
 mod docs;
 mod hard_cases;
 mod hostile;
+mod languages;
 mod lease;
 mod model;
 mod plugins;

@@ -16,7 +16,7 @@ use std::process::{Child, Command, Output, Stdio};
 use crate::common::components::{
     composed_counter_plugin, composed_python_counter_plugin, counter_plugin, plugin_host, python_counter_plugin,
 };
-use crate::common::{mkfifo, or_skip, tempdir, text, uuidlock, wasmtime_cli};
+use crate::common::{mkfifo, or_skip, tempdir, text, turns, uuidlock, wasmtime_cli};
 
 /// How a plugin process is started, with `dir` granted as `/work`.
 enum Runner<'a> {
@@ -46,46 +46,15 @@ impl Runner<'_> {
     }
 }
 
-/// One turn of a plugin: when it held the lock, and its fence.
-#[derive(Debug, Clone, Copy)]
-struct Turn {
-    enter: u128,
-    exit: u128,
-    fence: u64,
-}
-
 /// Runs the plugins at once against one lock and counter in `dir`, each
-/// taking `turns` turns, and checks mutual exclusion: the counter is exact,
-/// no two turns overlap, fences rise turn after turn.
+/// taking `turns` turns, and checks mutual exclusion (`turns::check`).
 fn contend(dir: &Path, runners: &[Runner], turns: usize) {
     let turns_arg = turns.to_string();
     let children: Vec<Child> = runners
         .iter()
         .map(|runner| runner.command(dir, &["/work/shared.lock", "/work/counter", &turns_arg]).spawn().unwrap())
         .collect();
-    let mut all = Vec::new();
-    for child in children {
-        let output = child.wait_with_output().unwrap();
-        assert!(output.status.success(), "a plugin failed: {}", text(&output.stderr));
-        let lines = text(&output.stdout);
-        let parsed: Vec<Turn> = lines
-            .lines()
-            .map(|line| {
-                let fields: Vec<&str> = line.split(' ').collect();
-                let [enter, exit, fence] = fields.as_slice() else { panic!("a plugin printed {line:?}") };
-                Turn { enter: enter.parse().unwrap(), exit: exit.parse().unwrap(), fence: fence.parse().unwrap() }
-            })
-            .collect();
-        assert_eq!(parsed.len(), turns, "each plugin reports each turn");
-        all.extend(parsed);
-    }
-    let counter = std::fs::read_to_string(dir.join("counter")).unwrap();
-    assert_eq!(counter.trim().parse::<usize>().unwrap(), runners.len() * turns, "no update was lost");
-    all.sort_by_key(|turn| turn.enter);
-    for pair in all.windows(2) {
-        assert!(pair[0].exit <= pair[1].enter, "two plugins held the lock at once: {pair:?}");
-        assert!(pair[0].fence < pair[1].fence, "fences must rise turn after turn: {pair:?}");
-    }
+    turns::check(children, &dir.join("counter"), turns);
 }
 
 #[test]

@@ -6,6 +6,7 @@
 
 pub mod components;
 pub mod shares;
+pub mod turns;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
