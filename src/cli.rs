@@ -184,7 +184,7 @@ pub struct PathToken {
 #[derive(Args, Clone, Debug, PartialEq, Eq)]
 pub struct AcquireOptions {
     /// Put S before the random UUID in the token, to say who holds the lock
-    /// (at most 64 printable ASCII bytes, no spaces, not starting with -)
+    /// (at most 64 printable ASCII bytes, no spaces or &, not starting with -)
     #[arg(long, value_name = "S", default_value = "", hide_default_value = true, allow_hyphen_values = true)]
     pub prefix: String,
     /// Wait this long after writing, then read the token back; protects

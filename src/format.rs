@@ -19,7 +19,8 @@
 //! ```
 //!
 //! `<TOKEN>` is the owner token: a prefix of at most [`MAX_PREFIX_LEN`]
-//! printable, non-space ASCII bytes (`0x21..=0x7e`, not starting with `-`),
+//! printable, non-space ASCII bytes (`0x21..=0x7e`, not `&`, not starting
+//! with `-`),
 //! followed by a random UUIDv4 in its 36-character lowercase hyphenated
 //! form, e.g.
 //! `job-7c9e6679-7425-40de-944b-e07a4b7b7bd1`. The token is the holder's
@@ -189,6 +190,12 @@ pub fn check_prefix(prefix: &str) -> Result<(), String> {
     }
     if let Some(bad) = prefix.chars().find(|c| !c.is_ascii_graphic()) {
         return Err(format!("the prefix contains {bad:?}; only printable ASCII without spaces is allowed"));
+    }
+    // The lock file puts '&' between its fields: a token holding one would
+    // read back as another program's marker, which uuidlock never removes,
+    // and its own holder would wait for it for ever.
+    if prefix.contains('&') {
+        return Err("the prefix contains '&', which separates the lock file's fields; use another character".into());
     }
     Ok(())
 }
@@ -379,6 +386,10 @@ mod tests {
         assert!(Token::generate("line\nbreak").is_err());
         assert!(Token::generate("é").is_err());
         assert!(Token::generate("--job").is_err());
+        // '&' separates the marker's fields: such a token would read back
+        // as a foreign marker, and wedge the lock.
+        assert!(Token::generate("ci&job-").is_err());
+        assert!(Token::generate("a&stale-after-ms=5").is_err());
         assert!(Token::generate(&"x".repeat(MAX_PREFIX_LEN + 1)).is_err());
         assert!(Token::generate(&"x".repeat(MAX_PREFIX_LEN)).is_ok());
     }
