@@ -45,6 +45,22 @@ pub mod bindings {
 pub struct Grant {
     pub host: PathBuf,
     pub guest: String,
+    /// The guest may only read there: it can say who holds a lock
+    /// (`status`, `holds`), but take, release or break none. A plugin host
+    /// grants a plugin's locks what it grants the plugin's files.
+    pub read_only: bool,
+}
+
+impl Grant {
+    /// `host`, seen by the guest as `guest`, to read and write.
+    pub fn new(host: impl Into<PathBuf>, guest: impl Into<String>) -> Grant {
+        Grant { host: host.into(), guest: guest.into(), read_only: false }
+    }
+
+    /// `host`, seen by the guest as `guest`, only to read.
+    pub fn read_only(host: impl Into<PathBuf>, guest: impl Into<String>) -> Grant {
+        Grant { read_only: true, ..Grant::new(host, guest) }
+    }
 }
 
 /// The per-store state of a component instance.
@@ -286,7 +302,8 @@ impl std::future::Future for NotYet {
 
 fn preopen(wasi: &mut WasiCtxBuilder, grants: &[Grant]) -> Result<()> {
     for grant in grants {
-        wasi.preopened_dir(&grant.host, &grant.guest, FsPerms::ReadWrite).with_context(|| {
+        let perms = if grant.read_only { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
+        wasi.preopened_dir(&grant.host, &grant.guest, perms).with_context(|| {
             format!("cannot grant {} to the guest: it must be an existing directory", grant.host.display())
         })?;
     }

@@ -15,7 +15,7 @@ use crate::{Grant, LockError};
 pub fn grant(dir: &Path) -> Result<Grant> {
     let host = std::path::absolute(dir).with_context(|| format!("cannot make {} absolute", dir.display()))?;
     let guest = host.to_str().with_context(|| format!("{} is not valid UTF-8", host.display()))?.to_owned();
-    Ok(Grant { host, guest })
+    Ok(Grant::new(host, guest))
 }
 
 /// The guest's name for the host path `path`: the same path, absolute. `..`

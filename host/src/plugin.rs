@@ -32,7 +32,7 @@
 //! wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
 //! plugin::add_to_linker(&mut linker, |state| &mut state.lock)?;
 //! // For each plugin: the same grants for its files and for its locks.
-//! let grants = [Grant { host: "/srv/plugin-data".into(), guest: "/data".into() }];
+//! let grants = [Grant::new("/srv/plugin-data", "/data")];
 //! let lock = PluginLock::new(&runtime, &grants)?;
 //! # Ok::<(), wasmtime::Error>(())
 //! ```
@@ -43,6 +43,8 @@
 //! call traps with the interrupt, so a host can stop a plugin stuck waiting
 //! for a lock and leave nothing behind. Acquisitions use tokens this module
 //! makes for that reason; the plugin sees them as its own.
+
+use std::collections::HashMap;
 
 use wasmtime::component::{Linker, Resource, ResourceTable};
 use wasmtime::{Result, Store};
@@ -65,13 +67,18 @@ pub mod bindings {
 use bindings::uuidlock::lock::{lock as lock_api, types};
 
 /// The lock a plugin's store holds: a uuidlock instance granted the
-/// plugin's directories, and the plugin's guards.
+/// plugin's directories, and the plugin's guards. Dropping it (with the
+/// plugin's store, when the plugin ends, exits or traps) releases the locks
+/// its guards still hold, as dropping each guard would have.
 pub struct PluginLock {
     runtime: Runtime,
     grants: Vec<Grant>,
     /// `None` after a trap, until the next call makes a new one.
     instance: Option<(Store<ComponentState>, guest::Guest)>,
     guards: ResourceTable,
+    /// The guards that still hold their lock, by the guard's handle: what
+    /// dropping this releases.
+    holding: HashMap<u32, (String, String)>,
 }
 
 /// What a plugin's `guard` is: the lock it took, by token.
@@ -96,6 +103,7 @@ impl PluginLock {
             grants: grants.to_vec(),
             instance: Some(instance),
             guards: ResourceTable::new(),
+            holding: HashMap::new(),
         })
     }
 
@@ -140,6 +148,17 @@ impl PluginLock {
 
     fn guard(&self, guard: &Resource<PluginGuard>) -> wasmtime::Result<&PluginGuard> {
         Ok(self.guards.get(guard)?)
+    }
+}
+
+impl Drop for PluginLock {
+    fn drop(&mut self) {
+        // The plugin ended without dropping these guards (it exited, trapped,
+        // or leaked them): release their locks now, as their drop would
+        // have. Errors have no one left to see them.
+        for (_, (path, token)) in std::mem::take(&mut self.holding) {
+            let _ = self.call(|guest, store| guest.uuidlock_lock_lock().call_release(store, &path, &token));
+        }
     }
 }
 
@@ -223,8 +242,11 @@ impl lock_api::HostGuard for PluginLock {
             Ok(acquired) => acquired,
             Err(error) => return Ok(Err(error)),
         };
-        let guard = PluginGuard { path, token: acquired.token, fence: acquired.fence, released: false };
-        Ok(Ok(self.guards.push(guard)?))
+        let held = (path.clone(), acquired.token.clone());
+        let guard =
+            self.guards.push(PluginGuard { path, token: acquired.token, fence: acquired.fence, released: false })?;
+        self.holding.insert(guard.rep(), held);
+        Ok(Ok(guard))
     }
 
     fn path(&mut self, guard: Resource<PluginGuard>) -> wasmtime::Result<String> {
@@ -268,11 +290,13 @@ impl lock_api::HostGuard for PluginLock {
         // to release again or on drop.
         if !matches!(result, Err(types::Error::Io(_))) {
             self.guards.get_mut(&guard)?.released = true;
+            self.holding.remove(&guard.rep());
         }
         Ok(result)
     }
 
     fn drop(&mut self, guard: Resource<PluginGuard>) -> wasmtime::Result<()> {
+        self.holding.remove(&guard.rep());
         let PluginGuard { path, token, released, .. } = self.guards.delete(guard)?;
         if !released {
             // Errors are the plugin's to see only through `release`.

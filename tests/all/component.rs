@@ -163,7 +163,7 @@ fn foreign_lock_files_are_waited_on_and_kept() {
 #[test]
 fn the_command_module_follows_the_cli_contract() {
     let sandbox = Sandbox::new();
-    let grants = [Grant { host: sandbox.locks(), guest: "/locks".into() }];
+    let grants = [Grant::new(sandbox.locks(), "/locks")];
     let run = |args: &[&str]| runtime().run_command(args, &grants).unwrap();
 
     let acquired = run(&["acquire", "/locks/job.lock", "--verification-delay", "0", "--prefix", "ci-"]);
@@ -200,7 +200,7 @@ fn component_and_command_module_share_locks() {
     let path = sandbox.lock("job.lock");
     let token = sandbox.locker().acquire(&path, &fast()).unwrap().into_token();
     let guest_path = path.to_str().unwrap();
-    let grants = [Grant { host: sandbox.locks(), guest: sandbox.locks().to_str().unwrap().into() }];
+    let grants = [Grant::new(sandbox.locks(), sandbox.locks().to_str().unwrap())];
     let status = runtime().run_command(&["status", guest_path], &grants).unwrap();
     assert_eq!(status.stdout.trim(), token.as_str());
     assert_eq!(runtime().run_command(&["release", guest_path, token.as_str()], &grants).unwrap().code, 0);

@@ -11,7 +11,7 @@ use uuidlock::cli::StatusJson;
 use uuidlock_host::Grant;
 
 fn guest(sandbox: &Sandbox, args: &[&str]) -> uuidlock_host::CommandOutput {
-    let grants = [Grant { host: sandbox.locks(), guest: "/locks".into() }];
+    let grants = [Grant::new(sandbox.locks(), "/locks")];
     runtime().run_command(args, &grants).unwrap()
 }
 
@@ -182,7 +182,7 @@ fn a_full_disk_does_not_wedge_a_lock() {
     assert_eq!(refused.status.code(), Some(4), "{message}");
     assert!(message.contains("no space left on device") && !message.contains("os error"), "{message}");
     assert_eq!(message.lines().count(), 1, "{message}");
-    let grants = [Grant { host: disk.dir.path().to_owned(), guest: "/disk".into() }];
+    let grants = [Grant::new(disk.dir.path().to_owned(), "/disk")];
     let in_guest = runtime().run_command(&["acquire", "/disk/new.lock", "--timeout", "0"], &grants).unwrap();
     assert_eq!(in_guest.code, 4, "{}", in_guest.stderr);
     assert!(

@@ -49,7 +49,7 @@ fn held_by_another(lock: &Path) {
 fn fifos_planted_beside_a_lock_never_hang_a_call() {
     let sandbox = Sandbox::new();
     let locker = sandbox.locker();
-    let grants = [Grant { host: sandbox.locks(), guest: "/locks".into() }];
+    let grants = [Grant::new(sandbox.locks(), "/locks")];
     let waited = Options {
         timeout: Some(Duration::from_millis(300)),
         retry_interval: Duration::from_millis(10),

@@ -1,11 +1,15 @@
-//! An example plugin host: `plugin-host [--dir HOST::GUEST]... PLUGIN.wasm
-//! [ARGS]...` runs a plugin (a WASI command component whose world includes
-//! `uuidlock:lock/plugin`) like `wasmtime run`, and serves its import of
+//! An example plugin host: `plugin-host [--dir HOST::GUEST]...
+//! [--ro-dir HOST::GUEST]... PLUGIN.wasm [ARGS]...` runs a plugin (a WASI
+//! command component whose world includes `uuidlock:lock/plugin`) like
+//! `wasmtime run`, and serves its import of
 //! `uuidlock:lock/lock` itself: each plugin's locks are confined to the
-//! directories it was granted, under the same names as its files.
+//! directories it was granted, under the same names as its files, and
+//! read only where its files are (`--ro-dir`): there it can see who holds
+//! a lock, but take, release or break none.
 //!
 //! Exits with 0 when the plugin's `run` returns ok, 1 when it returns an
-//! error, 2 on bad arguments, 4 when the plugin cannot be loaded or traps.
+//! error, the plugin's own status when it exits, 2 on bad arguments, 4 when
+//! the plugin cannot be loaded or traps.
 
 use std::process::ExitCode;
 
@@ -15,9 +19,9 @@ use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::error::Context;
 use wasmtime::{bail, Result, Store};
 use wasmtime_wasi::p2::bindings::sync::Command;
-use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxView, WasiView};
 
-const USAGE: &str = "usage: plugin-host [--dir HOST::GUEST]... PLUGIN.wasm [ARGS]...";
+const USAGE: &str = "usage: plugin-host [--dir HOST::GUEST]... [--ro-dir HOST::GUEST]... PLUGIN.wasm [ARGS]...";
 
 /// A plugin's store: its WASI, its resources, and its lock.
 struct PluginState {
@@ -46,8 +50,7 @@ fn main() -> ExitCode {
         }
     };
     match run(&grants, plugin, plugin_args) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
+        Ok(status) => ExitCode::from(u8::try_from(status).unwrap_or(1)),
         Err(e) => {
             eprintln!("plugin-host: {e:#}");
             ExitCode::from(4)
@@ -55,18 +58,21 @@ fn main() -> ExitCode {
     }
 }
 
-/// `--dir HOST::GUEST` pairs, then the plugin and its arguments.
+/// `--dir HOST::GUEST` and `--ro-dir HOST::GUEST` pairs, then the plugin
+/// and its arguments.
 fn parse(args: &[String]) -> Result<(Vec<Grant>, &str, &[String])> {
     let mut grants = Vec::new();
     let mut rest = args;
     while let [flag, value, tail @ ..] = rest {
-        if flag != "--dir" {
-            break;
-        }
-        let Some((host, guest)) = value.split_once("::") else {
-            bail!("--dir takes HOST::GUEST, not {value:?}");
+        let read_only = match flag.as_str() {
+            "--dir" => false,
+            "--ro-dir" => true,
+            _ => break,
         };
-        grants.push(Grant { host: host.into(), guest: guest.into() });
+        let Some((host, guest)) = value.split_once("::") else {
+            bail!("{flag} takes HOST::GUEST, not {value:?}");
+        };
+        grants.push(if read_only { Grant::read_only(host, guest) } else { Grant::new(host, guest) });
         rest = tail;
     }
     match rest {
@@ -75,8 +81,9 @@ fn parse(args: &[String]) -> Result<(Vec<Grant>, &str, &[String])> {
     }
 }
 
-/// Runs the plugin; whether its `run` returned ok.
-fn run(grants: &[Grant], plugin: &str, args: &[String]) -> Result<bool> {
+/// Runs the plugin; its exit status: 0 when its `run` returned ok, 1 when
+/// it returned an error, or the status it exited with.
+fn run(grants: &[Grant], plugin: &str, args: &[String]) -> Result<i32> {
     // One runtime (engine and the uuidlock component, compiled once) serves
     // every plugin of the process.
     let runtime = Runtime::new()?;
@@ -89,7 +96,8 @@ fn run(grants: &[Grant], plugin: &str, args: &[String]) -> Result<bool> {
     let mut wasi = WasiCtx::builder();
     wasi.inherit_stdio().arg(plugin).args(args);
     for grant in grants {
-        wasi.preopened_dir(&grant.host, &grant.guest, FsPerms::ReadWrite)
+        let perms = if grant.read_only { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
+        wasi.preopened_dir(&grant.host, &grant.guest, perms)
             .with_context(|| format!("granting {}", grant.host.display()))?;
     }
     let state =
@@ -97,6 +105,12 @@ fn run(grants: &[Grant], plugin: &str, args: &[String]) -> Result<bool> {
     let mut store = Store::new(runtime.engine(), state);
     let command =
         Command::instantiate(&mut store, &component, &linker).with_context(|| format!("instantiating {plugin}"))?;
-    let result = command.wasi_cli_run().call_run(&mut store).with_context(|| format!("{plugin} trapped"))?;
-    Ok(result.is_ok())
+    match command.wasi_cli_run().call_run(&mut store) {
+        Ok(returned) => Ok(if returned.is_ok() { 0 } else { 1 }),
+        // `std::process::exit` in the plugin: its status, as `wasmtime run` gives it.
+        Err(e) => match e.downcast_ref::<I32Exit>() {
+            Some(exit) => Ok(exit.0),
+            None => Err(e).with_context(|| format!("{plugin} trapped")),
+        },
+    }
 }

@@ -255,7 +255,7 @@ fn uncontended(config: &Config, dir: &Path) -> Result<Vec<Latency>> {
     let lock = |name: &str| dir.join(name).to_str().map(str::to_owned).context("the directory is not UTF-8");
     let runtime = crate::signals::runtime()?;
     let locker = Locker::new(&runtime, &[dir])?;
-    let grants = [Grant { host: dir.to_path_buf(), guest: "/bench".into() }];
+    let grants = [Grant::new(dir.to_path_buf(), "/bench")];
     let fast = Options { verification_delay: Duration::ZERO, ..Options::default() };
     let (floor, native, component) = (lock("floor.lock")?, lock("native.lock")?, lock("component.lock")?);
     let lifetime = Options { stale_after: Some(Duration::from_secs(600)), ..fast.clone() };
