@@ -10,11 +10,12 @@
 //! wasmtime CLI (see `wasmtime_cli`) and, for the Python plugin,
 //! componentize-py from PyPI; SKIPPED loudly without them.
 
+use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 
 use crate::common::components::{
-    composed_counter_plugin, composed_python_counter_plugin, counter_plugin, plugin_host, python_counter_plugin,
+    composed_counter_plugin, composed_python_counter_plugin, counter_plugin, plugin_host, python_counter_plugin, wasip2,
 };
 use crate::common::{mkfifo, or_skip, tempdir, text, turns, uuidlock, wasmtime_cli};
 
@@ -125,6 +126,65 @@ fn a_plugin_can_lock_nothing_outside_its_grants() {
     assert_eq!(std::fs::read_dir(&granted).unwrap().count(), 0, "nor inside it");
 }
 
+// A plugin granted a directory read-only can see the locks there but take,
+// release or break none: the host grants its locks what it grants its
+// files. (Before, the lock's instance was always granted read-write, and a
+// plugin could create files there and delete another's lock by the token
+// `status` showed it.)
+#[test]
+fn a_read_only_grant_lets_a_plugin_take_and_release_no_lock() {
+    let test = "a_read_only_grant_lets_a_plugin_take_and_release_no_lock";
+    let Some(host) = or_skip(test, plugin_host()) else { return };
+    let Some(plugin) = or_skip(test, counter_plugin()) else { return };
+    let Some(release_by_token) = or_skip(test, wasip2("tests/conformance", "release-by-token")) else { return };
+    let root = tempdir();
+    let (ro, work) = (root.path().join("ro"), root.path().join("work"));
+    std::fs::create_dir(&ro).unwrap();
+    std::fs::create_dir(&work).unwrap();
+    let held = ro.join("held.lock");
+    let taken = uuidlock(&["acquire", held.to_str().unwrap(), "--timeout", "0"]);
+    assert!(taken.status.success(), "{}", text(&taken.stderr));
+    let token = text(&taken.stdout).trim().to_owned();
+    let listing = |dir: &Path| {
+        let mut names: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        names
+    };
+    let before = listing(&ro);
+    let grants = [format!("{}::/ro", ro.display()), format!("{}::/work", work.display())];
+    let run = |plugin: &Path, args: &[&str]| {
+        Command::new(&host).args(["--ro-dir", &grants[0], "--dir", &grants[1]]).arg(plugin).args(args).output().unwrap()
+    };
+
+    let output = run(&plugin, &["/ro/x.lock", "/work/counter", "1"]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    assert!(text(&output.stderr).contains("/ro/x.lock"), "{}", text(&output.stderr));
+    let output = run(&release_by_token, &["/ro/held.lock", &token]);
+    assert_eq!(output.status.code(), Some(1), "released another's lock: {}", text(&output.stdout));
+    assert_eq!(listing(&ro), before, "nothing was made or removed in the read-only grant");
+    let holds = uuidlock(&["holds", held.to_str().unwrap(), &token]);
+    assert_eq!(holds.status.code(), Some(0), "the holder lost its lock: {}", text(&holds.stderr));
+}
+
+// A plugin that exits while its guard holds a lock: the host passes its
+// status on, and releases the lock as the plugin's store goes. (Before,
+// the host called the exit a trap, and the lock was left for good.)
+#[test]
+fn a_plugin_that_exits_holding_a_guard_leaves_no_lock_in_the_host() {
+    let test = "a_plugin_that_exits_holding_a_guard_leaves_no_lock_in_the_host";
+    let Some(host) = or_skip(test, plugin_host()) else { return };
+    let Some(exit_holding) = or_skip(test, wasip2("tests/conformance", "exit-holding")) else { return };
+    let dir = tempdir();
+    let grant = format!("{}::/work", dir.path().display());
+    let output =
+        Command::new(&host).args(["--dir", &grant]).arg(exit_holding).args(["/work/x.lock", "0"]).output().unwrap();
+    // WASI 0.2 carries success or failure: `exit(0)` is success.
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert!(text(&output.stdout).starts_with("holding /work/x.lock"), "{}", text(&output.stdout));
+    let status = uuidlock(&["status", dir.path().join("x.lock").to_str().unwrap()]);
+    assert_eq!(status.status.code(), Some(1), "the lock is still held: {}", text(&status.stdout));
+}
+
 /// A component made from `wit` (its world `plugin`), with a core module that
 /// does nothing: what a plugin built against that WIT looks like to compose.
 fn component_of(wit: &str) -> Vec<u8> {
@@ -175,7 +235,7 @@ fn compose_refuses_what_it_cannot_join_in_one_line() {
     refused(dir.path(), &["not a regular file"]);
     refused(
         &write("uuidlock.component.wasm", uuidlock_host::engine::COMPONENT_WASM),
-        &["imports nothing of uuidlock:lock", "uuidlock:lock/plugin@0.3.0"],
+        &["exports uuidlock:lock/", "instead of importing", "uuidlock:lock/plugin@0.3.0"],
     );
 
     // Built against 0.2.0 (its interface as it was, in short).
@@ -196,6 +256,30 @@ fn compose_refuses_what_it_cannot_join_in_one_line() {
          world plugin { import lock; }",
     );
     refused(&write("edited.wasm", &edited), &["imports uuidlock:lock/lock@0.3.0", "not as this uuidlock defines it"]);
+
+    // A component that imports no lock at all.
+    let lockless = component_of(
+        "package example:other;
+         interface files { read: func(path: string) -> string; }
+         world plugin { import files; }",
+    );
+    refused(&write("lockless.wasm", &lockless), &["imports nothing of uuidlock:lock", "uuidlock:lock/plugin@0.3.0"]);
+
+    // An interface of the package that uuidlock does not have.
+    let unknown = component_of(
+        "package uuidlock:lock@0.3.0;
+         interface extra { poke: func(); }
+         world plugin { import extra; }",
+    );
+    refused(&write("unknown.wasm", &unknown), &["imports uuidlock:lock/extra@0.3.0", "does not have"]);
+
+    // A component that provides the lock instead of importing it.
+    let provider = component_of(
+        "package uuidlock:lock@0.3.0;
+         interface lock { release: func(path: string, token: string) -> bool; }
+         world plugin { export lock; }",
+    );
+    refused(&write("provider.wasm", &provider), &["exports uuidlock:lock/lock@0.3.0", "instead of importing"]);
 }
 
 #[test]
@@ -226,9 +310,29 @@ fn compose_takes_a_plugin_of_the_documented_world_and_writes_it_whole() {
     let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(leftovers.len(), 2, "no temporary file is left: {leftovers:?}");
 
-    // An output that cannot be written: the plugin is untouched.
-    let output = uuidlock(&["compose", plugin.to_str().unwrap(), "-o", dir.path().to_str().unwrap()]);
-    assert_eq!(output.status.code(), Some(4), "{}", text(&output.stderr));
-    assert!(text(&output.stderr).contains("is a directory"));
+    // Outputs that composing would destroy, or could not replace: refused
+    // in one line before anything is written; the plugin, the FIFO and the
+    // link are untouched.
+    let fifo = dir.path().join("fifo");
+    mkfifo(&fifo);
+    let link = dir.path().join("link.wasm");
+    std::os::unix::fs::symlink(&out, &link).unwrap();
+    let plugin_link = dir.path().join("plugin-link.wasm");
+    std::os::unix::fs::symlink(&plugin, &plugin_link).unwrap();
+    let refused = [
+        (&plugin, dir.path(), "is a directory"),
+        (&plugin, &plugin, "is the plugin itself"),
+        (&plugin_link, &plugin, "is the plugin itself"),
+        (&plugin, &fifo, "not a regular file"),
+        (&plugin, &link, "is a symbolic link"),
+    ];
+    for (source, target, said) in refused {
+        let output = uuidlock(&["compose", source.to_str().unwrap(), "-o", target.to_str().unwrap()]);
+        assert_eq!(output.status.code(), Some(2), "-o {}: {}", target.display(), text(&output.stderr));
+        let stderr = text(&output.stderr);
+        assert!(stderr.contains(said) && stderr.trim().lines().count() == 1, "{stderr}");
+    }
     assert_eq!(std::fs::read(&plugin).unwrap(), partial);
+    assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
 }

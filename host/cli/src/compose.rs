@@ -46,6 +46,12 @@ pub enum ComposeError {
     NotComponent(String),
     /// The plugin imports nothing of the lock's package.
     NoLock,
+    /// The plugin exports an interface of the lock's package: it provides
+    /// a lock instead of importing one.
+    ExportsLock(String),
+    /// The plugin imports an interface of the lock's package that no
+    /// version of uuidlock's component exports.
+    Unknown { import: String, offered: Vec<String> },
     /// The plugin imports another version of the lock: `found`, beside the
     /// one this uuidlock offers.
     Version { found: String, offered: String },
@@ -71,6 +77,18 @@ impl ComposeError {
                 offered_version(),
                 offered_version()
             ),
+            ComposeError::ExportsLock(export) => format!(
+                "{plugin} exports {export}: it provides a lock instead of importing one; compose a plugin \
+                 whose world includes {PACKAGE}/plugin@{}",
+                offered_version()
+            ),
+            ComposeError::Unknown { import, offered } => format!(
+                "{plugin} imports {import}, which uuidlock {} does not have (it offers {}); rebuild the \
+                 plugin against the wit/ of uuidlock {}",
+                offered_version(),
+                offered.join(", "),
+                offered_version()
+            ),
             ComposeError::Version { found, offered } => format!(
                 "{plugin} imports {found}, but this uuidlock offers {offered}; rebuild the \
                  plugin against the wit/ of uuidlock {}",
@@ -88,7 +106,10 @@ impl ComposeError {
 
 /// `uuidlock compose`.
 pub fn main(config: Config) -> i32 {
-    let plugin = match read_plugin(&config.plugin) {
+    let plugin = match read_plugin(&config.plugin).and_then(|bytes| {
+        check_output(&config.output, &config.plugin).map_err(|why| (exit::USAGE, why))?;
+        Ok(bytes)
+    }) {
         Ok(bytes) => bytes,
         Err((code, message)) => {
             eprintln!("uuidlock: {message}");
@@ -135,15 +156,17 @@ pub fn compose(plugin: &[u8]) -> Result<Vec<u8>, ComposeError> {
         let exports = &types[lock.ty()].exports;
         let mut cache = Default::default();
         let mut checker = SubtypeChecker::new(&mut cache);
+        if let Some(export) = types[socket.ty()].exports.keys().find(|name| in_package(name)) {
+            return Err(ComposeError::ExportsLock(export.clone()));
+        }
         for (import, &wanted) in imports.iter().filter(|(name, _)| in_package(name)) {
             let Some((export, &offered)) = exports.iter().find(|(export, _)| are_semver_compatible(import, export))
             else {
-                let offered = exports
-                    .keys()
-                    .find(|export| same_interface(import, export))
-                    .cloned()
-                    .unwrap_or_else(|| format!("{PACKAGE}/lock@{}", offered_version()));
-                return Err(ComposeError::Version { found: import.clone(), offered });
+                let Some(offered) = exports.keys().find(|export| same_interface(import, export)) else {
+                    let offered = exports.keys().filter(|name| in_package(name)).cloned().collect();
+                    return Err(ComposeError::Unknown { import: import.clone(), offered });
+                };
+                return Err(ComposeError::Version { found: import.clone(), offered: offered.clone() });
             };
             checker
                 .is_subtype(offered, types, wanted, types)
@@ -223,6 +246,36 @@ fn read_plugin(path: &Path) -> Result<Vec<u8>, (i32, String)> {
     std::fs::read(path).map_err(|e| (exit::IO, format!("cannot read the plugin {shown}: {e}")))
 }
 
+/// Refuses an output that composing would destroy or could not replace: the
+/// plugin itself (by any name), or anything but a regular file (a
+/// directory, a link, a FIFO, a device: `-o /dev/null` would replace the
+/// device with a file).
+fn check_output(output: &Path, plugin: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let shown = output.display();
+    let existing = match std::fs::symlink_metadata(output) {
+        Ok(existing) => existing,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("cannot look at {shown}: {e}; give -o the path of the file to write")),
+    };
+    let kind = existing.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_dir() {
+            "a directory"
+        } else if kind.is_symlink() {
+            "a symbolic link"
+        } else {
+            "not a regular file"
+        };
+        return Err(format!("{shown} is {what}; give -o the path of a new or regular file"));
+    }
+    let source = std::fs::metadata(plugin).map_err(|e| format!("cannot read the plugin {}: {e}", plugin.display()))?;
+    if (existing.dev(), existing.ino()) == (source.dev(), source.ino()) {
+        return Err(format!("{shown} is the plugin itself; give -o another path, so that the plugin is kept"));
+    }
+    Ok(())
+}
+
 /// Writes `bytes` to `path` through a temporary file beside it, renamed
 /// over it: a reader never sees half a component, and a failure leaves any
 /// old `path` as it was.
@@ -271,7 +324,7 @@ mod tests {
     }
 
     #[test]
-    fn the_uuidlock_component_itself_imports_no_lock() {
-        assert!(matches!(compose(COMPONENT_WASM), Err(ComposeError::NoLock)));
+    fn the_uuidlock_component_itself_is_no_plugin() {
+        assert!(matches!(compose(COMPONENT_WASM), Err(ComposeError::ExportsLock(_))));
     }
 }
