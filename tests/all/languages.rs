@@ -16,8 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
+use crate::common::components::{repository, succeeded};
 use crate::common::shares::{Share, ShareKind};
-use crate::common::{or_skip, tempdir, text, turns, uuidlock, wasmtime_cli};
+use crate::common::{or_skip, tempdir, text, turns, uuidlock, venv, wasmtime_cli};
 
 /// Turns each worker takes.
 const TURNS: usize = 10;
@@ -48,6 +49,9 @@ enum Worker<'a> {
     Cli,
     /// `wasmtime run uuidlock.wasm acquire ... --fence`, then release.
     CommandModule(&'a Path),
+    /// The Python package: `with uuidlock.Lock(...)`, in this venv's
+    /// interpreter.
+    Python(&'a Path),
 }
 
 impl Worker<'_> {
@@ -66,7 +70,11 @@ impl Worker<'_> {
                 .env("WASM", exported().join("uuidlock.wasm"))
                 .env("GRANT", format!("{}::/d", dir.display()))
                 .args(["-c", COMMAND_MODULE_WORKER]),
+            Worker::Python(python) => command
+                .arg("-c")
+                .arg(format!(r#"exec "{}" -c "$PYTHON_WORKER" "$LOCK" "$COUNTER" "$N""#, python.display())),
         };
+        command.env("PYTHON_WORKER", PYTHON_WORKER);
         command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
     }
 }
@@ -99,6 +107,47 @@ for i in $(seq "$N"); do
 done
 "#;
 
+const PYTHON_WORKER: &str = r#"
+import os, sys, time
+import uuidlock
+
+lock_path, counter, turns = sys.argv[1], sys.argv[2], int(sys.argv[3])
+for _ in range(turns):
+    with uuidlock.Lock(lock_path, timeout=60, verification_delay=0, retry_interval=0.001) as lock:
+        enter = time.time_ns()
+        try:
+            with open(counter) as f:
+                count = int(f.read())
+        except FileNotFoundError:
+            count = 0
+        aside = f"{counter}.{os.getpid()}"
+        with open(aside, "w") as f:
+            f.write(f"{count + 1}\n")
+        os.replace(aside, counter)
+        print(enter, time.time_ns(), lock.fence, flush=True)
+"#;
+
+/// A venv with the Python package installed from `bindings/python`, as its
+/// README says (`pip install ./bindings/python`), with pytest. The venv is
+/// made once; the package is installed again from the source in every test
+/// run, with the component this build exported, so that it is never stale.
+fn python_package() -> Result<PathBuf, String> {
+    static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            let python = venv("python-package", &["wasmtime==50.0.1", "pytest==8.3.4", "setuptools>=68", "wheel"])?;
+            succeeded(
+                Command::new(&python)
+                    .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+                    .args(["--no-deps", "--force-reinstall", "--no-build-isolation"])
+                    .arg(repository().join("bindings/python"))
+                    .env("UUIDLOCK_COMPONENT", exported().join("uuidlock.component.wasm")),
+            )?;
+            Ok(python)
+        })
+        .clone()
+}
+
 /// Starts every worker at once, spread over `dirs` (one directory, or two
 /// mounts of one share), and checks their turns.
 fn contend(dirs: &[&Path], workers: &[Worker]) {
@@ -111,8 +160,9 @@ fn contend(dirs: &[&Path], workers: &[Worker]) {
 fn every_language_takes_turns_on_one_lock() {
     let test = "every_language_takes_turns_on_one_lock";
     let Some(wasmtime) = or_skip(test, wasmtime_cli()) else { return };
+    let Some(python) = or_skip(test, python_package()) else { return };
     let dir = tempdir();
-    let workers = [Worker::Cli, Worker::CommandModule(&wasmtime), Worker::Cli, Worker::CommandModule(&wasmtime)];
+    let workers = [Worker::Cli, Worker::CommandModule(&wasmtime), Worker::Python(&python), Worker::Python(&python)];
     contend(&[dir.path()], &workers);
 }
 
@@ -120,8 +170,28 @@ fn every_language_takes_turns_on_one_lock() {
 fn every_language_takes_turns_across_two_sshfs_mounts() {
     let test = "every_language_takes_turns_across_two_sshfs_mounts";
     let Some(wasmtime) = or_skip(test, wasmtime_cli()) else { return };
+    let Some(python) = or_skip(test, python_package()) else { return };
     let Some(share) = or_skip(test, Share::start(ShareKind::Sshfs)) else { return };
     let [a, b] = share.mounts();
-    let workers = [Worker::Cli, Worker::CommandModule(&wasmtime), Worker::Cli, Worker::CommandModule(&wasmtime)];
+    let workers = [Worker::Cli, Worker::CommandModule(&wasmtime), Worker::Python(&python), Worker::Python(&python)];
     contend(&[&a, &b], &workers);
+}
+
+/// The package's own pytest suite, against the installed package, with the
+/// native CLI on PATH (its tests contend with it).
+#[test]
+fn the_python_package_passes_its_own_tests() {
+    let test = "the_python_package_passes_its_own_tests";
+    let Some(python) = or_skip(test, python_package()) else { return };
+    let output = Command::new(python)
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        .current_dir(repository().join("bindings/python"))
+        .env("PATH", path_with_uuidlock())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .unwrap();
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "pytest failed:\n{stdout}\n{}", text(&output.stderr));
+    let summary = stdout.lines().last().unwrap_or_default();
+    assert!(summary.contains(" passed") && !summary.contains("failed"), "{stdout}");
 }
