@@ -52,6 +52,8 @@ enum Worker<'a> {
     /// The Python package: `with uuidlock.Lock(...)`, in this venv's
     /// interpreter.
     Python(&'a Path),
+    /// The Node package, from this directory: `await acquire(...)`.
+    Node(&'a Path),
 }
 
 impl Worker<'_> {
@@ -73,8 +75,11 @@ impl Worker<'_> {
             Worker::Python(python) => command
                 .arg("-c")
                 .arg(format!(r#"exec "{}" -c "$PYTHON_WORKER" "$LOCK" "$COUNTER" "$N""#, python.display())),
+            Worker::Node(package) => command
+                .env("NODE_PACKAGE", package.join("src/index.js"))
+                .args(["-c", r#"exec node --input-type=module -e "$NODE_WORKER" "$LOCK" "$COUNTER" "$N""#]),
         };
-        command.env("PYTHON_WORKER", PYTHON_WORKER);
+        command.env("PYTHON_WORKER", PYTHON_WORKER).env("NODE_WORKER", NODE_WORKER);
         command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
     }
 }
@@ -127,6 +132,49 @@ for _ in range(turns):
         print(enter, time.time_ns(), lock.fence, flush=True)
 "#;
 
+const NODE_WORKER: &str = r#"
+import { readFileSync, writeFileSync, renameSync } from 'node:fs';
+const { acquire, shutdown } = await import(process.env.NODE_PACKAGE);
+const [lock, counter, turns] = process.argv.slice(1);
+// Wall-clock nanoseconds, to the microsecond (Date.now() has only ms).
+const now = () => BigInt(Math.round((performance.timeOrigin + performance.now()) * 1000)) * 1000n;
+for (let i = 0; i < Number(turns); i++) {
+  const guard = await acquire(lock, { timeout: 60, verificationDelay: 0, retryInterval: 0.001 });
+  try {
+    const enter = now();
+    let count = 0;
+    try { count = Number(readFileSync(counter, 'utf8')); } catch (e) { if (e.code !== 'ENOENT') throw e; }
+    writeFileSync(`${counter}.${process.pid}`, `${count + 1}
+`);
+    renameSync(`${counter}.${process.pid}`, counter);
+    console.log(`${enter} ${now()} ${guard.fence}`);
+  } finally {
+    await guard.release();
+  }
+}
+await shutdown();
+"#;
+
+/// The Node package, installed in `bindings/js` by `npm install` as its
+/// README says: its `prepare` transpiles the component this build
+/// exported into `gen/` (both build outputs, ignored by git).
+fn node_package() -> Result<PathBuf, String> {
+    static PACKAGE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    PACKAGE
+        .get_or_init(|| {
+            succeeded(Command::new("node").arg("--version")).map_err(|why| format!("no Node: {why}"))?;
+            let package = repository().join("bindings/js");
+            succeeded(
+                Command::new("npm")
+                    .args(["install", "--no-audit", "--no-fund", "--loglevel=error"])
+                    .current_dir(&package)
+                    .env("UUIDLOCK_COMPONENT", exported().join("uuidlock.component.wasm")),
+            )?;
+            Ok(package)
+        })
+        .clone()
+}
+
 /// A venv with the Python package installed from `bindings/python`, as its
 /// README says (`pip install ./bindings/python`), with pytest. The venv is
 /// made once; the package is installed again from the source in every test
@@ -161,8 +209,9 @@ fn every_language_takes_turns_on_one_lock() {
     let test = "every_language_takes_turns_on_one_lock";
     let Some(wasmtime) = or_skip(test, wasmtime_cli()) else { return };
     let Some(python) = or_skip(test, python_package()) else { return };
+    let Some(node) = or_skip(test, node_package()) else { return };
     let dir = tempdir();
-    let workers = [Worker::Cli, Worker::CommandModule(&wasmtime), Worker::Python(&python), Worker::Python(&python)];
+    let workers = [Worker::Cli, Worker::CommandModule(&wasmtime), Worker::Python(&python), Worker::Node(&node)];
     contend(&[dir.path()], &workers);
 }
 
@@ -171,9 +220,10 @@ fn every_language_takes_turns_across_two_sshfs_mounts() {
     let test = "every_language_takes_turns_across_two_sshfs_mounts";
     let Some(wasmtime) = or_skip(test, wasmtime_cli()) else { return };
     let Some(python) = or_skip(test, python_package()) else { return };
+    let Some(node) = or_skip(test, node_package()) else { return };
     let Some(share) = or_skip(test, Share::start(ShareKind::Sshfs)) else { return };
     let [a, b] = share.mounts();
-    let workers = [Worker::Cli, Worker::CommandModule(&wasmtime), Worker::Python(&python), Worker::Python(&python)];
+    let workers = [Worker::Cli, Worker::CommandModule(&wasmtime), Worker::Python(&python), Worker::Node(&node)];
     contend(&[&a, &b], &workers);
 }
 
@@ -194,4 +244,76 @@ fn the_python_package_passes_its_own_tests() {
     assert!(output.status.success(), "pytest failed:\n{stdout}\n{}", text(&output.stderr));
     let summary = stdout.lines().last().unwrap_or_default();
     assert!(summary.contains(" passed") && !summary.contains("failed"), "{stdout}");
+}
+
+/// The ```` ```LANGUAGE ```` blocks of a markdown file.
+fn code_blocks(markdown: &str, language: &str) -> Vec<String> {
+    let fence = format!("```{language}");
+    let mut blocks = Vec::new();
+    let mut lines = markdown.lines();
+    while let Some(line) = lines.next() {
+        if line.trim() == fence {
+            let block: Vec<&str> = lines.by_ref().take_while(|line| line.trim() != "```").collect();
+            blocks.push(block.join("\n"));
+        }
+    }
+    blocks
+}
+
+/// The Python package's README examples run as they stand, each in a fresh
+/// process, with `/srv/locks` pointed at a temporary directory.
+#[test]
+fn the_python_readme_examples_run() {
+    let test = "the_python_readme_examples_run";
+    let Some(python) = or_skip(test, python_package()) else { return };
+    let readme = std::fs::read_to_string(repository().join("bindings/python/README.md")).unwrap();
+    let blocks = code_blocks(&readme, "python");
+    assert!(blocks.len() >= 2, "the README's examples were not found");
+    for block in blocks {
+        let dir = tempdir();
+        let code = block.replace("/srv/locks", dir.path().to_str().unwrap());
+        let output = Command::new(&python).arg("-c").arg(&code).current_dir(dir.path()).output().unwrap();
+        assert!(output.status.success(), "{block}\nfailed: {}", text(&output.stderr));
+    }
+}
+
+/// The Node package's own `node --test` suite, over the package's own
+/// filesystem calls and over preview2-shim's (`UUIDLOCK_WASI=shim`), with the
+/// native CLI on PATH (its tests contend with it).
+#[test]
+fn the_node_package_passes_its_own_tests() {
+    let test = "the_node_package_passes_its_own_tests";
+    let Some(package) = or_skip(test, node_package()) else { return };
+    for wasi in ["direct", "shim"] {
+        let output = Command::new("npm")
+            .args(["test", "--silent"])
+            .current_dir(&package)
+            .env("PATH", path_with_uuidlock())
+            .env("UUIDLOCK_WASI", wasi)
+            .output()
+            .unwrap();
+        let stdout = text(&output.stdout);
+        assert!(output.status.success(), "npm test ({wasi}) failed:\n{stdout}\n{}", text(&output.stderr));
+        assert!(stdout.lines().any(|line| line == "# fail 0"), "{wasi}: {stdout}");
+        assert!(!stdout.lines().any(|line| line == "# pass 0"), "{wasi}: no test ran: {stdout}");
+    }
+}
+
+/// The Node package's README examples run as they stand (ES modules,
+/// importing `uuidlock` from inside the package), each in a fresh process,
+/// with `/srv/locks` pointed at a temporary directory.
+#[test]
+fn the_node_readme_examples_run() {
+    let test = "the_node_readme_examples_run";
+    let Some(package) = or_skip(test, node_package()) else { return };
+    let readme = std::fs::read_to_string(package.join("README.md")).unwrap();
+    let blocks = code_blocks(&readme, "js");
+    assert!(!blocks.is_empty(), "the README's examples were not found");
+    for block in blocks {
+        let dir = tempdir();
+        let code = block.replace("/srv/locks", dir.path().to_str().unwrap());
+        let output =
+            Command::new("node").args(["--input-type=module", "-e", &code]).current_dir(&package).output().unwrap();
+        assert!(output.status.success(), "{block}\nfailed: {}", text(&output.stderr));
+    }
 }

@@ -191,6 +191,7 @@ def test_a_read_only_directory_is_an_io_error(lockdir: Path) -> None:
     (dict(stale_after=1, verification_delay=0.6), ValueError),
     (dict(prefix="has space"), ValueError),
     (dict(prefix="-dash"), ValueError),
+    (dict(prefix="ci&job-"), ValueError),
     (dict(prefix="x" * 65), ValueError),
     (dict(prefix="é"), ValueError),
     (dict(prefix=7), TypeError),

@@ -55,6 +55,8 @@ def check_prefix(prefix: Any) -> str:
                              f"not {prefix!r}")
     if prefix.startswith("-"):
         raise InvalidOptions(f"prefix must not start with '-': {prefix!r}")
+    if "&" in prefix:
+        raise InvalidOptions(f"prefix must not contain '&', which separates the lock file's fields: {prefix!r}")
     return prefix
 
 

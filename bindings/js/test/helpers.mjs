@@ -1,0 +1,82 @@
+// Shared by the tests: scratch directories, the native CLI, directory trees.
+import { spawnSync, spawn } from 'node:child_process';
+import { mkdtempSync, readdirSync, lstatSync, rmSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+
+/** tmpfs when there is one (fast, and what the benchmark uses), else the OS temp dir. */
+export const SCRATCH_ROOT = existsSync('/dev/shm') ? '/dev/shm' : (await import('node:os')).tmpdir();
+
+export function scratch(t, name = 'uuidlock-js-test-') {
+  const dir = mkdtempSync(join(SCRATCH_ROOT, name));
+  t?.after?.(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** The native `uuidlock` CLI: $UUIDLOCK_CLI, or the one on PATH; null if none. */
+export const CLI = (() => {
+  const candidate = process.env.UUIDLOCK_CLI || 'uuidlock';
+  const run = spawnSync(candidate, ['--version'], { encoding: 'utf8' });
+  return run.status === 0 ? candidate : null;
+})();
+export const NO_CLI = CLI ? false : 'the uuidlock CLI is not on PATH (set UUIDLOCK_CLI)';
+
+/** Runs the CLI; { status, stdout, stderr }. */
+export function cli(...args) {
+  const run = spawnSync(CLI, args, { encoding: 'utf8' });
+  return { status: run.status, stdout: run.stdout.trim(), stderr: run.stderr.trim() };
+}
+
+/** Takes `path` with the CLI (exits at once, leaving the lock held); the token. */
+export function cliHold(path, ...flags) {
+  const run = cli('acquire', path, '--timeout', '0', '--verification-delay', '0', ...flags);
+  if (run.status !== 0) throw new Error(`uuidlock acquire failed: ${run.stderr}`);
+  return run.stdout;
+}
+
+/** Every name under `dir`, recursively, with its type: what is beside the lock. */
+export function tree(dir) {
+  const out = [];
+  const walk = (at, prefix) => {
+    for (const name of readdirSync(at).sort()) {
+      const full = join(at, name);
+      const st = lstatSync(full);
+      out.push(`${prefix}${name}${st.isDirectory() ? '/' : ''}`);
+      if (st.isDirectory()) walk(full, `${prefix}${name}/`);
+    }
+  };
+  walk(dir, '');
+  return out;
+}
+
+/** Runs `node -e SCRIPT` (an ES module) with ARGS; resolves { code, signal, stdout, stderr }. */
+export function runNode(script, args = [], options = {}) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script, ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      ...options,
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('error', reject);
+    child.on('exit', (code, signal) => resolve({ code, signal, stdout, stderr, child }));
+    options.onSpawn?.(child);
+  });
+}
+
+export const INDEX = new URL('../src/index.js', import.meta.url).href;
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Runs the CLI without blocking this event loop (a lease keeps renewing). */
+export function cliAsync(...args) {
+  return new Promise((resolve) => {
+    const child = spawn(CLI, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('exit', (status) => resolve({ status, stdout: stdout.trim(), stderr: stderr.trim() }));
+  });
+}
