@@ -225,7 +225,15 @@ pub fn busy_retry(lifetime: Option<Duration>) -> Duration {
 fn write_new(staged: &str, path: &str, bytes: &[u8]) -> Result<(), LockError> {
     // Not made again on a stale handle (crate::stale); the caller's next
     // attempt stages afresh.
-    let file = OpenOptions::new().write(true).create_new(true).open(staged).map_err(|e| io_error(path, "create", e))?;
+    let file = OpenOptions::new().write(true).create_new(true).open(staged).map_err(|e| match e.kind() {
+        // Only a token used before stages here: an acquire-as repeated
+        // after an interrupted one, instead of its undo.
+        io::ErrorKind::AlreadyExists => LockError::Io(format!(
+            "cannot stage {path} at {staged}: that file exists, left by an earlier acquire with this token; \
+             undo that one (abandon with the token) or acquire with a fresh token"
+        )),
+        _ => io_error(path, "create", e),
+    })?;
     write_all(path, file, bytes).inspect_err(|_| {
         let _ = fs::remove_file(staged);
     })

@@ -1403,6 +1403,18 @@ mod tests {
             assert!(matches!(acquire_as(&path, shared, &once()), Err(LockError::InvalidToken(_))));
         }
         assert!(!std::path::Path::new(&path).exists());
+        // A staging file left by an interrupted acquire with this token:
+        // the message names it and the undo, not the free lock path.
+        let staged = format::staged_path(&path, &token);
+        std::fs::write(&staged, "left").unwrap();
+        match acquire_as(&path, token.clone(), &once()) {
+            Err(LockError::Io(why)) => assert!(why.contains(&staged) && why.contains("abandon"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        abandon(&path, token.as_str()).unwrap();
+        assert!(!std::path::Path::new(&staged).exists());
+        acquire_as(&path, token.clone(), &once()).unwrap();
+        release(&path, token.as_str()).unwrap();
     }
 
     // A token from another lock path is not-owner for release and refresh,
