@@ -1697,6 +1697,9 @@ mod tests {
         let (_dir, path) = lock_in_temp_dir();
         let token = acquire(&path, &with_lifetime(Duration::from_secs(60))).unwrap();
         let beat = format::beat_path(&path, &token);
+        // An acquire that swept (at one fence in sweep::EVERY) renewed:
+        // the neighbour replaces that heartbeat.
+        let _ = fs::remove_file(&beat);
         crate::scratch::mkfifo(&beat);
         assert_eq!(acquire(&path, &once()), Err(LockError::Timeout));
         refresh(&path, token.as_str()).unwrap();
