@@ -10,8 +10,9 @@ import { CTL, OUTCOME_HELD } from './ctl.js';
 const settings = {
   instantiation: 'sync',
   // 'direct': the filesystem and streams served in the worker's own thread
-  // (./wasi-direct.js); 'shim': preview2-shim's, through its I/O worker.
-  wasi: process.env.UUIDLOCK_WASI === 'shim' ? 'shim' : 'direct',
+  // (./wasi-direct.js; Linux only: it resolves paths through /proc/self/fd);
+  // 'shim': preview2-shim's, through its I/O worker.
+  wasi: process.env.UUIDLOCK_WASI === 'shim' || process.platform !== 'linux' ? 'shim' : 'direct',
   idleWorkers: 2,
 };
 
