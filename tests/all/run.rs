@@ -204,7 +204,12 @@ fn interrupts_at_random_moments_leave_nothing_behind() {
                 assert_eq!(uuidlock(&["release", lock_path, &token]).status.code(), Some(0));
             }
             (None, Some(0)) => {}
-            other => panic!("round {round}: {args:?} ended {other:?}: {}", text(&output.stderr)),
+            other => panic!(
+                "round {round}: {args:?} ended {other:?}: stdout {:?}, stderr {:?}; the lock file holds {:?}",
+                text(&output.stdout),
+                text(&output.stderr),
+                std::fs::read_to_string(&lock).ok()
+            ),
         }
         if let Some(token) = holder {
             assert_eq!(uuidlock(&["release", lock_path, &token]).status.code(), Some(0), "round {round}");

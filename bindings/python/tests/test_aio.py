@@ -147,7 +147,14 @@ def test_ctrl_c_interrupts_a_blocking_acquire_and_undoes_it(lockdir: Path, cli: 
             "except KeyboardInterrupt:\n    print('interrupted', flush=True)\n")
     child = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True)
     assert child.stdout is not None and child.stdout.readline().strip() == "waiting"
-    time.sleep(0.7)
+    # Ctrl-C once the child waits in line (its entry in the queue), not
+    # while it is still starting: on a loaded machine 0.7 s was not enough.
+    queue = lockdir / "sigint.lock.queue"
+    deadline = time.monotonic() + 30
+    while not (queue.is_dir() and any(entry.name.isdigit() for entry in queue.iterdir())):
+        assert time.monotonic() < deadline, "the child never lined up"
+        time.sleep(0.01)
+    time.sleep(0.2)
     os.kill(child.pid, signal.SIGINT)
     out, _ = child.communicate(timeout=10)
     assert out.strip() == "interrupted" and child.returncode == 0
