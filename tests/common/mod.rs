@@ -93,11 +93,32 @@ pub fn tempdir() -> tempfile::TempDir {
 }
 
 /// The native `uuidlock` binary as a command, its own temporary directories
-/// (`contend`'s default one) on [`scratch`] too.
+/// (`contend`'s default one) on [`scratch`] too, with the signals the tests
+/// send in their default disposition ([`default_signals`]).
 pub fn uuidlock_command() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_uuidlock"));
     command.env("TMPDIR", scratch());
+    default_signals(&mut command);
     command
+}
+
+/// Starts `command` with SIGINT, SIGQUIT, SIGTERM and SIGHUP in their
+/// default disposition, as a terminal's foreground job has them. A test run
+/// started in the background (`cmd &`, `nohup`: as CI may be) ignores SIGINT
+/// and SIGQUIT, and its children inherit that: a SIGINT a test sends before
+/// the child installs its handlers is then lost instead of ending it, and
+/// the child goes on to wait for a lock the test meant to interrupt.
+pub fn default_signals(command: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: signal(2) is async-signal-safe, as pre_exec requires.
+    unsafe {
+        command.pre_exec(|| {
+            for signal in [libc::SIGINT, libc::SIGQUIT, libc::SIGTERM, libc::SIGHUP] {
+                libc::signal(signal, libc::SIG_DFL);
+            }
+            Ok(())
+        })
+    }
 }
 
 /// Runs the native `uuidlock` binary.

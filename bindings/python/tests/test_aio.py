@@ -145,10 +145,14 @@ def test_ctrl_c_interrupts_a_blocking_acquire_and_undoes_it(lockdir: Path, cli: 
             "print('waiting', flush=True)\n"
             "try:\n    lock.acquire()\n"
             "except KeyboardInterrupt:\n    print('interrupted', flush=True)\n")
-    child = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True)
+    # SIGINT as a terminal's job has it: a test run started in the
+    # background (as CI may be) ignores it, and Python keeps a SIGINT ignored
+    # at its start ignored, so the child would never see the Ctrl-C.
+    child = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert child.stdout is not None and child.stdout.readline().strip() == "waiting"
     # Ctrl-C once the child waits in line (its entry in the queue), not
-    # while it is still starting: on a loaded machine 0.7 s was not enough.
+    # while it is still starting.
     queue = lockdir / "sigint.lock.queue"
     deadline = time.monotonic() + 30
     while not (queue.is_dir() and any(entry.name.isdigit() for entry in queue.iterdir())):
