@@ -205,10 +205,15 @@ fn interrupts_at_random_moments_leave_nothing_behind() {
             }
             (None, Some(0)) => {}
             other => panic!(
-                "round {round}: {args:?} ended {other:?}: stdout {:?}, stderr {:?}; the lock file holds {:?}",
+                "round {round}: {args:?} ended {other:?}: stdout {:?}, stderr {:?}; the lock file holds {:?}; \
+                 beside it: {:?}",
                 text(&output.stdout),
                 text(&output.stderr),
-                std::fs::read_to_string(&lock).ok()
+                std::fs::read_to_string(&lock).ok(),
+                std::fs::read_dir(lock.parent().unwrap())
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
             ),
         }
         if let Some(token) = holder {
