@@ -8,7 +8,9 @@
 //!    `UUIDLOCK_FENCE` in its environment; SIGINT, SIGTERM and SIGHUP sent
 //!    to `uuidlock run` are passed on to it.
 //! 3. When CMD exits, release and exit with its status (128+N for a child
-//!    killed by signal N, as shells report it).
+//!    killed by signal N, as shells report it). After a SIGTERM, every
+//!    process CMD started is gone first (SIGTERM again, SIGKILL after
+//!    `--kill-after`), so that none runs once the lock is released.
 //! 4. If the lease is lost, stop CMD: SIGTERM, then SIGKILL after
 //!    `--kill-after`; exit with [`exit::LEASE_LOST`].
 //!
@@ -52,8 +54,8 @@ pub struct RunArgs {
     /// The exit code when the lock stays held by someone else until --timeout
     #[arg(long, value_name = "CODE", default_value = "1", value_parser = clap::value_parser!(u8))]
     pub conflict_exit_code: u8,
-    /// When the lease is lost, how long CMD gets between SIGTERM and SIGKILL
-    /// (at most 3600)
+    /// When the lease is lost, or after a SIGTERM, how long CMD and what it
+    /// started get between SIGTERM and SIGKILL (at most 3600)
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = kill_after)]
     pub kill_after: Duration,
     /// The command to run while holding the lock, and its arguments
@@ -159,6 +161,11 @@ pub fn main(args: RunArgs) -> i32 {
     }
     let code = match received.recv() {
         Ok(Event::Exited(status)) => {
+            // Stopped by a SIGTERM passed on: what CMD started goes too,
+            // before the lock does.
+            if interrupt::requested() == Some(libc::SIGTERM) {
+                stop_stragglers(args.kill_after);
+            }
             let token = lease.token().clone();
             let released = lease.release();
             // Not released, but still ours: something in the way of the
@@ -225,6 +232,30 @@ fn stop_all(received: &mpsc::Receiver<Event>, grace: Duration) {
     }
     if !exited {
         let _ = received.recv();
+    }
+}
+
+/// After CMD exited on a SIGTERM passed on to every process it started:
+/// any of them still there is signalled again until it is gone (one that
+/// was between its fork and its program when the signal came can miss it),
+/// and killed once `grace` is over.
+fn stop_stragglers(grace: Duration) {
+    let start = std::time::Instant::now();
+    loop {
+        reap_orphans();
+        let left = descendants();
+        if left.is_empty() {
+            return;
+        }
+        let last = start.elapsed() >= grace;
+        for pid in left {
+            signal(pid, if last { libc::SIGKILL } else { libc::SIGTERM });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        if last {
+            reap_orphans();
+            return;
+        }
     }
 }
 
