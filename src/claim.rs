@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::files::{self, Content, Created, Kind};
 use crate::format::{self, beat_path, claim_path, staged_path, Held, Marker, Token};
-use crate::LockError;
+use crate::{planted::planted, LockError};
 
 /// How many bytes the longest name derived from a lock file's name adds to
 /// it: `.<UUID>.claim`.
@@ -388,6 +388,12 @@ pub fn break_stale(
     watch: &mut Watch,
     now: Option<SystemTime>,
 ) -> Result<bool, LockError> {
+    // Planted bug (tests only): the lock judged dead is deleted at once, with no claim and no second look.
+    if planted("break-without-claim") {
+        let bound = files::busy_retry(stale.stale_after);
+        let _ = files::remove_within(&beat_path(lock, &stale.token), bound);
+        return files::remove_within(lock, bound);
+    }
     let original = (observed.clone(), stale.clone());
     let (mut path, mut observed, mut stale) = (lock.to_owned(), observed.clone(), stale.clone());
     for _ in 0..MAX_CHAIN {

@@ -298,7 +298,7 @@ fn create(dir: &str, lock: &str, start: Start) -> Result<Made, LockError> {
     // Named as staged markers are (`<PATH>.<UUID>.new`), which the lock
     // name's length limit already allows for.
     let staged = format::staged_path(lock, &Token::generate("").map_err(LockError::Io)?);
-    fs::create_dir(&staged).map_err(|e| io_error(dir, "create", e))?;
+    files::create_dir_fresh(&staged).map_err(|e| io_error(dir, "create", e))?;
     // Made exclusively, so that nothing planted in the staged directory is
     // opened; dated through its own descriptor, by the filesystem's clock
     // (shared by every client of a share, where this machine's may be off),
@@ -306,7 +306,7 @@ fn create(dir: &str, lock: &str, start: Start) -> Result<Made, LockError> {
     // date. The counter file is closed before the renames: SMB refuses to
     // rename a directory with a file open inside (EACCES).
     let zero = format!("{staged}/0");
-    let made = fs::File::options().write(true).create_new(true).open(&zero).and_then(|file| file.metadata());
+    let made = files::create_fresh(&zero).and_then(|file| file.metadata());
     let first = match (start, &made) {
         (Start::Clock, Ok(meta)) => meta
             .modified()

@@ -87,6 +87,15 @@ pub fn publish(path: &str, staged: &str, bytes: &[u8], fallback: Fallback) -> Re
                 tries += 1;
                 continue;
             }
+            // sshfs answers "exists" as EPERM, which also means "no hard
+            // links": a lock released between the link and the look in
+            // `taken` leaves that ambiguous, so look again by linking again
+            // before saying the filesystem has none (found by the
+            // simulator's sshfs profile).
+            Err(e) if no_hard_links(&e) && fallback == Fallback::Never && tries < RESTAGE_TRIES => {
+                tries += 1;
+                continue;
+            }
             Err(e) if no_hard_links(&e) && fallback == Fallback::Never => Err(LockError::Io(format!(
                 "cannot create {path}: this filesystem has no hard links, which lock lifetimes need; \
                  acquire without --stale-after here"
@@ -134,10 +143,48 @@ pub fn create_empty(path: &str) -> Result<bool, LockError> {
 /// then renamed over it). The caller must hold the right to replace it.
 pub fn replace(path: &str, staged: &str, bytes: &[u8]) -> Result<(), LockError> {
     write_new(staged, path, bytes)?;
-    stale::again(|| fs::rename(staged, path)).map_err(|e| {
-        let _ = fs::remove_file(staged);
-        io_error(path, "replace", e)
-    })
+    match stale::again(|| fs::rename(staged, path)) {
+        Ok(()) => Ok(()),
+        // A rename whose reply was lost after the server did it (NFS): its
+        // retransmission finds no staging file, and `path` holds our bytes,
+        // which carry a fresh random nonce or token.
+        Err(e)
+            if e.kind() == io::ErrorKind::NotFound && fs::symlink_metadata(staged).is_err() && holds(path, bytes) =>
+        {
+            Ok(())
+        }
+        Err(e) => {
+            let _ = fs::remove_file(staged);
+            Err(io_error(path, "replace", e))
+        }
+    }
+}
+
+/// Whether the regular file at `path` holds exactly `bytes`.
+fn holds(path: &str, bytes: &[u8]) -> bool {
+    matches!(read_beside(path), Ok(Some(content)) if content.kind == Kind::Regular && content.bytes == bytes)
+}
+
+/// Writes a heartbeat's fresh `bytes` at `path`: over the old ones, in
+/// place, when a regular file of the same length is there, so that a
+/// renewal needs no new block and works on a full disk (a heartbeat's bytes
+/// always have one length); else staged and renamed into place as
+/// [`replace`] does. A contender that reads the file mid-write sees bytes
+/// that changed, which is what a renewal means; the name is the holder's
+/// own, so nobody else's heartbeat is ever written. (On a filesystem that
+/// copies on write, btrfs or ZFS, every write takes a new block anyway.)
+pub fn renew_in_place(path: &str, staged: &str, bytes: &[u8]) -> Result<(), LockError> {
+    let same_length = fs::symlink_metadata(path).is_ok_and(|meta| meta.is_file() && meta.len() == bytes.len() as u64);
+    if same_length {
+        if let Ok(mut file) = open_no_follow(path, Access::InPlace) {
+            if file.metadata().is_ok_and(|meta| meta.is_file())
+                && file.write_all(bytes).and_then(|()| file.flush()).is_ok()
+            {
+                return Ok(());
+            }
+        }
+    }
+    replace(path, staged, bytes)
 }
 
 /// As [`replace`]; where the share cannot rename over a file that another
@@ -225,7 +272,8 @@ pub fn busy_retry(lifetime: Option<Duration>) -> Duration {
 fn write_new(staged: &str, path: &str, bytes: &[u8]) -> Result<(), LockError> {
     // Not made again on a stale handle (crate::stale); the caller's next
     // attempt stages afresh.
-    let file = OpenOptions::new().write(true).create_new(true).open(staged).map_err(|e| match e.kind() {
+    let created = create_fresh(staged);
+    let file = created.map_err(|e| match e.kind() {
         // Only a token used before stages here: an acquire-as repeated
         // after an interrupted one, instead of its undo.
         io::ErrorKind::AlreadyExists => LockError::Io(format!(
@@ -237,6 +285,37 @@ fn write_new(staged: &str, path: &str, bytes: &[u8]) -> Result<(), LockError> {
     write_all(path, file, bytes).inspect_err(|_| {
         let _ = fs::remove_file(staged);
     })
+}
+
+/// Creates `path` exclusively, for writing: a name of our own, made of our
+/// fresh random UUID, that nobody else creates. An exclusive create whose
+/// reply was lost after the server made the file (NFS) is answered
+/// "exists" on its retransmission; an empty regular file at such a name is
+/// that one, and ours to write (found by the simulator's `nfs` profile).
+pub fn create_fresh(path: &str) -> io::Result<File> {
+    match OpenOptions::new().write(true).create_new(true).open(path) {
+        Err(e)
+            if e.kind() == io::ErrorKind::AlreadyExists
+                && fs::symlink_metadata(path).is_ok_and(|meta| meta.is_file() && meta.len() == 0) =>
+        {
+            open_no_follow(path, Access::Overwrite).or(Err(e))
+        }
+        other => other,
+    }
+}
+
+/// As [`create_fresh`], for a directory: an empty directory at our own
+/// name is the one a lost reply made.
+pub fn create_dir_fresh(path: &str) -> io::Result<()> {
+    match fs::create_dir(path) {
+        Err(e)
+            if e.kind() == io::ErrorKind::AlreadyExists
+                && fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_none()) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 fn write_all(path: &str, mut file: File, bytes: &[u8]) -> Result<(), LockError> {
@@ -564,6 +643,8 @@ enum Access {
     Read,
     /// For writing, truncated.
     Overwrite,
+    /// For writing over the bytes in place, not truncated.
+    InPlace,
 }
 
 /// Opens `path`, failing (`ELOOP`) if it is a symbolic link, and without
@@ -576,6 +657,7 @@ fn open_no_follow(path: &str, access: Access) -> io::Result<File> {
     match access {
         Access::Read => options.read(true),
         Access::Overwrite => options.write(true).truncate(true),
+        Access::InPlace => options.write(true),
     };
     options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)
 }
@@ -591,6 +673,7 @@ fn open_no_follow(path: &str, access: Access) -> io::Result<File> {
     let flags = match access {
         Access::Read => libc::O_RDONLY,
         Access::Overwrite => libc::O_WRONLY | libc::O_TRUNC,
+        Access::InPlace => libc::O_WRONLY,
     };
     // SAFETY: `path` is NUL-terminated and outlives the call; `open` takes
     // no other pointers.
@@ -606,6 +689,7 @@ fn open_no_follow(path: &str, access: Access) -> io::Result<File> {
 fn open_no_follow(path: &str, access: Access) -> io::Result<File> {
     match check_not_link_or_dir(path) {
         Ok(_) if access == Access::Read => File::open(path),
+        Ok(_) if access == Access::InPlace => OpenOptions::new().write(true).open(path),
         Ok(_) => OpenOptions::new().write(true).truncate(true).open(path),
         Err(e) => Err(io::Error::other(e.to_string())),
     }

@@ -22,6 +22,8 @@
 //!   names nothing), met by looking the name up again.
 //! - `sweep`: reclaiming what killed processes leave beside a lock.
 //! - `scratch` (tests only): temporary directories on tmpfs.
+//! - `planted` (tests only, feature `planted-bugs`): protocol bugs planted
+//!   on request, so that the simulator's tests can prove they catch them.
 //! - [`format`]: the lock file's bytes, a public format specified there.
 //! - [`fence`]: fencing numbers, a counter beside the lock that only moves
 //!   forward.
@@ -60,6 +62,7 @@ pub mod queue;
 
 mod claim;
 mod files;
+mod planted;
 #[cfg(test)]
 mod scratch;
 pub mod stale;

@@ -29,8 +29,10 @@
 //! read-back then finds our marker.
 //!
 //! **Renew** (refresh). A holder with a lifetime rewrites its own heartbeat
-//! file `<PATH>.<UUID>.beat` (staged, renamed over the old one; named by the
-//! holder's token), then reads `PATH`: if it no longer holds our token, the
+//! file `<PATH>.<UUID>.beat` (named by the holder's token: in place, over
+//! the old bytes of the same length, so that a renewal needs no new block
+//! and works on a full disk; the first one staged and renamed into place),
+//! then reads `PATH`: if it no longer holds our token, the
 //! renewal reports [`LockError::NotOwner`] and removes the heartbeat it
 //! wrote. A renewal takes no claim and never writes `PATH`.
 //!
@@ -151,17 +153,28 @@
 //!     deletes by name only under the claim on the instance it re-observed
 //!     (point 4). If the instance is a ghost, it was removed by a claimant
 //!     at some time `t`. (a) A breaker always, and a releaser whose
-//!     instance had been silent for half its lifetime or more, leaves its
+//!     lock file was published half its lifetime ago or more, leaves its
 //!     claim as a *tombstone*: nobody takes that claim until it is older
 //!     than its lifetime (the sweep) or has been watched unchanged for one
 //!     (a breaker of a dead claimant); either comes after `t + G`, so the
 //!     re-observation under the claim is no ghost, and finds the instance
-//!     gone. (b) A releaser that removed its claim had renewed within half
-//!     a lifetime; a ghost of it shows a heartbeat at most `L/2 + G < L`
-//!     old, and is never judged dead (by its watch, nor by dates, which
-//!     need `2L`). So a ghost is never deleted by name, and so never a
-//!     successor behind it. A renewal that reads a ghost of its own lock
-//!     learns of the loss up to `G` later (the fence still tells).
+//!     gone. (b) A releaser that removed its claim had published its lock
+//!     file within half a lifetime; a ghost of it shows a lock file at most
+//!     `L/2 + G < L` old, and is never judged dead (by its watch, nor by
+//!     dates, which need `2L`), whatever the ghost shows of its heartbeat.
+//!     So a ghost is never deleted by name, and so never a successor
+//!     behind it. A renewal that reads a ghost of its own lock learns of
+//!     the loss up to `G` later (the fence still tells).
+//!     (Until this release, (b) counted the heartbeat's date too: a lock
+//!     held for two lifetimes and renewed was released without a
+//!     tombstone. But the release deletes the heartbeat as well, and a
+//!     client that polled the lock file (so shows its ghost) but had not
+//!     looked the heartbeat up finds it missing at once: the ghost then
+//!     showed a lock file two lifetimes old and no heartbeat, dead by its
+//!     dates, and the contender deleted the next holder's lock by name.
+//!     `uuidlock simulate --profile gluster --faults none --seeds 20
+//!     --duration 10` found it in 10 of 20 seeds; seed 4 replays it, and
+//!     `simulate::gluster_ghost_of_a_long_hold_deletes_nothing` keeps it.)
 //!
 //! The read-back after `verification_delay` is what keeps the lock
 //! exclusive against peers whose create is *not* atomic, such as
@@ -252,6 +265,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::claim::{self, Observed, Watch};
 use crate::files::{self, Created, Fallback};
 use crate::format::{self, Held, Marker, Token};
+use crate::planted::planted;
 use crate::{fence, queue, stale, sweep, LockError};
 
 /// A duration in whole nanoseconds, as WIT carries them; saturates at
@@ -556,12 +570,14 @@ fn try_once(
     // Each attempt has its own budget for stale handles.
     stale::begin();
     for _ in 0..2 {
+        // Planted bug (tests only): the fencing number is taken before publishing, and used if verified.
+        let early = if planted("fence-before-publish") { Some(fence::take(path)?) } else { None };
         let published = files::publish(path, &format::staged_path(path, token), marker, fallback).map_err(|e| {
             // A directory or a link at the path explains the failure best.
             files::check_not_link_or_dir(path).err().unwrap_or(e)
         });
         match published? {
-            Created::Yes => return verify(path, token, options),
+            Created::Yes => return verify(path, token, options, early),
             // Released just now: try again at once.
             Created::Exists { there: None, .. } => continue,
             Created::Exists { there: Some(files::Content { kind: files::Kind::Special(kind), .. }), .. } => {
@@ -583,7 +599,12 @@ fn try_once(
 /// Reads our freshly published lock back after the verification delay,
 /// taking a fencing number just before: if the read-back finds our marker,
 /// we held the lock when the number was taken (see [`crate::fence`]).
-fn verify(path: &str, token: &Token, options: &Options) -> Result<Option<u64>, LockError> {
+/// `early` is always `None` but for a planted bug (`fence-before-publish`).
+fn verify(path: &str, token: &Token, options: &Options, early: Option<u64>) -> Result<Option<u64>, LockError> {
+    // Planted bug (tests only): a successful publish is taken as holding the lock: no delay, no read-back.
+    if planted("skip-readback") {
+        return fence::take(path).map(Some).inspect_err(|_| drop(release_token(path, token)));
+    }
     let delay = options.verification_delay;
     if !delay.is_zero() {
         sleep(delay);
@@ -597,7 +618,8 @@ fn verify(path: &str, token: &Token, options: &Options) -> Result<Option<u64>, L
             return Ok(None);
         }
     }
-    let read_back = fence::take(path).and_then(|fence| held_by(path, token).map(|held| (fence, held)));
+    let read_back =
+        early.map_or_else(|| fence::take(path), Ok).and_then(|fence| held_by(path, token).map(|held| (fence, held)));
     match read_back {
         // A lifetime counts from when contenders first see the marker; after
         // a delay, renew once so that the caller gets all of it. Losing the
@@ -646,6 +668,12 @@ fn release_token(path: &str, token: &Token) -> Result<(), LockError> {
 pub(crate) fn release_paused(path: &str, token: &Token, pause: &dyn Fn()) -> Result<(), LockError> {
     let (held, dated) = held_dated(path, token)?;
     pause();
+    // Planted bug (tests only): our lock is deleted directly, with no claim (as uuidlock 0.1 did).
+    if planted("release-without-claim") {
+        let _ = files::remove(&format::beat_path(path, token));
+        let removed = files::remove_within(path, files::busy_retry(held.stale_after))?;
+        return if removed { Ok(()) } else { Err(LockError::NotOwner) };
+    }
     // Under the claim nobody else removes this instance: a breaker needs the
     // claim too, and so does a second release with the same token.
     claim::with_claim_as_holder(path, token, held.stale_after, dated, || {
@@ -656,14 +684,15 @@ pub(crate) fn release_paused(path: &str, token: &Token, pause: &dyn Fn()) -> Res
             held_by(path, token)?;
             return Ok((files::remove_within(path, bound)?, claim::Afterwards::Remove));
         };
-        // A lock silent for half its lifetime or more may be taken for dead
-        // by a contender that goes on seeing it after it is gone (a
-        // caching share's ghost): its claim stays as a tombstone (point 10).
+        // A lock file published half its lifetime ago or more may be taken
+        // for dead by a contender that goes on seeing it after it is gone
+        // (a caching share's ghost, which may show no heartbeat): its claim
+        // stays as a tombstone (point 10).
         let beat = format::beat_path(path, token);
-        let written = latest_sign_of_life(path, token, &beat)?;
+        let published = latest_publish(path, token)?;
         let now = files::modified(&format::claim_path(path, token));
-        let quiet = match (now, written) {
-            (Some(now), Some(written)) => claim::silence(now, written).is_none_or(|silent| silent >= lifetime / 2),
+        let quiet = match (now, published) {
+            (Some(now), Some(published)) => claim::silence(now, published).is_none_or(|silent| silent >= lifetime / 2),
             _ => true,
         };
         let removed = files::remove_within(path, bound)?;
@@ -743,11 +772,24 @@ pub(crate) fn renew(path: &str, token: &Token, pause: &dyn Fn(RenewStep)) -> Res
     // A staging name of its own: one left behind by anything else cannot
     // block a renewal.
     let staged = format::staged_path(path, &Token::generate("").map_err(LockError::Io)?);
+    // Planted bug (tests only): renew by renaming our marker over PATH (as uuidlock 0.1), not the heartbeat.
+    let rewrite = if planted("renew-by-rewrite") { Some(held_by(path, token)?.encode()) } else { None };
     pause(RenewStep::BeforeBeat);
-    files::replace(&beat, &staged, &format::beat())?;
+    match rewrite {
+        Some(marker) => files::replace(path, &staged, &marker)?,
+        None => files::renew_in_place(&beat, &staged, &format::beat())?,
+    }
     pause(RenewStep::BeforeCheck);
-    held_by(path, token).map(drop).inspect_err(|_| {
-        let _ = files::remove(&beat);
+    // Only a lock no longer ours loses the heartbeat: after any other
+    // failure (an I/O error reading the lock back) the holder may well
+    // still hold it, and a heartbeat removed would leave its lock looking
+    // dead by its date (found by `uuidlock simulate --profile nfs`, seed
+    // 384: a contender broke a live holder's lock after its renewal's
+    // read-back met a stale handle).
+    held_by(path, token).map(drop).inspect_err(|e| {
+        if *e == LockError::NotOwner {
+            let _ = files::remove(&beat);
+        }
     })
 }
 
@@ -802,19 +844,10 @@ pub fn status(path: &str) -> Result<Option<Status>, LockError> {
     Ok(Some(Status { marker, age, renewed, stale, fence: fence::current(path).ok().flatten() }))
 }
 
-/// When the instance at `path` held with `token` last showed a sign of
-/// life (its file or its heartbeat `beat` written), by the filesystem's
-/// clock; [`LockError::NotOwner`] if it is not held with `token`.
-fn latest_sign_of_life(path: &str, token: &Token, beat: &str) -> Result<Option<SystemTime>, LockError> {
-    let content = files::read_dated(path)?.ok_or(LockError::NotOwner)?;
-    match content.marker() {
-        Marker::Uuidlock(held) if held.token == *token => {}
-        _ => return Err(LockError::NotOwner),
-    }
-    Ok(match files::modified(beat) {
-        Some(beat) => content.modified.map(|lock| lock.max(beat)),
-        None => content.modified,
-    })
+/// When the lock file at `path`, ours with `token`, was published, by the
+/// filesystem's clock; [`LockError::NotOwner`] if it is not ours.
+fn latest_publish(path: &str, token: &Token) -> Result<Option<SystemTime>, LockError> {
+    held_dated(path, token).map(|(_, dated)| dated)
 }
 
 /// As [`held_by`], with the lock file's date for a lock with a lifetime.
