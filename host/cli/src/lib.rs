@@ -11,6 +11,8 @@
 //! - [`bench`]: the side-by-side benchmark (`uuidlock bench`);
 //! - [`doctor`]: `uuidlock doctor`, whether a share is safe for uuidlock and
 //!   with which settings;
+//! - [`simulate`]: `uuidlock simulate`, the shipped guest against a
+//!   simulated share and simulated time, interleaved by a seed and checked;
 //! - [`peers`]: the Python lock libraries, as the bench's anchors and as
 //!   `contend` workers beside uuidlock's;
 //! - [`plot`]: wait-time histograms of contention runs, as SVG, from plain
@@ -35,4 +37,5 @@ pub mod plot;
 mod progress;
 pub mod run;
 pub mod signals;
+pub mod simulate;
 pub mod stats;

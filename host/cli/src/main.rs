@@ -9,7 +9,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use clap_complete::Shell;
 use uuidlock::cli;
 use uuidlock_cli::signals::{self as interrupt, Settled};
-use uuidlock_cli::{bench, compose, contend, doctor, exit, run};
+use uuidlock_cli::{bench, compose, contend, doctor, exit, run, simulate};
 use uuidlock_host::{engine, paths, Acquired, Guard, LockError, Locker, Options, Runtime, Status, Token};
 
 /// The native binary's arguments: the lock commands, and its own.
@@ -61,6 +61,16 @@ enum NativeCommand {
     /// with a verification delay of at least X; unsafe, and why) and whether
     /// locks with a lifetime work.
     Doctor(doctor::Config),
+    /// Run the guest against a simulated share, interleaved by a seed
+    ///
+    /// Runs CLIENTS instances of the shipped guest command in one process,
+    /// against a simulated share (a profile: local, sshfs, smb, nfs, rclone,
+    /// gluster) and simulated time, with faults (stalls, kills, errors, clock
+    /// steps), every call interleaved by a scheduler seeded per run. Checks
+    /// every run: never two live holders, fences increasing, no live holder's
+    /// file deleted, and someone acquires within a bound once faults stop. A
+    /// failing seed prints its trace and the command that replays it.
+    Simulate(simulate::Config),
     /// Run a command while holding a lock
     ///
     /// Takes the lock (waiting as acquire does), runs CMD with UUIDLOCK_PATH,
@@ -207,6 +217,7 @@ fn main() {
                 NativeCommand::Contend(config) => contend::main(config),
                 NativeCommand::Bench(config) => bench::main(config),
                 NativeCommand::Doctor(config) => doctor::main(config),
+                NativeCommand::Simulate(config) => simulate::main(config),
                 NativeCommand::Compose(config) => compose::main(config),
                 NativeCommand::Export { dir } => export(&dir),
                 NativeCommand::Completions { shell } => {

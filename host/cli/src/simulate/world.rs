@@ -1,0 +1,649 @@
+//! The simulated share: one server's namespace of files and directories,
+//! each client's view of it (its caches, as its profile says), and the
+//! clocks: the true time of the run, the server's clock and each client's.
+//!
+//! Everything is kept in ordered maps, never hashed ones, so that nothing
+//! depends on the process's hash seed: a run is a function of its seed.
+
+use std::collections::BTreeMap;
+
+use super::profile::Profile;
+
+/// WASI preview 1 error numbers the simulated share answers with.
+pub mod errno {
+    pub const ACCES: u16 = 2;
+    pub const BADF: u16 = 8;
+    pub const BUSY: u16 = 10;
+    pub const EXIST: u16 = 20;
+    pub const INVAL: u16 = 28;
+    pub const IO: u16 = 29;
+    pub const ISDIR: u16 = 31;
+    pub const NOENT: u16 = 44;
+    pub const NOSPC: u16 = 51;
+    pub const NOTDIR: u16 = 54;
+    pub const NOTEMPTY: u16 = 55;
+    pub const PERM: u16 = 63;
+    pub const STALE: u16 = 72;
+    pub const NOTCAPABLE: u16 = 76;
+
+    pub fn name(code: u16) -> &'static str {
+        match code {
+            0 => "ok",
+            ACCES => "EACCES",
+            BADF => "EBADF",
+            BUSY => "EBUSY",
+            EXIST => "EEXIST",
+            INVAL => "EINVAL",
+            IO => "EIO",
+            ISDIR => "EISDIR",
+            NOENT => "ENOENT",
+            NOSPC => "ENOSPC",
+            NOTDIR => "ENOTDIR",
+            NOTEMPTY => "ENOTEMPTY",
+            PERM => "EPERM",
+            STALE => "ESTALE",
+            NOTCAPABLE => "ENOTCAPABLE",
+            _ => "E?",
+        }
+    }
+}
+
+pub type Errno = u16;
+pub type Node = usize;
+/// A directory's entries: name, node, kind.
+pub type Listing = Vec<(String, Node, Kind)>;
+
+/// How a file is opened.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct How {
+    pub create: bool,
+    pub exclusive: bool,
+    pub truncate: bool,
+    /// An exclusive create that finds the name taken opens what is there
+    /// (the second step of a create that is not atomic).
+    pub racing: bool,
+}
+
+/// The realtime clock's reading at the start of every run (2026-01-01),
+/// in nanoseconds since the Unix epoch.
+pub const EPOCH_NS: i64 = 1_767_225_600_000_000_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+}
+
+#[derive(Clone, Debug)]
+struct Inode {
+    kind: Kind,
+    data: Vec<u8>,
+    entries: BTreeMap<String, Node>,
+    /// Realtime date, in nanoseconds since the epoch.
+    mtime: i64,
+    /// Names that link here.
+    links: u32,
+    /// Open descriptors, per client.
+    open: BTreeMap<usize, u32>,
+    /// The client that created it.
+    creator: usize,
+}
+
+/// What a stat answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attr {
+    pub node: Node,
+    pub kind: Kind,
+    pub size: u64,
+    pub links: u32,
+    pub mtime: i64,
+}
+
+/// One client's caches.
+#[derive(Clone, Debug, Default)]
+struct View {
+    /// (directory, name) -> (attributes, when fetched).
+    attrs: BTreeMap<(Node, String), (Attr, u64)>,
+    /// (directory, name) -> (node, when looked up): GlusterFS's entry cache.
+    names: BTreeMap<(Node, String), (Node, u64)>,
+    /// directory -> (listing, when listed).
+    listings: BTreeMap<Node, (Listing, u64)>,
+}
+
+/// Who may see an entry: rclone's invisible creates.
+#[derive(Clone, Copy, Debug)]
+struct Fresh {
+    by: usize,
+    until: u64,
+}
+
+/// A removal (or replacement) of a named file, for the checker: which
+/// client did it, which name, and the bytes the file held.
+#[derive(Clone, Debug)]
+pub struct Removal {
+    pub client: usize,
+    /// Who created the file removed.
+    pub creator: usize,
+    pub name: String,
+    pub bytes: Vec<u8>,
+}
+
+pub struct World {
+    pub profile: Profile,
+    /// True time since the run began, in nanoseconds.
+    pub now: u64,
+    /// The server's clock minus true time, in nanoseconds.
+    pub server_offset: i64,
+    /// Each client's realtime clock minus true time.
+    pub client_offset: Vec<i64>,
+    nodes: Vec<Inode>,
+    views: Vec<View>,
+    fresh: BTreeMap<(Node, String), Fresh>,
+    /// The last true time each UUID-named file was written: a holder's
+    /// signs of life (its staged marker and its heartbeats).
+    pub signs: BTreeMap<String, u64>,
+    /// Files removed or replaced since the checker last looked.
+    pub removals: Vec<Removal>,
+    /// Claims (`*.claim`) each client took in its current call and has not
+    /// removed itself.
+    pub claims: Vec<Vec<String>>,
+}
+
+pub const ROOT: Node = 0;
+
+impl World {
+    pub fn new(profile: Profile, clients: usize) -> World {
+        let root = Inode {
+            kind: Kind::Dir,
+            data: Vec::new(),
+            entries: BTreeMap::new(),
+            mtime: EPOCH_NS,
+            links: 1,
+            open: BTreeMap::new(),
+            creator: usize::MAX,
+        };
+        World {
+            profile,
+            now: 0,
+            server_offset: 0,
+            client_offset: vec![0; clients],
+            nodes: vec![root],
+            views: vec![View::default(); clients],
+            fresh: BTreeMap::new(),
+            signs: BTreeMap::new(),
+            removals: Vec::new(),
+            claims: vec![Vec::new(); clients],
+        }
+    }
+
+    /// A client's realtime clock, in nanoseconds since the epoch.
+    pub fn client_clock(&self, client: usize) -> i64 {
+        EPOCH_NS + self.now as i64 + self.client_offset[client]
+    }
+
+    /// The date a write by `client` gets.
+    fn date(&self, client: usize) -> i64 {
+        if self.profile.dates_from_client_clock {
+            self.client_clock(client)
+        } else {
+            EPOCH_NS + self.now as i64 + self.server_offset
+        }
+    }
+
+    fn caches(&self, client: usize) -> bool {
+        client % 2 == 1
+    }
+
+    fn visible(&self, client: usize, dir: Node, name: &str) -> bool {
+        match self.fresh.get(&(dir, name.to_owned())) {
+            Some(fresh) => fresh.by == client || self.now >= fresh.until,
+            None => true,
+        }
+    }
+
+    /// What `name` in `dir` is on the server, as `client` may see it.
+    fn server_lookup(&self, client: usize, dir: Node, name: &str) -> Option<Node> {
+        let node = *self.nodes[dir].entries.get(name)?;
+        self.visible(client, dir, name).then_some(node)
+    }
+
+    /// What `name` in `dir` is to `client`, through its entry cache: a
+    /// ghost (a node no name links any more) or a stale handle (a node the
+    /// name no longer links) while cached.
+    fn lookup(&mut self, client: usize, dir: Node, name: &str) -> Result<Option<Node>, Errno> {
+        let now = self.now;
+        let current = self.server_lookup(client, dir, name);
+        if !self.profile.lookup_cache.is_zero() {
+            let key = (dir, name.to_owned());
+            if let Some(&(cached, at)) = self.views[client].names.get(&key) {
+                if now.saturating_sub(at) < self.profile.lookup_cache.as_nanos() as u64 && Some(cached) != current {
+                    if self.nodes[cached].links == 0 {
+                        return Ok(Some(cached)); // a ghost: its old bytes
+                    }
+                    self.views[client].names.remove(&key);
+                    return Err(errno::STALE);
+                }
+            }
+            match current {
+                Some(node) => {
+                    self.views[client].names.insert(key, (node, now));
+                }
+                None => {
+                    self.views[client].names.remove(&key);
+                }
+            }
+        }
+        Ok(current)
+    }
+
+    /// Walks `path` (relative, `/`-separated) from `dir` to its parent
+    /// directory and last name.
+    pub fn walk(&mut self, client: usize, dir: Node, path: &str) -> Result<(Node, String), Errno> {
+        let mut parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+        if parts.contains(&"..") {
+            return Err(errno::NOTCAPABLE);
+        }
+        let last = parts.pop().ok_or(errno::INVAL)?.to_owned();
+        let mut at = dir;
+        for part in parts {
+            at = self.lookup(client, at, part)?.ok_or(errno::NOENT)?;
+            if self.nodes[at].kind != Kind::Dir {
+                return Err(errno::NOTDIR);
+            }
+        }
+        if self.nodes[at].kind != Kind::Dir {
+            return Err(errno::NOTDIR);
+        }
+        Ok((at, last))
+    }
+
+    fn attr(&self, node: Node) -> Attr {
+        let inode = &self.nodes[node];
+        let mut mtime = inode.mtime;
+        if self.profile.whole_second_dates {
+            mtime -= mtime.rem_euclid(1_000_000_000);
+        }
+        Attr { node, kind: inode.kind, size: inode.data.len() as u64, links: inode.links, mtime }
+    }
+
+    /// `stat` of a path, through the client's attribute cache.
+    pub fn stat(&mut self, client: usize, dir: Node, path: &str) -> Result<Attr, Errno> {
+        if names_itself(path) {
+            return Ok(self.attr(dir));
+        }
+        let (parent, name) = self.walk(client, dir, path)?;
+        let key = (parent, name.clone());
+        if self.caches(client) && !self.profile.attr_cache.is_zero() {
+            if let Some(&(attr, at)) = self.views[client].attrs.get(&key) {
+                if self.now.saturating_sub(at) < self.profile.attr_cache.as_nanos() as u64 {
+                    return Ok(attr);
+                }
+            }
+        }
+        let node = self.lookup(client, parent, &name)?.ok_or(errno::NOENT)?;
+        let attr = self.attr(node);
+        if self.caches(client) && !self.profile.attr_cache.is_zero() {
+            self.views[client].attrs.insert(key, (attr, self.now));
+        }
+        Ok(attr)
+    }
+
+    /// `fstat`: always fresh (close-to-open), also for a ghost.
+    pub fn fstat(&self, node: Node) -> Attr {
+        self.attr(node)
+    }
+
+    pub fn kind(&self, node: Node) -> Kind {
+        self.nodes[node].kind
+    }
+
+    fn new_node(&mut self, kind: Kind, client: usize) -> Node {
+        let date = self.date(client);
+        self.nodes.push(Inode {
+            kind,
+            data: Vec::new(),
+            entries: BTreeMap::new(),
+            mtime: date,
+            links: 0,
+            open: BTreeMap::new(),
+            creator: client,
+        });
+        self.nodes.len() - 1
+    }
+
+    fn exists_error(&self) -> Errno {
+        if self.profile.exists_as_eperm {
+            errno::PERM
+        } else {
+            errno::EXIST
+        }
+    }
+
+    /// Links `node` as `name` in `dir`, replacing what is there (whose
+    /// removal is recorded).
+    fn link_name(&mut self, client: usize, dir: Node, name: &str, node: Node) {
+        if let Some(old) = self.nodes[dir].entries.insert(name.to_owned(), node) {
+            self.unlinked(client, name, old);
+        }
+        self.nodes[node].links += 1;
+        self.forget(client, dir, name);
+        if !self.profile.invisible_creates.is_zero() {
+            let until = self.now + self.profile.invisible_creates.as_nanos() as u64;
+            self.fresh.insert((dir, name.to_owned()), Fresh { by: client, until });
+        }
+        if name.ends_with(".claim") && !self.claims[client].iter().any(|c| c == name) {
+            self.claims[client].push(name.to_owned());
+        }
+    }
+
+    fn unlinked(&mut self, client: usize, name: &str, node: Node) {
+        self.nodes[node].links -= 1;
+        let (creator, bytes) = (self.nodes[node].creator, self.nodes[node].data.clone());
+        self.removals.push(Removal { client, creator, name: name.to_owned(), bytes });
+        // A claimant whose claim someone else broke still believes it holds
+        // it, until its call ends (`sched` clears the list then).
+        self.claims[client].retain(|c| c != name);
+    }
+
+    /// A client that changes a name sees its own change next: its caches
+    /// of that name (and of the directory's listing) are dropped. Other
+    /// clients' caches stay, as on a real share.
+    fn forget(&mut self, client: usize, dir: Node, name: &str) {
+        let key = (dir, name.to_owned());
+        let view = &mut self.views[client];
+        view.attrs.remove(&key);
+        view.names.remove(&key);
+        view.listings.remove(&dir);
+    }
+
+    /// The first step of an exclusive create where it is not atomic: only
+    /// the check.
+    pub fn exists(&mut self, client: usize, dir: Node, name: &str) -> Result<bool, Errno> {
+        Ok(self.lookup(client, dir, name)?.is_some())
+    }
+
+    /// Opens (and perhaps creates) the file or directory `name` in `dir`.
+    pub fn open(&mut self, client: usize, dir: Node, name: &str, how: How) -> Result<Node, Errno> {
+        let How { create, exclusive, truncate, racing } = how;
+        let found = if create && exclusive {
+            // An exclusive create goes to the server, past every cache.
+            self.server_lookup(client, dir, name)
+        } else {
+            self.lookup(client, dir, name)?
+        };
+        // rclone: a name another client created moments ago is not there yet
+        // for this one, so its exclusive create succeeds and replaces it.
+        let node = match found {
+            Some(_) if create && exclusive && !racing => return Err(self.exists_error()),
+            Some(node) => node,
+            None if !create => return Err(errno::NOENT),
+            None => {
+                let node = self.new_node(Kind::File, client);
+                self.link_name(client, dir, name, node);
+                self.sign(name);
+                return Ok(self.opened(client, node));
+            }
+        };
+        if truncate && self.nodes[node].kind == Kind::File {
+            self.nodes[node].data.clear();
+            self.nodes[node].mtime = self.date(client);
+        }
+        Ok(self.opened(client, node))
+    }
+
+    fn opened(&mut self, client: usize, node: Node) -> Node {
+        *self.nodes[node].open.entry(client).or_default() += 1;
+        node
+    }
+
+    pub fn close(&mut self, client: usize, node: Node) {
+        if let Some(count) = self.nodes[node].open.get_mut(&client) {
+            *count -= 1;
+            if *count == 0 {
+                self.nodes[node].open.remove(&client);
+            }
+        }
+    }
+
+    pub fn read(&self, node: Node, at: u64, len: usize) -> Vec<u8> {
+        let data = &self.nodes[node].data;
+        let start = (at as usize).min(data.len());
+        data[start..(start + len).min(data.len())].to_vec()
+    }
+
+    pub fn size(&self, node: Node) -> u64 {
+        self.nodes[node].data.len() as u64
+    }
+
+    /// Writes through a descriptor opened as `name`.
+    pub fn write(&mut self, client: usize, node: Node, name: &str, at: u64, bytes: &[u8]) {
+        let date = self.date(client);
+        let inode = &mut self.nodes[node];
+        let at = at as usize;
+        if inode.data.len() < at + bytes.len() {
+            inode.data.resize(at + bytes.len(), 0);
+        }
+        inode.data[at..at + bytes.len()].copy_from_slice(bytes);
+        inode.mtime = date;
+        self.sign(name);
+    }
+
+    /// A write of a holder's staged marker or heartbeat is its sign of
+    /// life: its lease runs a lifetime from the last one.
+    fn sign(&mut self, name: &str) {
+        if let Some(uuid) = sign_of(name) {
+            self.signs.insert(uuid.to_owned(), self.now);
+        }
+    }
+
+    pub fn mkdir(&mut self, client: usize, dir: Node, name: &str) -> Result<(), Errno> {
+        if self.server_lookup(client, dir, name).is_some() {
+            return Err(self.exists_error());
+        }
+        let node = self.new_node(Kind::Dir, client);
+        self.link_name(client, dir, name, node);
+        Ok(())
+    }
+
+    pub fn rmdir(&mut self, client: usize, dir: Node, name: &str) -> Result<(), Errno> {
+        let node = self.server_lookup(client, dir, name).ok_or(errno::NOENT)?;
+        if self.nodes[node].kind != Kind::Dir {
+            return Err(errno::NOTDIR);
+        }
+        if !self.nodes[node].entries.is_empty() {
+            return Err(errno::NOTEMPTY);
+        }
+        self.nodes[dir].entries.remove(name);
+        self.unlinked(client, name, node);
+        self.forget(client, dir, name);
+        Ok(())
+    }
+
+    pub fn unlink(&mut self, client: usize, dir: Node, name: &str) -> Result<(), Errno> {
+        let node = self.server_lookup(client, dir, name).ok_or(errno::NOENT)?;
+        if self.nodes[node].kind == Kind::Dir {
+            return Err(errno::ISDIR);
+        }
+        if self.profile.busy_delete && self.nodes[node].open.keys().any(|&c| c != client) {
+            return Err(errno::BUSY);
+        }
+        self.nodes[dir].entries.remove(name);
+        self.fresh.remove(&(dir, name.to_owned()));
+        self.unlinked(client, name, node);
+        self.forget(client, dir, name);
+        Ok(())
+    }
+
+    pub fn link(&mut self, client: usize, from: (Node, &str), to: (Node, &str)) -> Result<(), Errno> {
+        if !self.profile.hard_links {
+            return Err(errno::PERM);
+        }
+        let node = self.lookup(client, from.0, from.1)?.ok_or(errno::NOENT)?;
+        if self.nodes[node].kind == Kind::Dir {
+            return Err(errno::PERM);
+        }
+        if self.server_lookup(client, to.0, to.1).is_some() {
+            return Err(self.exists_error());
+        }
+        self.link_name(client, to.0, to.1, node);
+        Ok(())
+    }
+
+    /// The first step of a rename that deletes its target first (smbnetfs).
+    pub fn rename_clear_target(&mut self, client: usize, to: (Node, &str)) {
+        if let Some(node) = self.server_lookup(client, to.0, to.1) {
+            if self.nodes[node].kind == Kind::File {
+                let _ = self.unlink(client, to.0, to.1);
+            }
+        }
+    }
+
+    pub fn rename(&mut self, client: usize, from: (Node, &str), to: (Node, &str)) -> Result<(), Errno> {
+        let node = self.server_lookup(client, from.0, from.1).ok_or(errno::NOENT)?;
+        if from == to {
+            return Ok(());
+        }
+        if let Some(target) = self.server_lookup(client, to.0, to.1) {
+            match (self.nodes[node].kind, self.nodes[target].kind) {
+                (Kind::File, Kind::Dir) => return Err(errno::ISDIR),
+                (Kind::Dir, Kind::File) => return Err(errno::NOTDIR),
+                (Kind::Dir, Kind::Dir) if !self.nodes[target].entries.is_empty() => return Err(errno::NOTEMPTY),
+                _ => {}
+            }
+        }
+        self.nodes[from.0].entries.remove(from.1);
+        self.fresh.remove(&(from.0, from.1.to_owned()));
+        self.nodes[node].links -= 1;
+        self.forget(client, from.0, from.1);
+        self.claims[client].retain(|c| c != from.1);
+        self.link_name(client, to.0, to.1, node);
+        Ok(())
+    }
+
+    /// A directory's entries as `client` sees them (through its listing
+    /// cache).
+    pub fn list(&mut self, client: usize, dir: Node) -> Listing {
+        if self.caches(client) && !self.profile.dir_cache.is_zero() {
+            if let Some((listing, at)) = self.views[client].listings.get(&dir) {
+                if self.now.saturating_sub(*at) < self.profile.dir_cache.as_nanos() as u64 {
+                    return listing.clone();
+                }
+            }
+        }
+        let listing: Listing = self.nodes[dir]
+            .entries
+            .iter()
+            .filter(|(name, _)| self.visible(client, dir, name))
+            .map(|(name, &node)| (name.clone(), node, self.nodes[node].kind))
+            .collect();
+        if self.caches(client) && !self.profile.dir_cache.is_zero() {
+            self.views[client].listings.insert(dir, (listing.clone(), self.now));
+        }
+        listing
+    }
+}
+
+/// Whether `path` names the directory it is relative to (`.`, or empty).
+pub fn names_itself(path: &str) -> bool {
+    path.split('/').all(|part| part.is_empty() || part == ".")
+}
+
+/// Opens a directory itself (`.`), for a listing.
+impl World {
+    pub fn open_itself(&mut self, client: usize, dir: Node) -> Node {
+        self.opened(client, dir)
+    }
+}
+
+fn is_uuid(part: &str) -> bool {
+    part.len() == 36 && part.bytes().filter(|&b| b == b'-').count() == 4
+}
+
+/// The UUID whose sign of life a write to `name` is: a staged marker
+/// (`<PATH>.<UUID>.new`) or a heartbeat (`<PATH>.<UUID>.beat`, or a
+/// staging name after it). Claims are not: a breaker writes the claim on
+/// someone else's instance.
+pub fn sign_of(name: &str) -> Option<&str> {
+    let parts: Vec<&str> = name.split('.').collect();
+    (0..parts.len().saturating_sub(1)).rev().find_map(|i| {
+        let next = parts[i + 1];
+        (is_uuid(parts[i]) && ((next == "new" && i + 2 == parts.len()) || next == "beat")).then_some(parts[i])
+    })
+}
+
+/// The UUID that names a heartbeat or a claim: `<PATH>.<UUID>.beat`,
+/// `<PATH>.<UUID>.claim`.
+pub fn owner_of(name: &str) -> Option<(&str, &str)> {
+    let parts: Vec<&str> = name.split('.').collect();
+    let n = parts.len();
+    (n >= 3 && is_uuid(parts[n - 2]) && matches!(parts[n - 1], "beat" | "claim")).then(|| (parts[n - 2], parts[n - 1]))
+}
+
+/// The first UUID in some bytes (a lock file's marker).
+pub fn uuid_in(bytes: &[u8]) -> Option<String> {
+    let shaped = |w: &[u8]| {
+        w.iter().enumerate().all(|(i, b)| if [8, 13, 18, 23].contains(&i) { *b == b'-' } else { b.is_ascii_hexdigit() })
+    };
+    bytes.windows(36).find(|w| shaped(w)).map(|w| String::from_utf8_lossy(w).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn world(name: &str) -> World {
+        World::new(Profile::named(name).unwrap(), 2)
+    }
+
+    #[test]
+    fn exclusive_create_and_link_are_atomic_locally() {
+        let mut w = world("local");
+        w.open(0, ROOT, "a", How { create: true, exclusive: true, ..How::default() }).unwrap();
+        assert_eq!(w.open(1, ROOT, "a", How { create: true, exclusive: true, ..How::default() }), Err(errno::EXIST));
+        assert_eq!(w.link(1, (ROOT, "a"), (ROOT, "b")), Ok(()));
+        assert_eq!(w.link(0, (ROOT, "a"), (ROOT, "b")), Err(errno::EXIST));
+        assert_eq!(w.stat(0, ROOT, "b").unwrap().links, 2);
+    }
+
+    #[test]
+    fn a_ghost_shows_old_bytes_and_a_replaced_name_is_stale_once() {
+        let mut w = world("gluster");
+        let node = w.open(0, ROOT, "lock", How { create: true, exclusive: true, ..How::default() }).unwrap();
+        w.write(0, node, "lock", 0, b"old");
+        assert_eq!(w.stat(1, ROOT, "lock").unwrap().node, node);
+        w.unlink(0, ROOT, "lock").unwrap();
+        let ghost = w.open(1, ROOT, "lock", How::default()).unwrap();
+        assert_eq!(w.read(ghost, 0, 10), b"old");
+        let new = w.open(0, ROOT, "lock", How { create: true, exclusive: true, ..How::default() }).unwrap();
+        assert_ne!(new, node);
+        w.now += 2_000_000_000;
+        assert_eq!(w.stat(1, ROOT, "lock").unwrap().node, new);
+        let newer = w.open(0, ROOT, "x", How { create: true, exclusive: true, ..How::default() }).unwrap();
+        w.rename(0, (ROOT, "x"), (ROOT, "lock")).unwrap();
+        assert_eq!(w.stat(1, ROOT, "lock"), Err(errno::STALE));
+        assert_eq!(w.stat(1, ROOT, "lock").unwrap().node, newer);
+    }
+
+    #[test]
+    fn rclone_hides_creates_and_sshfs_says_eperm() {
+        let mut w = world("rclone");
+        w.open(0, ROOT, "lock", How { create: true, exclusive: true, ..How::default() }).unwrap();
+        assert_eq!(w.stat(1, ROOT, "lock"), Err(errno::NOENT));
+        assert!(w.open(1, ROOT, "lock", How { create: true, exclusive: true, ..How::default() }).is_ok());
+        let mut s = world("sshfs");
+        s.open(0, ROOT, "lock", How { create: true, exclusive: true, ..How::default() }).unwrap();
+        assert_eq!(s.open(1, ROOT, "lock", How { create: true, exclusive: true, ..How::default() }), Err(errno::PERM));
+    }
+
+    #[test]
+    fn uuids_are_found_in_names() {
+        let u = "0b7f2a64-8ad1-4a8f-9d55-6b3f0e2c9b71";
+        let v = "1c7f2a64-8ad1-4a8f-9d55-6b3f0e2c9b72";
+        assert_eq!(sign_of(&format!("job.lock.{u}.beat")), Some(u));
+        assert_eq!(sign_of(&format!("job.lock.{u}.new")), Some(u));
+        assert_eq!(sign_of(&format!("job.lock.{u}.claim.{v}.new")), Some(v));
+        assert_eq!(sign_of(&format!("job.lock.{u}.claim")), None);
+        assert_eq!(owner_of(&format!("job.lock.{u}.claim")), Some((u, "claim")));
+        assert_eq!(uuid_in(format!("uuidlock/1?token=c1-{u}&x\n").as_bytes()), Some(u.to_owned()));
+    }
+}
