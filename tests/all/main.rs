@@ -21,4 +21,5 @@ mod python_peers;
 mod queue;
 mod run;
 mod shares;
+mod simulate;
 mod wasmtime_cli;

@@ -125,3 +125,22 @@ pub fn plugin_host() -> Result<PathBuf, String> {
     })
     .clone()
 }
+
+/// The guest command built with the `planted-bugs` feature (test only):
+/// `UUIDLOCK_PLANT=NAME` in its environment turns on one protocol bug, so
+/// that the simulator's tests can show each is caught.
+pub fn planted_guest() -> Result<PathBuf, String> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("planted");
+            succeeded(
+                cargo()
+                    .args(["build", "--quiet", "--release", "--target", "wasm32-wasip1", "--bin", "uuidlock"])
+                    .args(["--features", "command,planted-bugs", "--package", "uuidlock", "--target-dir"])
+                    .arg(&target),
+            )?;
+            Ok(target.join("wasm32-wasip1/release/uuidlock.wasm"))
+        })
+        .clone()
+}

@@ -1,0 +1,207 @@
+//! `uuidlock simulate`: the shipped guest against simulated shares. Every
+//! profile the doctor calls safe runs thousands of seeded interleavings
+//! with every kind of fault and shows no violation; the unsafe one, and
+//! each planted protocol bug, is caught; a seed replays exactly; bad input
+//! gets one line and exit 2.
+
+use serde_json::Value;
+
+use crate::common::components::planted_guest;
+use crate::common::{or_skip, text, uuidlock};
+
+/// Runs `uuidlock simulate ARGS --json`; returns the exit code and the runs.
+fn simulate(args: &[&str]) -> (i32, Vec<Value>) {
+    let mut all = vec!["simulate", "--json"];
+    all.extend_from_slice(args);
+    let output = uuidlock(&all);
+    let code = output.status.code().expect("exited");
+    let json: Value = serde_json::from_str(text(&output.stdout).trim()).unwrap_or_else(|e| {
+        panic!("simulate {args:?} printed no JSON ({e}): {}{}", text(&output.stdout), text(&output.stderr))
+    });
+    (code, json["runs"].as_array().expect("runs").clone())
+}
+
+fn violations(run: &Value) -> Vec<String> {
+    run["violations"]
+        .as_array()
+        .expect("violations")
+        .iter()
+        .map(|v| format!("{} (replay: {})", v["what"], v["replay"]))
+        .collect()
+}
+
+/// The profiles the doctor calls safe, each at the delay it names, with
+/// every kind of fault: 0 violations in 1,000 seeds each (4 clients, 10
+/// simulated seconds, so some 25 calls per client per second interleaved).
+#[test]
+fn safe_profiles_show_no_violation_in_thousands_of_interleavings() {
+    for profile in ["local", "sshfs", "smb", "nfs", "gluster"] {
+        let (code, runs) = simulate(&["--profile", profile, "--seeds", "1000", "--duration", "10"]);
+        let run = &runs[0];
+        assert_eq!(violations(run), Vec::<String>::new(), "{profile}");
+        assert_eq!(code, 0, "{profile}");
+        assert_eq!(run["seeds"], 1000);
+        // The runs did something: acquisitions, and faults of each kind the
+        // profile allows.
+        assert!(run["acquisitions"].as_u64().unwrap() > 10_000, "{profile}: {run}");
+        assert!(run["stalls"].as_u64().unwrap() > 0, "{profile}: {run}");
+        if profile != "smb" {
+            for kind in ["kills", "injected_errors", "clock_steps"] {
+                assert!(run[kind].as_u64().unwrap() > 0, "{profile}: no {kind}: {run}");
+            }
+        }
+    }
+}
+
+#[test]
+fn rclone_at_delay_zero_is_caught_unsafe() {
+    let (code, runs) = simulate(&["--profile", "rclone", "--seeds", "5", "--duration", "5", "--faults", "none"]);
+    assert_eq!(code, 1);
+    let found = violations(&runs[0]);
+    assert!(found.iter().any(|v| v.contains("two holders")), "{found:?}");
+    assert_eq!(runs[0]["violating_seeds"].as_array().unwrap().len(), 5, "every seed");
+}
+
+#[test]
+fn a_seed_replays_exactly_and_names_its_build() {
+    let args = ["simulate", "--profile", "gluster", "--seed", "11", "--duration", "5", "--trace"];
+    let once = text(&uuidlock(&args).stdout);
+    let twice = text(&uuidlock(&args).stdout);
+    // Only the wall-clock time differs.
+    let strip = |s: &str| s.lines().filter(|l| !l.trim_start().starts_with("simulated")).collect::<Vec<_>>().join("\n");
+    assert_eq!(strip(&once), strip(&twice));
+    assert!(once.lines().count() > 1000, "a full trace: {}", once.lines().count());
+    let other =
+        text(&uuidlock(&["simulate", "--profile", "gluster", "--seed", "12", "--duration", "5", "--trace"]).stdout);
+    assert_ne!(strip(&once), strip(&other), "another seed, another run");
+
+    // A seed found with another build of the guest is refused.
+    let wrong = uuidlock(&["simulate", "--seed", "1", "--build", "0123456789abcdef"]);
+    assert_eq!(wrong.status.code(), Some(2));
+    let message = text(&wrong.stderr);
+    assert!(message.contains("found with guest build 0123456789abcdef") && message.lines().count() == 1, "{message}");
+}
+
+#[test]
+fn bad_input_is_one_line_and_exit_2() {
+    for (args, says) in [
+        (&["--profile", "ext4"][..], "unknown profile \"ext4\""),
+        (&["--clients", "0"], "--clients 0 must be from 1"),
+        (&["--clients", "5000"], "must be from 1 to 4096"),
+        (&["--seeds", "0"], "--seeds 0 must be"),
+        (&["--faults", "kill=2"], "a rate must be from 0 to 0.5"),
+        (&["--faults", "gremlins=0.1"], "unknown fault \"gremlins\""),
+        (&["--faults", "stall-for=-1"], "must be from 0 to 3600"),
+        (&["--duration", "0"], "--duration 0 must be more than 0"),
+        (&["--profile", "smb", "--faults", "kill=0.01"], "no lifetimes"),
+        (&["--latency", "1e9"], "--latency"),
+        (&["--profile", "smb", "--stale-after", "2"], "no lifetimes"),
+        (&["--faults", "full-disk=x"], "not a number of seconds"),
+    ] {
+        let mut all = vec!["simulate"];
+        all.extend_from_slice(args);
+        let output = uuidlock(&all);
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(output.stdout.is_empty(), "{args:?}");
+    }
+}
+
+/// Each planted bug (a guest built with the `planted-bugs` feature), with
+/// the settings that expose it and the seeds it is caught within. The runs
+/// are deterministic, so "within" is exact: the first violating seeds were
+/// 1, 8, 14, 11 and 11.
+const PLANTED: [(&str, &[&str], &str); 5] = [
+    // Two clients win a create on smbnetfs; only the read-back tells.
+    ("skip-readback", &["--profile", "smb", "--faults", "none"], "20"),
+    // Two breakers of one stale lock: polling clients, kills, stalls.
+    ("break-without-claim", &["--no-queue", "--clients", "8", "--faults", "default,kill=0.005,stall=0.02"], "100"),
+    // A renewer stalled past its lifetime, between its read and its write.
+    ("renew-by-rewrite", &["--hold", "3", "--faults", "default,stall=0.03,stall-for=3"], "200"),
+    ("release-without-claim", &["--faults", "default,stall=0.03,stall-for=3"], "100"),
+    ("fence-before-publish", &["--faults", "default"], "100"),
+];
+
+#[test]
+fn every_planted_bug_is_caught_within_its_seeds() {
+    let Some(guest) = or_skip("planted bugs", planted_guest()) else { return };
+    let guest = guest.to_str().expect("UTF-8 path");
+    for (bug, settings, seeds) in PLANTED {
+        let mut args = vec!["--guest", guest, "--plant", bug, "--seeds", seeds, "--duration", "10"];
+        args.extend_from_slice(settings);
+        let (code, runs) = simulate(&args);
+        let found = violations(&runs[0]);
+        assert_eq!(code, 1, "{bug} was not caught in {seeds} seeds with {settings:?}");
+        assert!(found[0].contains(&format!("--plant {bug}")), "the replay names the bug: {}", found[0]);
+    }
+    // The same build without a planted bug: stalls past a lifetime are the
+    // README's named limitation, counted apart; no violation.
+    for settings in [&["--hold", "3", "--faults", "default,stall=0.03,stall-for=3"][..], PLANTED[1].1] {
+        let mut args = vec!["--guest", guest, "--seeds", "100", "--duration", "10"];
+        args.extend_from_slice(settings);
+        let (code, runs) = simulate(&args);
+        assert_eq!((code, violations(&runs[0])), (0, vec![]), "{settings:?}");
+    }
+}
+
+/// What the simulator found in the guest of 0.3.0 as first written, each
+/// kept by the seed that showed it (with `--faults none`, 4 clients, 10
+/// simulated seconds; the shipped guest then failed 17, 88 and 34 of the
+/// first 100 seeds on these profiles):
+/// - gluster: a ghost of a long-held lock, showing no heartbeat, judged
+///   dead by its date, and the next holder's lock deleted by name
+///   (`src/protocol.rs`, point 10);
+/// - sshfs: "exists" answered as EPERM for a lock released before the
+///   look, taken for "no hard links" (an acquire failed);
+/// - nfs: lost replies to the exclusive create of a staging file or of
+///   the fence counter's directory, and to a heartbeat's rename (calls
+///   failed with "exists" or "no such file");
+/// - nfs with the default faults, seed 384: a renewal whose read-back met
+///   an error removed the heartbeat it had just written, and a contender
+///   broke the live holder's lock by its date;
+/// - gluster with the default faults, seed 530: "stale file handle" passed
+///   on as ESTALE (not EIO, as wasmtime-wasi makes it) failed an acquire.
+#[test]
+fn findings_of_this_release_stay_fixed() {
+    for (profile, faults, seed) in [
+        ("gluster", "none", "3"),
+        ("gluster", "none", "4"),
+        ("sshfs", "none", "2"),
+        ("nfs", "none", "1"),
+        ("nfs", "none", "2"),
+        ("nfs", "default", "384"),
+        ("gluster", "default", "530"),
+    ] {
+        let (code, runs) = simulate(&["--profile", profile, "--faults", faults, "--seed", seed, "--duration", "10"]);
+        assert_eq!((code, violations(&runs[0])), (0, vec![]), "{profile} seed {seed}");
+        assert!(runs[0]["acquisitions"].as_u64().unwrap() > 5, "{profile} seed {seed}: {}", runs[0]);
+    }
+}
+
+/// A holder keeps its lease on a full disk: a renewal writes its heartbeat
+/// in place, needing no new block. (Before, every renewal staged a new
+/// file: 80 of them failed in these runs, and `uuidlock run` would have
+/// stopped CMD after a lifetime.) Acquires and releases, which write new
+/// files, fail meanwhile, and say so.
+#[test]
+fn a_full_disk_does_not_stop_renewals() {
+    let (code, runs) = simulate(&[
+        "--clients",
+        "1",
+        "--long-holds",
+        "1",
+        "--faults",
+        "full-disk=0.5",
+        "--seeds",
+        "20",
+        "--duration",
+        "10",
+    ]);
+    let run = &runs[0];
+    assert_eq!((code, violations(run)), (0, vec![]));
+    assert_eq!(run["failed_renewals"], 0, "{run}");
+    assert!(run["injected_errors"].as_u64().unwrap() > 100, "the disk was full: {run}");
+    assert!(run["acquisitions"].as_u64().unwrap() >= 20, "{run}");
+}
