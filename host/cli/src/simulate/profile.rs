@@ -29,9 +29,10 @@ pub struct Profile {
     /// Odd-numbered clients keep a directory's listing this long.
     pub dir_cache: Duration,
     /// Every client keeps what a name named this long: after another client
-    /// removes it, stats, opens and reads still find the old file (a
-    /// *ghost*); after another replaces it, an open is answered "stale
-    /// file handle" once (GlusterFS with its default caches).
+    /// removes or replaces it, stats, opens and reads still find the old
+    /// file (a *ghost*), or are answered "stale file handle" once (one
+    /// handle in five, and every handle to a file moved elsewhere), as
+    /// GlusterFS with its default caches does.
     pub lookup_cache: Duration,
     /// "Exists" is reported as "operation not permitted" (sftp's generic
     /// failure, as sshfs passes it on).
