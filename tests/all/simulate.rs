@@ -75,6 +75,14 @@ fn a_seed_replays_exactly_and_names_its_build() {
         text(&uuidlock(&["simulate", "--profile", "gluster", "--seed", "12", "--duration", "5", "--trace"]).stdout);
     assert_ne!(strip(&once), strip(&other), "another seed, another run");
 
+    // A guest that is not a module file is refused, never read.
+    let fifo = crate::common::tempdir();
+    let fifo = fifo.path().join("guest.wasm");
+    crate::common::mkfifo(&fifo);
+    let refused = uuidlock(&["simulate", "--guest", fifo.to_str().unwrap(), "--seeds", "1"]);
+    assert_eq!(refused.status.code(), Some(4), "{}", text(&refused.stderr));
+    assert!(text(&refused.stderr).contains("is not a wasm module"), "{}", text(&refused.stderr));
+
     // A seed found with another build of the guest is refused.
     let wrong = uuidlock(&["simulate", "--seed", "1", "--build", "0123456789abcdef"]);
     assert_eq!(wrong.status.code(), Some(2));

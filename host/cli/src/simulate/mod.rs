@@ -48,6 +48,8 @@ use sched::{Guest, Outcome, Settings};
 const SHOWN: usize = 3;
 /// The most clients one run may have.
 pub const MAX_CLIENTS: usize = 4096;
+/// The largest guest module `--guest` reads.
+const MAX_GUEST: u64 = 64 << 20;
 /// The most seeds one command may run.
 pub const MAX_SEEDS: u64 = 10_000_000;
 
@@ -313,7 +315,14 @@ pub fn main(config: Config) -> i32 {
 
 fn load_guest(config: &Config) -> Result<Guest> {
     let bytes = match &config.guest {
-        Some(path) => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        Some(path) => {
+            // Looked at first: a FIFO would block the read, a huge file fill memory.
+            let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+            if !meta.is_file() || meta.len() > MAX_GUEST {
+                wasmtime::bail!("{} is not a wasm module (not a regular file of at most 64 MiB)", path.display());
+            }
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))?
+        }
         None => uuidlock_host::engine::COMMAND_WASM.to_vec(),
     };
     // wasmtime 48 always supports async calls, which the scheduler needs.

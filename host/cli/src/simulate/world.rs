@@ -225,7 +225,7 @@ impl World {
                     // GlusterFS bed saw both: old bytes after 19 of 20
                     // replacements, and stale handles.
                     let gone = self.nodes[cached].links == 0;
-                    if gone && (current.is_none() || (cached + client) % 5 != 0) {
+                    if gone && (current.is_none() || !(cached + client).is_multiple_of(5)) {
                         return Ok(Some(cached));
                     }
                     self.views[client].names.remove(&key);
