@@ -252,9 +252,8 @@ impl Checker {
 
     /// The holder stops holding: its release starts, or it learnt it lost
     /// the lock. The lock itself may stay until the release ends.
-    pub fn stops_holding(&mut self, client: usize, now: u64) {
+    pub fn stops_holding(&mut self, client: usize) {
         self.holds[client] = None;
-        let _ = now;
     }
 
     pub fn released(&mut self, now: u64) {

@@ -437,8 +437,7 @@ fn summarise(config: &Config, settings: &Settings, guest: &Guest, outcomes: &[Ou
             .collect(),
         limitations,
         acquisitions,
-        per_simulated_second: acquisitions as f64 / simulated.max(1e-9) * outcomes.len() as f64
-            / outcomes.len().max(1) as f64,
+        per_simulated_second: acquisitions as f64 / simulated.max(1e-9),
         calls: outcomes.iter().map(|o| o.calls).sum(),
         simulated_s: simulated,
         elapsed_s: elapsed.as_secs_f64(),

@@ -395,7 +395,6 @@ pub fn run(guest: &Guest, settings: &Settings, seed: u64) -> Result<Outcome> {
         renewals_failed: check.renewals_failed,
         trace: guard.trace.iter().cloned().collect(),
     };
-    let _ = lifetime;
     Ok(outcome)
 }
 
@@ -584,8 +583,7 @@ async fn hold(cx: &ActorContext, client: usize, rng: &mut Rng, guest_rng: &mut R
         match answer.code {
             0 => {}
             3 => {
-                let now = world.now;
-                check.stops_holding(client, now);
+                check.stops_holding(client);
                 shared.note(client, "refresh: lost the lock".to_owned());
                 return;
             }
@@ -599,7 +597,7 @@ async fn hold(cx: &ActorContext, client: usize, rng: &mut Rng, guest_rng: &mut R
     let began = {
         let mut shared = cx.shared.lock().expect("one thread");
         let now = shared.world.now;
-        shared.check.stops_holding(client, now);
+        shared.check.stops_holding(client);
         now
     };
     let answer = command(cx, client, guest_rng, path_token("release")).await;
