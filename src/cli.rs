@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::format::one_line;
 use crate::format::Marker;
 use crate::protocol::{self, Acquired, Status};
-use crate::{LockError, Options, Token};
+use crate::{LockError, Mode, Options, Token};
 
 /// Exit codes, the same for every command.
 pub mod exit {
@@ -61,6 +61,8 @@ pub trait Backend {
     fn holds(&mut self, path: &str, token: &str) -> Result<bool, LockError>;
     /// See [`protocol::status`].
     fn status(&mut self, path: &str) -> Result<Option<Status>, LockError>;
+    /// See [`protocol::holders`].
+    fn holders(&mut self, path: &str) -> Result<Vec<(u32, Status)>, LockError>;
 }
 
 /// Runs the protocol in this process (in the guest: inside the sandbox).
@@ -81,6 +83,9 @@ impl Backend for Direct {
     }
     fn status(&mut self, path: &str) -> Result<Option<Status>, LockError> {
         protocol::status(path)
+    }
+    fn holders(&mut self, path: &str) -> Result<Vec<(u32, Status)>, LockError> {
+        protocol::holders(path)
     }
 }
 
@@ -111,7 +116,10 @@ pub enum LockCommand {
     /// Take a lock and print its owner token
     ///
     /// Takes the lock file PATH and prints the owner token alone on stdout;
-    /// keep it for `uuidlock release PATH TOKEN`.
+    /// keep it for `uuidlock release PATH TOKEN`. With --shared, beside
+    /// other shared holders (readers) and never beside an exclusive one;
+    /// with --slots N, as one of at most N holders, and the slot (0 to N-1)
+    /// is printed after the token: `TOKEN SLOT`.
     #[command(
         after_help = "Exit codes: 0 acquired, 1 timed out, 2 invalid value, 4 outside the sandbox or I/O error."
     )]
@@ -121,7 +129,7 @@ pub enum LockCommand {
         #[command(flatten)]
         options: AcquireOptions,
         /// Print the acquisition's fencing number after the token, on the
-        /// same line: `TOKEN FENCE`
+        /// same line: `TOKEN FENCE` (`TOKEN FENCE SLOT` with --slots)
         #[arg(long)]
         fence: bool,
     },
@@ -150,17 +158,20 @@ broken as stale), 2 malformed TOKEN, 4 outside the sandbox or I/O error.")]
     /// Show who holds a lock
     ///
     /// Prints the holder's token on stdout (or `foreign "..."` for another
-    /// program's lock file); a line on stderr says the prefix, the lock's
-    /// age, its lifetime, its last renewal, whether it is stale, and its
-    /// fencing number. Ages are read off the filesystem's clock through an
+    /// program's lock file), then the token of every shared holder (reader,
+    /// or a semaphore's slot holder), one a line; a line on stderr for each
+    /// says the prefix, the age, the lifetime, the last renewal, whether it
+    /// is stale, and the fencing number (for a shared holder, its slot). Ages are read off the filesystem's clock through an
     /// empty probe file beside the lock, created and removed at once (this
     /// machine's clock in a read-only directory).
     #[command(after_help = r#"With --json, one JSON object instead, e.g.
   {"state":"held","token":"job-...","prefix":"job-","age_s":1.25,"stale_after_s":30.0,"renewed_s":0.5,"stale":false,"fence":7}
   {"state":"foreign","marker":"...","age_s":3.5}
+  {"state":"shared","shared":[{"slot":0,"state":"held","token":"job-...","prefix":"job-","age_s":0.5,"stale_after_s":null,"renewed_s":null,"stale":false,"fence":null}]}
   {"state":"free"}
+(a lock file's holder and shared holders together: "held", with a "shared" list)
 
-Exit codes: 0 held, exits 1 when it is free, 2 invalid path, 4 outside the sandbox or I/O error."#)]
+Exit codes: 0 held (also only by shared holders), exits 1 when it is free, 2 invalid path, 4 outside the sandbox or I/O error."#)]
     Status {
         /// The lock file
         path: String,
@@ -216,6 +227,16 @@ pub struct AcquireOptions {
     /// dates only after two lifetimes plus this
     #[arg(long, value_name = "SECS", default_value = "0", value_parser = seconds)]
     pub max_clock_skew: Duration,
+    /// Hold the lock shared: beside other shared holders (readers), never
+    /// beside an exclusive holder (a writer: an acquire without --shared).
+    /// A waiting writer is served before readers that come after it
+    #[arg(long, conflicts_with = "slots")]
+    pub shared: bool,
+    /// A semaphore: at most N holders of PATH at once (1 to 1024; every
+    /// holder must pass the same N); prints the holder's slot, 0 to N-1,
+    /// after the token
+    #[arg(long, value_name = "N")]
+    pub slots: Option<u32>,
 }
 
 impl AcquireOptions {
@@ -229,6 +250,11 @@ impl AcquireOptions {
             stale_after: self.stale_after,
             queue: !self.no_queue,
             max_clock_skew: self.max_clock_skew,
+            mode: match (self.shared, self.slots) {
+                (_, Some(n)) => Mode::Slots(n),
+                (true, None) => Mode::Shared,
+                (false, None) => Mode::Exclusive,
+            },
         }
     }
 }
@@ -411,8 +437,14 @@ fn execute(
     };
     match command {
         LockCommand::Acquire { path, options, fence } => match backend.acquire(&path, &options.options()) {
-            Ok(Acquired { token, fence: number }) => {
-                let line = if fence { format!("{token} {number}") } else { token.to_string() };
+            Ok(Acquired { token, fence: number, slot }) => {
+                let mut line = token.to_string();
+                if fence {
+                    line += &format!(" {number}");
+                }
+                if let Some(slot) = slot {
+                    line += &format!(" {slot}");
+                }
                 print(out, &line).map(|()| exit::OK).map_err(|failure| {
                     // Nobody will see the token, so nobody could release the lock.
                     let undone = match backend.release(&path, token.as_str()) {
@@ -462,23 +494,36 @@ fn execute(
         },
         LockCommand::Status { path, json } => {
             let status = backend.status(&path)?;
+            let shared = backend.holders(&path)?;
             if json {
-                let json = serde_json::to_string(&StatusJson::new(status.as_ref())).expect("plain data serialises");
-                print(out, &json)?;
+                let report = StatusReport::new(status.as_ref(), &shared);
+                print(out, &serde_json::to_string(&report).expect("plain data serialises"))?;
             }
             match status {
-                None if json => Ok(exit::TIMEOUT_OR_FREE),
-                None => Err(Failure { message: format!("{path} is free"), code: exit::TIMEOUT_OR_FREE }),
-                Some(_) if json => Ok(exit::OK),
-                Some(status) => {
-                    // The token alone on stdout, for scripts; the rest, for
-                    // people, as one line on stderr.
-                    let _ = writeln!(err, "uuidlock: {}", one_line(&describe(&path, &status)));
-                    match status.marker {
-                        Marker::Uuidlock(held) => print(out, held.token.as_str()),
-                        Marker::Foreign(shown) => print(out, &format!("foreign {shown}")),
+                None if shared.is_empty() && json => Ok(exit::TIMEOUT_OR_FREE),
+                None if shared.is_empty() => {
+                    Err(Failure { message: format!("{path} is free"), code: exit::TIMEOUT_OR_FREE })
+                }
+                _ if json => Ok(exit::OK),
+                status => {
+                    // Tokens alone on stdout, for scripts; the rest, for
+                    // people, as one line each on stderr.
+                    if let Some(status) = status {
+                        let _ = writeln!(err, "uuidlock: {}", one_line(&describe(&path, &status)));
+                        match status.marker {
+                            Marker::Uuidlock(held) => print(out, held.token.as_str())?,
+                            Marker::Foreign(shown) => print(out, &format!("foreign {shown}"))?,
+                        }
                     }
-                    .map(|()| exit::OK)
+                    for (slot, status) in shared {
+                        let what = format!("{path} (shared, slot {slot})");
+                        let _ = writeln!(err, "uuidlock: {}", one_line(&describe(&what, &status)));
+                        match status.marker {
+                            Marker::Uuidlock(held) => print(out, held.token.as_str())?,
+                            Marker::Foreign(shown) => print(out, &format!("foreign {shown}"))?,
+                        }
+                    }
+                    Ok(exit::OK)
                 }
             }
         }
@@ -543,7 +588,43 @@ pub enum StatusJson {
         marker: String,
         age_s: f64,
     },
+    /// Free of an exclusive holder, held by shared holders (listed beside).
+    Shared,
     Free,
+}
+
+/// `status --json`: the lock file's holder ([`StatusJson`]), and the
+/// shared holders, if any, under `"shared"`. With shared holders only, the
+/// state is `"shared"`.
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+pub struct StatusReport {
+    #[serde(flatten)]
+    pub lock: StatusJson,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared: Vec<SharedJson>,
+}
+
+/// A shared holder, in `status --json`.
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+pub struct SharedJson {
+    /// Its index: a semaphore's slot.
+    pub slot: u32,
+    #[serde(flatten)]
+    pub holder: StatusJson,
+}
+
+impl StatusReport {
+    pub fn new(status: Option<&Status>, shared: &[(u32, Status)]) -> StatusReport {
+        let lock = match (status, shared.is_empty()) {
+            (None, false) => StatusJson::Shared,
+            (status, _) => StatusJson::new(status),
+        };
+        let shared = shared
+            .iter()
+            .map(|(slot, status)| SharedJson { slot: *slot, holder: StatusJson::new(Some(status)) })
+            .collect();
+        StatusReport { lock, shared }
+    }
 }
 
 impl StatusJson {
@@ -571,7 +652,12 @@ fn held_by(backend: &mut dyn Backend, path: &str) -> String {
     match backend.status(path) {
         Ok(Some(Status { marker: Marker::Uuidlock(held), .. })) => format!(" (held by {})", held.token),
         Ok(Some(Status { marker: Marker::Foreign(shown), .. })) => format!(" (held by another program: {shown})"),
-        Ok(None) => " (it is free)".into(),
+        Ok(None) => match backend.holders(path).map(|holders| holders.len()) {
+            Ok(0) => " (it is free)".into(),
+            Ok(1) => " (held by 1 shared holder)".into(),
+            Ok(n) => format!(" (held by {n} shared holders)"),
+            Err(_) => String::new(),
+        },
         Err(_) => String::new(),
     }
 }
@@ -609,6 +695,7 @@ mod tests {
             stale_after: None,
             queue: true,
             max_clock_skew: Duration::from_millis(2500),
+            mode: Mode::Exclusive,
         };
         assert_eq!((path.as_str(), options.options()), ("/l/x.lock", expected));
     }

@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use crate::format::{Held, Marker, Token};
 use crate::owned::{self, Owned};
-use crate::protocol::{self, nanos};
+use crate::protocol::{self, nanos, Status};
 use crate::LockError;
 
 wit_bindgen::generate!({ world: "guest", path: "wit" });
 
 use exports::uuidlock::lock::lock::{Guest, GuestGuard};
-use exports::uuidlock::lock::types::{Acquired, Error, Holder, LockInfo, LockStatus, Options};
+use exports::uuidlock::lock::types::{Acquired, Error, Holder, LockInfo, LockStatus, Mode, Options, SharedHolder};
 
 thread_local! {
     /// The locks acquired through this instance and not released through
@@ -38,6 +38,7 @@ impl Guest for Component {
             stale_after_ns: defaults.stale_after.map(nanos),
             queue: defaults.queue,
             max_clock_skew_ns: nanos(defaults.max_clock_skew),
+            mode: Mode::Exclusive,
         }
     }
 
@@ -73,15 +74,26 @@ impl Guest for Component {
     fn status(path: String) -> Result<Option<LockStatus>, Error> {
         let status = protocol::status(&path).map_err(to_wit)?;
         Ok(status.map(|status| LockStatus {
-            holder: match status.marker {
-                Marker::Uuidlock(held) => Holder::Uuidlock(lock_info(held)),
-                Marker::Foreign(shown) => Holder::Foreign(shown),
-            },
+            fence: status.fence,
             age_ns: nanos(status.age),
             renewed_ns: status.renewed.map(nanos),
             stale: status.stale,
-            fence: status.fence,
+            holder: holder(status),
         }))
+    }
+
+    fn holders(path: String) -> Result<Vec<SharedHolder>, Error> {
+        let holders = protocol::holders(&path).map_err(to_wit)?;
+        Ok(holders
+            .into_iter()
+            .map(|(slot, status)| SharedHolder {
+                slot,
+                age_ns: nanos(status.age),
+                renewed_ns: status.renewed.map(nanos),
+                stale: status.stale,
+                holder: holder(status),
+            })
+            .collect())
     }
 }
 
@@ -90,6 +102,7 @@ pub struct LockGuard {
     path: String,
     token: String,
     fence: u64,
+    slot: Option<u32>,
     /// Released through this guard (or found no longer ours by a release).
     released: Cell<bool>,
 }
@@ -101,6 +114,7 @@ impl GuestGuard for LockGuard {
             path,
             token: acquired.token,
             fence: acquired.fence,
+            slot: acquired.slot,
             released: Cell::new(false),
         }))
     }
@@ -115,6 +129,10 @@ impl GuestGuard for LockGuard {
 
     fn fence(&self) -> u64 {
         self.fence
+    }
+
+    fn slot(&self) -> Option<u32> {
+        self.slot
     }
 
     fn refresh(&self) -> Result<(), Error> {
@@ -175,6 +193,11 @@ fn take(path: String, token: Option<Token>, options: Options) -> Result<Acquired
         stale_after: options.stale_after_ns.map(Duration::from_nanos),
         queue: options.queue,
         max_clock_skew: Duration::from_nanos(options.max_clock_skew_ns),
+        mode: match options.mode {
+            Mode::Exclusive => crate::Mode::Exclusive,
+            Mode::Shared => crate::Mode::Shared,
+            Mode::Slots(n) => crate::Mode::Slots(n),
+        },
     };
     let acquired = match token {
         None => protocol::acquire(&path, &options),
@@ -183,7 +206,14 @@ fn take(path: String, token: Option<Token>, options: Options) -> Result<Acquired
     .map_err(to_wit)?;
     let token = acquired.token.into_string();
     HELD.with_borrow_mut(|held| held.taken(path, token.clone()));
-    Ok(Acquired { token, fence: acquired.fence })
+    Ok(Acquired { token, fence: acquired.fence, slot: acquired.slot })
+}
+
+fn holder(status: Status) -> Holder {
+    match status.marker {
+        Marker::Uuidlock(held) => Holder::Uuidlock(lock_info(held)),
+        Marker::Foreign(shown) => Holder::Foreign(shown),
+    }
 }
 
 fn lock_info(held: Held) -> LockInfo {

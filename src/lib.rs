@@ -27,6 +27,9 @@
 //! - [`format`]: the lock file's bytes, a public format specified there.
 //! - [`fence`]: fencing numbers, a counter beside the lock that only moves
 //!   forward.
+//! - [`shared`]: shared (reader) locks and N-slot semaphores, as entries
+//!   in a holders' directory taken under the lock itself, and why readers
+//!   never hold beside a writer nor more than N in a semaphore.
 //! - [`queue`]: the queue of waiters: arrival order, only the first polls
 //!   the lock, and why it can neither break nor wedge it.
 //! - [`error`]: the protocol's error type; each layer maps it once.
@@ -65,6 +68,7 @@ mod files;
 mod planted;
 #[cfg(test)]
 mod scratch;
+pub mod shared;
 pub mod stale;
 mod sweep;
 
@@ -75,3 +79,4 @@ pub use error::LockError;
 pub use files::busy_retry;
 pub use format::{Marker, Token};
 pub use protocol::Options;
+pub use shared::Mode;

@@ -266,6 +266,7 @@ use crate::claim::{self, Observed, Watch};
 use crate::files::{self, Created, Fallback};
 use crate::format::{self, Held, Marker, Token};
 use crate::planted::planted;
+use crate::shared::{self, Mode};
 use crate::{fence, queue, stale, sweep, LockError};
 
 /// A duration in whole nanoseconds, as WIT carries them; saturates at
@@ -316,6 +317,10 @@ pub struct Options {
     /// Default: 0, for a share dated by one clock (the server's, or a local
     /// disk's).
     pub max_clock_skew: Duration,
+    /// How the lock is held ([`crate::shared`]): alone (a writer, the
+    /// default), beside other shared holders (a reader), or in one of `N`
+    /// slots (a semaphore).
+    pub mode: Mode,
 }
 
 impl Default for Options {
@@ -328,6 +333,7 @@ impl Default for Options {
             stale_after: None,
             queue: true,
             max_clock_skew: Duration::ZERO,
+            mode: Mode::Exclusive,
         }
     }
 }
@@ -339,6 +345,7 @@ impl Options {
     /// [`LockError::InvalidOptions`] naming the option and the limit.
     pub fn check(&self) -> Result<(), LockError> {
         format::check_prefix(&self.prefix).map_err(LockError::InvalidOptions)?;
+        self.mode.check()?;
         for (name, value) in [("verification delay", self.verification_delay), ("retry interval", self.retry_interval)]
         {
             if value > MAX_INTERVAL {
@@ -402,6 +409,9 @@ pub struct Status {
 pub struct Acquired {
     pub token: Token,
     pub fence: u64,
+    /// The slot of a semaphore's holder ([`Mode::Slots`]): from 0 to N - 1,
+    /// never shared by two holders at once. `None` in the other modes.
+    pub slot: Option<u32>,
 }
 
 /// Takes the lock at `path`, waiting as `options` say, and returns the owner
@@ -415,7 +425,7 @@ pub fn acquire(path: &str, options: &Options) -> Result<Acquired, LockError> {
     check_lock_path(path)?;
     options.check()?;
     let token = Token::generate(&options.prefix).map_err(LockError::InvalidOptions)?;
-    take(path, token, options)
+    take_in_mode(path, token, options)
 }
 
 /// As [`acquire`], with a token the caller made (a fresh one, from
@@ -438,10 +448,140 @@ pub fn acquire_as(path: &str, token: Token, options: &Options) -> Result<Acquire
         )));
     }
     // A fresh token never holds the lock; a caller-made one might.
-    if held_by(path, &token).is_ok() {
+    if held_by(path, &token).is_ok() || shared::find(path, &token).is_ok_and(|entry| entry.is_some()) {
         return Err(LockError::AlreadyHeld(format!("{path} is already held with token {token}; release it first")));
     }
-    take(path, token, options)
+    take_in_mode(path, token, options)
+}
+
+/// Takes the lock in the mode `options` ask for ([`crate::shared`]): `PATH`
+/// by [`take`], then, for a writer, waits until no shared holder is left;
+/// for a reader or a semaphore's holder, takes an entry and lets `PATH` go.
+/// Starts over if `PATH` was lost meanwhile (broken while this stalled).
+fn take_in_mode(path: &str, token: Token, options: &Options) -> Result<Acquired, LockError> {
+    let deadline = options.timeout.and_then(|timeout| Instant::now().checked_add(timeout));
+    loop {
+        let timeout = deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()));
+        let gate = take(path, token.clone(), &Options { timeout, ..options.clone() })?;
+        let held = match options.mode {
+            Mode::Exclusive => wait_for_shared(path, &token, options, deadline).map(|held| held.then_some(None)),
+            Mode::Shared => enter(path, &token, options, gate.fence, None, deadline),
+            Mode::Slots(n) => enter(path, &token, options, gate.fence, Some(n), deadline),
+        };
+        match held {
+            Ok(Some(slot)) => return Ok(Acquired { slot, ..gate }),
+            Ok(None) => continue,
+            Err(e) => {
+                // Whatever happened, `PATH` is ours no longer.
+                let _ = release_token(path, &token);
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// A gate holder's wait, holding `PATH`: renews it as its lifetime asks,
+/// and says when the deadline passed ([`LockError::Timeout`]) or `PATH`
+/// was lost (`false`).
+struct GateWait {
+    renewed: Instant,
+}
+
+impl GateWait {
+    fn new() -> GateWait {
+        GateWait { renewed: Instant::now() }
+    }
+
+    fn pause(
+        &mut self,
+        path: &str,
+        token: &Token,
+        options: &Options,
+        deadline: Option<Instant>,
+    ) -> Result<bool, LockError> {
+        let left = deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()));
+        if left.is_some_and(|left| left.is_zero()) {
+            return Err(LockError::Timeout);
+        }
+        sleep(left.map_or(options.retry_interval, |left| left.min(options.retry_interval)));
+        match options.stale_after {
+            Some(lifetime) if self.renewed.elapsed() >= lifetime / 3 => {
+                self.renewed = Instant::now();
+                match renew(path, token, &|_| ()) {
+                    Ok(()) => Ok(true),
+                    Err(LockError::NotOwner) => Ok(false),
+                    Err(e) => Err(e),
+                }
+            }
+            _ => Ok(true),
+        }
+    }
+}
+
+/// A writer holding `PATH` waits until no live shared holder is left
+/// ([`shared::live`], which breaks dead ones); `false` if `PATH` was lost.
+fn wait_for_shared(path: &str, token: &Token, options: &Options, deadline: Option<Instant>) -> Result<bool, LockError> {
+    let mut watch = Watch::with_skew(options.max_clock_skew);
+    let mut wait = GateWait::new();
+    while !shared::live(path, &mut watch)?.is_empty() {
+        if !wait.pause(path, token, options, deadline)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// A reader or a semaphore's holder (`limit` slots) holding `PATH` takes an
+/// entry, waiting (holding `PATH`) while every slot is taken, then lets
+/// `PATH` go: `Some(slot)` (a semaphore's; `None` for a reader) when it
+/// holds, `None` when `PATH` was lost on the way and nothing is held.
+fn enter(
+    path: &str,
+    token: &Token,
+    options: &Options,
+    fence: u64,
+    limit: Option<u32>,
+    deadline: Option<Instant>,
+) -> Result<Option<Option<u32>>, LockError> {
+    let mut watch = Watch::with_skew(options.max_clock_skew);
+    let mut wait = GateWait::new();
+    let index = loop {
+        if let Some(index) = shared::occupy(path, token, options.stale_after, limit, &mut watch)? {
+            break index;
+        }
+        if !wait.pause(path, token, options, deadline)? {
+            return Ok(None);
+        }
+    };
+    let entry = shared::entry_path(path, index);
+    // Point 1 of crate::shared: an entry counts only if `PATH` was ours
+    // from before the look to after the publish.
+    match release_token(path, token) {
+        Ok(()) => {}
+        Err(LockError::NotOwner) => {
+            let _ = release_token(&entry, token);
+            return Ok(None);
+        }
+        Err(e) => {
+            let _ = release_token(&entry, token);
+            return Err(e);
+        }
+    }
+    if watch.broke || fence.is_multiple_of(sweep::EVERY) {
+        sweep::reclaim(&entry, token);
+    }
+    if options.stale_after.is_some() {
+        // A lifetime counts from the write: give the caller all of it.
+        match renew(&entry, token, &|_| ()) {
+            Ok(()) => {}
+            Err(LockError::NotOwner) => return Ok(None),
+            Err(e) => {
+                let _ = release_token(&entry, token);
+                return Err(e);
+            }
+        }
+    }
+    Ok(Some(limit.map(|_| index)))
 }
 
 /// The acquire loop, for a valid path and options and a token that does not
@@ -472,7 +612,7 @@ fn take(path: &str, token: Token, options: &Options) -> Result<Acquired, LockErr
                 waiter.served();
                 queue::note_waited(path);
             }
-            if watch.broke || fence % sweep::EVERY == 0 {
+            if watch.broke || fence.is_multiple_of(sweep::EVERY) {
                 sweep::reclaim(path, &token);
                 // A long listing must not eat into the caller's lifetime.
                 if options.stale_after.is_some() {
@@ -486,7 +626,7 @@ fn take(path: &str, token: Token, options: &Options) -> Result<Acquired, LockErr
                     }
                 }
             }
-            return Ok(Acquired { token, fence });
+            return Ok(Acquired { token, fence, slot: None });
         }
         // How long until the timeout, if there is one.
         let left = match deadline {
@@ -656,7 +796,14 @@ pub fn release(path: &str, token: &str) -> Result<(), LockError> {
     stale::begin();
     files::check_path(path)?;
     let token = Token::parse(token).map_err(LockError::InvalidToken)?;
-    release_token(path, &token)
+    match release_token(path, &token) {
+        // Not the lock file's: a shared holder's entry, perhaps.
+        Err(LockError::NotOwner) => match shared::find(path, &token)? {
+            Some(entry) => release_token(&entry, &token),
+            None => Err(LockError::NotOwner),
+        },
+        other => other,
+    }
 }
 
 fn release_token(path: &str, token: &Token) -> Result<(), LockError> {
@@ -724,9 +871,16 @@ pub fn abandon(path: &str, token: &str) -> Result<(), LockError> {
         Ok(()) | Err(LockError::NotOwner) => {}
         Err(e) => return Err(e),
     }
+    if let Some(entry) = shared::find(path, &token)? {
+        match release_token(&entry, &token) {
+            Ok(()) | Err(LockError::NotOwner) => {}
+            Err(e) => return Err(e),
+        }
+    }
     // Named by the token's UUID, which nobody else has.
     files::remove(&format::staged_path(path, &token))?;
     files::remove(&format::beat_path(path, &token))?;
+    shared::forget(path, &token)?;
     queue::forget(path, &token)
 }
 
@@ -743,7 +897,19 @@ pub fn refresh(path: &str, token: &str) -> Result<(), LockError> {
     stale::begin();
     files::check_path(path)?;
     let token = Token::parse(token).map_err(LockError::InvalidToken)?;
-    match held_by(path, &token) {
+    // The lock file's holder, or else a shared holder's entry.
+    let (path, held) = match held_by(path, &token) {
+        Err(LockError::NotOwner) => match shared::find(path, &token)? {
+            Some(entry) => {
+                let held = held_by(&entry, &token);
+                (entry, held)
+            }
+            None => (path.to_owned(), Err(LockError::NotOwner)),
+        },
+        held => (path.to_owned(), held),
+    };
+    let path = path.as_str();
+    match held {
         Ok(Held { stale_after: None, .. }) => Ok(()),
         Ok(_) => renew(path, &token, &|_| ()),
         Err(LockError::NotOwner) => {
@@ -804,7 +970,7 @@ pub fn holds(path: &str, token: &str) -> Result<bool, LockError> {
     let token = Token::parse(token).map_err(LockError::InvalidToken)?;
     match held_by(path, &token) {
         Ok(_) => Ok(true),
-        Err(LockError::NotOwner) => Ok(false),
+        Err(LockError::NotOwner) => Ok(shared::find(path, &token)?.is_some()),
         Err(e) => Err(e),
     }
 }
@@ -822,8 +988,42 @@ pub fn status(path: &str) -> Result<Option<Status>, LockError> {
     stale::begin();
     check_lock_path(path)?;
     let Some(content) = files::read_dated(path)? else { return Ok(None) };
-    let probe = format::staged_path(path, &Token::generate("").map_err(LockError::Io)?);
-    let fs_now = files::clock(&probe);
+    let fs_now = fs_clock(path);
+    // The fence is extra: something planted at the counter's name (which
+    // acquire refuses with its own message) must not hide who holds the lock.
+    let fence = fence::current(path).ok().flatten();
+    Ok(Some(Status { fence, ..status_of(path, content, fs_now)? }))
+}
+
+/// The shared holders of the lock at `path` ([`crate::shared`]): readers,
+/// or a semaphore's holders, each with its index (a semaphore's slot) and
+/// as [`status`] describes a holder (without a fence: a shared holder's is
+/// the one it took for the lock file). Empty when there are none.
+///
+/// # Errors
+/// As [`status`].
+pub fn holders(path: &str) -> Result<Vec<(u32, Status)>, LockError> {
+    stale::begin();
+    check_lock_path(path)?;
+    let entries = shared::entries(path)?;
+    let fs_now = if entries.is_empty() { None } else { fs_clock(path) };
+    let mut holders = Vec::new();
+    for (index, entry) in entries {
+        if let Some(content) = files::read_beside(&entry)? {
+            holders.push((index, status_of(&entry, content, fs_now)?));
+        }
+    }
+    Ok(holders)
+}
+
+/// The filesystem's clock, read through an empty probe file beside the lock.
+fn fs_clock(path: &str) -> Option<SystemTime> {
+    files::clock(&format::staged_path(path, &Token::generate("").ok()?))
+}
+
+/// What `status` says of the holder of `file` (the lock file, or a shared
+/// holder's entry), just read as `content`, at the filesystem's `fs_now`.
+fn status_of(file: &str, content: files::Content, fs_now: Option<SystemTime>) -> Result<Status, LockError> {
     let now = fs_now.unwrap_or_else(SystemTime::now);
     let since = |written: Option<SystemTime>| written.map(|at| now.duration_since(at).unwrap_or_default());
     let marker = content.marker();
@@ -835,13 +1035,11 @@ pub fn status(path: &str) -> Result<Option<Status>, LockError> {
     let renewed = held
         .as_ref()
         .filter(|held| held.stale_after.is_some())
-        .and_then(|held| since(files::modified(&format::beat_path(path, &held.token))));
+        .and_then(|held| since(files::modified(&format::beat_path(file, &held.token))));
     // What a contender arriving now would judge.
-    let observed = Observed::new(path, content)?;
-    let stale = Watch::default().stale(path, &observed, fs_now).is_some();
-    // The fence is extra: something planted at the counter's name (which
-    // acquire refuses with its own message) must not hide who holds the lock.
-    Ok(Some(Status { marker, age, renewed, stale, fence: fence::current(path).ok().flatten() }))
+    let observed = Observed::new(file, content)?;
+    let stale = Watch::default().stale(file, &observed, fs_now).is_some();
+    Ok(Status { marker, age, renewed, stale, fence: None })
 }
 
 /// When the lock file at `path`, ours with `token`, was published, by the

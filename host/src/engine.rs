@@ -37,7 +37,7 @@ pub const COMMAND_WASM: &[u8] = include_bytes!(env!("UUIDLOCK_COMMAND_WASM"));
 /// The generated bindings of the `guest` world of `wit/`; the rest of the host uses these types.
 pub mod bindings {
     wasmtime::component::bindgen!({ path: "../wit", world: "guest" });
-    pub use exports::uuidlock::lock::types::{Acquired, Error, Holder, LockStatus, Options};
+    pub use exports::uuidlock::lock::types::{Acquired, Error, Holder, LockStatus, Mode, Options, SharedHolder};
 }
 
 /// A directory granted to the guest: `host` is visible inside as `guest`.
@@ -421,6 +421,7 @@ mod tests {
             stale_after_ns: None,
             queue: true,
             max_clock_skew_ns: 0,
+            mode: bindings::Mode::Exclusive,
         };
         let result = guest.uuidlock_lock_lock().call_acquire(&mut store, &lock, &options).unwrap();
         assert!(matches!(result, Err(bindings::Error::Timeout)), "{result:?}");

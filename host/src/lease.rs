@@ -158,6 +158,11 @@ impl Lease {
         self.guard().fence()
     }
 
+    /// A semaphore holder's slot; see [`Guard::slot`].
+    pub fn slot(&self) -> Option<u32> {
+        self.guard().slot()
+    }
+
     /// The lifetime the lock declares; renewals come every third of it.
     pub fn lifetime(&self) -> Duration {
         self.lifetime

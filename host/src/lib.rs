@@ -60,7 +60,7 @@ pub use uuidlock::format::Held;
 use uuidlock::owned::{self, Owned};
 use uuidlock::protocol::nanos;
 pub use uuidlock::protocol::{Acquired, Status};
-pub use uuidlock::{LockError, Marker, Options, Token};
+pub use uuidlock::{LockError, Marker, Mode, Options, Token};
 
 use engine::{bindings, ComponentState};
 
@@ -157,6 +157,11 @@ impl Locker {
             stale_after_ns: options.stale_after.map(nanos),
             queue: options.queue,
             max_clock_skew_ns: nanos(options.max_clock_skew),
+            mode: match options.mode {
+                Mode::Exclusive => bindings::Mode::Exclusive,
+                Mode::Shared => bindings::Mode::Shared,
+                Mode::Slots(n) => bindings::Mode::Slots(n),
+            },
         };
         let acquired = self.call(|guest, store| match &token {
             None => guest.uuidlock_lock_lock().call_acquire(store, &path, &options),
@@ -164,7 +169,7 @@ impl Locker {
         })?;
         let token = parse_token(&acquired.token)?;
         self.owned().taken(path.clone(), token.to_string());
-        Ok(Guard { locker: self.clone(), path, token: Some(token), fence: acquired.fence })
+        Ok(Guard { locker: self.clone(), path, token: Some(token), fence: acquired.fence, slot: acquired.slot })
     }
 
     /// Deletes the lock file at `path` if, and only if, it holds `token`.
@@ -218,15 +223,8 @@ impl Locker {
         let status = self.call(|guest, store| guest.uuidlock_lock_lock().call_status(store, &path))?;
         status
             .map(|status| {
-                let marker = match status.holder {
-                    bindings::Holder::Uuidlock(info) => Marker::Uuidlock(Held {
-                        token: parse_token(&info.token)?,
-                        stale_after: info.stale_after_ns.map(Duration::from_nanos),
-                    }),
-                    bindings::Holder::Foreign(shown) => Marker::Foreign(shown),
-                };
                 Ok(Status {
-                    marker,
+                    marker: marker(status.holder)?,
                     age: Duration::from_nanos(status.age_ns),
                     renewed: status.renewed_ns.map(Duration::from_nanos),
                     stale: status.stale,
@@ -234,6 +232,29 @@ impl Locker {
                 })
             })
             .transpose()
+    }
+
+    /// The shared holders of the lock at `path` (readers, or a semaphore's
+    /// holders), each with its slot; empty when there are none.
+    ///
+    /// # Errors
+    /// As [`Locker::acquire`].
+    pub fn holders(&self, path: impl AsRef<Path>) -> Result<Vec<(u32, Status)>, LockError> {
+        let path = paths::guest_path(path.as_ref())?;
+        let holders = self.call(|guest, store| guest.uuidlock_lock_lock().call_holders(store, &path))?;
+        holders
+            .into_iter()
+            .map(|holder| {
+                let status = Status {
+                    marker: marker(holder.holder)?,
+                    age: Duration::from_nanos(holder.age_ns),
+                    renewed: holder.renewed_ns.map(Duration::from_nanos),
+                    stale: holder.stale,
+                    fence: None,
+                };
+                Ok((holder.slot, status))
+            })
+            .collect()
     }
 
     fn owned(&self) -> std::sync::MutexGuard<'_, Owned> {
@@ -275,6 +296,18 @@ pub struct Guard {
     path: String,
     token: Option<Token>,
     fence: u64,
+    slot: Option<u32>,
+}
+
+/// What a holder's marker says, from the component's answer.
+fn marker(holder: bindings::Holder) -> Result<Marker, LockError> {
+    Ok(match holder {
+        bindings::Holder::Uuidlock(info) => Marker::Uuidlock(Held {
+            token: parse_token(&info.token)?,
+            stale_after: info.stale_after_ns.map(Duration::from_nanos),
+        }),
+        bindings::Holder::Foreign(shown) => Marker::Foreign(shown),
+    })
 }
 
 impl Guard {
@@ -291,10 +324,16 @@ impl Guard {
         self.fence
     }
 
+    /// A semaphore holder's slot ([`Mode::Slots`]): from 0 to N - 1, and
+    /// no other holder has it meanwhile. `None` in the other modes.
+    pub fn slot(&self) -> Option<u32> {
+        self.slot
+    }
+
     /// Keeps the lock held past the guard: the token and the fence.
     pub fn into_acquired(self) -> Acquired {
-        let fence = self.fence;
-        Acquired { token: self.into_token(), fence }
+        let (fence, slot) = (self.fence, self.slot);
+        Acquired { token: self.into_token(), fence, slot }
     }
 
     /// Renews the lock; see [`Locker::refresh`].

@@ -86,6 +86,7 @@ pub struct PluginGuard {
     path: String,
     token: String,
     fence: u64,
+    slot: Option<u32>,
     /// Released through this guard, or found no longer ours by a release.
     released: bool,
 }
@@ -230,6 +231,11 @@ impl lock_api::Host for PluginLock {
         let result = self.call(|guest, store| guest.uuidlock_lock_lock().call_status(store, &path))?;
         Ok(result.map(|status| status.map(from_guest_status)).map_err(from_guest_error))
     }
+
+    fn holders(&mut self, path: String) -> wasmtime::Result<Result<Vec<types::SharedHolder>, types::Error>> {
+        let result = self.call(|guest, store| guest.uuidlock_lock_lock().call_holders(store, &path))?;
+        Ok(result.map(|holders| holders.into_iter().map(from_guest_holder).collect()).map_err(from_guest_error))
+    }
 }
 
 impl lock_api::HostGuard for PluginLock {
@@ -243,8 +249,13 @@ impl lock_api::HostGuard for PluginLock {
             Err(error) => return Ok(Err(error)),
         };
         let held = (path.clone(), acquired.token.clone());
-        let guard =
-            self.guards.push(PluginGuard { path, token: acquired.token, fence: acquired.fence, released: false })?;
+        let guard = self.guards.push(PluginGuard {
+            path,
+            token: acquired.token,
+            fence: acquired.fence,
+            slot: acquired.slot,
+            released: false,
+        })?;
         self.holding.insert(guard.rep(), held);
         Ok(Ok(guard))
     }
@@ -259,6 +270,10 @@ impl lock_api::HostGuard for PluginLock {
 
     fn fence(&mut self, guard: Resource<PluginGuard>) -> wasmtime::Result<u64> {
         Ok(self.guard(&guard)?.fence)
+    }
+
+    fn slot(&mut self, guard: Resource<PluginGuard>) -> wasmtime::Result<Option<u32>> {
+        Ok(self.guard(&guard)?.slot)
     }
 
     fn refresh(&mut self, guard: Resource<PluginGuard>) -> wasmtime::Result<Result<(), types::Error>> {
@@ -318,6 +333,11 @@ fn to_guest_options(options: &types::Options) -> guest::Options {
         stale_after_ns: options.stale_after_ns,
         queue: options.queue,
         max_clock_skew_ns: options.max_clock_skew_ns,
+        mode: match options.mode {
+            types::Mode::Exclusive => guest::Mode::Exclusive,
+            types::Mode::Shared => guest::Mode::Shared,
+            types::Mode::Slots(n) => guest::Mode::Slots(n),
+        },
     }
 }
 
@@ -330,23 +350,42 @@ fn from_guest_options(options: guest::Options) -> types::Options {
         stale_after_ns: options.stale_after_ns,
         queue: options.queue,
         max_clock_skew_ns: options.max_clock_skew_ns,
+        mode: match options.mode {
+            guest::Mode::Exclusive => types::Mode::Exclusive,
+            guest::Mode::Shared => types::Mode::Shared,
+            guest::Mode::Slots(n) => types::Mode::Slots(n),
+        },
     }
 }
 
 fn from_guest_acquired(acquired: guest::Acquired) -> types::Acquired {
-    types::Acquired { token: acquired.token, fence: acquired.fence }
+    types::Acquired { token: acquired.token, fence: acquired.fence, slot: acquired.slot }
+}
+
+fn from_guest_holder_kind(holder: guest::Holder) -> types::Holder {
+    match holder {
+        guest::Holder::Uuidlock(info) => types::Holder::Uuidlock(types::LockInfo {
+            token: info.token,
+            prefix: info.prefix,
+            stale_after_ns: info.stale_after_ns,
+        }),
+        guest::Holder::Foreign(shown) => types::Holder::Foreign(shown),
+    }
+}
+
+fn from_guest_holder(holder: guest::SharedHolder) -> types::SharedHolder {
+    types::SharedHolder {
+        slot: holder.slot,
+        holder: from_guest_holder_kind(holder.holder),
+        age_ns: holder.age_ns,
+        renewed_ns: holder.renewed_ns,
+        stale: holder.stale,
+    }
 }
 
 fn from_guest_status(status: guest::LockStatus) -> types::LockStatus {
     types::LockStatus {
-        holder: match status.holder {
-            guest::Holder::Uuidlock(info) => types::Holder::Uuidlock(types::LockInfo {
-                token: info.token,
-                prefix: info.prefix,
-                stale_after_ns: info.stale_after_ns,
-            }),
-            guest::Holder::Foreign(shown) => types::Holder::Foreign(shown),
-        },
+        holder: from_guest_holder_kind(status.holder),
         age_ns: status.age_ns,
         renewed_ns: status.renewed_ns,
         stale: status.stale,

@@ -74,9 +74,9 @@ enum NativeCommand {
     /// Run a command while holding a lock
     ///
     /// Takes the lock (waiting as acquire does), runs CMD with UUIDLOCK_PATH,
-    /// UUIDLOCK_TOKEN and UUIDLOCK_FENCE in its environment while renewing
-    /// the lock in the background, releases it when CMD exits, and exits
-    /// with CMD's status.
+    /// UUIDLOCK_TOKEN and UUIDLOCK_FENCE (and UUIDLOCK_SLOT with --slots) in
+    /// its environment while renewing the lock in the background, releases
+    /// it when CMD exits, and exits with CMD's status.
     Run(run::RunArgs),
     /// Join a plugin component with the lock, for any component host
     ///
@@ -181,6 +181,10 @@ impl cli::Backend for NativeBackend {
     fn status(&mut self, path: &str) -> Result<Option<Status>, LockError> {
         let (locker, file) = self.locker_for(path)?;
         locker.status(file)
+    }
+    fn holders(&mut self, path: &str) -> Result<Vec<(u32, Status)>, LockError> {
+        let (locker, file) = self.locker_for(path)?;
+        locker.holders(file)
     }
 }
 

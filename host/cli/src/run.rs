@@ -5,7 +5,8 @@
 //!    or [`uuidlock_host::lease::DEFAULT_LIFETIME`]), with a token made here so that an
 //!    interrupted acquire can be undone ([`crate::signals`]).
 //! 2. Run CMD as a child with `UUIDLOCK_PATH`, `UUIDLOCK_TOKEN` and
-//!    `UUIDLOCK_FENCE` in its environment; SIGINT, SIGTERM and SIGHUP sent
+//!    `UUIDLOCK_FENCE` in its environment (and `UUIDLOCK_SLOT`, with
+//!    `--slots`); SIGINT, SIGTERM and SIGHUP sent
 //!    to `uuidlock run` are passed on to it.
 //! 3. When CMD exits, release and exit with its status (128+N for a child
 //!    killed by signal N, as shells report it). After a SIGTERM, every
@@ -121,6 +122,9 @@ pub fn main(args: RunArgs) -> i32 {
     command.env("UUIDLOCK_PATH", &args.path);
     command.env("UUIDLOCK_TOKEN", lease.token().as_str());
     command.env("UUIDLOCK_FENCE", lease.fence().to_string());
+    if let Some(slot) = lease.slot() {
+        command.env("UUIDLOCK_SLOT", slot.to_string());
+    }
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) => {
