@@ -5,8 +5,9 @@
 //! compiles away. Never enabled in a shipped build.
 //!
 //! The bugs: `skip-readback`, `break-without-claim`, `renew-by-rewrite`,
-//! `release-without-claim`, `fence-before-publish` (each described where it
-//! is planted).
+//! `release-without-claim`, `fence-before-publish`, and for shared modes
+//! `writer-ignores-readers`, `slots-unbounded` (each described where it is
+//! planted).
 
 /// Whether `UUIDLOCK_PLANT` (read once per process) names `bug`.
 #[cfg(feature = "planted-bugs")]

@@ -521,6 +521,10 @@ impl GateWait {
 /// A writer holding `PATH` waits until no live shared holder is left
 /// ([`shared::live`], which breaks dead ones); `false` if `PATH` was lost.
 fn wait_for_shared(path: &str, token: &Token, options: &Options, deadline: Option<Instant>) -> Result<bool, LockError> {
+    // Planted bug (tests only): a writer takes the lock file and never looks for shared holders.
+    if planted("writer-ignores-readers") {
+        return Ok(true);
+    }
     let mut watch = Watch::with_skew(options.max_clock_skew);
     let mut wait = GateWait::new();
     while !shared::live(path, &mut watch)?.is_empty() {
@@ -543,6 +547,8 @@ fn enter(
     limit: Option<u32>,
     deadline: Option<Instant>,
 ) -> Result<Option<Option<u32>>, LockError> {
+    // Planted bug (tests only): a semaphore's holder takes any free index, past its N.
+    let limit = if planted("slots-unbounded") { limit.map(|n| n.saturating_mul(2)) } else { limit };
     let mut watch = Watch::with_skew(options.max_clock_skew);
     let mut wait = GateWait::new();
     let index = loop {

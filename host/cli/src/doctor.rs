@@ -17,7 +17,9 @@
 //!   clock, and its resolution.
 //!
 //! Given DIR2, another mount of the same share (another client), it also
-//! races exclusive creates of one name through the two mounts, and times
+//! races exclusive creates of one name through the two mounts, and `mkdir`s
+//! of one name (a primitive claims could stand on where a share has no hard
+//! links, if only one client can win it), and times
 //! how long a file created through DIR, and new bytes at a name, take to
 //! show through DIR2 (a lookup through DIR2 first, so that a caching client
 //! has a negative entry to serve, as a waiting contender's client has). It
@@ -116,6 +118,11 @@ pub struct Across {
     pub races: u32,
     /// Races that both creates won.
     pub both_created: u32,
+    /// Races of two `mkdir`s of one name, one through each mount, and how
+    /// many both won: whether a directory could stand in for a claim where
+    /// there are no hard links.
+    pub mkdir_races: u32,
+    pub both_mkdired: u32,
     /// Races that renamed one file to one new name through both mounts, and
     /// how many of them left no file at all (a rename onto an existing name
     /// done as a delete and a rename: smbnetfs).
@@ -497,6 +504,8 @@ impl ProbeDir {
             dir2: dir2.to_owned(),
             races: 0,
             both_created: 0,
+            mkdir_races: 0,
+            both_mkdired: 0,
             rename_races: 0,
             renames_lost: 0,
             create_seen: Lag { median_ms: 0.0, max_ms: 0.0, rounds: 1, unseen: 1 },
@@ -520,6 +529,11 @@ impl ProbeDir {
         }
         let (data_seen, ghosts, stale_handles) = self.data_seen(&view, config.rounds, max_lag)?;
         let (races, both_created) = self.races(&view, config.rounds, "race", |at, name| at.create_new(name))?;
+        let mkdirs = self.races(&view, config.rounds, "mkdir", |at, name| at.mkdir(name));
+        for round in 0..config.rounds {
+            let _ = self.here.remove_dir(&format!("mkdir-{round}"));
+        }
+        let (mkdir_races, both_mkdired) = mkdirs?;
         let (rename_races, renames_lost) = self.rename_races(&view, config.rounds)?;
         let delete_open = self.delete_open(&view)?;
         let clock_offset_s = clock(&view)?.0;
@@ -527,6 +541,8 @@ impl ProbeDir {
             dir2: dir2.to_owned(),
             races,
             both_created,
+            mkdir_races,
+            both_mkdired,
             rename_races,
             renames_lost,
             create_seen,
@@ -676,6 +692,14 @@ impl At {
         cap_primitives::fs::open(&self.dir, Path::new(name), options)
     }
 
+    fn mkdir(&self, name: &str) -> io::Result<()> {
+        cap_primitives::fs::create_dir(&self.dir, Path::new(name), &cap_primitives::fs::DirOptions::new())
+    }
+
+    fn remove_dir(&self, name: &str) -> io::Result<()> {
+        cap_primitives::fs::remove_dir(&self.dir, Path::new(name))
+    }
+
     fn create_new(&self, name: &str) -> io::Result<()> {
         let mut options = At::options();
         options.write(true).create_new(true);
@@ -752,12 +776,18 @@ impl At {
         cap_primitives::fs::rename(&self.dir, Path::new(from), &self.dir, Path::new(to))
     }
 
-    /// Removes every file inside (the probes; nobody else can write here).
+    /// Removes every file and (empty) directory inside: the probes, nobody
+    /// else can write here.
     fn empty(&self) -> io::Result<()> {
         for entry in cap_primitives::fs::read_base_dir(&self.dir)? {
-            let name = entry?.file_name();
+            let entry = entry?;
+            let name = entry.file_name();
             let name = name.to_string_lossy();
-            self.remove(&name)?;
+            if entry.file_type()?.is_dir() {
+                self.remove_dir(&name)?;
+            } else {
+                self.remove(&name)?;
+            }
         }
         Ok(())
     }
@@ -865,10 +895,13 @@ fn judge(exclusive_create: &Probe, across: Option<&Across>, max_lag: f64) -> Ver
         return Verdict {
             kind: VerdictKind::Safe,
             verification_delay_s: None,
-            reasons: vec![format!(
+            reasons: [format!(
                 "exclusive create is atomic across the two clients ({} races, each won once)",
                 across.races
-            )],
+            )]
+            .into_iter()
+            .chain(mkdir_atomic(across))
+            .collect(),
         };
     }
     let largest = across.create_seen.max_ms.max(across.data_seen.max_ms) / 1000.0;
@@ -876,7 +909,7 @@ fn judge(exclusive_create: &Probe, across: Option<&Across>, max_lag: f64) -> Ver
     Verdict {
         kind: VerdictKind::SafeWithDelay,
         verification_delay_s: Some(delay),
-        reasons: vec![
+        reasons: [
             format!(
                 "exclusive create is not atomic across clients (both creates won {} of {} races), so only the verification delay protects",
                 across.both_created, across.races
@@ -886,8 +919,21 @@ fn judge(exclusive_create: &Probe, across: Option<&Across>, max_lag: f64) -> Ver
                 largest * 1000.0,
                 DEFAULT_DELAY.as_secs_f64()
             ),
-        ],
+        ]
+        .into_iter()
+        .chain(mkdir_atomic(across))
+        .collect(),
     }
+}
+
+/// Whether `mkdir` excluded across the clients: where exclusive create does
+/// not, a directory is what a claim could stand on instead.
+fn mkdir_atomic(across: &Across) -> Option<String> {
+    let (races, both) = (across.mkdir_races, across.both_mkdired);
+    (races > 0).then(|| match both {
+        0 => format!("mkdir is atomic across the two clients ({races} races, each won once)"),
+        _ => format!("mkdir is not atomic across clients (both won {both} of {races} races)"),
+    })
 }
 
 /// The report as a person reads it.
@@ -907,6 +953,7 @@ pub fn render(report: &Report) -> String {
     if let Some(across) = &report.across {
         let _ = writeln!(out, "across clients, through {}:", across.dir2.display());
         let _ = writeln!(out, "  both creates won     {} of {} races", across.both_created, across.races);
+        let _ = writeln!(out, "  both mkdirs won      {} of {} races", across.both_mkdired, across.mkdir_races);
         let _ = writeln!(out, "  renames lost a file  {} of {} races", across.renames_lost, across.rename_races);
         let _ = writeln!(out, "  a create seen after  {}", render_lag(&across.create_seen));
         let _ = writeln!(out, "  new bytes read after {}", render_lag(&across.data_seen));
@@ -993,6 +1040,8 @@ mod tests {
             dir2: PathBuf::from("/b"),
             races: 20,
             both_created,
+            mkdir_races: 20,
+            both_mkdired: 0,
             rename_races: 20,
             renames_lost: 0,
             create_seen: Lag { median_ms: 1.0, max_ms: create_max_ms, rounds: 20, unseen },
@@ -1026,6 +1075,24 @@ mod tests {
         assert_eq!(clock_skew(0.01, &seen), None);
         seen.clock_offset_s = 3600.2;
         assert_eq!(clock_skew(0.01, &seen), Some(7201.0));
+    }
+
+    // The verdict says what mkdir did across the clients, either way.
+    #[test]
+    fn the_verdict_says_whether_mkdir_excludes() {
+        let reasons = |raced: &Across| judge(&Probe::yes("yes"), Some(raced), 5.0).reasons.join("\n");
+        let mut raced = across(3, 1.0, 0);
+        assert!(reasons(&raced).contains("mkdir is atomic across the two clients (20 races"), "{}", reasons(&raced));
+        raced.both_mkdired = 7;
+        assert!(
+            reasons(&raced).contains("mkdir is not atomic across clients (both won 7 of 20"),
+            "{}",
+            reasons(&raced)
+        );
+        raced.both_created = 0;
+        assert!(reasons(&raced).contains("mkdir is not atomic"), "{}", reasons(&raced));
+        raced.mkdir_races = 0; // not raced: nothing said
+        assert!(!reasons(&raced).contains("mkdir"), "{}", reasons(&raced));
     }
 
     #[test]
