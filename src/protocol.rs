@@ -68,6 +68,12 @@
 //! lock (staging files, heartbeats and claims of gone instances) now and
 //! then, just after acquiring ([`crate::sweep`], with its own argument).
 //!
+//! **Modes.** Everything above is the exclusive lock. Shared holders
+//! (readers) and a semaphore's holders take `PATH` by it, write an entry in
+//! `<PATH>.shared/` and let `PATH` go; an exclusive holder (a writer) takes
+//! `PATH` and then waits for the entries to go. Their argument, on top of
+//! the one below, is in [`crate::shared`].
+//!
 //! # Why it is exclusive
 //!
 //! The peers are uuidlock processes, plus programs that create exclusively

@@ -148,6 +148,17 @@ fn cases() -> Vec<Case> {
         case(&["acquire", "{}/queued.lock", "--timeout", "0.3", "--retry-interval", "0.01"], Expect::Timeout),
         case(&["acquire", "{}/queue-fifo.lock", "--timeout", "0.3", "--retry-interval", "0.01"], Expect::Timeout),
         case(&["acquire", "{}/queue-link.lock", "--timeout", "0.3", "--retry-interval", "0.01"], Expect::Timeout),
+        // Shared modes: a semaphore of no slots or too many; something
+        // planted where the shared holders' entries go: an I/O error naming
+        // it, at once (never opened, never followed), in every mode.
+        case(&["acquire", "{}/x.lock", "--slots", "0"], Expect::InvalidOptions),
+        case(&["acquire", "{}/x.lock", "--slots", "1025"], Expect::InvalidOptions),
+        case(&["acquire", "{}/shared-fifo.lock", "--timeout", "0"], Expect::Io),
+        case(&["acquire", "{}/shared-fifo.lock", "--shared"], Expect::Io),
+        case(&["acquire", "{}/shared-link.lock", "--timeout", "0"], Expect::Io),
+        case(&["acquire", "{}/shared-link.lock", "--slots", "2"], Expect::Io),
+        case(&["acquire", "{}/entry-fifo.lock", "--timeout", "0"], Expect::Io),
+        case(&["acquire", "{}/entry-fifo.lock", "--slots", "1"], Expect::Io),
     ]
 }
 
@@ -187,6 +198,10 @@ fn prepare(sandbox: &Sandbox) -> Vec<(std::path::PathBuf, Vec<u8>)> {
     }
     mkfifo(&sandbox.lock("queue-fifo.lock.queue"));
     std::os::unix::fs::symlink(sandbox.outside(), sandbox.lock("queue-link.lock.queue")).unwrap();
+    mkfifo(&sandbox.lock("shared-fifo.lock.shared"));
+    std::os::unix::fs::symlink(sandbox.outside(), sandbox.lock("shared-link.lock.shared")).unwrap();
+    std::fs::create_dir(sandbox.lock("entry-fifo.lock.shared")).unwrap();
+    mkfifo(&sandbox.lock("entry-fifo.lock.shared").join("0"));
     for name in ["queued.lock", "queue-fifo.lock", "queue-link.lock"] {
         std::fs::write(sandbox.lock(name), b"held by someone else\n").unwrap();
     }

@@ -300,3 +300,56 @@ fn bench_quick_with_anchors_runs_the_python_libraries_under_the_same_checks() {
         assert!(row(name).per_second > 0.0, "{:?}", row(name));
     }
 }
+
+// Shared and N-slot locks on the command line: `--slots` prints the slot
+// after the token (and after the fence), `status` lists every holder (and
+// `--json` under "shared"), `run` passes the slot in, and `--shared` with
+// `--slots` is one usage line.
+#[test]
+fn shared_and_slot_holders_on_the_command_line() {
+    let sandbox = Sandbox::new();
+    let lock = sandbox.lock("runners.lock");
+    let lock = lock.to_str().unwrap();
+    let take = |extra: &[&str]| {
+        let mut args = vec!["acquire", lock, "--verification-delay", "0", "--timeout", "0"];
+        args.extend_from_slice(extra);
+        uuidlock(&args)
+    };
+    let first = take(&["--slots", "2", "--fence"]);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    let line = text(&first.stdout);
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields.len(), 3, "TOKEN FENCE SLOT: {line:?}");
+    assert_eq!(fields[2], "0");
+    let second = take(&["--slots", "2"]);
+    let line2 = text(&second.stdout);
+    let (token2, slot2) = line2.trim().split_once(' ').expect("TOKEN SLOT");
+    assert_eq!(slot2, "1");
+    let full = take(&["--slots", "2"]);
+    assert_eq!(full.status.code(), Some(1));
+    assert!(text(&full.stderr).contains("held by 2 shared holders"), "{}", text(&full.stderr));
+
+    let status = uuidlock(&["status", lock]);
+    assert_eq!(status.status.code(), Some(0), "{}", text(&status.stderr));
+    assert_eq!(text(&status.stdout), format!("{}\n{token2}\n", fields[0]));
+    assert!(text(&status.stderr).contains("(shared, slot 1) is held by"), "{}", text(&status.stderr));
+    let json = uuidlock(&["status", lock, "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(report["state"], "shared");
+    assert_eq!(report["shared"][1]["slot"], 1);
+    assert_eq!(report["shared"][1]["token"], token2);
+
+    // `run` passes the slot in, and releases it afterwards.
+    assert_eq!(uuidlock(&["release", lock, token2]).status.code(), Some(0));
+    let run = uuidlock(&["run", lock, "--verification-delay", "0", "--slots", "2", "--", "sh", "-c", "echo $UUIDLOCK_SLOT"]);
+    assert_eq!((run.status.code(), text(&run.stdout)), (Some(0), "1\n".to_owned()), "{}", text(&run.stderr));
+    assert_eq!(uuidlock(&["release", lock, fields[0]]).status.code(), Some(0));
+    let free = uuidlock(&["status", lock]);
+    assert_eq!(free.status.code(), Some(1), "{}", text(&free.stderr));
+
+    let both = uuidlock(&["acquire", lock, "--shared", "--slots", "2"]);
+    assert_eq!(both.status.code(), Some(2));
+    let said = text(&both.stderr);
+    assert_eq!(said.lines().count(), 1, "{said}");
+    assert!(said.contains("--shared") && said.contains("--slots"), "{said}");
+}

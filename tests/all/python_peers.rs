@@ -1,6 +1,7 @@
 //! The Python lock libraries people already point at the same files:
 //! `filelock.SoftFileLock` and `uuid-filelock` must wait for a uuidlock
-//! holder (and never evict it), and uuidlock must wait for theirs.
+//! holder (and never evict it), and uuidlock must wait for theirs; against
+//! uuidlock's readers they do what the docs say.
 //! Installs them from PyPI into a venv on demand; SKIPPED loudly if it can't.
 
 use std::io::{BufRead, BufReader, Write};
@@ -9,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::common::{skip, text, venv, Sandbox};
-use uuidlock_host::{LockError, Marker, Options};
+use uuidlock_host::{LockError, Marker, Mode, Options};
 
 const PACKAGES: &[&str] = &["filelock==4.2.11", "uuid-filelock==1.4"];
 
@@ -121,5 +122,58 @@ fn uuidlock_waits_for_python_holders() {
         assert!(holder.wait().unwrap().success(), "{library}");
         let patient = Options { timeout: Some(Duration::from_secs(10)), ..once };
         assert!(locker.acquire(&lock, &patient).is_ok(), "{library}");
+    }
+}
+
+// Against uuidlock's shared modes, the libraries that know only exclusive
+// locks do what the docs say: while one holds the lock file, readers and a
+// semaphore's holders wait, as writers do; but they take the lock file
+// beside uuidlock readers already in, whom they know nothing of, and a
+// uuidlock writer still never overlaps with them.
+#[test]
+fn exclusive_only_libraries_keep_readers_out_but_not_those_already_in() {
+    let Some(py) = python_or_skip("exclusive_only_libraries_keep_readers_out_but_not_those_already_in") else {
+        return;
+    };
+    let once = Options { timeout: Some(Duration::ZERO), verification_delay: Duration::ZERO, ..Options::default() };
+    for (library, take) in [
+        ("SoftFileLock", "import filelock; lock = filelock.SoftFileLock(sys.argv[1], timeout=0); lock.acquire()"),
+        (
+            "uuid-filelock",
+            "import uuid_filelock; lock = uuid_filelock.UUIDFileLock(sys.argv[1], timeout_interval=0.5); lock.acquire()",
+        ),
+    ] {
+        let sandbox = Sandbox::new();
+        let lock = sandbox.lock("shared.lock");
+        let locker = sandbox.locker();
+        // A reader is in: the library takes the lock file anyway.
+        let reader = locker.acquire(&lock, &Options { mode: Mode::Shared, ..once.clone() }).unwrap();
+        let said = python(&py, &format!("import sys\n{take}\nprint('acquired')\nlock.release()\n"), &lock);
+        assert_eq!(said.trim(), "acquired", "{library} beside a reader");
+        assert!(locker.holds(&lock, reader.token().as_str()).unwrap(), "{library} removed the reader");
+        reader.release().unwrap();
+
+        // The library holds the lock file: every uuidlock mode waits.
+        let script = format!("import sys\n{take}\nprint('held', flush=True)\nsys.stdin.read()\nlock.release()\n");
+        let mut holder = Command::new(&py)
+            .arg("-c")
+            .arg(&script)
+            .arg(&lock)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(holder.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "held", "{library}");
+        for mode in [Mode::Exclusive, Mode::Shared, Mode::Slots(3)] {
+            let result = locker.acquire(&lock, &Options { mode, ..once.clone() }).map(|_| ());
+            assert_eq!(result, Err(LockError::Timeout), "{library}, {mode:?}");
+        }
+        assert!(lock.exists(), "{library}'s lock was deleted");
+        holder.stdin.take().unwrap().write_all(b"").unwrap();
+        assert!(holder.wait().unwrap().success(), "{library}");
+        let patient = Options { timeout: Some(Duration::from_secs(10)), mode: Mode::Shared, ..once.clone() };
+        locker.acquire(&lock, &patient).unwrap().release().unwrap();
     }
 }
