@@ -300,171 +300,73 @@ fn the_doctor_says_who_else_can_write_the_directory() {
     assert!(!report.notes.iter().any(|note| note.contains("can write this directory")), "{:?}", report.notes);
 }
 
-// TEMPORARY exploration (issue 23), removed before handing back.
-fn explore(kind: ShareKind) {
-    let Some(share) = start("explore", kind) else { return };
+/// The doctor on the two mounts of `share`, `rounds` of each race; prints
+/// what its mkdir and create races found.
+fn doctor_races(share: &Share, rounds: &str) -> Report {
     let [a, b] = share.mounts();
-    let rounds = std::env::var("EXPLORE_ROUNDS").unwrap_or_else(|_| "40".into());
-    let output = uuidlock(&["doctor", path(&a), path(&b), "--rounds", &rounds]);
+    let (code, report) = doctor(&[path(&a), path(&b), "--rounds", rounds]);
+    assert_eq!(code, Some(0), "{}: {report:#?}", share.name());
+    let across = report.across.as_ref().expect("DIR2 was given");
     eprintln!(
-        "==== {} doctor (exit {:?}):\n{}{}",
+        "{}: both creates won {} of {} races, both mkdirs won {} of {}",
         share.name(),
-        output.status.code(),
-        text(&output.stdout),
-        text(&output.stderr)
+        across.both_created,
+        across.races,
+        across.both_mkdired,
+        across.mkdir_races
     );
-    eprintln!(
-        "server dir left: {:?}",
-        std::fs::read_dir(share.server_dir()).unwrap().map(|e| e.unwrap().file_name()).collect::<Vec<_>>()
-    );
-    // rmdir of a non-empty directory, same and other client.
-    for (maker, remover, label) in [(&a, &a, "same"), (&a, &b, "across")] {
-        let d = maker.join(format!("full-{label}"));
-        std::fs::create_dir(&d).unwrap();
-        std::fs::write(d.join("inside"), b"x").unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        let r = std::fs::remove_dir(remover.join(format!("full-{label}")));
-        eprintln!(
-            "{}: rmdir non-empty {label}: {r:?} (errno {:?})",
-            share.name(),
-            r.as_ref().err().and_then(|e| e.raw_os_error())
-        );
-        // rename a directory onto an existing non-empty one
-        let src = maker.join(format!("src-{label}"));
-        std::fs::create_dir(&src).unwrap();
-        std::fs::write(src.join("mine"), b"y").unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        let r = std::fs::rename(remover.join(format!("src-{label}")), remover.join(format!("full-{label}")));
-        eprintln!("{}: rename dir onto non-empty dir {label}: {r:?}", share.name());
-        eprintln!(
-            "   full now: {:?}",
-            std::fs::read_dir(&d).map(|r| r.map(|e| e.unwrap().file_name()).collect::<Vec<_>>())
-        );
-        // rename a directory onto an existing empty one
-        let empty = maker.join(format!("empty-{label}"));
-        std::fs::create_dir(&empty).unwrap();
-        let src2 = maker.join(format!("src2-{label}"));
-        std::fs::create_dir(&src2).unwrap();
-        std::fs::write(src2.join("mine"), b"y").unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        let r = std::fs::rename(remover.join(format!("src2-{label}")), remover.join(format!("empty-{label}")));
-        eprintln!("{}: rename dir onto empty dir {label}: {r:?}", share.name());
-        // rename a file onto a non-empty directory
-        std::fs::write(maker.join(format!("file-{label}")), b"z").unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        let r = std::fs::rename(remover.join(format!("file-{label}")), remover.join(format!("full-{label}")));
-        eprintln!("{}: rename file onto non-empty dir {label}: {r:?}", share.name());
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        for n in ["full", "src", "empty", "src2", "file"] {
-            let p = maker.join(format!("{n}-{label}"));
-            if p.is_dir() {
-                let _ = std::fs::remove_dir_all(&p);
-            } else {
-                let _ = std::fs::remove_file(&p);
-            }
-        }
-    }
-    // Race: rename two different non-empty dirs onto one fresh name, one through each mount.
-    let n: u32 = rounds.parse().unwrap();
-    let mut both = 0;
-    for round in 0..n {
-        let (da, db) = (a.join(format!("ra-{round}")), a.join(format!("rb-{round}")));
-        std::fs::create_dir(&da).unwrap();
-        std::fs::write(da.join("a"), b"a").unwrap();
-        std::fs::create_dir(&db).unwrap();
-        std::fs::write(db.join("b"), b"b").unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(30));
-        let target = format!("claim-{round}");
-        let barrier = std::sync::Barrier::new(2);
-        let (ra, rb) = std::thread::scope(|s| {
-            let h = s.spawn(|| {
-                barrier.wait();
-                std::fs::rename(b.join(format!("rb-{round}")), b.join(&target))
-            });
-            barrier.wait();
-            let ra = std::fs::rename(a.join(format!("ra-{round}")), a.join(&target));
-            (ra, h.join().unwrap())
-        });
-        if ra.is_ok() && rb.is_ok() {
-            both += 1;
-            eprintln!(
-                "  round {round}: both renames won; claim has {:?}",
-                std::fs::read_dir(a.join(&target)).map(|r| r.map(|e| e.unwrap().file_name()).collect::<Vec<_>>())
-            );
-        }
-        if round < 3 {
-            eprintln!("  round {round}: {ra:?} / {rb:?}");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(30));
-        for p in [da, db, a.join(&target)] {
-            let _ = std::fs::remove_dir_all(p);
-        }
-    }
-    eprintln!("{}: dir renames onto one fresh name both won {both} of {n}", share.name());
-    let mut outcomes = std::collections::BTreeMap::new();
-    for round in 0..n {
-        let name = format!("md-{round}");
-        let _ = b.join(&name).exists();
-        let barrier = std::sync::Barrier::new(2);
-        let (ra, rb) = std::thread::scope(|s| {
-            let h = s.spawn(|| {
-                barrier.wait();
-                std::fs::create_dir(b.join(&name))
-            });
-            barrier.wait();
-            let ra = std::fs::create_dir(a.join(&name));
-            (ra, h.join().unwrap())
-        });
-        let key = format!("{:?} / {:?}", ra.map_err(|e| e.kind()), rb.map_err(|e| e.kind()));
-        *outcomes.entry(key).or_insert(0) += 1;
-        let _ = std::fs::remove_dir(a.join(&name));
-    }
-    eprintln!("{}: mkdir race outcomes (A / B): {outcomes:#?}", share.name());
-    // Race: rmdir through A while B creates a file inside.
-    let mut outcomes = std::collections::BTreeMap::new();
-    for round in 0..n {
-        let name = format!("rm-{round}");
-        std::fs::create_dir(a.join(&name)).unwrap();
-        let start = std::time::Instant::now();
-        while !b.join(&name).is_dir() {
-            assert!(start.elapsed().as_secs() < 5);
-        }
-        let barrier = std::sync::Barrier::new(2);
-        let (ra, rb) = std::thread::scope(|s| {
-            let h = s.spawn(|| {
-                barrier.wait();
-                std::fs::write(b.join(&name).join("inside"), b"x")
-            });
-            barrier.wait();
-            let ra = std::fs::remove_dir(a.join(&name));
-            (ra, h.join().unwrap())
-        });
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        let left = a.join(&name).join("inside").exists();
-        let key =
-            format!("rmdir {:?} / create {:?} / file there {left}", ra.map_err(|e| e.kind()), rb.map_err(|e| e.kind()));
-        *outcomes.entry(key).or_insert(0) += 1;
-        let _ = std::fs::remove_dir_all(a.join(&name));
-    }
-    eprintln!("{}: rmdir vs create-inside outcomes: {outcomes:#?}", share.name());
-    eprintln!(
-        "server dir left: {:?}",
-        std::fs::read_dir(share.server_dir()).unwrap().map(|e| e.unwrap().file_name()).collect::<Vec<_>>()
-    );
+    // Every directory the races made is gone with the probe directory.
+    assert_eq!(std::fs::read_dir(share.server_dir()).unwrap().count(), 0, "{}", share.name());
+    report
 }
+
+// Lifetimes without hard links (issue 23). On smbnetfs both clients win
+// most races for an exclusive create of one name (all, on an idle machine;
+// about half beside other tests, so it is printed, not asserted), but a
+// mkdir is the server's: one client wins, the other is answered "exists"
+// (measured: both won 0 of 1,160, with either client the winner). A
+// non-empty directory can be neither removed nor renamed over, also
+// through the other client (ENOTEMPTY), and an rmdir racing a create
+// inside never let both win (0 of 100): the primitives claims could stand
+// on there (docs/src/shares.md).
 #[test]
-fn explore_smb() {
-    explore(ShareKind::Smb)
+fn on_smb_mkdir_is_atomic_across_clients_where_exclusive_create_is_not() {
+    let test = "on_smb_mkdir_is_atomic_across_clients_where_exclusive_create_is_not";
+    let Some(share) = start(test, ShareKind::Smb) else { return };
+    let report = doctor_races(&share, "40");
+    let across = report.across.as_ref().unwrap();
+    assert_eq!(across.mkdir_races, 40, "{report:#?}");
+    assert_eq!(across.both_mkdired, 0, "{report:#?}");
+    let said = report.verdict.reasons.join("\n");
+    assert!(said.contains("mkdir is atomic across the two clients (40 races, each won once)"), "{said}");
+
+    let [a, b] = share.mounts();
+    std::fs::create_dir(a.join("full")).unwrap();
+    std::fs::write(a.join("full/inside"), b"x").unwrap();
+    std::fs::create_dir(a.join("other")).unwrap();
+    std::fs::write(a.join("other/inside"), b"y").unwrap();
+    let gone = std::fs::remove_dir(b.join("full"));
+    assert_eq!(gone.map_err(|e| e.raw_os_error()), Err(Some(libc::ENOTEMPTY)));
+    let over = std::fs::rename(b.join("other"), b.join("full"));
+    assert_eq!(over.map_err(|e| e.raw_os_error()), Err(Some(libc::ENOTEMPTY)));
+    assert_eq!(std::fs::read(a.join("full/inside")).unwrap(), b"x");
+    for dir in ["full", "other"] {
+        std::fs::remove_dir_all(a.join(dir)).unwrap();
+    }
 }
+
+// On sshfs and GlusterFS exclusive create is atomic across the clients,
+// and so is mkdir (measured: both won 0 of 220 on sshfs, 0 of 260 on
+// GlusterFS's two profiles).
 #[test]
-fn explore_sshfs() {
-    explore(ShareKind::Sshfs)
-}
-#[test]
-fn explore_gluster() {
-    explore(ShareKind::Gluster)
-}
-#[test]
-fn explore_gluster_strict() {
-    explore(ShareKind::GlusterStrict)
+fn on_sshfs_and_gluster_mkdir_is_atomic_across_clients() {
+    let test = "on_sshfs_and_gluster_mkdir_is_atomic_across_clients";
+    for (kind, rounds) in [(ShareKind::Sshfs, "40"), (ShareKind::Gluster, "20")] {
+        let Some(share) = start(test, kind) else { continue };
+        let report = doctor_races(&share, rounds);
+        let across = report.across.as_ref().unwrap();
+        assert_eq!((across.both_created, across.both_mkdired), (0, 0), "{report:#?}");
+        assert_eq!(across.mkdir_races.to_string(), rounds, "{report:#?}");
+        assert!(report.verdict.reasons.iter().any(|reason| reason.starts_with("mkdir is atomic")), "{report:#?}");
+    }
 }

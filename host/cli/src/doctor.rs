@@ -41,6 +41,10 @@
 //! - *safe* otherwise. Without DIR2 this holds for the processes of one
 //!   client; the report says that the clients were not compared.
 //!
+//! With DIR2 the verdict also says whether both `mkdir`s ever won: where a
+//! share has no hard links (smbnetfs), an atomic `mkdir` is what a claim
+//! could be built on instead.
+//!
 //! Locks with a lifetime work where hard links and rename over a file do;
 //! where a ghost was seen, with lifetimes of at least three times the
 //! longest one (point 10 of `src/protocol.rs`), and where the clients'
@@ -530,6 +534,8 @@ impl ProbeDir {
         let (data_seen, ghosts, stale_handles) = self.data_seen(&view, config.rounds, max_lag)?;
         let (races, both_created) = self.races(&view, config.rounds, "race", |at, name| at.create_new(name))?;
         let mkdirs = self.races(&view, config.rounds, "mkdir", |at, name| at.mkdir(name));
+        // Removed before anything can fail (`empty` takes what a slow
+        // client still shows).
         for round in 0..config.rounds {
             let _ = self.here.remove_dir(&format!("mkdir-{round}"));
         }
