@@ -50,6 +50,16 @@ export interface AcquireOptions {
   queue?: boolean;
   /** How far apart the clocks dating the share's files may be (0 to 86400). Default 0. */
   maxClockSkew?: number;
+  /** Hold the lock shared (a reader): beside other shared holders, never
+   * beside an exclusive holder (a writer: the default). A waiting writer
+   * goes first: readers that arrive after it wait behind it. Not with
+   * `slots` (a TypeError). */
+  shared?: boolean;
+  /** Hold the lock as one of at most this many holders at once (a
+   * semaphore, 1 to 1024; every holder of the path must give the same
+   * number): `guard.slot` says which. Out of range: 'invalid-options'. Not
+   * with `shared`. */
+  slots?: number | null;
   /** Abort a waiting acquire: it rejects with `signal.reason`, and is undone
    * (abandon) so that nothing is left beside the lock. */
   signal?: AbortSignal;
@@ -69,6 +79,9 @@ export class Guard implements AsyncDisposable {
    * acquisition of the same path. Pass it with every write to the resource
    * the lock protects. At most 2^53 - 1. */
   readonly fence: number;
+  /** A semaphore holder's slot (`{ slots: N }`), from 0 to N - 1: no other
+   * holder has it meanwhile. null in the other modes. */
+  readonly slot: number | null;
   /** Whether `release()` (or disposal) was called. */
   readonly released: boolean;
   /** Renews the lock (rewrites the heartbeat; never the lock file).
@@ -124,22 +137,49 @@ export interface LockStatus {
   fence: number | null;
 }
 
-/** Takes the lock at `path`, waiting as `options` say. A second acquire of a
- * lock this process holds rejects 'already-held' at once. */
+/** A shared holder (a reader) or a semaphore's holder, as `holders` reports it. */
+export interface SharedHolder {
+  /** Its entry's index: a semaphore holder's slot. */
+  slot: number;
+  /** Who holds it ('foreign' for something no uuidlock holder wrote, which
+   * the next exclusive acquire removes). */
+  holder: Holder;
+  /** Seconds since it was taken, by the filesystem's clock. */
+  age: number;
+  /** Seconds since its holder last renewed; null before its first renewal
+   * or without a lifetime. */
+  renewed: number | null;
+  /** Whether it went two lifetimes without a renewal (the next exclusive
+   * acquire breaks it). */
+  stale: boolean;
+}
+
+/** Takes the lock at `path`, waiting as `options` say. An acquire that
+ * would wait for this process itself rejects 'already-held' at once: any
+ * acquire of a lock it holds exclusively, and an exclusive one of a lock it
+ * holds shared or in a slot. (More readers, or more slots, of one lock in
+ * one process are taken as from different processes.) */
 export function acquire(path: LockPath, options?: AcquireOptions): Promise<Guard>;
 
 /** As `acquire`, with a lifetime (`staleAfter`, default 30 s) that a
  * background timer renews every third of it. */
 export function lease(path: LockPath, options?: AcquireOptions): Promise<Lease>;
 
-/** Who holds the lock at `path`; null when it is free. */
+/** Who holds the lock at `path`; null when it is free, and also while only
+ * shared holders hold it (see `holders`). */
 export function status(path: LockPath): Promise<LockStatus | null>;
+
+/** The shared holders of the lock at `path` (readers, or a semaphore's
+ * holders), by slot; empty when there are none. */
+export function holders(path: LockPath): Promise<SharedHolder[]>;
 
 /** Token-based calls, for a lock taken elsewhere (another process, the CLI). */
 export function release(path: LockPath, token: string): Promise<void>;
 export function refresh(path: LockPath, token: string): Promise<void>;
 export function holds(path: LockPath, token: string): Promise<boolean>;
 
+/** The most slots a semaphore may have. */
+export const MAX_SLOTS: 1024;
 export const RENEWALS_PER_LIFETIME: 3;
 export const DEFAULT_LIFETIME: 30;
 

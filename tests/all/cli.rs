@@ -341,7 +341,8 @@ fn shared_and_slot_holders_on_the_command_line() {
 
     // `run` passes the slot in, and releases it afterwards.
     assert_eq!(uuidlock(&["release", lock, token2]).status.code(), Some(0));
-    let run = uuidlock(&["run", lock, "--verification-delay", "0", "--slots", "2", "--", "sh", "-c", "echo $UUIDLOCK_SLOT"]);
+    let run =
+        uuidlock(&["run", lock, "--verification-delay", "0", "--slots", "2", "--", "sh", "-c", "echo $UUIDLOCK_SLOT"]);
     assert_eq!((run.status.code(), text(&run.stdout)), (Some(0), "1\n".to_owned()), "{}", text(&run.stderr));
     assert_eq!(uuidlock(&["release", lock, fields[0]]).status.code(), Some(0));
     let free = uuidlock(&["status", lock]);

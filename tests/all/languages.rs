@@ -260,20 +260,27 @@ fn code_blocks(markdown: &str, language: &str) -> Vec<String> {
     blocks
 }
 
-/// The Python package's README examples run as they stand, each in a fresh
-/// process, with `/srv/locks` pointed at a temporary directory.
+/// The pages whose examples run: the package's README and the book's page
+/// on the packages.
+const EXAMPLE_PAGES: [&str; 2] = ["README.md", "../../docs/src/languages.md"];
+
+/// The Python examples of the package's README and of the book's page run
+/// as they stand, each in a fresh process, with `/srv/locks` pointed at a
+/// temporary directory.
 #[test]
 fn the_python_readme_examples_run() {
     let test = "the_python_readme_examples_run";
     let Some(python) = or_skip(test, python_package()) else { return };
-    let readme = std::fs::read_to_string(repository().join("bindings/python/README.md")).unwrap();
-    let blocks = code_blocks(&readme, "python");
-    assert!(blocks.len() >= 2, "the README's examples were not found");
-    for block in blocks {
-        let dir = tempdir();
-        let code = block.replace("/srv/locks", dir.path().to_str().unwrap());
-        let output = Command::new(&python).arg("-c").arg(&code).current_dir(dir.path()).output().unwrap();
-        assert!(output.status.success(), "{block}\nfailed: {}", text(&output.stderr));
+    for page in EXAMPLE_PAGES {
+        let markdown = std::fs::read_to_string(repository().join("bindings/python").join(page)).unwrap();
+        let blocks = code_blocks(&markdown, "python");
+        assert!(blocks.len() >= 2, "{page}: the examples were not found");
+        for block in blocks {
+            let dir = tempdir();
+            let code = block.replace("/srv/locks", dir.path().to_str().unwrap());
+            let output = Command::new(&python).arg("-c").arg(&code).current_dir(dir.path()).output().unwrap();
+            assert!(output.status.success(), "{page}:\n{block}\nfailed: {}", text(&output.stderr));
+        }
     }
 }
 
@@ -299,21 +306,24 @@ fn the_node_package_passes_its_own_tests() {
     }
 }
 
-/// The Node package's README examples run as they stand (ES modules,
-/// importing `uuidlock` from inside the package), each in a fresh process,
-/// with `/srv/locks` pointed at a temporary directory.
+/// The Node examples of the package's README and of the book's page run as
+/// they stand (ES modules, importing `uuidlock` from inside the package),
+/// each in a fresh process, with `/srv/locks` pointed at a temporary
+/// directory.
 #[test]
 fn the_node_readme_examples_run() {
     let test = "the_node_readme_examples_run";
     let Some(package) = or_skip(test, node_package()) else { return };
-    let readme = std::fs::read_to_string(package.join("README.md")).unwrap();
-    let blocks = code_blocks(&readme, "js");
-    assert!(!blocks.is_empty(), "the README's examples were not found");
-    for block in blocks {
-        let dir = tempdir();
-        let code = block.replace("/srv/locks", dir.path().to_str().unwrap());
-        let output =
-            Command::new("node").args(["--input-type=module", "-e", &code]).current_dir(&package).output().unwrap();
-        assert!(output.status.success(), "{block}\nfailed: {}", text(&output.stderr));
+    for page in EXAMPLE_PAGES {
+        let markdown = std::fs::read_to_string(package.join(page)).unwrap();
+        let blocks = code_blocks(&markdown, "js");
+        assert!(blocks.len() >= 2, "{page}: the examples were not found");
+        for block in blocks {
+            let dir = tempdir();
+            let code = block.replace("/srv/locks", dir.path().to_str().unwrap());
+            let output =
+                Command::new("node").args(["--input-type=module", "-e", &code]).current_dir(&package).output().unwrap();
+            assert!(output.status.success(), "{page}:\n{block}\nfailed: {}", text(&output.stderr));
+        }
     }
 }

@@ -145,11 +145,27 @@ mod modes {
     #[derive(Clone, Debug)]
     enum Op {
         /// Try once on path `on`: exclusively, or in the path's shared mode.
-        TryAcquire { handle: usize, on: usize, exclusive: bool, lifetime: bool },
-        Release { handle: usize, on: usize },
-        Refresh { handle: usize, on: usize },
-        Holds { handle: usize, on: usize },
-        Holders { on: usize },
+        TryAcquire {
+            handle: usize,
+            on: usize,
+            exclusive: bool,
+            lifetime: bool,
+        },
+        Release {
+            handle: usize,
+            on: usize,
+        },
+        Refresh {
+            handle: usize,
+            on: usize,
+        },
+        Holds {
+            handle: usize,
+            on: usize,
+        },
+        Holders {
+            on: usize,
+        },
     }
 
     fn op() -> impl Strategy<Value = Op> {

@@ -2,11 +2,11 @@
 // component (uuidlock:lock/lock@0.3.0), transpiled by jco and run in worker
 // threads (./pool.js, ./worker.js), each granted only the lock's directory.
 import { randomUUID } from 'node:crypto';
-import { checkOptions, checkPath, checkToken, locate } from './options.js';
+import { checkOptions, checkPath, checkToken, locate, MAX_SLOTS } from './options.js';
 import { UuidlockError, CODES } from './errors.js';
 import { take, give, discard, workersOf, workerFailure, configure, shutdown as stopWorkers } from './pool.js';
 
-export { UuidlockError, CODES, configure };
+export { UuidlockError, CODES, MAX_SLOTS, configure };
 
 // `await using` needs Symbol.asyncDispose; Node 20 defines it, older
 // runtimes may not.
@@ -21,7 +21,9 @@ const ABORT_GRACE_MS = 2000;
 /** How long the 'exit' handler waits for each worker. */
 const EXIT_WAIT_MS = 2000;
 
-/** The locks this process holds and has not released: file -> { dir, token }. */
+/** The locks this process holds and has not released: token -> { file, dir,
+ * mode }. A file may be held under several tokens: readers, a semaphore's
+ * slots. */
 const held = new Map();
 /** Acquires in flight: { ch, id, file, dir, token }. */
 const inFlight = new Set();
@@ -63,7 +65,11 @@ async function call(dir, op, args, notOwner) {
 async function heldBy(dir, file) {
   try {
     const s = await call(dir, 'status', { path: file });
-    if (s === null) return ' (it is free)';
+    if (s === null) {
+      // Readers (or a semaphore's holders) hold it without the lock file.
+      const n = (await call(dir, 'holders', { path: file })).length;
+      return n === 0 ? ' (it is free)' : ` (held by ${n} shared holder${n === 1 ? '' : 's'})`;
+    }
     return s.holder.kind === 'uuidlock' ? ` (held by ${s.holder.token})` : ` (held by another program: ${s.holder.marker})`;
   } catch {
     return '';
@@ -136,25 +142,38 @@ function cleanUpSync() {
     const finished = f.ch.waitDoneSync(f.id, EXIT_WAIT_MS);
     if (finished && f.ch.lastAcquireHeld()) callSync(f.dir, 'abandon', { path: f.file, token: f.token }, f.ch);
   }
-  for (const [file, { dir, token }] of held) {
-    held.delete(file);
+  for (const [token, { file, dir }] of held) {
+    held.delete(token);
     callSync(dir, 'release', { path: file, token });
   }
 }
 
 // ---------------------------------------------------------------- acquire
 
-async function refuseRetake(file, dir) {
-  const mine = held.get(file);
-  if (!mine) return;
-  if (await call(dir, 'holds', { path: file, token: mine.token })) {
-    throw new UuidlockError(
-      'already-held',
-      `${file} is already held by this process, with token ${mine.token}; release it first`,
-      file,
-    );
+/** Refuses an acquire that would wait for this process itself: any acquire
+ * of a lock it holds exclusively, and an exclusive one of a lock it holds in
+ * any mode. Readers beside its readers, and more of a semaphore's slots, are
+ * taken (they wait only for others). */
+async function refuseRetake(file, dir, mode) {
+  for (const [token, mine] of [...held]) {
+    if (mine.file !== file || (mode !== 'exclusive' && mine.mode !== 'exclusive')) continue;
+    if (await call(dir, 'holds', { path: file, token })) {
+      const how = mine.mode === 'exclusive' ? '' : ` (${mine.mode})`;
+      throw new UuidlockError(
+        'already-held',
+        `${file} is already held by this process${how}, with token ${token}; release it first`,
+        file,
+      );
+    }
+    held.delete(token);
   }
-  held.delete(file);
+}
+
+/** Whether `channel`'s instance took `file` with a token this process still
+ * holds: it would refuse to take `file` again (`already-held`). */
+function remembers(channel, file) {
+  const token = channel.took.get(file);
+  return token !== undefined && held.get(token)?.file === file;
 }
 
 /** Undoes an acquire-as with `token` from a fresh worker's instance. */
@@ -169,14 +188,14 @@ async function undo(dir, file, token) {
 async function take_(file, dir, opts) {
   const { signal } = opts;
   signal?.throwIfAborted();
-  await refuseRetake(file, dir);
+  await refuseRetake(file, dir, opts.mode);
   signal?.throwIfAborted();
   // Always acquire-as, with a token made here: whatever cuts the call short
   // (an abort, the process exiting), `abandon(path, token)` undoes it.
   const token = opts.prefix + randomUUID();
   let ch;
   try {
-    ch = await take(dir);
+    ch = await take(dir, (channel) => remembers(channel, file));
   } catch (e) {
     throw new UuidlockError('io', workerFailure(dir, e).message, file, e);
   }
@@ -229,8 +248,9 @@ async function take_(file, dir, opts) {
   if (!('ok' in message)) {
     throw trapError(file, message.trap);
   }
-  held.set(file, { dir, token: message.ok.token });
-  return { file, dir, token: message.ok.token, fence: message.ok.fence };
+  held.set(message.ok.token, { file, dir, mode: opts.mode });
+  ch.took.set(file, message.ok.token);
+  return { file, dir, token: message.ok.token, fence: message.ok.fence, slot: message.ok.slot };
 }
 
 /** A held lock; see index.d.ts. */
@@ -239,6 +259,7 @@ export class Guard {
   #dir;
   #token;
   #fence;
+  #slot;
   #released = false;
 
   /** @internal */
@@ -247,6 +268,7 @@ export class Guard {
     this.#dir = taken.dir;
     this.#token = taken.token;
     this.#fence = taken.fence;
+    this.#slot = taken.slot ?? null;
   }
 
   get path() {
@@ -259,6 +281,11 @@ export class Guard {
 
   get fence() {
     return this.#fence;
+  }
+
+  /** A semaphore holder's slot (`{ slots: N }`), 0 to N - 1; null otherwise. */
+  get slot() {
+    return this.#slot;
   }
 
   get released() {
@@ -292,7 +319,7 @@ export class Guard {
 
 async function releaseBy(file, dir, token) {
   const forget = () => {
-    if (held.get(file)?.token === token) held.delete(file);
+    if (held.get(token)?.file === file) held.delete(token);
   };
   try {
     await call(dir, 'release', { path: file, token }, async () => {
@@ -331,6 +358,14 @@ export async function status(path) {
   const given = checkPath(path);
   const { file, dir } = locate(given);
   return call(dir, 'status', { path: file });
+}
+
+/** The shared holders of the lock at `path` (readers, a semaphore's
+ * holders), by slot; empty when there are none. */
+export async function holders(path) {
+  const given = checkPath(path);
+  const { file, dir } = locate(given);
+  return call(dir, 'holders', { path: file });
 }
 
 /** Token-based calls, for a lock taken elsewhere (another process, the CLI). */

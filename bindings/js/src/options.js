@@ -1,7 +1,8 @@
 // Argument checks: every bad type or unrepresentable value is a TypeError or
 // RangeError with a one-line message, thrown before anything reaches wasm.
 // What the component judges (a lifetime out of its range, a prefix's
-// characters, a delay over an hour) it reports as `invalid-options`.
+// characters, a delay over an hour) it reports as `invalid-options`, and so
+// does a semaphore's number of slots out of 1..1024 (checked here).
 import { resolve, dirname, basename } from 'node:path';
 import { realpathSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -9,8 +10,11 @@ import { UuidlockError } from './errors.js';
 
 const U64_MAX = (1n << 64n) - 1n;
 
+/** The most slots a semaphore may have, as the component allows. */
+export const MAX_SLOTS = 1024;
+
 /** The acquire options, in seconds, named as the CLI's flags in camelCase. */
-const ACQUIRE_KEYS = ['timeout', 'staleAfter', 'verificationDelay', 'retryInterval', 'prefix', 'queue', 'maxClockSkew', 'signal'];
+const ACQUIRE_KEYS = ['timeout', 'staleAfter', 'verificationDelay', 'retryInterval', 'prefix', 'queue', 'maxClockSkew', 'shared', 'slots', 'signal'];
 
 function describe(value) {
   if (value === null) return 'null';
@@ -61,7 +65,31 @@ function seconds(name, value, { forever = false } = {}) {
   return BigInt(scaled);
 }
 
-/** The options object checked; throws TypeError/RangeError. */
+/** The WIT `mode` of `shared` and `slots`: `{ tag: 'exclusive' }`,
+ * `{ tag: 'shared' }` or `{ tag: 'slots', val: N }`. Throws TypeError
+ * (a wrong type, or both given), RangeError (not a whole number), or
+ * UuidlockError 'invalid-options' (slots out of 1..MAX_SLOTS). */
+function checkMode(shared, slots) {
+  if (shared === undefined || shared === null) shared = false;
+  if (typeof shared !== 'boolean') throw new TypeError(`uuidlock: shared must be a boolean, not ${describe(shared)}`);
+  if (slots === undefined || slots === null) return { tag: shared ? 'shared' : 'exclusive' };
+  if (typeof slots !== 'number') {
+    throw new TypeError(`uuidlock: slots must be a number (how many may hold the lock at once), not ${describe(slots)}`);
+  }
+  if (shared) {
+    throw new TypeError(
+      `uuidlock: the options shared and slots cannot be combined: give { shared: true } for a reader, or { slots: ${slots} } for one of ${slots} holders of a semaphore`,
+    );
+  }
+  if (!Number.isInteger(slots)) throw new RangeError(`uuidlock: slots must be a whole number, not ${describe(slots)}`);
+  if (slots < 1 || slots > MAX_SLOTS) {
+    throw new UuidlockError('invalid-options', `a semaphore has ${slots} slots; it must have from 1 to ${MAX_SLOTS} (options.slots)`);
+  }
+  return { tag: 'slots', val: slots };
+}
+
+/** The options object checked; throws TypeError/RangeError, or UuidlockError
+ * 'invalid-options' for a semaphore's slots out of range. */
 export function checkOptions(options, { allowed = ACQUIRE_KEYS, defaults = {} } = {}) {
   if (options === undefined || options === null) options = {};
   if (typeof options !== 'object' || Array.isArray(options)) {
@@ -90,8 +118,9 @@ export function checkOptions(options, { allowed = ACQUIRE_KEYS, defaults = {} } 
     staleAfterNs: seconds('staleAfter', o.staleAfter),
     queue,
     maxClockSkewNs: seconds('maxClockSkew', o.maxClockSkew) ?? 0n,
+    mode: checkMode(o.shared, o.slots),
   };
-  return { wit, prefix, signal: signal ?? undefined, timeout: o.timeout ?? null };
+  return { wit, prefix, mode: wit.mode.tag, signal: signal ?? undefined, timeout: o.timeout ?? null };
 }
 
 /** The path as a string: a string or a file: URL; throws TypeError. */

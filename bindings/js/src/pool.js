@@ -80,6 +80,9 @@ export class Channel {
     this.ctl = new Int32Array(new SharedArrayBuffer(CTL.SIZE * 4));
     this.pending = new Map();
     this.dead = null;
+    /** Lock file -> the token this worker's instance last acquired it with:
+     * the instance refuses to take it again while that token holds it. */
+    this.took = new Map();
     this.worker = new Worker(new URL('./worker.js', import.meta.url), {
       workerData: { dir, mode: settings.instantiation, wasi: settings.wasi, modules: mods, ctl: this.ctl.buffer },
       // The guest sees an empty environment anyway; the worker needs none.
@@ -165,12 +168,20 @@ function pool(dir) {
   return p;
 }
 
-/** A worker for `dir`, referenced (it keeps the process alive) until given back. */
-export async function take(dir) {
+/** A worker for `dir`, referenced (it keeps the process alive) until given
+ * back: the idle one given back last, but none that `avoid(channel)` refuses. */
+export async function take(dir, avoid) {
   const p = pool(dir);
   let channel;
-  while ((channel = p.idle.pop())) {
-    if (!channel.dead) break;
+  for (let i = p.idle.length - 1; i >= 0; i--) {
+    const candidate = p.idle[i];
+    if (candidate.dead) {
+      p.idle.splice(i, 1);
+    } else if (!avoid?.(candidate)) {
+      channel = candidate;
+      p.idle.splice(i, 1);
+      break;
+    }
   }
   if (!channel) {
     channel = new Channel(dir, await compiled());

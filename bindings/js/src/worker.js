@@ -125,19 +125,21 @@ function payloadOf(e) {
   return payload && typeof payload.tag === 'string' ? payload : undefined;
 }
 
+function convertHolder(holder) {
+  return holder.tag === 'uuidlock'
+    ? {
+        kind: 'uuidlock',
+        token: holder.val.token,
+        prefix: holder.val.prefix,
+        staleAfter: holder.val.staleAfterNs === undefined ? null : Number(holder.val.staleAfterNs) / 1e9,
+      }
+    : { kind: 'foreign', marker: holder.val };
+}
+
 function convertStatus(status) {
   if (status === undefined) return null;
-  const { holder } = status;
   return {
-    holder:
-      holder.tag === 'uuidlock'
-        ? {
-            kind: 'uuidlock',
-            token: holder.val.token,
-            prefix: holder.val.prefix,
-            staleAfter: holder.val.staleAfterNs === undefined ? null : Number(holder.val.staleAfterNs) / 1e9,
-          }
-        : { kind: 'foreign', marker: holder.val },
+    holder: convertHolder(status.holder),
     age: Number(status.ageNs) / 1e9,
     renewed: status.renewedNs === undefined ? null : Number(status.renewedNs) / 1e9,
     stale: status.stale,
@@ -145,12 +147,23 @@ function convertStatus(status) {
   };
 }
 
+/** `holders`' list of `shared-holder` records, by slot. */
+function convertHolders(list) {
+  return list.map((h) => ({
+    slot: h.slot,
+    holder: convertHolder(h.holder),
+    age: Number(h.ageNs) / 1e9,
+    renewed: h.renewedNs === undefined ? null : Number(h.renewedNs) / 1e9,
+    stale: h.stale,
+  }));
+}
+
 function dispatch(lock, op, a) {
   switch (op) {
     case 'acquire': {
       try {
         const got = lock.acquireAs(a.path, a.token, a.options);
-        return { token: got.token, fence: Number(got.fence) };
+        return { token: got.token, fence: Number(got.fence), slot: got.slot ?? null };
       } catch (e) {
         // Our token's UUID is a fresh v4, so a refused token is a refused
         // prefix: report it as `acquire` would, as an option.
@@ -175,6 +188,8 @@ function dispatch(lock, op, a) {
       return lock.holds(a.path, a.token);
     case 'status':
       return convertStatus(lock.status(a.path));
+    case 'holders':
+      return convertHolders(lock.holders(a.path));
     case 'ping':
       return null;
     default:

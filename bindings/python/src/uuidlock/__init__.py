@@ -11,6 +11,10 @@ only the lock file's directory.
     with uuidlock.Lock("/srv/locks/job.lock", timeout=30) as lock:
         ...  # send lock.fence with every write
 
+``shared=True`` takes it as a reader (beside other readers, never beside a
+writer), ``slots=N`` as one of at most N holders (``lock.slot``);
+``uuidlock.holders(path)`` lists them.
+
 ``uuidlock.aio.Lock`` is the asyncio twin; ``uuidlock.compat.UUIDFileLock``
 is a drop-in for uuid-filelock's class.
 """
@@ -18,7 +22,8 @@ is a drop-in for uuid-filelock's class.
 from ._errors import (AlreadyHeld, InvalidOptions, InvalidPath, InvalidToken, LockError, LockIOError, NotOwner,
                       OutsideSandbox, Timeout)
 from ._lease import RENEWALS_PER_LIFETIME, Lease, Lost
-from ._lock import Lock, Status, status
+from ._lock import Lock, SharedHolder, Status, holders, status
+from ._options import MAX_SLOTS
 
 __version__ = "0.3.0"
 
@@ -28,6 +33,9 @@ __all__ = [
     "Lost",
     "Status",
     "status",
+    "SharedHolder",
+    "holders",
+    "MAX_SLOTS",
     "RENEWALS_PER_LIFETIME",
     "LockError",
     "Timeout",

@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import Any, Callable, Dict, List, Optional, Type
 
 from ._errors import InvalidOptions, LockError, NotOwner
-from ._lock import DEFAULT_LEASE_LIFETIME, Lock, Status
+from ._lock import DEFAULT_LEASE_LIFETIME, Lock, SharedHolder, Status
 from ._options import PathArg
 
 __all__ = ["Lease", "Lost", "RENEWALS_PER_LIFETIME"]
@@ -111,7 +111,8 @@ class Lease:
     """A lock with a lifetime that renews itself in the background.
 
     ``Lease(path, stale_after=S, on_lost=callback, ...)`` takes the other
-    arguments of Lock. ``acquire()`` (or ``with``) takes the lock and starts
+    arguments of Lock (``shared=True`` for a reader, ``slots=N`` for a
+    semaphore's holder). ``acquire()`` (or ``with``) takes the lock and starts
     renewing every S/3 seconds; ``release()`` stops and releases. ``lost``
     says why the lease was lost (None while it holds); ``on_lost`` callbacks
     run once, on the renewal thread."""
@@ -119,11 +120,13 @@ class Lease:
     def __init__(self, path: PathArg, *, stale_after: float = DEFAULT_LEASE_LIFETIME,
                  on_lost: Optional[LostCallback] = None, timeout: Optional[float] = None,
                  verification_delay: float = 0.1, retry_interval: float = 0.1, prefix: str = "",
-                 queue: bool = True, max_clock_skew: float = 0.0) -> None:
+                 queue: bool = True, max_clock_skew: float = 0.0, shared: bool = False,
+                 slots: Optional[int] = None) -> None:
         if stale_after is None:
             raise InvalidOptions("a lease needs a lifetime: give stale_after in seconds (0.5 to 86400)")
         self._lock = Lock(path, timeout=timeout, stale_after=stale_after, verification_delay=verification_delay,
-                          retry_interval=retry_interval, prefix=prefix, queue=queue, max_clock_skew=max_clock_skew)
+                          retry_interval=retry_interval, prefix=prefix, queue=queue, max_clock_skew=max_clock_skew,
+                          shared=shared, slots=slots)
         self._init(on_lost)
 
     def _init(self, on_lost: Optional[LostCallback]) -> None:
@@ -171,6 +174,11 @@ class Lease:
     @property
     def fence(self) -> Optional[int]:
         return self._lock.fence
+
+    @property
+    def slot(self) -> Optional[int]:
+        """A semaphore holder's slot (``slots=N``); None in the other modes."""
+        return self._lock.slot
 
     @property
     def renewals(self) -> int:
@@ -234,6 +242,9 @@ class Lease:
     def status(self) -> Optional[Status]:
         return self._lock.status()
 
+    def holders(self) -> List[SharedHolder]:
+        return self._lock.holders()
+
     def release(self) -> None:
         """Stops renewing and releases the lock. Raises NotOwner when the lease
         was lost (nothing deleted)."""
@@ -263,7 +274,8 @@ def _stop(shared: _Shared) -> None:
 def _same_options(lock: Lock) -> Dict[str, Any]:
     s = lock._core.settings
     return dict(verification_delay=s.verification_delay_ns / 1e9, retry_interval=s.retry_interval_ns / 1e9,
-                prefix=s.prefix, queue=s.queue, max_clock_skew=s.max_clock_skew_ns / 1e9)
+                prefix=s.prefix, queue=s.queue, max_clock_skew=s.max_clock_skew_ns / 1e9, shared=lock.shared,
+                slots=lock.slots)
 
 
 # Keep the names importable for type checkers.

@@ -7,19 +7,19 @@ import threading
 import time
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple, Type
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple, Type
 
-from wasmtime.component import Record
+from wasmtime.component import Record, Variant
 
 from . import _runtime
 from ._errors import AlreadyHeld, LockError, NotOwner, Timeout, from_wit
-from ._options import (DEFAULT_LIFETIME, PathArg, Settings, Target, check_path, check_timeout, new_token,
-                       resolve)
+from ._options import (DEFAULT_LIFETIME, SHARED, SLOTS, PathArg, Settings, Target, check_path, check_timeout,
+                       new_token, resolve)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._lease import Lease, Lost
 
-__all__ = ["Lock", "Status", "status"]
+__all__ = ["Lock", "Status", "SharedHolder", "status", "holders"]
 
 _NS = 1e9
 
@@ -58,27 +58,79 @@ class Status:
         return self.token if self.token is not None else (self.foreign or "")
 
 
+@dataclass(frozen=True)
+class SharedHolder:
+    """A shared holder (a reader) or a semaphore's holder, as ``holders``
+    reports it: the fields of Status but the fence, and the holder's slot.
+
+    Durations are in seconds, by the filesystem's clock."""
+
+    #: The holder's entry in ``PATH.shared/``: a semaphore holder's slot.
+    slot: int
+    #: The holder's owner token (a uuidlock holder).
+    token: Optional[str]
+    #: The prefix the token was made with (a uuidlock holder).
+    prefix: Optional[str]
+    #: Something no uuidlock holder wrote, shown escaped and shortened (the
+    #: next exclusive acquire removes it).
+    foreign: Optional[str]
+    #: The lifetime the holder declared; None for one that is never broken.
+    stale_after: Optional[float]
+    #: How long ago it was taken.
+    age: float
+    #: How long ago the holder last renewed; None before its first renewal,
+    #: or without a lifetime.
+    renewed: Optional[float]
+    #: Whether it has gone two lifetimes without a renewal: the next
+    #: exclusive acquire breaks it.
+    stale: bool
+
+    @property
+    def holder(self) -> str:
+        """The token, or the foreign marker."""
+        return self.token if self.token is not None else (self.foreign or "")
+
+
 def _seconds(ns: Optional[int]) -> Optional[float]:
     return None if ns is None else ns / _NS
 
 
-def status_from_wit(raw: Any) -> Optional[Status]:
-    if raw is None:
-        return None
-    holder = getattr(raw, "holder")
+def _holder_from_wit(holder: Any) -> Tuple[Optional[str], Optional[str], Optional[str], Optional[float]]:
+    """(token, prefix, foreign, stale_after) of a WIT ``holder``."""
     # wasmtime-py lifts `variant holder { uuidlock(lock-info), foreign(string) }`
     # untagged (a Record or a str); a tagged Variant is taken as well.
     if hasattr(holder, "tag"):
         holder = holder.payload
     if isinstance(holder, str):
-        token = prefix = lifetime = None
-        foreign: Optional[str] = holder
-    else:
-        token, prefix, foreign = getattr(holder, "token"), getattr(holder, "prefix"), None
-        lifetime = _seconds(getattr(holder, "stale-after-ns"))
+        return None, None, holder, None
+    return getattr(holder, "token"), getattr(holder, "prefix"), None, _seconds(getattr(holder, "stale-after-ns"))
+
+
+def status_from_wit(raw: Any) -> Optional[Status]:
+    if raw is None:
+        return None
+    token, prefix, foreign, lifetime = _holder_from_wit(getattr(raw, "holder"))
     return Status(token=token, prefix=prefix, foreign=foreign, stale_after=lifetime,
                   age=getattr(raw, "age-ns") / _NS, renewed=_seconds(getattr(raw, "renewed-ns")),
                   stale=bool(getattr(raw, "stale")), fence=getattr(raw, "fence"))
+
+
+def holders_from_wit(raw: Any) -> List[SharedHolder]:
+    out = []
+    for entry in raw:
+        token, prefix, foreign, lifetime = _holder_from_wit(getattr(entry, "holder"))
+        out.append(SharedHolder(slot=int(getattr(entry, "slot")), token=token, prefix=prefix, foreign=foreign,
+                                stale_after=lifetime, age=getattr(entry, "age-ns") / _NS,
+                                renewed=_seconds(getattr(entry, "renewed-ns")), stale=bool(getattr(entry, "stale"))))
+    return out
+
+
+def mode_variant(settings: Settings) -> Variant:
+    """The WIT ``mode``. Its cases ``exclusive`` and ``shared`` carry nothing,
+    so wasmtime-py takes it tagged only: a Variant, never a bare value."""
+    if settings.mode == SLOTS:
+        return Variant(SLOTS, settings.slots)
+    return Variant(settings.mode)
 
 
 def options_record(settings: Settings, timeout_ns: Optional[int]) -> Record:
@@ -92,6 +144,7 @@ def options_record(settings: Settings, timeout_ns: Optional[int]) -> Record:
     setattr(record, "stale-after-ns", settings.stale_after_ns)
     setattr(record, "queue", settings.queue)
     setattr(record, "max-clock-skew-ns", settings.max_clock_skew_ns)
+    setattr(record, "mode", mode_variant(settings))
     return record
 
 
@@ -105,6 +158,7 @@ class Core:
         self._target: Optional[Target] = None
         self.token: Optional[str] = None
         self.fence: Optional[int] = None
+        self.slot: Optional[int] = None
         #: Acquired and not released through this owner (as far as it knows).
         self.held = False
         self.busy = False
@@ -130,6 +184,9 @@ class Core:
 
     def status(self) -> Optional[Status]:
         return status_from_wit(self.call("status"))
+
+    def holders(self) -> List[SharedHolder]:
+        return holders_from_wit(self.call("holders"))
 
     def holds(self) -> bool:
         return self.token is not None and bool(self.call("holds", self.token, token=self.token))
@@ -159,6 +216,8 @@ class Core:
 
     def taken(self, token: str, acquired: Any, instance: _runtime.Instance) -> None:
         self.token, self.fence, self.held, self.via = token, int(getattr(acquired, "fence")), True, instance
+        slot = getattr(acquired, "slot")
+        self.slot = None if slot is None else int(slot)
 
     def failed(self, error: Any, timeout_ns: Optional[int], token: str) -> LockError:
         target = self.target()
@@ -167,6 +226,10 @@ class Core:
             try:
                 found = self.status()
                 holder = found.holder if found else None
+                if holder is None:
+                    # Readers (or a semaphore's holders) hold it: no lock file.
+                    count = len(self.holders())
+                    holder = f"{count} shared holder{'s' if count != 1 else ''}" if count else None
             except LockError:
                 pass
         return from_wit(error, target.path, token=token,
@@ -264,16 +327,22 @@ class Lock:
             holds the lock (at most 64 printable ASCII characters, no spaces).
         queue: wait in the queue of waiters (arrival order) rather than poll.
         max_clock_skew: how far apart the clocks dating the lock's files may be.
+        shared: hold it shared (a reader): beside other shared holders, never
+            beside an exclusive holder (a writer, the default).
+        slots: hold it as one of at most this many holders at once (a
+            semaphore, 1 to 1024); ``slot`` says which. Every holder of the
+            path must give the same number. Not with ``shared``.
 
     Raises TypeError or InvalidOptions (a ValueError) for a bad argument.
     Use it as a context manager, or call ``acquire`` and ``release``."""
 
     def __init__(self, path: PathArg, *, timeout: Optional[float] = None, stale_after: Optional[float] = None,
                  verification_delay: float = 0.1, retry_interval: float = 0.1, prefix: str = "",
-                 queue: bool = True, max_clock_skew: float = 0.0) -> None:
+                 queue: bool = True, max_clock_skew: float = 0.0, shared: bool = False,
+                 slots: Optional[int] = None) -> None:
         settings = Settings.check(timeout=timeout, stale_after=stale_after, verification_delay=verification_delay,
                                   retry_interval=retry_interval, prefix=prefix, queue=queue,
-                                  max_clock_skew=max_clock_skew)
+                                  max_clock_skew=max_clock_skew, shared=shared, slots=slots)
         self._core = Core(path, settings)
         self._timeout = timeout
         self._stale_after = stale_after
@@ -295,6 +364,23 @@ class Lock:
         every earlier acquisition of the same path. Send it with every write
         to the resource the lock protects."""
         return self._core.fence
+
+    @property
+    def slot(self) -> Optional[int]:
+        """A semaphore holder's slot (``slots=N``), from 0 to N - 1, of the
+        latest acquisition: no other holder has it meanwhile. None in the
+        other modes, and before the first acquisition."""
+        return self._core.slot
+
+    @property
+    def shared(self) -> bool:
+        """Whether the lock is taken shared (a reader)."""
+        return self._core.settings.mode == SHARED
+
+    @property
+    def slots(self) -> Optional[int]:
+        """The semaphore's number of slots; None unless ``slots=`` was given."""
+        return self._core.settings.slots
 
     @property
     def is_locked(self) -> bool:
@@ -344,6 +430,11 @@ class Lock:
         """Who holds the lock, and since when; None when it is free."""
         return self._core.status()
 
+    def holders(self) -> List[SharedHolder]:
+        """The shared holders of the lock (readers, or a semaphore's holders),
+        by slot; as ``uuidlock.holders(path)``."""
+        return self._core.holders()
+
     def lease(self, on_lost: Optional[Callable[["Lost"], Any]] = None) -> "Lease":
         """Takes the lock with a lifetime (``stale_after``, or 30 s) unless this
         lock holds it already, and keeps it renewed in the background every
@@ -360,16 +451,38 @@ class Lock:
         self.release()
 
     def __repr__(self) -> str:
-        state = f"held, token {self.token}" if self.is_locked else "not held"
-        return f"<uuidlock.Lock {self.path!r} {state}>"
+        return f"<uuidlock.Lock {self.path!r} {describe(self._core)}>"
+
+
+def describe(core: Core) -> str:
+    """How a lock is held, for reprs: "held, token T", "held shared, token T",
+    "held (slot 1 of 2), token T", "not held", "not held (shared)"..."""
+    settings = core.settings
+    if not core.held:
+        mode = {SHARED: " (shared)", SLOTS: f" ({settings.slots} slots)"}.get(settings.mode, "")
+        return f"not held{mode}"
+    mode = {SHARED: " shared", SLOTS: f" (slot {core.slot} of {settings.slots})"}.get(settings.mode, "")
+    return f"held{mode}, token {core.token}"
 
 
 def status(path: PathArg) -> Optional[Status]:
     """Who holds the lock at ``path``, and since when; None when it is free.
 
+    While only shared holders (readers, a semaphore's holders) hold it, the
+    lock file is free too: ``holders`` lists them.
+
     Raises InvalidPath, OutsideSandbox, LockIOError (a missing directory)."""
     core = Core(path, _STATUS_SETTINGS)
     return core.status()
+
+
+def holders(path: PathArg) -> List[SharedHolder]:
+    """The shared holders of the lock at ``path`` (readers, or a semaphore's
+    holders), by slot; empty when there are none.
+
+    Raises InvalidPath, OutsideSandbox, LockIOError (a missing directory)."""
+    core = Core(path, _STATUS_SETTINGS)
+    return core.holders()
 
 
 _STATUS_SETTINGS = Settings.check(timeout=0, stale_after=None, verification_delay=0.1, retry_interval=0.1,

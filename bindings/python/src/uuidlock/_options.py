@@ -8,7 +8,7 @@ import math
 import os
 import uuid
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any, Optional, Tuple, Union
 
 from ._errors import InvalidOptions, InvalidPath, LockIOError
 
@@ -20,6 +20,8 @@ MAX_CLOCK_SKEW = 86400.0
 #: The longest timeout a u64 of nanoseconds holds, in whole seconds.
 MAX_TIMEOUT = (2**64 - 1) // 10**9
 MAX_PREFIX = 64
+#: The most slots a semaphore may have (``slots=``), as the component allows.
+MAX_SLOTS = 1024
 #: The lifetime a lease declares when none is given (as host/src/lease.rs).
 DEFAULT_LIFETIME = 30.0
 
@@ -66,6 +68,27 @@ def check_bool(name: str, value: Any) -> bool:
     return value
 
 
+#: The WIT ``mode`` cases, as Settings.mode names them.
+EXCLUSIVE, SHARED, SLOTS = "exclusive", "shared", "slots"
+
+
+def check_mode(shared: Any, slots: Any) -> Tuple[str, Optional[int]]:
+    """``shared`` and ``slots`` to the WIT ``mode``: ("exclusive", None),
+    ("shared", None) or ("slots", N)."""
+    shared = check_bool("shared", shared)
+    if slots is None:
+        return (SHARED if shared else EXCLUSIVE), None
+    if isinstance(slots, bool) or not isinstance(slots, int):
+        raise TypeError(f"slots must be an int (the number of holders at once) or None, not {type(slots).__name__}")
+    if shared:
+        raise InvalidOptions(f"shared=True and slots={slots!r} cannot be combined: give shared=True for a "
+                             "reader, or slots=N for one of N holders of a semaphore")
+    if not 1 <= slots <= MAX_SLOTS:
+        raise InvalidOptions(f"slots must be from 1 to {MAX_SLOTS} (a semaphore of that many holders at once), "
+                             f"not {slots!r}")
+    return SLOTS, slots
+
+
 @dataclass(frozen=True)
 class Settings:
     """The options of a lock, checked, in nanoseconds."""
@@ -77,16 +100,21 @@ class Settings:
     prefix: str
     queue: bool
     max_clock_skew_ns: int
+    #: How the lock is held: "exclusive", "shared" or "slots" (the WIT ``mode``).
+    mode: str = EXCLUSIVE
+    #: A semaphore's number of slots (mode "slots"); None otherwise.
+    slots: Optional[int] = None
 
     @classmethod
     def check(cls, *, timeout: Any, stale_after: Any, verification_delay: Any, retry_interval: Any,
-              prefix: Any, queue: Any, max_clock_skew: Any) -> "Settings":
+              prefix: Any, queue: Any, max_clock_skew: Any, shared: Any = False, slots: Any = None) -> "Settings":
         delay = nanos("verification_delay", verification_delay, 0, MAX_DELAY)
         lifetime = optional_nanos("stale_after", stale_after, MIN_LIFETIME, MAX_LIFETIME,
                                   "; or None for a lock that is never broken")
         if lifetime is not None and lifetime < 2 * delay:
             raise InvalidOptions(f"stale_after ({stale_after!r} s) must be at least twice verification_delay "
                                  f"({verification_delay!r} s)")
+        mode, slots = check_mode(shared, slots)
         return cls(
             timeout_ns=check_timeout(timeout),
             stale_after_ns=lifetime,
@@ -95,6 +123,8 @@ class Settings:
             prefix=check_prefix(prefix),
             queue=check_bool("queue", queue),
             max_clock_skew_ns=nanos("max_clock_skew", max_clock_skew, 0, MAX_CLOCK_SKEW),
+            mode=mode,
+            slots=slots,
         )
 
 

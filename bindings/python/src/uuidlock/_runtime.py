@@ -28,7 +28,8 @@ from . import _fastcall
 from ._errors import LockIOError
 
 INTERFACE = "uuidlock:lock/lock@0.3.0"
-FUNCS = ("default-options", "acquire", "acquire-as", "abandon", "release", "refresh", "holds", "status")
+FUNCS = ("default-options", "acquire", "acquire-as", "abandon", "release", "refresh", "holds", "status",
+         "holders")
 WASM_NAME = "uuidlock.component.wasm"
 #: Idle instances kept per directory, and directories kept.
 MAX_IDLE = 4

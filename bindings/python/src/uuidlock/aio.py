@@ -18,13 +18,13 @@ from __future__ import annotations
 import asyncio
 import functools
 from types import TracebackType
-from typing import Any, Callable, Optional, Type, TypeVar
+from typing import Any, Callable, List, Optional, Type, TypeVar
 
 from . import _runtime
-from ._lock import DEFAULT, Core, Status, _timeout_ns, options_record
-from ._options import PathArg, Settings
+from ._lock import DEFAULT, Core, SharedHolder, Status, _timeout_ns, describe, options_record
+from ._options import SHARED, PathArg, Settings
 
-__all__ = ["Lock"]
+__all__ = ["Lock", "status", "holders"]
 
 T = TypeVar("T")
 
@@ -50,14 +50,16 @@ async def _finish(future: "asyncio.Future[Any]") -> None:
 class Lock:
     """As uuidlock.Lock, with coroutines: ``await lock.acquire()``,
     ``await lock.release()``, ``async with Lock(path) as lock``. Same
-    arguments, same exceptions."""
+    arguments (``shared=True`` for a reader, ``slots=N`` for a semaphore),
+    same exceptions."""
 
     def __init__(self, path: PathArg, *, timeout: Optional[float] = None, stale_after: Optional[float] = None,
                  verification_delay: float = 0.1, retry_interval: float = 0.1, prefix: str = "",
-                 queue: bool = True, max_clock_skew: float = 0.0) -> None:
+                 queue: bool = True, max_clock_skew: float = 0.0, shared: bool = False,
+                 slots: Optional[int] = None) -> None:
         settings = Settings.check(timeout=timeout, stale_after=stale_after, verification_delay=verification_delay,
                                   retry_interval=retry_interval, prefix=prefix, queue=queue,
-                                  max_clock_skew=max_clock_skew)
+                                  max_clock_skew=max_clock_skew, shared=shared, slots=slots)
         self._core = Core(path, settings)
 
     @property
@@ -73,6 +75,22 @@ class Lock:
     def fence(self) -> Optional[int]:
         """The fencing number of the latest acquisition."""
         return self._core.fence
+
+    @property
+    def slot(self) -> Optional[int]:
+        """A semaphore holder's slot (``slots=N``) of the latest acquisition,
+        from 0 to N - 1; None in the other modes."""
+        return self._core.slot
+
+    @property
+    def shared(self) -> bool:
+        """Whether the lock is taken shared (a reader)."""
+        return self._core.settings.mode == SHARED
+
+    @property
+    def slots(self) -> Optional[int]:
+        """The semaphore's number of slots; None unless ``slots=`` was given."""
+        return self._core.settings.slots
 
     @property
     def is_locked(self) -> bool:
@@ -136,6 +154,10 @@ class Lock:
     async def status(self) -> Optional[Status]:
         return await _to_thread(self._core.status)
 
+    async def holders(self) -> List[SharedHolder]:
+        """The lock's shared holders (readers, a semaphore's holders), by slot."""
+        return await _to_thread(self._core.holders)
+
     async def __aenter__(self) -> "Lock":
         return await self.acquire()
 
@@ -144,8 +166,7 @@ class Lock:
         await self.release()
 
     def __repr__(self) -> str:
-        state = f"held, token {self.token}" if self.is_locked else "not held"
-        return f"<uuidlock.aio.Lock {self.path!r} {state}>"
+        return f"<uuidlock.aio.Lock {self.path!r} {describe(self._core)}>"
 
 
 async def status(path: PathArg) -> Optional[Status]:
@@ -153,3 +174,10 @@ async def status(path: PathArg) -> Optional[Status]:
     from ._lock import status as sync_status
 
     return await _to_thread(sync_status, path)
+
+
+async def holders(path: PathArg) -> List[SharedHolder]:
+    """As uuidlock.holders, on a thread."""
+    from ._lock import holders as sync_holders
+
+    return await _to_thread(sync_holders, path)
