@@ -185,3 +185,129 @@ fn fences_rise_in_critical_section_order() {
         assert_eq!(report.fence_inversions, 0, "{runner}: {report:?}");
     }
 }
+
+// Readers and writers (`--readers`), on tmpfs, with holders SIGKILLed at
+// random points as above: no writer ever held beside anyone, no reader saw
+// the counter change, every writer's acquisition came through (readers did
+// not starve them), and readers did hold together (more than one at once:
+// the shared mode is not exclusive in disguise). The waits are timings,
+// reported and not asserted. The 10 ms hold gives readers time to meet.
+#[test]
+fn readers_and_writers_with_kills_never_overlap_and_readers_share() {
+    let sandbox = Sandbox::new();
+    let plot = sandbox.root.path().join("waits.svg");
+    let args = [
+        "--processes",
+        "6",
+        "--readers",
+        "4",
+        "--iterations",
+        "20",
+        "--hold-ms",
+        "10",
+        "--stale-after",
+        "0.5",
+        "--kill",
+        "6",
+        "--plot",
+        plot.to_str().unwrap(),
+    ];
+    let (code, report) = contend(&args);
+    assert_eq!(code, Some(0), "{report:?}");
+    assert_eq!((report.mode.as_str(), report.readers, report.kills), ("shared", 4, 6), "{report:?}");
+    assert_eq!(
+        (report.overlaps, report.reads_changed, report.violations, report.evictions),
+        (0, 0, 0, 0),
+        "{report:?}"
+    );
+    assert_eq!((report.reader_acquisitions, report.writer_acquisitions), (80, 40), "{report:?}");
+    assert!(report.max_concurrent_readers > 1, "readers never held together: {report:?}");
+    assert_eq!(report.max_concurrent, report.max_concurrent_readers, "{report:?}");
+    assert!(report.counter >= 40 && report.counter <= 46, "{report:?}");
+    eprintln!(
+        "writers waited p50 {:.1} ms, at most {:.1} ms; readers held {} at once",
+        report.writer_wait_p50_s * 1e3,
+        report.writer_wait_max_s * 1e3,
+        report.max_concurrent_readers
+    );
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.contains("4 readers") && svg.contains("2 writers"), "the plot has a panel per role");
+}
+
+// A semaphore of 3 slots (`--slots 3`) held by 5 processes of both runners,
+// with kills: never more than 3 holders, never two in one slot, every
+// slot's counter whole; and the 3 slots were all held at once.
+#[test]
+fn a_semaphore_with_kills_admits_at_most_n_in_distinct_slots() {
+    let args = [
+        "--processes",
+        "5",
+        "--slots",
+        "3",
+        "--iterations",
+        "20",
+        "--hold-ms",
+        "10",
+        "--stale-after",
+        "0.5",
+        "--kill",
+        "5",
+        "--runner",
+        "mixed",
+    ];
+    let (code, report) = contend(&args);
+    assert_eq!(code, Some(0), "{report:?}");
+    assert_eq!((report.mode.as_str(), report.slots, report.kills), ("slots", Some(3), 5), "{report:?}");
+    assert_eq!((report.overlaps, report.slot_collisions, report.bad_slots, report.violations), (0, 0, 0, 0));
+    assert_eq!(report.max_concurrent, 3, "{report:?}");
+    assert_eq!(report.slot_acquisitions.iter().sum::<usize>(), 100, "{report:?}");
+    assert_eq!(report.slot_counters.len(), 3, "{report:?}");
+    for (held, counted) in report.slot_acquisitions.iter().zip(&report.slot_counters) {
+        assert!(*counted >= *held as u64 && *counted <= *held as u64 + 5, "{report:?}");
+    }
+}
+
+// The shared modes through the command module and self-renewing leases:
+// readers beside writers, and a semaphore of 2.
+#[test]
+fn readers_and_slots_through_the_command_module_and_leases() {
+    let base = ["--processes", "4", "--iterations", "8", "--hold-ms", "3"];
+    for extra in [&["--runner", "command", "--readers", "2"][..], &["--renew", "--stale-after", "1", "--slots", "2"]] {
+        let (code, report) = contend(&[&base[..], extra].concat());
+        assert_eq!(code, Some(0), "{extra:?}: {report:?}");
+        assert_eq!((report.acquisitions, report.violations, report.fence_inversions), (32, 0, 0), "{report:?}");
+        assert!(report.max_concurrent <= 2, "{extra:?}: {report:?}");
+    }
+}
+
+// The control runs of the shared modes take no lock: readers beside writers,
+// and more holders than slots, two in one slot, must all be caught.
+#[test]
+fn the_checker_catches_readers_beside_writers_and_an_overfull_semaphore() {
+    let base = ["--processes", "6", "--iterations", "10", "--hold-ms", "3", "--runner", "none"];
+    let (code, report) = contend(&[&base[..], &["--readers", "4"]].concat());
+    assert_eq!(code, Some(1), "{report:?}");
+    assert!(report.overlaps > 0 && report.reads_changed > 0 && report.counter < 20, "{report:?}");
+    let (code, report) = contend(&[&base[..], &["--slots", "3"]].concat());
+    assert_eq!(code, Some(1), "{report:?}");
+    assert!(report.overlaps > 0 && report.slot_collisions > 0 && report.max_concurrent > 3, "{report:?}");
+}
+
+// Bad modes are refused with one line and exit 2, before any worker starts.
+#[test]
+fn contend_refuses_bad_modes() {
+    for (args, said) in [
+        (&["--slots", "0"][..], "from 1 to 1024"),
+        (&["--slots", "1025"], "from 1 to 1024"),
+        (&["--readers", "1", "--slots", "2"], "cannot be used with"),
+        (&["--processes", "2", "--readers", "3"], "--readers 3 is more than --processes 2"),
+        (&["--readers", "1", "--runner", "peers"], "Python's locks know only exclusive holders"),
+        (&["--slots", "2", "--runner", "soft-file-lock"], "Python's locks know only exclusive holders"),
+    ] {
+        let output = uuidlock(&[&["contend"][..], args].concat());
+        let stderr = text(&output.stderr);
+        assert_eq!((output.status.code(), stderr.lines().count()), (Some(2), 1), "{args:?}: {stderr}");
+        assert!(stderr.contains(said), "{args:?}: {stderr}");
+        assert!(output.stdout.is_empty(), "{args:?}");
+    }
+}

@@ -16,12 +16,27 @@
 //! carries on, and the run counts evictions and exits 1. With `--renew`
 //! workers hold self-renewing leases instead of plain guards.
 //!
+//! **Readers and writers, semaphores.** With `--readers R` workers 0 to
+//! R-1 hold the lock shared ([`Mode::Shared`]) and the others exclusive:
+//! writers do the read-modify-write, readers read the counter as they enter
+//! and again as they leave, and report whether it changed under them. The
+//! parent checks that no writer's section overlapped any other section,
+//! and counts how many readers held at once (readers must overlap, or the
+//! mode is exclusive in disguise) and how long writers waited (writer
+//! preference: a waiting writer keeps later readers out). With `--slots N`
+//! every worker holds one of N slots ([`Mode::Slots`]) and does the
+//! read-modify-write of the counter of its slot (`counter-K`); the parent
+//! checks that no section began while N others were held, and none while
+//! another held its slot.
+//!
 //! `--runner none` skips the lock: a control run that shows the checks do
-//! catch a broken lock. Workers may also be Python's lock libraries
-//! ([`crate::peers`]), alone or taking turns with uuidlock's on the same
-//! lock (`--runner peers`, or a list such as
-//! `--runner component,command,uuid-filelock`). The bench runs other programs through the same
-//! checks by giving a worker [`Program`] of their own.
+//! catch a broken lock (in every mode; slot holders then take slots in
+//! turn, as a lock that hands out one slot twice would). Workers may also
+//! be Python's lock libraries ([`crate::peers`]), alone or taking turns
+//! with uuidlock's on the same lock (`--runner peers`, or a list such as
+//! `--runner component,command,uuid-filelock`), in the exclusive mode only.
+//! The bench runs other programs through the same checks by giving a
+//! worker [`Program`] of their own.
 //!
 //! **Across clients of a share.** Given several `--dir`s that are mounts of
 //! one shared directory (an sshfs or SMB share mounted twice), workers take
@@ -52,7 +67,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, FromArgMatches, ValueEnum};
 use uuidlock::cli;
-use uuidlock_host::Options;
+use uuidlock::shared::MAX_SLOTS;
+use uuidlock_host::{Mode, Options};
 
 use crate::{exit, peers};
 
@@ -70,6 +86,12 @@ pub const WORKER_COMMAND: &str = "contend-worker";
 /// The lock file and counter file names inside the run's directory.
 const LOCK_FILE: &str = "contend.lock";
 const COUNTER_FILE: &str = "counter";
+
+/// The counter of a semaphore's slot `slot`, beside the lock.
+fn slot_counter(slot: u32) -> String {
+    format!("{COUNTER_FILE}-{slot}")
+}
+
 /// How long a worker waits for the lock before it gives up (a lock left by a
 /// dead worker would otherwise keep the run waiting for ever).
 const WORKER_TIMEOUT: Duration = Duration::from_secs(60);
@@ -168,6 +190,23 @@ pub struct Config {
     /// the workers take turns over it
     #[arg(long, value_name = "R", value_enum, value_delimiter = ',', default_value = "component")]
     pub runner: Vec<Runner>,
+    /// How many of the processes are readers (0 to --processes): workers 0
+    /// to R-1 hold the lock shared, the others exclusive (writers);
+    /// uuidlock's runners only. Checks that no writer holds beside anyone,
+    /// and reports how many readers held at once and how long writers waited
+    #[arg(
+        long,
+        value_name = "R",
+        default_value = "0",
+        value_parser = count_or_none::<MAX_PROCESSES>,
+        conflicts_with = "slots"
+    )]
+    pub readers: usize,
+    /// Every process holds one of the N slots of a semaphore (1 to 1024);
+    /// uuidlock's runners only. Checks that at most N hold at once, never
+    /// two in one slot, and reports the acquisitions per slot
+    #[arg(long, value_name = "N", value_parser = slot_count)]
+    pub slots: Option<u32>,
     /// As for acquire
     #[arg(long, value_name = "SECS", default_value = "0", value_parser = cli::seconds)]
     pub verification_delay: Duration,
@@ -195,7 +234,8 @@ pub struct Config {
     /// program's own business and do not apply.
     #[arg(skip)]
     pub program: Option<Program>,
-    /// Draw the wait-time distribution as an SVG file
+    /// Draw the wait-time distribution as an SVG file (readers' and
+    /// writers' apart)
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
     /// Print the report as JSON
@@ -224,6 +264,14 @@ pub(crate) fn count<const MAX: usize>(text: &str) -> Result<usize, String> {
 /// A count from 0 to `MAX` (for clap).
 fn count_or_none<const MAX: usize>(text: &str) -> Result<usize, String> {
     text.parse().ok().filter(|&n| n <= MAX).ok_or_else(|| format!("must be a whole number from 0 to {MAX}"))
+}
+
+/// A semaphore's slots, from 1 to [`MAX_SLOTS`] (for clap).
+fn slot_count(text: &str) -> Result<u32, String> {
+    text.parse()
+        .ok()
+        .filter(|&n| (1..=MAX_SLOTS).contains(&n))
+        .ok_or_else(|| format!("must be a whole number from 1 to {MAX_SLOTS}"))
 }
 
 /// The most worker processes a run starts.
@@ -266,6 +314,32 @@ impl Config {
         self.runner.iter().any(|runner| runner.has_python())
     }
 
+    /// How worker number `worker` holds the lock: in one of the slots with
+    /// `--slots`, shared when it is one of the first `--readers`, exclusive
+    /// otherwise. (A worker process is told `--readers 1` for shared.)
+    pub fn mode_for(&self, worker: usize) -> Mode {
+        match self.slots {
+            Some(n) => Mode::Slots(n),
+            None if worker < self.readers => Mode::Shared,
+            None => Mode::Exclusive,
+        }
+    }
+
+    /// Whether worker number `worker` is a reader.
+    pub fn is_reader(&self, worker: usize) -> bool {
+        self.mode_for(worker) == Mode::Shared
+    }
+
+    /// The run's mode, as reports name it: `exclusive`, `shared` (readers
+    /// beside writers) or `slots`.
+    pub fn mode_name(&self) -> &'static str {
+        match (self.slots, self.readers) {
+            (Some(_), _) => "slots",
+            (None, 0) => "exclusive",
+            (None, _) => "shared",
+        }
+    }
+
     /// The options every worker acquires with.
     fn lock_options(&self) -> Options {
         Options {
@@ -288,6 +362,14 @@ pub fn main(config: Config) -> i32 {
         }
         Ok(()) if config.kills > 0 && config.has_python() => {
             Err("--kill is for uuidlock's runners: a killed Python holder's lock is never broken".into())
+        }
+        Ok(()) if config.readers > config.processes => {
+            Err(format!("--readers {} is more than --processes {}", config.readers, config.processes))
+        }
+        Ok(())
+            if (config.readers > 0 || config.slots.is_some()) && (config.has_python() || config.program.is_some()) =>
+        {
+            Err("--readers and --slots are for uuidlock's runners: Python's locks know only exclusive holders".into())
         }
         Ok(()) if config.processes.saturating_mul(config.iterations) > MAX_SECTIONS => Err(format!(
             "--processes {} times --iterations {} is more than {MAX_SECTIONS} acquisitions in one run",
@@ -344,6 +426,20 @@ mod tests {
         for line in ["--processes 0", "--processes x", "--hold-ms -1", "--runner fast", "--bogus", "--dir"] {
             assert!(parse(line).is_err(), "{line}");
         }
+        for line in ["--slots 0", "--slots 1025", "--slots x", "--readers -1", "--readers 2 --slots 3"] {
+            assert!(parse(line).is_err(), "{line}");
+        }
+    }
+
+    #[test]
+    fn readers_come_first_and_slot_holders_are_all() {
+        let parsed = parse("--processes 4 --readers 3").unwrap();
+        let modes: Vec<Mode> = (0..4).map(|worker| parsed.mode_for(worker)).collect();
+        assert_eq!(modes, [Mode::Shared, Mode::Shared, Mode::Shared, Mode::Exclusive]);
+        assert_eq!(parsed.mode_name(), "shared");
+        let parsed = parse("--slots 1024").unwrap();
+        assert_eq!((parsed.mode_for(3), parsed.mode_name()), (Mode::Slots(1024), "slots"));
+        assert_eq!((Config::default().mode_for(0), Config::default().mode_name()), (Mode::Exclusive, "exclusive"));
     }
 
     #[test]

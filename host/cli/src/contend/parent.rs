@@ -12,8 +12,8 @@ use anyhow::{bail, ensure, Context, Result};
 use uuidlock::stale;
 use uuidlock_host::Runtime;
 
-use super::report::{count_overlaps, parse_section};
-use super::{now_ns, Config, Program, Report, COUNTER_FILE, LOCK_FILE, WORKER_COMMAND};
+use super::report::{parse_section, Checks};
+use super::{now_ns, slot_counter, Config, Program, Report, COUNTER_FILE, LOCK_FILE, WORKER_COMMAND};
 use crate::peers;
 use crate::progress::progress_bar;
 
@@ -40,9 +40,31 @@ pub fn run(config: &Config) -> Result<Report> {
 fn run_in(config: &Config, dirs: &[PathBuf]) -> Result<Report> {
     let lock = dirs[0].join(LOCK_FILE);
     ensure!(!lock.exists(), "{} exists from an earlier run; remove it or choose another --dir", lock.display());
+    let holders = dirs[0].join(uuidlock::shared::dir(LOCK_FILE));
+    ensure!(
+        !has_entries(&holders),
+        "{} holds shared holders from an earlier run; remove it or choose another --dir",
+        holders.display()
+    );
     std::fs::write(dirs[0].join(COUNTER_FILE), "0").context("writing the counter file")?;
+    for slot in 0..config.slots.unwrap_or(0) {
+        std::fs::write(dirs[0].join(slot_counter(slot)), "0").context("writing a slot's counter file")?;
+    }
     one_share(dirs)?;
     contend_in(config, dirs)
+}
+
+/// Whether the holders' directory `holders` (`<LOCK>.shared`) has an entry
+/// (a file named by a number); a run's readers leave the directory itself,
+/// and the spans in it, for the next writer to remove.
+fn has_entries(holders: &Path) -> bool {
+    std::fs::read_dir(holders).is_ok_and(|entries| {
+        entries.filter_map(Result::ok).any(|entry| {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit())
+        })
+    })
 }
 
 /// How long a file made through the first `--dir` may take to show through
@@ -225,7 +247,7 @@ fn contend_in(config: &Config, dirs: &[PathBuf]) -> Result<Report> {
                 }
             }
             Event::Line(slot, line) => {
-                sections.push(parse_section(slot, &line)?);
+                sections.push(parse_section(slot, config.is_reader(slot), &line)?);
                 workers.0[slot].reported += 1;
                 progress.inc(1);
             }
@@ -253,16 +275,34 @@ fn contend_in(config: &Config, dirs: &[PathBuf]) -> Result<Report> {
     progress.finish_and_clear();
     ensure!(sections.len() == total, "workers reported {} of {total} acquisitions", sections.len());
 
-    let counter_file = dirs[0].join(COUNTER_FILE);
-    stale::begin();
-    let counter = stale::again(|| std::fs::read_to_string(&counter_file))
-        .with_context(|| format!("reading the counter {}", counter_file.display()))?
-        .trim()
-        .parse()
-        .with_context(|| format!("parsing the counter {}", counter_file.display()))?;
+    let read_counter = |name: &str| -> Result<u64> {
+        let counter_file = dirs[0].join(name);
+        stale::begin();
+        stale::again(|| std::fs::read_to_string(&counter_file))
+            .with_context(|| format!("reading the counter {}", counter_file.display()))?
+            .trim()
+            .parse()
+            .with_context(|| format!("parsing the counter {}", counter_file.display()))
+    };
+    let slot_counters =
+        (0..config.slots.unwrap_or(0)).map(|slot| read_counter(&slot_counter(slot))).collect::<Result<Vec<_>>>()?;
+    let counter = match config.slots {
+        Some(_) => slot_counters.iter().sum(),
+        None => read_counter(COUNTER_FILE)?,
+    };
     sections.sort_by_key(|s| s.enter_ns);
-    let overlaps = count_overlaps(&sections);
-    Ok(Report { config: config.clone(), dirs: dirs.to_vec(), elapsed, sections, counter, overlaps, kills, cpu })
+    let checks = Checks::judge(&sections, config.slots);
+    Ok(Report {
+        config: config.clone(),
+        dirs: dirs.to_vec(),
+        elapsed,
+        sections,
+        counter,
+        slot_counters,
+        checks,
+        kills,
+        cpu,
+    })
 }
 
 /// Sends `worker` the start signal: a line on its stdin.
@@ -324,6 +364,12 @@ fn worker_args(config: &Config, dir: &Path, worker: usize, iterations: usize) ->
     }
     if config.renew {
         args.push("--renew".into());
+    }
+    // The worker's mode: it is worker 0 of its own run (Config::mode_for).
+    if let Some(slots) = config.slots {
+        args.extend(["--slots".into(), slots.to_string()]);
+    } else if config.is_reader(worker) {
+        args.extend(["--processes".into(), "1".into(), "--readers".into(), "1".into()]);
     }
     args
 }

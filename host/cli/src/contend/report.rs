@@ -1,6 +1,9 @@
 //! What the workers of a contention run reported, judged (overlaps, fences
-//! in order, evictions) and rendered: text, JSON, a plot.
+//! in order, evictions; readers beside writers, slots overfilled or held
+//! twice) and rendered: text, JSON, a plot.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -23,6 +26,98 @@ pub struct Section {
     pub fence: u64,
     /// The worker learnt at release that its lock had been broken.
     pub evicted: bool,
+    /// The worker held the lock shared (a reader).
+    pub reader: bool,
+    /// A semaphore holder's slot.
+    pub slot: Option<u32>,
+    /// A reader saw the counter change while it held.
+    pub changed: bool,
+}
+
+/// What the sections say when judged against each other, computed once.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Checks {
+    /// Sections that began beside a holder they must exclude: any unfinished
+    /// earlier one, for a writer; an unfinished writer, for a reader; N
+    /// unfinished ones, for a holder of a semaphore of N slots.
+    pub overlaps: usize,
+    /// Slot holders' sections that began while another held the same slot.
+    pub slot_collisions: usize,
+    /// Slot holders' sections with no slot, or one out of range.
+    pub bad_slots: usize,
+    /// Sections whose fencing number was not larger than it must be: than
+    /// every earlier section's for a writer, every earlier writer's for a
+    /// reader, every earlier section's in the same slot for a slot holder.
+    pub fence_inversions: usize,
+    /// The most sections held at once, and the most readers' sections.
+    pub max_concurrent: usize,
+    pub max_concurrent_readers: usize,
+    /// Acquisitions per slot (with `--slots`).
+    pub slot_acquisitions: Vec<usize>,
+}
+
+impl Checks {
+    /// Judges `sorted` (by entry), taken in the modes `slots` says: a
+    /// semaphore's, or exclusive and shared as each section says.
+    pub fn judge(sorted: &[Section], slots: Option<u32>) -> Checks {
+        let mut checks = Checks { slot_acquisitions: vec![0; slots.unwrap_or(0) as usize], ..Checks::default() };
+        let (mut latest_exit, mut latest_writer_exit) = (0, 0);
+        let mut slot_exit = vec![0; checks.slot_acquisitions.len()];
+        // The exit times of the sections still held, soonest first.
+        let (mut held, mut readers) = (BinaryHeap::new(), BinaryHeap::new());
+        let (mut highest, mut highest_writer) = (0, 0);
+        let mut slot_highest = vec![0; slot_exit.len()];
+        for s in sorted {
+            for heap in [&mut held, &mut readers] {
+                while heap.peek().is_some_and(|&Reverse(exit)| exit <= s.enter_ns) {
+                    heap.pop();
+                }
+            }
+            let floor = match (slots, s.slot) {
+                (Some(n), slot) => {
+                    checks.overlaps += usize::from(held.len() >= n as usize);
+                    match slot.filter(|&k| k < n).map(|k| k as usize) {
+                        Some(k) => {
+                            checks.slot_collisions += usize::from(s.enter_ns < slot_exit[k]);
+                            slot_exit[k] = slot_exit[k].max(s.exit_ns);
+                            checks.slot_acquisitions[k] += 1;
+                            let floor = slot_highest[k];
+                            slot_highest[k] = floor.max(s.fence);
+                            floor
+                        }
+                        None => {
+                            checks.bad_slots += 1;
+                            u64::MAX
+                        }
+                    }
+                }
+                (None, _) if s.reader => {
+                    checks.overlaps += usize::from(s.enter_ns < latest_writer_exit);
+                    highest_writer
+                }
+                (None, _) => {
+                    checks.overlaps += usize::from(s.enter_ns < latest_exit);
+                    latest_writer_exit = latest_writer_exit.max(s.exit_ns);
+                    let floor = highest;
+                    highest_writer = highest_writer.max(s.fence);
+                    floor
+                }
+            };
+            // Sections without a fence (other programs, no lock) are not judged.
+            checks.fence_inversions += usize::from(s.fence > 0 && floor != u64::MAX && s.fence <= floor);
+            if s.fence > 0 {
+                highest = highest.max(s.fence);
+            }
+            latest_exit = latest_exit.max(s.exit_ns);
+            held.push(Reverse(s.exit_ns));
+            checks.max_concurrent = checks.max_concurrent.max(held.len());
+            if s.reader {
+                readers.push(Reverse(s.exit_ns));
+                checks.max_concurrent_readers = checks.max_concurrent_readers.max(readers.len());
+            }
+        }
+        checks
+    }
 }
 
 /// The outcome of a run.
@@ -34,8 +129,13 @@ pub struct Report {
     pub elapsed: Duration,
     /// Sorted by entry time.
     pub sections: Vec<Section>,
+    /// The counter the writers increment; with `--slots`, the sum of the
+    /// slots' counters.
     pub counter: u64,
-    pub overlaps: usize,
+    /// Each slot's counter (with `--slots`).
+    pub slot_counters: Vec<u64>,
+    /// The sections judged against each other.
+    pub checks: Checks,
     /// When workers were killed (wall clock, ns since the epoch).
     pub kills: Vec<u128>,
     /// The CPU time (user + system) the workers used from their start
@@ -44,15 +144,34 @@ pub struct Report {
 }
 
 impl Report {
+    /// What the counter should read: one increment per writer's section
+    /// (every section's with `--slots`, none of the readers').
     pub fn expected(&self) -> u64 {
-        (self.config.processes * self.config.iterations) as u64
+        let c = &self.config;
+        let writers = if c.slots.is_some() { c.processes } else { c.processes - c.readers.min(c.processes) };
+        (writers * c.iterations) as u64
     }
 
-    /// Overlapping sections, fence inversions, and (in one directory) lost
-    /// counter updates; see [`Report::counter_off`].
+    /// Overlapping sections, slots held twice or out of range, fence
+    /// inversions, and (in one directory) lost counter updates and readers
+    /// that saw the counter change; see [`Report::counter_off`].
     pub fn violations(&self) -> usize {
-        let counted = if self.dirs.len() == 1 { self.counter_off() } else { 0 };
-        self.overlaps + counted as usize + self.fence_inversions()
+        let counted = if self.dirs.len() == 1 { self.counter_off() as usize + self.reads_changed() } else { 0 };
+        let checks = &self.checks;
+        checks.overlaps + checks.slot_collisions + checks.bad_slots + counted + checks.fence_inversions
+    }
+
+    /// Critical sections that began before an earlier one they must exclude
+    /// had ended ([`Checks::overlaps`]).
+    pub fn overlaps(&self) -> usize {
+        self.checks.overlaps
+    }
+
+    /// Readers' sections that saw the counter change while they held: a
+    /// writer wrote beside them. (Across mounts a caching client may serve
+    /// a stale first read, so there only the overlaps count.)
+    pub fn reads_changed(&self) -> usize {
+        self.sections.iter().filter(|s| s.changed).count()
     }
 
     /// How far the counter is from the sections reported. A killed holder
@@ -74,9 +193,10 @@ impl Report {
         self.sections.iter().filter(|s| s.evicted).count()
     }
 
-    /// Sections whose fencing number was not larger than every earlier one's.
+    /// Sections whose fencing number was not larger than it must be
+    /// ([`Checks::fence_inversions`]).
     pub fn fence_inversions(&self) -> usize {
-        count_fence_inversions(&self.sections)
+        self.checks.fence_inversions
     }
 
     /// The longest time from a kill to the next acquisition by anyone: how
@@ -91,9 +211,20 @@ impl Report {
 
     /// Waits (from asking for the lock to holding it), sorted.
     pub fn waits(&self) -> Vec<Duration> {
-        let mut waits: Vec<Duration> = self.sections.iter().map(|s| s.wait).collect();
+        self.waits_of(|_| true)
+    }
+
+    /// The waits of the sections `which` picks, sorted.
+    fn waits_of(&self, which: impl Fn(&Section) -> bool) -> Vec<Duration> {
+        let mut waits: Vec<Duration> = self.sections.iter().filter(|s| which(s)).map(|s| s.wait).collect();
         waits.sort();
         waits
+    }
+
+    /// Readers' and writers' waits, sorted (with `--slots`, none of either).
+    pub fn role_waits(&self) -> (Vec<Duration>, Vec<Duration>) {
+        let slots = self.config.slots.is_some();
+        (self.waits_of(|s| s.reader), self.waits_of(|s| !s.reader && !slots))
     }
 
     /// The fraction of consecutive acquisitions made by different processes.
@@ -128,6 +259,20 @@ impl Report {
         for dir in &self.dirs {
             let _ = writeln!(text, "  directory         {}", dir.display());
         }
+        match c.slots {
+            None if c.readers == 0 => {}
+            None => {
+                let _ = writeln!(
+                    text,
+                    "  mode              shared: {} readers, {} writers",
+                    c.readers,
+                    c.processes - c.readers
+                );
+            }
+            Some(n) => {
+                let _ = writeln!(text, "  mode              slots: a semaphore of {n}, every process a holder");
+            }
+        }
         let _ = writeln!(
             text,
             "  acquisitions      {} in {:.2} s ({:.0}/s)",
@@ -142,6 +287,7 @@ impl Report {
             ms(percentile(&waits, 0.99)),
             ms(waits.last().copied().unwrap_or_default())
         );
+        self.modes_text(&mut text);
         let _ = writeln!(text, "  hand-off ratio    {:.2}", self.handoff_ratio());
         let _ = writeln!(
             text,
@@ -174,25 +320,111 @@ impl Report {
                 ms(self.longest_gap_after_a_kill())
             );
         }
-        let _ = writeln!(text, "  overlaps          {}", self.overlaps);
+        let checks = &self.checks;
+        match c.slots {
+            None if c.readers == 0 => {
+                let _ = writeln!(text, "  overlaps          {}", checks.overlaps);
+            }
+            None => {
+                let _ = writeln!(
+                    text,
+                    "  overlaps          {} (a writer beside anyone, a reader beside a writer)",
+                    checks.overlaps
+                );
+                let _ = writeln!(
+                    text,
+                    "  reads changed     {} (readers that saw the counter change)",
+                    self.reads_changed()
+                );
+            }
+            Some(n) => {
+                let _ = writeln!(text, "  overlaps          {} (a holder beside {n} others)", checks.overlaps);
+                let _ = writeln!(
+                    text,
+                    "  slot collisions   {} (a holder beside another in its slot)",
+                    checks.slot_collisions
+                );
+                if checks.bad_slots > 0 {
+                    let _ = writeln!(text, "  bad slots         {} (no slot, or one out of range)", checks.bad_slots);
+                }
+            }
+        }
         let fenced = self.sections.iter().filter(|s| s.fence > 0).count();
         if fenced > 0 {
             let _ = writeln!(text, "  fences            {} of {fenced} out of order", self.fence_inversions());
         }
         let _ = writeln!(text, "  evictions         {}", self.evictions());
-        let verdict = match (self.violations(), self.evictions()) {
-            (0, 0) => "OK: mutual exclusion held",
-            (0, _) => "EVICTIONS: live holders lost their locks (a lifetime too short for this load?)",
-            _ => "VIOLATIONS: mutual exclusion broken",
+        let verdict = match (self.violations(), self.evictions(), c.mode_name()) {
+            (0, 0, "shared") => "OK: no writer beside anyone, no reader beside a writer".to_owned(),
+            (0, 0, "slots") => {
+                format!("OK: at most {} holders at once, never two in one slot", c.slots.unwrap_or_default())
+            }
+            (0, 0, _) => "OK: mutual exclusion held".to_owned(),
+            (0, _, _) => "EVICTIONS: live holders lost their locks (a lifetime too short for this load?)".to_owned(),
+            (_, _, "shared") => "VIOLATIONS: readers and writers not kept apart".to_owned(),
+            (_, _, "slots") => "VIOLATIONS: the semaphore let in too many holders, or two into one slot".to_owned(),
+            _ => "VIOLATIONS: mutual exclusion broken".to_owned(),
         };
         let _ = writeln!(text, "  result            {verdict}");
         text
+    }
+
+    /// The lines of the shared and slots modes: who held, how many at once,
+    /// how long writers waited, the acquisitions per slot.
+    fn modes_text(&self, text: &mut String) {
+        let c = &self.config;
+        let checks = &self.checks;
+        let p50_max = |waits: &[Duration]| {
+            format!("{} / {}", ms(percentile(waits, 0.50)), ms(waits.last().copied().unwrap_or_default()))
+        };
+        match c.slots {
+            None if c.readers == 0 => {}
+            None => {
+                let (readers, writers) = self.role_waits();
+                let _ = writeln!(
+                    text,
+                    "  readers           {} acquisitions, at most {} at once, wait p50/max {}",
+                    readers.len(),
+                    checks.max_concurrent_readers,
+                    p50_max(&readers)
+                );
+                if writers.is_empty() {
+                    let _ = writeln!(text, "  writers           none");
+                } else {
+                    let _ = writeln!(
+                        text,
+                        "  writers           {} acquisitions, wait p50/max {}",
+                        writers.len(),
+                        p50_max(&writers)
+                    );
+                }
+            }
+            Some(n) => {
+                let _ = writeln!(text, "  holders           at most {} at once", checks.max_concurrent);
+                let per_slot = &checks.slot_acquisitions;
+                if per_slot.len() <= 16 {
+                    let counts: Vec<String> = per_slot.iter().map(usize::to_string).collect();
+                    let _ = writeln!(text, "  per slot          {} (slot 0 first)", counts.join(" "));
+                } else {
+                    let used = per_slot.iter().filter(|&&count| count > 0).count();
+                    let (least, most) = (per_slot.iter().min(), per_slot.iter().max());
+                    let _ = writeln!(
+                        text,
+                        "  per slot          {} to {} acquisitions; {used} of {n} slots used",
+                        least.copied().unwrap_or(0),
+                        most.copied().unwrap_or(0)
+                    );
+                }
+            }
+        }
     }
 
     /// The report's figures, as `--json` prints them.
     pub fn summary(&self) -> Summary {
         let c = &self.config;
         let waits = self.waits();
+        let (reader_waits, writer_waits) = self.role_waits();
+        let longest = |waits: &[Duration]| waits.last().copied().unwrap_or_default().as_secs_f64();
         Summary {
             processes: c.processes,
             iterations: c.iterations,
@@ -214,13 +446,29 @@ impl Report {
             counter: self.counter,
             expected: self.expected(),
             counter_off: self.counter_off(),
-            overlaps: self.overlaps,
+            overlaps: self.checks.overlaps,
             fence_inversions: self.fence_inversions(),
             violations: self.violations(),
             evictions: self.evictions(),
             renew: c.renew,
             kills: self.kills.len(),
             longest_gap_after_kill_s: self.longest_gap_after_a_kill().as_secs_f64(),
+            mode: c.mode_name().to_owned(),
+            readers: if c.slots.is_some() { 0 } else { c.readers },
+            slots: c.slots,
+            max_concurrent: self.checks.max_concurrent,
+            reader_acquisitions: reader_waits.len(),
+            max_concurrent_readers: self.checks.max_concurrent_readers,
+            reader_wait_p50_s: percentile(&reader_waits, 0.50).as_secs_f64(),
+            reader_wait_max_s: longest(&reader_waits),
+            writer_acquisitions: writer_waits.len(),
+            writer_wait_p50_s: percentile(&writer_waits, 0.50).as_secs_f64(),
+            writer_wait_max_s: longest(&writer_waits),
+            reads_changed: self.reads_changed(),
+            slot_collisions: self.checks.slot_collisions,
+            bad_slots: self.checks.bad_slots,
+            slot_acquisitions: self.checks.slot_acquisitions.clone(),
+            slot_counters: self.slot_counters.clone(),
         }
     }
 
@@ -231,7 +479,24 @@ impl Report {
             "uuidlock contend: wait before holding the lock ({} processes x {}, hold {:?})",
             c.processes, c.iterations, c.hold
         );
-        plot::wait_histograms(&title, &[plot::Series { name: &c.runner_name(), waits: &self.waits() }])
+        let runner = c.runner_name();
+        match (c.slots, c.readers) {
+            (None, 0) => plot::wait_histograms(&title, &[plot::Series { name: &runner, waits: &self.waits() }]),
+            (None, readers) => {
+                let (reader_waits, writer_waits) = self.role_waits();
+                let (r, w) =
+                    (format!("{runner}: {readers} readers"), format!("{runner}: {} writers", c.processes - readers));
+                let series =
+                    [plot::Series { name: &r, waits: &reader_waits }, plot::Series { name: &w, waits: &writer_waits }];
+                // No panel for a role nobody had (all readers).
+                let series: Vec<plot::Series> = series.into_iter().filter(|s| !s.waits.is_empty()).collect();
+                plot::wait_histograms(&title, &series)
+            }
+            (Some(n), _) => {
+                let name = format!("{runner}: holders of {n} slots");
+                plot::wait_histograms(&title, &[plot::Series { name: &name, waits: &self.waits() }])
+            }
+        }
     }
 }
 
@@ -277,105 +542,221 @@ pub struct Summary {
     pub renew: bool,
     pub kills: usize,
     pub longest_gap_after_kill_s: f64,
+    /// `exclusive`, `shared` (readers beside writers, `--readers`) or
+    /// `slots` (a semaphore, `--slots`).
+    #[serde(default)]
+    pub mode: String,
+    /// Reader processes; the other processes are writers (without `--slots`).
+    #[serde(default)]
+    pub readers: usize,
+    /// The semaphore's slots.
+    #[serde(default)]
+    pub slots: Option<u32>,
+    /// The most sections held at once (1 when exclusion held, in the
+    /// exclusive mode; at most `slots`).
+    #[serde(default)]
+    pub max_concurrent: usize,
+    /// Readers' acquisitions, the most readers that held at once (more than
+    /// one: readers do share), and their waits.
+    #[serde(default)]
+    pub reader_acquisitions: usize,
+    #[serde(default)]
+    pub max_concurrent_readers: usize,
+    #[serde(default)]
+    pub reader_wait_p50_s: f64,
+    #[serde(default)]
+    pub reader_wait_max_s: f64,
+    /// Writers' acquisitions (every one's in the exclusive mode, none with
+    /// `--slots`) and their waits: the longest says whether readers starve
+    /// writers.
+    #[serde(default)]
+    pub writer_acquisitions: usize,
+    #[serde(default)]
+    pub writer_wait_p50_s: f64,
+    #[serde(default)]
+    pub writer_wait_max_s: f64,
+    /// Readers that saw the counter change while they held (a violation in
+    /// one directory).
+    #[serde(default)]
+    pub reads_changed: usize,
+    /// Slot holders that began while another held their slot, and those
+    /// with no slot or one out of range (violations).
+    #[serde(default)]
+    pub slot_collisions: usize,
+    #[serde(default)]
+    pub bad_slots: usize,
+    /// Acquisitions per slot, slot 0 first, and each slot's counter.
+    #[serde(default)]
+    pub slot_acquisitions: Vec<usize>,
+    #[serde(default)]
+    pub slot_counters: Vec<u64>,
 }
 
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
-/// Counts sections (sorted by entry) whose fencing number is not larger than
-/// every earlier one's, as a resource that refuses old fences would judge
-/// them; sections without a fence (0) are not judged.
-fn count_fence_inversions(sorted: &[Section]) -> usize {
-    let mut highest = 0;
-    let mut inversions = 0;
-    for fence in sorted.iter().map(|s| s.fence).filter(|&fence| fence > 0) {
-        if fence <= highest {
-            inversions += 1;
-        }
-        highest = highest.max(fence);
-    }
-    inversions
-}
-
-/// Counts sections that start before an earlier one has ended.
-pub(super) fn count_overlaps(sorted: &[Section]) -> usize {
-    let mut latest_exit = 0;
-    let mut overlaps = 0;
-    for section in sorted {
-        if section.enter_ns < latest_exit {
-            overlaps += 1;
-        }
-        latest_exit = latest_exit.max(section.exit_ns);
-    }
-    overlaps
-}
-
-/// `[evicted] ENTER_NS EXIT_NS WAIT_NS [FENCE]` (other programs' workers
-/// print no fence).
-pub(super) fn parse_section(worker: usize, line: &str) -> Result<Section> {
+/// `[evicted ][changed ]ENTER_NS EXIT_NS WAIT_NS [FENCE [SLOT]]` (other
+/// programs' workers print no fence) from worker number `worker`, a reader
+/// if `reader`.
+pub(super) fn parse_section(worker: usize, reader: bool, line: &str) -> Result<Section> {
     let (evicted, numbers) = match line.strip_prefix(EVICTED) {
         Some(rest) => (true, rest),
         None => (false, line),
+    };
+    let (changed, numbers) = match numbers.strip_prefix(CHANGED) {
+        Some(rest) => (true, rest),
+        None => (false, numbers),
     };
     let fields: Vec<u128> = numbers
         .split_whitespace()
         .map(str::parse)
         .collect::<Result<_, _>>()
         .with_context(|| format!("worker {worker} printed {line:?}"))?;
-    let (enter_ns, exit_ns, wait_ns, fence) = match fields[..] {
-        [enter, exit, wait] => (enter, exit, wait, 0),
-        [enter, exit, wait, fence] => (enter, exit, wait, fence as u64),
+    let (enter_ns, exit_ns, wait_ns, fence, slot) = match fields[..] {
+        [enter, exit, wait] => (enter, exit, wait, 0, None),
+        [enter, exit, wait, fence] => (enter, exit, wait, fence as u64, None),
+        [enter, exit, wait, fence, slot] => {
+            (enter, exit, wait, fence as u64, Some(u32::try_from(slot).unwrap_or(u32::MAX)))
+        }
         _ => bail!("worker {worker} printed {line:?}"),
     };
-    Ok(Section { worker, enter_ns, exit_ns, wait: Duration::from_nanos(wait_ns as u64), fence, evicted })
+    let wait = Duration::from_nanos(wait_ns as u64);
+    Ok(Section { worker, enter_ns, exit_ns, wait, fence, evicted, reader, slot, changed })
 }
 
 /// What a worker prints before a section whose lock was broken under it.
 pub(super) const EVICTED: &str = "evicted ";
+/// What a reader prints before a section in which the counter changed.
+pub(super) const CHANGED: &str = "changed ";
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn section(worker: usize, enter_ns: u128, exit_ns: u128) -> Section {
-        Section { worker, enter_ns, exit_ns, wait: Duration::ZERO, fence: 0, evicted: false }
+        Section {
+            worker,
+            enter_ns,
+            exit_ns,
+            wait: Duration::ZERO,
+            fence: 0,
+            evicted: false,
+            reader: false,
+            slot: None,
+            changed: false,
+        }
+    }
+
+    fn reader(worker: usize, enter_ns: u128, exit_ns: u128) -> Section {
+        Section { reader: true, ..section(worker, enter_ns, exit_ns) }
+    }
+
+    fn holder(slot: u32, enter_ns: u128, exit_ns: u128) -> Section {
+        Section { slot: Some(slot), ..section(slot as usize, enter_ns, exit_ns) }
+    }
+
+    fn fence_inversions(sorted: &[Section]) -> usize {
+        Checks::judge(sorted, None).fence_inversions
+    }
+
+    fn overlaps(sorted: &[Section]) -> usize {
+        Checks::judge(sorted, None).overlaps
     }
 
     #[test]
     fn fences_must_rise_in_section_order() {
         let fenced = |fence, enter| Section { fence, ..section(0, enter, enter + 1) };
-        assert_eq!(count_fence_inversions(&[fenced(1, 0), fenced(2, 10), fenced(5, 20)]), 0);
-        assert_eq!(count_fence_inversions(&[fenced(1, 0), fenced(3, 10), fenced(2, 20), fenced(3, 30)]), 2);
+        assert_eq!(fence_inversions(&[fenced(1, 0), fenced(2, 10), fenced(5, 20)]), 0);
+        assert_eq!(fence_inversions(&[fenced(1, 0), fenced(3, 10), fenced(2, 20), fenced(3, 30)]), 2);
         // Workers without fences (other programs) are not judged.
-        assert_eq!(count_fence_inversions(&[fenced(0, 0), fenced(0, 10)]), 0);
+        assert_eq!(fence_inversions(&[fenced(0, 0), fenced(0, 10)]), 0);
     }
 
     #[test]
-    fn worker_lines_parse_with_and_without_fence_and_eviction() {
-        let plain = parse_section(3, "10 20 5").unwrap();
+    fn readers_fences_rise_past_writers_only() {
+        let r = |fence, enter| Section { fence, ..reader(0, enter, enter + 5) };
+        let w = |fence, enter| Section { fence, ..section(1, enter, enter + 5) };
+        // Readers entering out of their gate's order are fine; a reader
+        // below an earlier writer is not, nor a writer below an earlier reader.
+        assert_eq!(fence_inversions(&[w(1, 0), r(3, 10), r(2, 11), w(4, 20), r(5, 30)]), 0);
+        assert_eq!(fence_inversions(&[w(4, 0), r(3, 10)]), 1);
+        assert_eq!(fence_inversions(&[r(4, 0), w(3, 10)]), 1);
+        // Slot holders: in each slot.
+        let h = |slot, fence, enter| Section { fence, ..holder(slot, enter, enter + 5) };
+        assert_eq!(Checks::judge(&[h(0, 2, 0), h(1, 1, 1), h(0, 3, 10), h(1, 4, 11)], Some(2)).fence_inversions, 0);
+        assert_eq!(Checks::judge(&[h(0, 3, 0), h(1, 1, 1), h(0, 2, 10)], Some(2)).fence_inversions, 1);
+    }
+
+    #[test]
+    fn worker_lines_parse_with_and_without_fence_eviction_change_and_slot() {
+        let plain = parse_section(3, false, "10 20 5").unwrap();
         assert_eq!((plain.worker, plain.enter_ns, plain.fence, plain.evicted), (3, 10, 0, false));
-        let evicted = parse_section(1, "evicted 10 20 5 42").unwrap();
-        assert_eq!((evicted.fence, evicted.evicted), (42, true));
-        assert!(parse_section(0, "10 20").is_err() && parse_section(0, "evicted x").is_err());
+        let evicted = parse_section(1, false, "evicted 10 20 5 42").unwrap();
+        assert_eq!((evicted.fence, evicted.evicted, evicted.slot), (42, true, None));
+        let changed = parse_section(1, true, "evicted changed 10 20 5 42").unwrap();
+        assert_eq!((changed.evicted, changed.changed, changed.reader), (true, true, true));
+        let slot = parse_section(2, false, "10 20 5 42 7").unwrap();
+        assert_eq!((slot.fence, slot.slot, slot.changed), (42, Some(7), false));
+        assert!(parse_section(0, false, "10 20").is_err() && parse_section(0, false, "evicted x").is_err());
+        assert!(parse_section(0, false, "1 2 3 4 5 6").is_err());
     }
 
     #[test]
     fn overlaps_are_counted_even_behind_a_long_section() {
         let sorted = [section(0, 0, 100), section(1, 10, 20), section(2, 50, 60), section(0, 100, 110)];
-        assert_eq!(count_overlaps(&sorted), 2);
-        assert_eq!(count_overlaps(&[section(0, 0, 10), section(1, 10, 20)]), 0);
+        assert_eq!(overlaps(&sorted), 2);
+        assert_eq!(overlaps(&[section(0, 0, 10), section(1, 10, 20)]), 0);
+        assert_eq!(Checks::judge(&sorted, None).max_concurrent, 2);
+    }
+
+    #[test]
+    fn readers_overlap_each_other_but_not_a_writer() {
+        // Three readers together, then a writer alone, then two readers.
+        let fine = [
+            reader(0, 0, 50),
+            reader(1, 10, 60),
+            reader(2, 20, 70),
+            section(3, 70, 80),
+            reader(0, 80, 90),
+            reader(1, 85, 95),
+        ];
+        let checks = Checks::judge(&fine, None);
+        assert_eq!((checks.overlaps, checks.max_concurrent_readers, checks.max_concurrent), (0, 3, 3));
+        // A writer entering beside a reader, a reader beside a writer, two writers.
+        assert_eq!(overlaps(&[reader(0, 0, 50), section(1, 40, 60)]), 1);
+        assert_eq!(overlaps(&[section(1, 0, 50), reader(0, 40, 60)]), 1);
+        assert_eq!(overlaps(&[section(1, 0, 50), reader(0, 10, 20), reader(2, 30, 60)]), 2);
+        assert_eq!(overlaps(&[section(1, 0, 50), section(2, 49, 60)]), 1);
+    }
+
+    #[test]
+    fn a_semaphore_is_judged_by_its_count_and_its_slots() {
+        // Three slots, three holders at once, each slot reused after it is left.
+        let fine = [holder(0, 0, 50), holder(1, 10, 60), holder(2, 20, 70), holder(0, 50, 80), holder(1, 60, 90)];
+        let checks = Checks::judge(&fine, Some(3));
+        assert_eq!((checks.overlaps, checks.slot_collisions, checks.bad_slots), (0, 0, 0));
+        assert_eq!((checks.max_concurrent, &checks.slot_acquisitions[..]), (3, &[2, 2, 1][..]));
+        // A fourth holder at once, and two holders in slot 1.
+        let over = [holder(0, 0, 50), holder(1, 10, 60), holder(2, 20, 70), holder(1, 30, 40)];
+        let checks = Checks::judge(&over, Some(3));
+        assert_eq!((checks.overlaps, checks.slot_collisions, checks.max_concurrent), (1, 1, 4));
+        // A slot out of range, or none.
+        let odd = [holder(3, 0, 10), section(0, 20, 30)];
+        assert_eq!(Checks::judge(&odd, Some(3)).bad_slots, 2);
     }
 
     #[test]
     fn the_json_summary_round_trips() {
+        let sections = vec![section(0, 0, 10), section(1, 20, 30)];
         let report = Report {
             config: Config::default(),
             dirs: vec![PathBuf::from("/tmp/x")],
             elapsed: Duration::from_secs(1),
-            sections: vec![section(0, 0, 10), section(1, 20, 30)],
+            checks: Checks::judge(&sections, None),
+            sections,
             counter: 2,
-            overlaps: 0,
+            slot_counters: vec![],
             kills: vec![],
             cpu: Duration::from_millis(500),
         };
@@ -384,5 +765,6 @@ mod tests {
         assert_eq!(back, report.summary());
         assert_eq!((back.counter, back.expected, back.handoff_ratio), (2, 100, 1.0));
         assert_eq!((back.cpu_per_acquisition_s, back.cores), (0.25, 0.5));
+        assert_eq!((back.mode.as_str(), back.writer_acquisitions, back.max_concurrent), ("exclusive", 2, 1));
     }
 }

@@ -1,6 +1,7 @@
 //! One worker of a contention run (`uuidlock contend-worker`): it takes and
-//! releases the lock through its runner, does the critical section's
-//! read-modify-write, and prints one line per acquisition.
+//! releases the lock through its runner, does the critical section (a
+//! writer's or a slot holder's read-modify-write, a reader's two reads), and
+//! prints one line per acquisition.
 
 use std::io::Write;
 use std::path::Path;
@@ -8,15 +9,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use uuidlock::stale;
-use uuidlock_host::{Grant, Lease, LockError, Locker, Options, Runtime};
+use uuidlock_host::{Grant, Lease, LockError, Locker, Mode, Options, Runtime};
 
-use super::report::EVICTED;
-use super::{now_ns, Config, Runner, COUNTER_FILE, LOCK_FILE, WORKER_COMMAND, WORKER_TIMEOUT};
+use super::report::{CHANGED, EVICTED};
+use super::{now_ns, slot_counter, Config, Runner, COUNTER_FILE, LOCK_FILE, WORKER_COMMAND, WORKER_TIMEOUT};
 use crate::exit;
 
 /// `uuidlock contend-worker ARGS`: one worker process. Prints `ready`, waits
-/// for the start signal (a line on stdin), then one line `ENTER_NS EXIT_NS WAIT_NS` per
-/// acquisition.
+/// for the start signal (a line on stdin), then one line per acquisition:
+/// `[evicted ][changed ]ENTER_NS EXIT_NS WAIT_NS FENCE [SLOT]` (`changed`: a
+/// reader saw the counter change while it held; `SLOT` a semaphore's).
 pub fn worker_main(config: Config) -> i32 {
     match work(&config) {
         Ok(()) => exit::OK,
@@ -43,18 +45,28 @@ enum Held {
     Nothing,
 }
 
+/// An acquisition: what is held, its fence (0 without a lock), and a
+/// semaphore holder's slot.
+struct Took {
+    held: Held,
+    fence: u64,
+    slot: Option<u32>,
+}
+
 impl Taker {
-    /// Takes the lock; what is held, and the fence (0 without a lock).
-    fn acquire(&self, lock: &Path, options: &Options) -> Result<(Held, u64)> {
+    /// Takes the lock in `options.mode`; `turn` picks the slot a worker
+    /// without a lock pretends to hold (in turn, so that the control run
+    /// shows slots held twice).
+    fn acquire(&self, lock: &Path, options: &Options, turn: u32) -> Result<Took> {
         match self {
             Taker::Component(locker) => {
                 let acquired = locker.acquire(lock, options)?.into_acquired();
-                Ok((Held::Token(acquired.token.into_string()), acquired.fence))
+                Ok(Took { held: Held::Token(acquired.token.into_string()), fence: acquired.fence, slot: acquired.slot })
             }
             Taker::Lease(locker) => {
                 let lease = locker.lease(lock, options)?;
-                let fence = lease.fence();
-                Ok((Held::Lease(Box::new(lease)), fence))
+                let (fence, slot) = (lease.fence(), lease.slot());
+                Ok(Took { held: Held::Lease(Box::new(lease)), fence, slot })
             }
             Taker::Command(runtime, grants) => {
                 let lock = lock.to_str().context("the lock path is not UTF-8")?;
@@ -73,14 +85,33 @@ impl Taker {
                 if let Some(lifetime) = options.stale_after {
                     args.extend(["--stale-after".into(), seconds(lifetime)]);
                 }
+                match options.mode {
+                    Mode::Exclusive => {}
+                    Mode::Shared => args.push("--shared".into()),
+                    Mode::Slots(n) => args.extend(["--slots".into(), n.to_string()]),
+                }
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 let output = runtime.run_command(&args, grants)?;
                 ensure!(output.code == 0, "acquire exited {}: {}", output.code, output.stderr.trim());
-                let (token, fence) =
-                    output.stdout.trim().split_once(' ').context("acquire --fence printed no fence")?;
-                Ok((Held::Token(token.to_owned()), fence.parse().context("acquire --fence printed a bad fence")?))
+                // `TOKEN FENCE`, and `SLOT` with --slots.
+                let printed: Vec<&str> = output.stdout.split_whitespace().collect();
+                let (token, fence, slot) = match printed[..] {
+                    [token, fence] => (token, fence, None),
+                    [token, fence, slot] => {
+                        (token, fence, Some(slot.parse().context("acquire --slots printed a bad slot")?))
+                    }
+                    _ => bail!("acquire --fence printed {:?}", output.stdout.trim()),
+                };
+                let fence = fence.parse().context("acquire --fence printed a bad fence")?;
+                Ok(Took { held: Held::Token(token.to_owned()), fence, slot })
             }
-            Taker::None => Ok((Held::Nothing, 0)),
+            Taker::None => {
+                let slot = match options.mode {
+                    Mode::Slots(n) => Some(turn % n),
+                    _ => None,
+                };
+                Ok(Took { held: Held::Nothing, fence: 0, slot })
+            }
         }
     }
 
@@ -120,9 +151,9 @@ fn work(config: &Config) -> Result<()> {
         Runner::None => Taker::None,
         python => bail!("--runner {}: not a worker of this binary", python.name()),
     };
-    let options = config.lock_options();
+    let mode = config.mode_for(0);
+    let options = Options { mode, ..config.lock_options() };
     let (lock, counter) = (dir.join(LOCK_FILE), dir.join(COUNTER_FILE));
-    let counter_aside = dir.join(format!("{COUNTER_FILE}.{}", std::process::id()));
     let mut out = std::io::stdout().lock();
     writeln!(out, "ready")?;
     out.flush()?;
@@ -130,31 +161,62 @@ fn work(config: &Config) -> Result<()> {
     if std::io::stdin().read_line(&mut String::new())? == 0 {
         bail!("the contend parent went away before the start");
     }
-    for _ in 0..config.iterations {
+    // Where a worker without a lock starts taking slots in turn.
+    let first_turn = std::process::id();
+    for iteration in 0..config.iterations {
         let asked = Instant::now();
-        let (held, fence) = taker.acquire(&lock, &options)?;
+        let turn = first_turn.wrapping_add(iteration as u32);
+        let Took { held, fence, slot } = taker.acquire(&lock, &options, turn)?;
         let wait = asked.elapsed();
         let enter_ns = now_ns();
-        // The non-atomic read-modify-write that only mutual exclusion keeps
-        // whole. On a share, through each worker's own client: a stale
-        // handle (another client replaced the counter) is looked up again,
-        // as the lock's own files are (uuidlock::stale), with a budget of
-        // its own for each critical section.
+        // On a share, through each worker's own client: a stale handle
+        // (another client replaced the counter) is looked up again, as the
+        // lock's own files are (uuidlock::stale), with a budget of its own
+        // for each critical section.
         stale::begin();
-        let read = stale::again(|| std::fs::read_to_string(&counter))
-            .with_context(|| format!("reading the counter {}", counter.display()))?;
-        let value: u64 = read.trim().parse().with_context(|| format!("parsing the counter {}", counter.display()))?;
-        std::thread::sleep(config.hold);
-        // Replaced whole (written aside, renamed), so that without a lock the
-        // run shows lost updates rather than a torn read.
-        std::fs::write(&counter_aside, (value + 1).to_string())
-            .with_context(|| format!("writing {}", counter_aside.display()))?;
-        stale::again(|| std::fs::rename(&counter_aside, &counter))
-            .with_context(|| format!("replacing the counter {}", counter.display()))?;
+        let changed = match (mode, slot) {
+            (Mode::Shared, _) => {
+                // A reader: the counter must not change while it holds.
+                let before = read_counter(&counter)?;
+                std::thread::sleep(config.hold);
+                before != read_counter(&counter)?
+            }
+            (Mode::Slots(_), Some(slot)) => {
+                increment(&dir.join(slot_counter(slot)), config.hold)?;
+                false
+            }
+            (Mode::Slots(n), None) => bail!("a semaphore of {n} slots gave no slot"),
+            (Mode::Exclusive, _) => {
+                increment(&counter, config.hold)?;
+                false
+            }
+        };
         let exit_ns = now_ns();
         let evicted = if taker.release(&lock, held)? { EVICTED } else { "" };
-        writeln!(out, "{evicted}{enter_ns} {exit_ns} {} {fence}", wait.as_nanos())?;
+        let changed = if changed { CHANGED } else { "" };
+        let slot = slot.map_or(String::new(), |slot| format!(" {slot}"));
+        writeln!(out, "{evicted}{changed}{enter_ns} {exit_ns} {} {fence}{slot}", wait.as_nanos())?;
         out.flush()?;
     }
+    Ok(())
+}
+
+fn read_counter(counter: &Path) -> Result<u64> {
+    let read = stale::again(|| std::fs::read_to_string(counter))
+        .with_context(|| format!("reading the counter {}", counter.display()))?;
+    read.trim().parse().with_context(|| format!("parsing the counter {}", counter.display()))
+}
+
+/// The non-atomic read-modify-write that only mutual exclusion (of the
+/// writers, or of one slot's holders) keeps whole, `hold` long.
+fn increment(counter: &Path, hold: Duration) -> Result<()> {
+    let value = read_counter(counter)?;
+    std::thread::sleep(hold);
+    // Replaced whole (written aside, renamed), so that without a lock the
+    // run shows lost updates rather than a torn read.
+    let aside = counter.with_extension(std::process::id().to_string());
+    std::fs::write(&aside, (value + 1).to_string()).with_context(|| format!("writing {}", aside.display()))?;
+    stale::again(|| std::fs::rename(&aside, counter))
+        .with_context(|| format!("replacing the counter {}", counter.display()))?;
     Ok(())
 }
