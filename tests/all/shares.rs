@@ -37,6 +37,19 @@ fn contend_across(share: &Share, args: &[&str]) -> (Option<i32>, Summary) {
     (output.status.code(), report)
 }
 
+/// Readers beside writers, then a semaphore of two slots, across both
+/// mounts of `share` with `extra` (delay, lifetime, kills): never a reader
+/// beside a writer, never more than two holders, readers that do overlap.
+fn modes_across(share: &Share, extra: &[&str]) {
+    for mode in [&["--readers", "2"][..], &["--slots", "2"][..]] {
+        let args = [&["--processes", "4", "--iterations", "6", "--hold-ms", "5", "--runner", "mixed"][..], mode, extra];
+        let (code, summary) = contend_across(share, &args.concat());
+        assert_eq!(code, Some(0), "{} {mode:?}: {summary:?}", share.name());
+        assert_eq!((summary.overlaps, summary.violations), (0, 0), "{} {mode:?}: {summary:?}", share.name());
+        assert!(summary.max_concurrent <= 2, "{} {mode:?}: {summary:?}", share.name());
+    }
+}
+
 fn path(p: &Path) -> &str {
     p.to_str().expect("test paths are UTF-8")
 }
@@ -95,6 +108,7 @@ fn sshfs_is_safe_and_recovers_from_killed_holders() {
     let (code, summary) = contend_across(&share, &[&args[..], &["--runner", "mixed"]].concat());
     assert_eq!(code, Some(0), "{summary:?}");
     assert_eq!((summary.kills, summary.overlaps, summary.violations), (4, 0, 0), "{summary:?}");
+    modes_across(&share, &["--stale-after", "1", "--kill", "2"]);
 }
 
 // SMB through smbnetfs: no hard links, so no lifetimes, and an exclusive
@@ -109,6 +123,8 @@ fn smb_is_safe_at_the_delay_the_doctor_asks_for() {
     let Some(share) = start("smb_is_safe_at_the_delay_the_doctor_asks_for", ShareKind::Smb) else { return };
     let report = doctor_then_contend(&share, "mixed");
     assert!(!report.hard_links.works && !report.lifetimes.works, "{report:#?}");
+    let delay = report.verdict.verification_delay_s.unwrap_or(0.0).to_string();
+    modes_across(&share, &["--verification-delay", &delay]);
 }
 
 // rclone's VFS serves a directory listing from its cache: one mount does
@@ -223,6 +239,7 @@ fn gluster_with_default_caches_is_safe_with_lifetimes_the_doctor_names() {
     let (code, summary) = contend_across(&share, &[&args[..], &["--runner", "mixed"]].concat());
     assert_eq!(code, Some(0), "{summary:?}");
     assert_eq!((summary.kills, summary.overlaps, summary.violations), (3, 0, 0), "{summary:?}");
+    modes_across(&share, &["--stale-after", &lifetime, "--kill", "2"]);
 }
 
 // GlusterFS with every cache off: no ghost, no delay, any lifetime the
@@ -238,6 +255,7 @@ fn gluster_without_caches_is_safe() {
     let (code, summary) = contend_across(&share, &[&args[..], &["--runner", "mixed"]].concat());
     assert_eq!(code, Some(0), "{summary:?}");
     assert_eq!((summary.kills, summary.overlaps, summary.violations), (3, 0, 0), "{summary:?}");
+    modes_across(&share, &["--stale-after", "1", "--kill", "2"]);
 }
 
 // GlusterFS dates files by the clock of the client that writes them. A
