@@ -223,3 +223,34 @@ fn interrupts_at_random_moments_leave_nothing_behind() {
     }
     assert!(interrupted >= 60, "only {interrupted} of 120 rounds were interrupted");
 }
+
+// A shared holder stopped (SIGSTOP) past its lifetime is broken as dead: a
+// writer gets in (a semaphore's next holder gets its slot), and the stopped
+// holder, once continued, learns its lease is lost and stops CMD (exit 75),
+// never deleting the newcomer's lock or entry.
+#[test]
+fn a_shared_holder_stopped_past_its_lifetime_is_broken_and_told() {
+    for (mode, contender) in [(&["--shared"][..], &[][..]), (&["--slots", "1"][..], &["--slots", "1"][..])] {
+        let sandbox = Sandbox::new();
+        let lock = sandbox.lock("data.lock");
+        let lock_str = lock.to_str().unwrap();
+        let mut args = vec!["run", lock_str, "--verification-delay", "0", "--stale-after", "1"];
+        args.extend_from_slice(mode);
+        args.extend_from_slice(&["--", "sleep", "30"]);
+        let mut holder = spawn(&args);
+        wait_for(&sandbox.lock("data.lock.shared").join("0"));
+        signal(&holder, libc::SIGSTOP);
+        let mut take = vec!["acquire", lock_str, "--verification-delay", "0", "--timeout", "20"];
+        take.extend_from_slice(contender);
+        let start = Instant::now();
+        let taken = uuidlock(&take);
+        assert_eq!(taken.status.code(), Some(0), "{mode:?}: {}", text(&taken.stderr));
+        assert!(start.elapsed() >= Duration::from_millis(900), "{mode:?}: broken before its lifetime");
+        let token = text(&taken.stdout).split_whitespace().next().unwrap().to_owned();
+        signal(&holder, libc::SIGCONT);
+        let status = holder.wait().unwrap();
+        assert_eq!(status.code(), Some(75), "{mode:?}: the stopped holder did not learn it lost the lease");
+        assert_eq!(uuidlock(&["holds", lock_str, &token]).status.code(), Some(0), "{mode:?}: the newcomer lost it");
+        assert_eq!(uuidlock(&["release", lock_str, &token]).status.code(), Some(0));
+    }
+}
