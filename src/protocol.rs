@@ -766,12 +766,17 @@ fn verify(path: &str, token: &Token, options: &Options, early: Option<u64>) -> R
         // for it: smbnetfs renames onto an existing name by deleting it
         // first, which lost the counter in 21 of 30 such races. One read,
         // against a delay that is far longer.
-        if let Err(LockError::NotOwner) = held_by(path, token) {
-            return Ok(None);
+        match still_ours(path, token) {
+            Err(LockError::NotOwner) => return Ok(None),
+            Err(e) => {
+                let _ = release_token(path, token);
+                return Err(e);
+            }
+            Ok(_) => {}
         }
     }
     let read_back =
-        early.map_or_else(|| fence::take(path), Ok).and_then(|fence| held_by(path, token).map(|held| (fence, held)));
+        early.map_or_else(|| fence::take(path), Ok).and_then(|fence| still_ours(path, token).map(|held| (fence, held)));
     match read_back {
         // A lifetime counts from when contenders first see the marker; after
         // a delay, renew once so that the caller gets all of it. Losing the
@@ -964,7 +969,7 @@ pub(crate) fn renew(path: &str, token: &Token, pause: &dyn Fn(RenewStep)) -> Res
     // dead by its date (found by `uuidlock simulate --profile nfs`, seed
     // 384: a contender broke a live holder's lock after its renewal's
     // read-back met a stale handle).
-    held_by(path, token).map(drop).inspect_err(|e| {
+    still_ours(path, token).map(drop).inspect_err(|e| {
         if *e == LockError::NotOwner {
             let _ = files::remove(&beat);
         }
@@ -1070,6 +1075,30 @@ fn held_dated(path: &str, token: &Token) -> Result<(Held, Option<SystemTime>), L
 }
 
 /// The marker at `path` if it holds `token`; [`LockError::NotOwner`] if not.
+/// [`held_by`], for a lock file that this process wrote and believes it
+/// holds (the read-back of a fresh marker, a renewal's check): a file it
+/// cannot read is an error, since it may well still be ours, never "someone
+/// else's". Taken for someone else's, an acquire would go on with the same
+/// token while its marker may still be on disk, unrenewed; a later publish
+/// would find that marker (its bytes, as after a lost reply to a link) and
+/// hold with it, long silent, and a contender that had watched it silent
+/// would break it beside us (found by the simulator: `uuidlock simulate
+/// --profile nfs --mode rw --hold 0.5 --seed 109`, an injected `EACCES` on
+/// the read-back).
+fn still_ours(path: &str, token: &Token) -> Result<Held, LockError> {
+    match files::read(path)? {
+        Some(files::Content { kind: files::Kind::Unreadable, .. }) => Err(LockError::Io(format!(
+            "cannot read back {path}, just written by this acquire: permission denied; \
+             the directory must let this user read the files it creates"
+        ))),
+        Some(content) => match content.marker() {
+            Marker::Uuidlock(held) if held.token == *token => Ok(held),
+            _ => Err(LockError::NotOwner),
+        },
+        None => Err(LockError::NotOwner),
+    }
+}
+
 fn held_by(path: &str, token: &Token) -> Result<Held, LockError> {
     match files::read_marker(path)? {
         Some(Marker::Uuidlock(held)) if held.token == *token => Ok(held),

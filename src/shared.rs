@@ -21,7 +21,9 @@
 //! (`<PATH>.shared/<K>.<UUID>.beat`, ...), renewed, released and broken by
 //! the very functions that renew, release and break `PATH`, applied to the
 //! entry's path. Before publishing at index `K` the registrant makes the
-//! *span* files `span1` ... `span<b>` (`b` the bit length of `K`), so that
+//! *span* files `span1` ... `span<b>` (`b` the bit length of `K`), each by
+//! an exclusive create (which a caching client sends to the server, where
+//! a look could be answered from a stale cache), so that
 //! whoever looks for entries knows every index that may be taken, `K <
 //! 2^m` with `span<m>` the last span there, and finds them by looking up
 //! names, never by listing the directory (a caching client's listing can
@@ -183,16 +185,22 @@ fn not_a_dir(lock: &str, kind: &str) -> LockError {
 /// Makes the holders' directory, if it is not there.
 fn make_dir(lock: &str) -> Result<(), LockError> {
     let dir = dir(lock);
-    match std::fs::create_dir(&dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match files::dir_state(&dir)? {
-            DirState::Dir => Ok(()),
-            DirState::Other(kind) => Err(not_a_dir(lock, kind)),
+    for _ in 0..3 {
+        let Err(e) = std::fs::create_dir(&dir) else { return Ok(()) };
+        // Whatever the error, look: sftp answers "exists" as EPERM, for
+        // `mkdir` as for an exclusive create (found by the simulator's
+        // sshfs profile), so only what is there tells.
+        match files::dir_state(&dir)? {
+            DirState::Dir => return Ok(()),
+            DirState::Other(kind) => return Err(not_a_dir(lock, kind)),
             // Removed by a writer just now: make it again.
-            DirState::Absent => make_dir(lock),
-        },
-        Err(e) => Err(files::io_error(&dir, "create", e)),
+            DirState::Absent if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            DirState::Absent => return Err(files::io_error(&dir, "create", e)),
+        }
     }
+    Err(LockError::Io(format!(
+        "cannot create {dir}: it was there and gone three times in a row; someone keeps removing it"
+    )))
 }
 
 /// Takes the smallest free index below `limit` (none: any) for `token`,
@@ -211,16 +219,27 @@ pub fn occupy(
     let fallback = if lifetime.is_some() { Fallback::Never } else { Fallback::Allowed };
     let limit = limit.unwrap_or(1 << MAX_SPAN);
     let mut index = 0;
+    // The spans made (or found there) by this call.
+    let mut spans = 0;
+    let mut restarts = 0;
     while index < limit {
         // Spans first: whoever finds the entry must know to look there.
-        for span in 1..=spans_for(index) {
-            if !exists(&span_path(lock, span))? {
-                match files::create_empty(&span_path(lock, span)) {
-                    Ok(_) => {}
-                    // Gone with a writer's clean-up: make it all again.
-                    Err(_) if !exists(&dir(lock))? => return occupy(lock, token, lifetime, Some(limit), watch),
-                    Err(e) => return Err(e),
+        // Each by an exclusive create, never "look, then make": a create
+        // goes to the server, where a caching client (NFS's attributes,
+        // sshfs's) can answer a look with a span a writer has removed since,
+        // and the entry would be published where no writer looks (found by
+        // the simulator's nfs profile: a writer beside a live reader).
+        while spans < spans_for(index) {
+            match files::create_empty(&span_path(lock, spans + 1)) {
+                Ok(_) => spans += 1,
+                // Gone with a writer's clean-up: make it all again (a few
+                // times: more is someone removing it on purpose).
+                Err(_) if restarts < 3 && !exists(&dir(lock))? => {
+                    restarts += 1;
+                    make_dir(lock)?;
+                    (index, spans) = (0, 0);
                 }
+                Err(e) => return Err(e),
             }
         }
         let entry = entry_path(lock, index);
