@@ -1,18 +1,30 @@
 //! The checker: watches a simulated run as it happens and judges it.
 //!
 //! - **Exclusion**: a holder holds from its acquire's return to its
-//!   release's start. While one holds and is *live* (its last sign of life,
-//!   a staged marker or heartbeat it wrote, is less than a lifetime old, by
-//!   true time; a lock without a lifetime is always live), nobody else may
-//!   acquire. A holder whose lease lapsed (it was stalled, or its renewals
-//!   failed) may be overtaken: that is the lease contract, and the fence
-//!   tells the two apart.
-//! - **Fences** strictly increase in the order holders acquire. (A holder
-//!   whose lease lapsed before its acquire even returned, stalled past a
+//!   release's start, as a *writer* (an exclusive acquire), a *reader*
+//!   (`--shared`) or a semaphore's *slot holder* (`--slots N`). While one
+//!   holds and is *live* (its last sign of life, a staged marker or
+//!   heartbeat it wrote, is less than a lifetime old, by true time; a lock
+//!   without a lifetime is always live), nobody may acquire beside a live
+//!   writer, and a writer may acquire beside no live holder of any mode.
+//!   Slot holders: every slot is below N, no two live ones share a slot,
+//!   and never more than N are live at once. A holder whose lease lapsed
+//!   (it was stalled, or its renewals failed) may be overtaken: that is the
+//!   lease contract, and the fence tells the two apart.
+//! - **Fences**: a writer's is above every fence taken by an earlier holder
+//!   (so writers' fences strictly increase), a reader's or a slot holder's
+//!   above every earlier writer's, in the order holders acquire. (Readers'
+//!   among themselves need not rise: a reader's fence is its gate's, and
+//!   another can pass it between the gate and the return.) A holder whose
+//!   lease lapsed before its acquire even returned, stalled past a
 //!   lifetime after its read-back, is counted apart: its hold began before
-//!   any successor's, and its lower fence is what tells them apart.)
+//!   any successor's, and its lower fence is what tells them apart.
 //! - **Nothing live is deleted**: no client deletes or replaces a live
-//!   holder's lock file, heartbeat or claim, other than the holder itself.
+//!   holder's lock file, shared entry (`job.lock.shared/K`), or the
+//!   heartbeat or claim of either, other than the holder itself.
+//! - **No false loss**: a refresh or release that answers "not the owner"
+//!   while its holder is live and its lock file or entry holds its token,
+//!   with no fault injected since the call began.
 //! - **Liveness**: once faults stop (and the last stall has ended), while
 //!   anyone waits and nobody holds, someone acquires within [`bound`].
 //! - **No trap and no unexplained failure**: a guest that traps, or a call
@@ -32,6 +44,39 @@ use super::world::{owner_of, uuid_in, World};
 
 /// The lock's name in the share's root.
 pub const LOCK: &str = "job.lock";
+/// The shared holders' directory (`src/shared.rs`), in the share's root.
+pub const SHARED_DIR: &str = "job.lock.shared";
+
+/// How a holder holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// An exclusive acquire.
+    Writer,
+    /// `acquire --shared`.
+    Reader,
+    /// `acquire --slots N`, in this slot.
+    Slot(u32),
+}
+
+impl Role {
+    pub fn index(self) -> usize {
+        match self {
+            Role::Writer => 0,
+            Role::Reader => 1,
+            Role::Slot(_) => 2,
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Role::Writer => write!(f, "writer"),
+            Role::Reader => write!(f, "reader"),
+            Role::Slot(slot) => write!(f, "holder of slot {slot}"),
+        }
+    }
+}
 
 #[derive(Clone, Debug)]
 struct Hold {
@@ -39,8 +84,22 @@ struct Hold {
     uuid: String,
     fence: u64,
     since: u64,
+    role: Role,
+    /// A reader's or a slot holder's entry, by index, when known: the slot,
+    /// or the one entry that holds its token (the renewed one, if an
+    /// earlier attempt of the same acquire left another).
+    entry: Option<u32>,
     /// Its lock was deleted by a stalled claimant (a named limitation).
     hit_by_limitation: bool,
+}
+
+/// One acquisition, as the checker saw it return.
+#[derive(Clone, Copy, Debug)]
+pub struct Acquisition {
+    pub client: usize,
+    /// From the acquire's start (this attempt's) to its return.
+    pub waited: u64,
+    pub role: Role,
 }
 
 /// One finding: a violation or a limitation.
@@ -52,18 +111,29 @@ pub struct Finding {
 
 pub struct Checker {
     lifetime: Option<u64>,
+    /// The semaphore's slots, when slot holders take part.
+    slots: Option<u32>,
     holds: Vec<Option<Hold>>,
+    /// What each client held last, once it stopped (for its release).
+    left: Vec<Option<Hold>>,
     waiting: Vec<Option<u64>>,
+    /// The mode each waiting client asked for (meaningful while waiting).
+    asked: Vec<Role>,
     /// Per client: stalls (start, length) and injected failures (times).
     stalls: Vec<Vec<(u64, u64)>>,
     injected: Vec<Vec<u64>>,
     /// Forward clock steps: (when, by how much).
     steps: Vec<(u64, u64)>,
     max_fence: Option<(u64, usize)>,
+    /// The largest fence a writer acquired with, and which client.
+    max_writer_fence: Option<(u64, usize)>,
     pub violations: Vec<Finding>,
     pub limitations: BTreeMap<&'static str, u32>,
-    /// (acquired at, client, waited).
-    pub acquisitions: Vec<(u64, usize, u64)>,
+    pub acquisitions: Vec<Acquisition>,
+    /// Acquires that timed out, by the mode asked for (writer, reader, slot).
+    pub timeouts: [u32; 3],
+    /// The most live holders at once (at an acquisition).
+    pub most_at_once: usize,
     pub kills: u32,
     pub injected_total: u32,
     pub stalls_total: u32,
@@ -100,18 +170,24 @@ pub fn bound(lifetime: Duration, retry: Duration, delay: Duration, caches: Durat
 }
 
 impl Checker {
-    pub fn new(clients: usize, lifetime: Option<Duration>) -> Checker {
+    pub fn new(clients: usize, lifetime: Option<Duration>, slots: Option<u32>) -> Checker {
         Checker {
             lifetime: lifetime.map(|l| l.as_nanos() as u64),
+            slots,
             holds: vec![None; clients],
+            left: vec![None; clients],
             waiting: vec![None; clients],
+            asked: vec![Role::Writer; clients],
             stalls: vec![Vec::new(); clients],
             injected: vec![Vec::new(); clients],
             steps: Vec::new(),
             max_fence: None,
+            max_writer_fence: None,
             violations: Vec::new(),
             limitations: BTreeMap::new(),
             acquisitions: Vec::new(),
+            timeouts: [0; 3],
+            most_at_once: 0,
             kills: 0,
             injected_total: 0,
             stalls_total: 0,
@@ -182,17 +258,62 @@ impl Checker {
         self.injected[client].iter().any(|&t| t >= since) || self.clock_steps > 0
     }
 
-    pub fn begin_acquire(&mut self, client: usize, world: &World) {
+    /// `client` starts to acquire, as `role` (a slot holder's slot is not
+    /// known yet: any).
+    pub fn begin_acquire(&mut self, client: usize, role: Role, world: &World) {
         self.waiting[client] = Some(world.now);
+        self.asked[client] = role;
         self.update_idle(world.now);
     }
 
-    pub fn acquired(&mut self, client: usize, token: &str, fence: u64, world: &World) {
+    /// Raises the fences seen so far with `fence`, acquired by `client` as
+    /// `role`.
+    fn note_fence(&mut self, client: usize, fence: u64, role: Role) {
+        self.max_fence = Some((fence.max(self.max_fence.map_or(0, |m| m.0)), client));
+        if role == Role::Writer {
+            self.max_writer_fence = Some((fence.max(self.max_writer_fence.map_or(0, |m| m.0)), client));
+        }
+    }
+
+    /// An overlap of live holders, unless a named limitation explains it.
+    fn overlap(&mut self, now: u64, other: &Hold, what: String) {
+        if other.hit_by_limitation {
+            *self
+                .limitations
+                .entry("an overlap after a live holder's lock was deleted (one of the above)")
+                .or_default() += 1;
+        } else if self.clock_explains(now) {
+            *self.limitations.entry("forward clock steps: an overlap").or_default() += 1;
+        } else {
+            self.violation(now, what);
+        }
+    }
+
+    pub fn acquired(&mut self, client: usize, token: &str, fence: u64, role: Role, world: &World) {
         let now = world.now;
         let began = self.waiting[client].take().unwrap_or(now);
         let uuid = token.get(token.len().saturating_sub(36)..).unwrap_or("").to_owned();
-        let hold = Hold { token: token.to_owned(), uuid, fence, since: now, hit_by_limitation: false };
-        self.acquisitions.push((now, client, now - began));
+        let entry = match role {
+            Role::Writer => None,
+            Role::Slot(slot) => Some(slot),
+            Role::Reader => {
+                let found = world.entries_holding(LOCK, &uuid);
+                match found.as_slice() {
+                    [(index, _)] => Some(*index),
+                    _ => found.iter().find(|(_, beat)| *beat).map(|(index, _)| *index),
+                }
+            }
+        };
+        let hold = Hold { token: token.to_owned(), uuid, fence, since: now, role, entry, hit_by_limitation: false };
+        self.acquisitions.push(Acquisition { client, waited: now - began, role });
+        if let (Role::Slot(slot), Some(n)) = (role, self.slots) {
+            if slot >= n {
+                self.violation(
+                    now,
+                    format!("c{client} acquired slot {slot} (fence {fence}) of a semaphore of {n} slots"),
+                );
+            }
+        }
         if !self.live(&hold, world) {
             // Stalled past its lifetime between its read-back and its return:
             // a holder whose lease lapsed, as one stalled later would be. Its
@@ -202,44 +323,68 @@ impl Checker {
                 .limitations
                 .entry("an acquire returned after its lease lapsed (a stall past a lifetime)")
                 .or_default() += 1;
-            self.max_fence = Some((fence.max(self.max_fence.map_or(0, |m| m.0)), client));
+            self.note_fence(client, fence, role);
             self.holds[client] = Some(hold);
             self.update_idle(now);
             return;
         }
+        let mut at_once = 1;
+        // Live slot holders, this one included, not explained by a limitation.
+        let mut slot_holders = usize::from(matches!(role, Role::Slot(_)));
         for other in 0..self.holds.len() {
             let Some(hold) = self.holds[other].clone() else { continue };
             if other == client || !self.live(&hold, world) {
                 continue;
             }
-            if hold.hit_by_limitation {
-                *self
-                    .limitations
-                    .entry("an overlap after a live holder's lock was deleted (one of the above)")
-                    .or_default() += 1;
-            } else if self.clock_explains(now) {
-                *self.limitations.entry("forward clock steps: an overlap").or_default() += 1;
-            } else {
+            at_once += 1;
+            if matches!(hold.role, Role::Slot(_)) && !hold.hit_by_limitation {
+                slot_holders += 1;
+            }
+            let what = match (role, hold.role) {
+                (Role::Writer, Role::Writer) => format!(
+                    "two holders: c{client} acquired (fence {fence}) while c{other} held since {} (fence {}, token {}), live",
+                    secs(hold.since),
+                    hold.fence,
+                    hold.token
+                ),
+                (Role::Writer, _) | (_, Role::Writer) => format!(
+                    "a writer beside another holder: c{client} acquired as {role} (fence {fence}) while c{other} held as {} since {} (fence {}, token {}), live",
+                    hold.role,
+                    secs(hold.since),
+                    hold.fence,
+                    hold.token
+                ),
+                (Role::Slot(a), Role::Slot(b)) if a == b => format!(
+                    "two holders of slot {a}: c{client} acquired it (fence {fence}) while c{other} held it since {} (fence {}, token {}), live",
+                    secs(hold.since),
+                    hold.fence,
+                    hold.token
+                ),
+                _ => continue,
+            };
+            self.overlap(now, &hold, what);
+        }
+        self.most_at_once = self.most_at_once.max(at_once);
+        if let (Role::Slot(_), Some(n)) = (role, self.slots) {
+            if slot_holders > n as usize && !self.clock_explains(now) {
                 self.violation(
                     now,
-                    format!(
-                        "two holders: c{client} acquired (fence {fence}) while c{other} held since {} (fence {}, token {}), live",
-                        secs(hold.since),
-                        hold.fence,
-                        hold.token
-                    ),
+                    format!("{slot_holders} live slot holders of a semaphore of {n} slots, as c{client} acquired (fence {fence})"),
                 );
             }
         }
-        if let Some((max, by)) = self.max_fence {
-            if fence <= max {
-                self.violation(
-                    now,
-                    format!("fence {fence} of c{client} is not above fence {max}, taken earlier by c{by}"),
-                );
-            }
+        match (role, if role == Role::Writer { self.max_fence } else { self.max_writer_fence }) {
+            (Role::Writer, Some((max, by))) if fence <= max => self.violation(
+                now,
+                format!("fence {fence} of c{client} is not above fence {max}, taken earlier by c{by}"),
+            ),
+            (_, Some((max, by))) if fence <= max => self.violation(
+                now,
+                format!("fence {fence} of c{client}, {role}, is not above fence {max} of writer c{by}, who acquired earlier"),
+            ),
+            _ => {}
         }
-        self.max_fence = Some((fence.max(self.max_fence.map_or(0, |m| m.0)), client));
+        self.note_fence(client, fence, role);
         self.holds[client] = Some(hold);
         self.update_idle(now);
     }
@@ -250,10 +395,15 @@ impl Checker {
         self.update_idle(now);
     }
 
+    /// The acquire timed out (after [`Checker::gave_up`]).
+    pub fn timed_out(&mut self, client: usize) {
+        self.timeouts[self.asked[client].index()] += 1;
+    }
+
     /// The holder stops holding: its release starts, or it learnt it lost
     /// the lock. The lock itself may stay until the release ends.
     pub fn stops_holding(&mut self, client: usize) {
-        self.holds[client] = None;
+        self.left[client] = self.holds[client].take();
     }
 
     pub fn released(&mut self, now: u64) {
@@ -263,6 +413,7 @@ impl Checker {
     pub fn killed(&mut self, client: usize, now: u64) {
         self.kills += 1;
         self.holds[client] = None;
+        self.left[client] = None;
         self.waiting[client] = None;
         self.update_idle(now);
     }
@@ -278,18 +429,63 @@ impl Checker {
         self.violation(now, format!("c{client}: the guest trapped: {what}"));
     }
 
+    /// `client`'s refresh or release (`command`, from `since`) answered
+    /// "not the owner": a live holder whose lock file or entry still holds
+    /// its token was told it lost what it holds (it stops, and what it left
+    /// blocks the others until it is broken as dead). With no fault
+    /// injected since, a violation.
+    pub fn told_lost(&mut self, client: usize, command: &str, since: u64, world: &World) {
+        let Some(hold) = self.holds[client].clone().or_else(|| self.left[client].clone()) else { return };
+        // An error injected into the command may be read as a stale handle
+        // (the lock replaced by another): a failure under a fault.
+        if !self.live(&hold, world) || hold.hit_by_limitation || self.faulted_since(client, since) {
+            return;
+        }
+        let path = match hold.role {
+            Role::Writer => world.lock_holds(LOCK, &hold.uuid).then(|| LOCK.to_owned()),
+            _ => world
+                .entries_holding(LOCK, &hold.uuid)
+                .into_iter()
+                .find(|&(index, _)| hold.entry.is_none_or(|entry| entry == index))
+                .map(|(index, _)| format!("{SHARED_DIR}/{index}")),
+        };
+        if let Some(path) = path {
+            self.violation(
+                world.now,
+                format!(
+                    "c{client}, {} (fence {}), live: {command} answered \"not the owner\", but {path} holds its token",
+                    hold.role, hold.fence
+                ),
+            );
+        }
+    }
+
+    /// A command succeeded but printed what its contract does not allow.
+    pub fn misspoke(&mut self, client: usize, now: u64, what: String) {
+        self.violation(now, format!("c{client}: {what}"));
+    }
+
     /// Judges what the share removed since the last look.
     pub fn removals(&mut self, world: &mut World) {
         for removal in std::mem::take(&mut world.removals) {
-            let (uuid, what) = if removal.name == LOCK {
+            let in_root = removal.dir.is_empty();
+            let in_shared = removal.dir == SHARED_DIR;
+            let entry = in_shared && !removal.name.is_empty() && removal.name.bytes().all(|b| b.is_ascii_digit());
+            let (uuid, what) = if (in_root && removal.name == LOCK) || entry {
                 match uuid_in(&removal.bytes) {
-                    Some(uuid) => (uuid, "lock"),
+                    Some(uuid) => (uuid, if entry { "shared entry" } else { "lock" }),
                     None => continue,
                 }
             } else {
                 match owner_of(&removal.name) {
-                    Some((uuid, kind)) if removal.name.starts_with(LOCK) => {
-                        (uuid.to_owned(), if kind == "beat" { "heartbeat" } else { "claim" })
+                    Some((uuid, kind)) if (in_root && removal.name.starts_with(LOCK)) || in_shared => {
+                        let what = match (in_shared, kind == "beat") {
+                            (false, true) => "heartbeat",
+                            (false, false) => "claim",
+                            (true, true) => "shared entry's heartbeat",
+                            (true, false) => "shared entry's claim",
+                        };
+                        (uuid.to_owned(), what)
                     }
                     _ => continue,
                 }
@@ -301,9 +497,22 @@ impl Checker {
             if holder == removal.client || !self.live(&hold, world) {
                 continue;
             }
+            // A reader or a slot holder holds its entry; the lock file was
+            // only its gate, released (a tombstone claim perhaps left)
+            // before it held. A writer holds the lock file, nothing shared.
+            if in_shared == (hold.role == Role::Writer) {
+                continue;
+            }
+            // An entry (or its heartbeat, its claim) that an earlier attempt
+            // of the same acquire left at another index, with the same
+            // token, is not the one it holds: breaking it harms nobody.
+            let index = removal.name.split('.').next().and_then(|i| i.parse::<u32>().ok());
+            if in_shared && hold.entry.is_some() && index != hold.entry {
+                continue;
+            }
             // A claim named by a holder's instance is the holder's only when
             // it made it (its release); one a breaker made is the breaker's.
-            if what == "claim" && removal.creator != holder {
+            if what.ends_with("claim") && removal.creator != holder {
                 continue;
             }
             if self.stalled_claimant(removal.client, world) {
@@ -317,11 +526,13 @@ impl Checker {
                     h.hit_by_limitation = true;
                 }
             } else {
+                let name = if in_root { removal.name.clone() } else { format!("{}/{}", removal.dir, removal.name) };
+                let role = if hold.role == Role::Writer { String::new() } else { format!("{}, ", hold.role) };
                 self.violation(
                     world.now,
                     format!(
-                        "c{} deleted the {what} of live holder c{holder} (fence {}): {}",
-                        removal.client, hold.fence, removal.name
+                        "c{} deleted the {what} of live holder c{holder} ({role}fence {}): {name}",
+                        removal.client, hold.fence
                     ),
                 );
             }

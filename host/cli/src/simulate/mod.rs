@@ -42,7 +42,7 @@ use wasmtime::{Config as EngineConfig, Engine, Linker, Module};
 use crate::exit;
 use crate::progress::progress_bar;
 use profile::{Faults, Profile};
-use sched::{Guest, Outcome, Settings};
+use sched::{Guest, Outcome, Settings, Workload};
 
 /// How many failing seeds a report shows in full.
 const SHOWN: usize = 3;
@@ -70,6 +70,12 @@ stalls and clock steps under a quarter of a lifetime); or a list NAME=VALUE,... 
 after 'default,': stall=P stall-for=SECS kill=P errors=P eio=P estale=P enospc=P ebusy=P
 eacces=P (P: per call, 0 to 0.5), clock-steps=N (per simulated second) step-by=SECS skew=SECS
 full-disk=SECS (from then until the faults stop, a write that needs a new block fails).
+
+Modes (--mode; each acquisition's drawn from the seed):
+  exclusive  every acquire exclusive: writers only
+  rw         readers (acquire --shared), and writers for --writers P of the acquisitions (0.25)
+  slots      a semaphore's holders (acquire --slots N, N from --slots), writers for --writers P (0)
+  mixed      readers and slot holders, even odds, and writers for --writers P (0.25)
 
 Exit codes: 0 no violation, 1 violations found (each with the command that replays it),
 2 usage error, 4 the guest cannot be loaded.")]
@@ -120,6 +126,16 @@ pub struct Config {
     /// every waiter tries the lock, and breaks it, at once
     #[arg(long)]
     pub no_queue: bool,
+    /// What the clients acquire: exclusive, rw, slots or mixed (see below)
+    #[arg(long, default_value = "exclusive")]
+    pub mode: String,
+    /// With --mode rw, slots or mixed: the share of acquisitions that are
+    /// exclusive (writers), 0 to 1 [default: 0.25; 0 with slots]
+    #[arg(long, value_name = "P")]
+    pub writers: Option<f64>,
+    /// With --mode slots or mixed: the semaphore's slots, 1 to 1024 [default: 2]
+    #[arg(long, value_name = "N")]
+    pub slots: Option<u32>,
     /// Print the whole trace of the run (with --seed)
     #[arg(long, requires = "seed")]
     pub trace: bool,
@@ -149,6 +165,12 @@ pub struct Summary {
     pub seeds: u64,
     pub build: String,
     pub faults: String,
+    /// exclusive, rw, slots or mixed.
+    pub mode: String,
+    /// The share of acquisitions asked for as a writer's.
+    pub writers: f64,
+    /// The semaphore's slots (slots, mixed).
+    pub slots: Option<u32>,
     pub verification_delay_s: f64,
     pub stale_after_s: Option<f64>,
     pub violating_seeds: Vec<u64>,
@@ -169,6 +191,18 @@ pub struct Summary {
     pub clock_steps: u64,
     pub failed_calls: u64,
     pub failed_renewals: u64,
+    /// Acquisitions by writers (exclusive), readers (--shared) and slot
+    /// holders (--slots N).
+    pub writer_acquisitions: u64,
+    pub reader_acquisitions: u64,
+    pub slot_acquisitions: u64,
+    /// The longest a writer's acquire waited (beside readers or slot
+    /// holders: how long they starve it), and writers' acquires that
+    /// timed out.
+    pub longest_writer_wait_s: f64,
+    pub writer_timeouts: u64,
+    /// The most live holders at once, in any seed.
+    pub most_holders_at_once: u64,
 }
 
 #[derive(Serialize, Debug)]
@@ -211,6 +245,7 @@ fn settings(config: &Config, profile: Profile) -> Result<Settings, String> {
         Some(d) => secs(d, "--verification-delay", 3600.0)?,
         None => profile.verification_delay,
     };
+    let workload = workload(config)?;
     Ok(Settings {
         faults,
         clients: config.clients,
@@ -228,8 +263,37 @@ fn settings(config: &Config, profile: Profile) -> Result<Settings, String> {
             return Err(format!("--long-holds {} must be from 0 to 1", config.long_holds));
         },
         queue: !config.no_queue,
+        workload,
         profile,
     })
+}
+
+/// The modes the clients acquire in, from --mode, --writers and --slots.
+fn workload(config: &Config) -> Result<Workload, String> {
+    let writers = |default: f64| match config.writers {
+        Some(p) if !(0.0..=1.0).contains(&p) => Err(format!("--writers {p} must be from 0 to 1")),
+        Some(p) => Ok(p),
+        None => Ok(default),
+    };
+    let slots = || match config.slots {
+        Some(n) if n == 0 || n > 1024 => Err(format!("--slots {n} must be from 1 to 1024")),
+        Some(n) => Ok(n),
+        None => Ok(2),
+    };
+    let workload = match config.mode.as_str() {
+        "exclusive" => Workload::Exclusive,
+        "rw" => Workload::Rw { writers: writers(0.25)? },
+        "slots" => Workload::Slots { n: slots()?, writers: writers(0.0)? },
+        "mixed" => Workload::Mixed { n: slots()?, writers: writers(0.25)? },
+        other => return Err(format!("unknown mode {other:?}; known: exclusive, rw, slots, mixed")),
+    };
+    if config.writers.is_some() && workload == Workload::Exclusive {
+        return Err("--writers applies to --mode rw, slots or mixed (with exclusive, every client writes)".into());
+    }
+    if config.slots.is_some() && workload.slots().is_none() {
+        return Err(format!("--slots applies to --mode slots or mixed, not {}", config.mode));
+    }
+    Ok(workload)
 }
 
 pub fn main(config: Config) -> i32 {
@@ -387,6 +451,12 @@ fn replay(config: &Config, settings: &Settings, guest: &Guest, seed: u64) -> Str
     if config.no_queue {
         command += " --no-queue";
     }
+    if settings.workload != Workload::Exclusive {
+        command += &format!(" --mode {} --writers {}", config.mode, settings.workload.writers());
+    }
+    if let Some(n) = settings.workload.slots() {
+        command += &format!(" --slots {n}");
+    }
     if config.latency > 0.0 {
         command += &format!(" --latency {}", config.latency);
     }
@@ -422,6 +492,9 @@ fn summarise(config: &Config, settings: &Settings, guest: &Guest, outcomes: &[Ou
         seeds: outcomes.len() as u64,
         build: guest.build.clone(),
         faults: config.faults.clone(),
+        mode: config.mode.clone(),
+        writers: settings.workload.writers(),
+        slots: settings.workload.slots(),
         verification_delay_s: settings.verification_delay.as_secs_f64(),
         stale_after_s: settings.lifetime.map(|l| l.as_secs_f64()),
         violating_seeds: violating.iter().map(|o| o.seed).collect(),
@@ -451,6 +524,12 @@ fn summarise(config: &Config, settings: &Settings, guest: &Guest, outcomes: &[Ou
         clock_steps: outcomes.iter().map(|o| u64::from(o.clock_steps)).sum(),
         failed_calls: outcomes.iter().map(|o| u64::from(o.failures)).sum(),
         failed_renewals: outcomes.iter().map(|o| u64::from(o.renewals_failed)).sum(),
+        writer_acquisitions: outcomes.iter().map(|o| o.by_role[0] as u64).sum(),
+        reader_acquisitions: outcomes.iter().map(|o| o.by_role[1] as u64).sum(),
+        slot_acquisitions: outcomes.iter().map(|o| o.by_role[2] as u64).sum(),
+        longest_writer_wait_s: outcomes.iter().map(|o| o.longest_writer_wait).max().unwrap_or_default().as_secs_f64(),
+        writer_timeouts: outcomes.iter().map(|o| u64::from(o.writer_timeouts)).sum(),
+        most_holders_at_once: outcomes.iter().map(|o| o.most_at_once as u64).max().unwrap_or(0),
     }
 }
 
@@ -458,9 +537,14 @@ fn text(summary: &Summary, outcomes: &[Outcome], full_trace: bool) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let lifetime = summary.stale_after_s.map_or("no lifetime".to_owned(), |l| format!("lifetime {l} s"));
+    let mode = match summary.slots {
+        _ if summary.mode == "exclusive" => String::new(),
+        Some(n) => format!(", mode {} ({n} slots, writers {})", summary.mode, summary.writers),
+        None => format!(", mode {} (writers {})", summary.mode, summary.writers),
+    };
     let _ = writeln!(
         out,
-        "uuidlock simulate: {}, {} clients, delay {} s, {lifetime}, faults: {}",
+        "uuidlock simulate: {}, {} clients, delay {} s, {lifetime}, faults: {}{mode}",
         summary.profile, summary.clients, summary.verification_delay_s, summary.faults
     );
     let first = outcomes.first().map_or(0, |o| o.seed);
@@ -488,6 +572,21 @@ fn text(summary: &Summary, outcomes: &[Outcome], full_trace: bool) -> String {
     );
     let _ =
         writeln!(out, "  hand-off ratio    {:.2}; longest wait {:.3} s", summary.handoff_ratio, summary.longest_wait_s);
+    if summary.mode != "exclusive" {
+        let _ = writeln!(
+            out,
+            "  modes             {} writers, {} readers, {} slot holders; at most {} holding at once",
+            summary.writer_acquisitions,
+            summary.reader_acquisitions,
+            summary.slot_acquisitions,
+            summary.most_holders_at_once
+        );
+        let _ = writeln!(
+            out,
+            "  writers           longest wait {:.3} s; {} acquires timed out",
+            summary.longest_writer_wait_s, summary.writer_timeouts
+        );
+    }
     let _ = writeln!(
         out,
         "  liveness          after the faults, nobody held while someone waited for at most {:.3} s (that seed's bound {:.3} s)",

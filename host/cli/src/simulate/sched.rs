@@ -26,7 +26,7 @@ use std::time::Duration;
 use wasmtime::Result;
 use wasmtime::{Engine, InstancePre, Store};
 
-use super::check::{secs, Checker, LOCK};
+use super::check::{secs, Checker, Role, LOCK};
 use super::profile::{Faults, Injected, Profile};
 use super::rng::Rng;
 use super::wasi::{Exit, Process, MOUNT};
@@ -66,6 +66,66 @@ pub struct Settings {
     pub long_holds: f64,
     /// Wait in the queue (else poll: `acquire --no-queue`).
     pub queue: bool,
+    /// The modes the clients acquire in.
+    pub workload: Workload,
+}
+
+/// What the clients acquire: each acquisition's mode is drawn from the
+/// client's workload stream (but for `Exclusive`, which draws nothing, so
+/// that its runs are those of the simulator before shared modes).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Workload {
+    /// Every acquisition exclusive.
+    Exclusive,
+    /// A writer (exclusive) with this chance, else a reader (`--shared`).
+    Rw { writers: f64 },
+    /// A writer with this chance, else a semaphore's holder (`--slots n`).
+    Slots { n: u32, writers: f64 },
+    /// A writer with this chance, else a reader or a semaphore's holder,
+    /// even odds.
+    Mixed { n: u32, writers: f64 },
+}
+
+/// One acquire's mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ask {
+    Exclusive,
+    Shared,
+    Slots(u32),
+}
+
+impl Workload {
+    /// The semaphore's slots, if slot holders take part.
+    pub fn slots(self) -> Option<u32> {
+        match self {
+            Workload::Slots { n, .. } | Workload::Mixed { n, .. } => Some(n),
+            _ => None,
+        }
+    }
+
+    /// The chance that an acquisition is a writer's.
+    pub fn writers(self) -> f64 {
+        match self {
+            Workload::Exclusive => 1.0,
+            Workload::Rw { writers } | Workload::Slots { writers, .. } | Workload::Mixed { writers, .. } => writers,
+        }
+    }
+
+    fn draw(self, rng: &mut Rng) -> Ask {
+        match self {
+            Workload::Exclusive => Ask::Exclusive,
+            _ if rng.chance(self.writers()) => Ask::Exclusive,
+            Workload::Rw { .. } => Ask::Shared,
+            Workload::Slots { n, .. } => Ask::Slots(n),
+            Workload::Mixed { n, .. } => {
+                if rng.chance(0.5) {
+                    Ask::Shared
+                } else {
+                    Ask::Slots(n)
+                }
+            }
+        }
+    }
 }
 
 /// How many trailing events a failing run's trace shows.
@@ -222,6 +282,13 @@ pub struct Outcome {
     pub clock_steps: u32,
     pub failures: u32,
     pub renewals_failed: u32,
+    /// Acquisitions by writers, readers and slot holders.
+    pub by_role: [usize; 3],
+    /// The longest a writer's acquire waited, and how many timed out.
+    pub longest_writer_wait: Duration,
+    pub writer_timeouts: u32,
+    /// The most live holders at once.
+    pub most_at_once: usize,
     /// The trace's last events (all of them with a full trace).
     pub trace: Vec<Event>,
 }
@@ -246,7 +313,7 @@ pub fn run(guest: &Guest, settings: &Settings, seed: u64) -> Result<Outcome> {
     }
     let duration = settings.duration.as_nanos() as u64;
     let quiet = if settings.faults.any() { duration * 6 / 10 } else { 0 };
-    let mut check = Checker::new(clients, settings.lifetime);
+    let mut check = Checker::new(clients, settings.lifetime, settings.workload.slots());
     let lifetime = settings.lifetime.unwrap_or(Duration::ZERO);
 
     // Clock steps, planned up front: (when, whose clock, by how much).
@@ -269,7 +336,7 @@ pub fn run(guest: &Guest, settings: &Settings, seed: u64) -> Result<Outcome> {
 
     let shared = Arc::new(Mutex::new(Shared {
         world,
-        check: Checker::new(0, None),
+        check: Checker::new(0, None, None),
         pending: vec![None; clients],
         granted: None,
         sched_rng,
@@ -375,7 +442,13 @@ pub fn run(guest: &Guest, settings: &Settings, seed: u64) -> Result<Outcome> {
     guard.check.finish(end);
     let check = &guard.check;
     let acquisitions = check.acquisitions.len();
-    let handoffs = check.acquisitions.windows(2).filter(|pair| pair[0].1 != pair[1].1).count();
+    let handoffs = check.acquisitions.windows(2).filter(|pair| pair[0].client != pair[1].client).count();
+    let mut by_role = [0; 3];
+    for a in &check.acquisitions {
+        by_role[a.role.index()] += 1;
+    }
+    let longest_writer_wait =
+        check.acquisitions.iter().filter(|a| a.role == Role::Writer).map(|a| a.waited).max().unwrap_or(0);
     let outcome = Outcome {
         seed,
         violations: check.violations.iter().map(|f| format!("at {} s: {}", secs(f.at), f.what)).collect(),
@@ -384,7 +457,7 @@ pub fn run(guest: &Guest, settings: &Settings, seed: u64) -> Result<Outcome> {
         calls: guard.calls,
         simulated: Duration::from_nanos(end),
         handoff_ratio: handoffs as f64 / acquisitions.saturating_sub(1).max(1) as f64,
-        longest_wait: Duration::from_nanos(check.acquisitions.iter().map(|a| a.2).max().unwrap_or(0)),
+        longest_wait: Duration::from_nanos(check.acquisitions.iter().map(|a| a.waited).max().unwrap_or(0)),
         longest_idle: Duration::from_nanos(check.longest_idle),
         bound: Duration::from_nanos(check.bound()),
         kills: check.kills,
@@ -393,6 +466,10 @@ pub fn run(guest: &Guest, settings: &Settings, seed: u64) -> Result<Outcome> {
         clock_steps: check.clock_steps,
         failures: check.failures,
         renewals_failed: check.renewals_failed,
+        by_role,
+        longest_writer_wait: Duration::from_nanos(longest_writer_wait),
+        writer_timeouts: check.timeouts[Role::Writer.index()],
+        most_at_once: check.most_at_once,
         trace: guard.trace.iter().cloned().collect(),
     };
     Ok(outcome)
@@ -506,23 +583,55 @@ async fn actor(cx: Arc<ActorContext>, client: usize, mut rng: Rng, mut guest_rng
     }
     let duration = settings.duration.as_nanos() as u64;
     while now(&cx) < duration {
+        let ask = settings.workload.draw(&mut rng);
+        let mut args = acquire.clone();
+        let role = match ask {
+            Ask::Exclusive => Role::Writer,
+            Ask::Shared => {
+                args.push("--shared".to_owned());
+                Role::Reader
+            }
+            Ask::Slots(n) => {
+                args.extend(["--slots".to_owned(), n.to_string()]);
+                Role::Slot(0)
+            }
+        };
         let began = now(&cx);
         {
             let mut shared = cx.shared.lock().expect("one thread");
             let Shared { world, check, .. } = &mut *shared;
-            check.begin_acquire(client, world);
+            check.begin_acquire(client, role, world);
+            if ask != Ask::Exclusive {
+                shared.note(
+                    client,
+                    format!("acquire as {}", if ask == Ask::Shared { "a reader" } else { "a slot holder" }),
+                );
+            }
         }
-        let answer = command(&cx, client, &mut guest_rng, acquire.clone()).await;
+        let answer = command(&cx, client, &mut guest_rng, args).await;
         let token = {
             let mut shared = cx.shared.lock().expect("one thread");
             let Shared { world, check, .. } = &mut *shared;
             check.removals(world);
             let parsed = answer.stdout.split_whitespace().collect::<Vec<_>>();
-            match (answer.code, parsed.as_slice()) {
-                (0, [token, fence]) if fence.parse::<u64>().is_ok() => {
-                    let fence: u64 = fence.parse().expect("checked");
-                    check.acquired(client, token, fence, world);
-                    shared.note(client, format!("acquired, fence {fence}"));
+            // `TOKEN FENCE`, and the slot after them for a slot holder.
+            let held = match (ask, parsed.as_slice()) {
+                (Ask::Exclusive | Ask::Shared, [token, fence]) => {
+                    fence.parse::<u64>().ok().map(|fence| (*token, fence, role))
+                }
+                (Ask::Slots(_), [token, fence, slot]) => {
+                    fence.parse::<u64>().ok().zip(slot.parse::<u32>().ok()).map(|(f, s)| (*token, f, Role::Slot(s)))
+                }
+                _ => None,
+            };
+            match (answer.code, held) {
+                (0, Some((token, fence, role))) => {
+                    check.acquired(client, token, fence, role, world);
+                    match role {
+                        Role::Slot(slot) => shared.note(client, format!("acquired slot {slot}, fence {fence}")),
+                        Role::Reader => shared.note(client, format!("acquired shared, fence {fence}")),
+                        Role::Writer => shared.note(client, format!("acquired, fence {fence}")),
+                    }
                     Some(token.to_string())
                 }
                 (TRAPPED, _) => {
@@ -531,10 +640,18 @@ async fn actor(cx: Arc<ActorContext>, client: usize, mut rng: Rng, mut guest_rng
                     check.trapped(client, now, answer.stderr.clone());
                     None
                 }
+                (0, None) => {
+                    let now = world.now;
+                    check.gave_up(client, now);
+                    check.misspoke(client, now, format!("acquire printed {:?}", answer.stdout));
+                    None
+                }
                 (code, _) => {
                     let now = world.now;
                     check.gave_up(client, now);
-                    if code != 1 {
+                    if code == 1 {
+                        check.timed_out(client);
+                    } else {
                         check.failed(client, began, format!("acquire exited {code}: {}", answer.stderr), world);
                     }
                     shared.note(client, format!("acquire exited {code}: {}", answer.stderr));
@@ -583,6 +700,7 @@ async fn hold(cx: &ActorContext, client: usize, rng: &mut Rng, guest_rng: &mut R
         match answer.code {
             0 => {}
             3 => {
+                check.told_lost(client, "refresh", began, world);
                 check.stops_holding(client);
                 shared.note(client, "refresh: lost the lock".to_owned());
                 return;
@@ -608,7 +726,10 @@ async fn hold(cx: &ActorContext, client: usize, rng: &mut Rng, guest_rng: &mut R
     check.released(now);
     match answer.code {
         0 => shared.note(client, "released".to_owned()),
-        3 => shared.note(client, "release: not the owner any more".to_owned()),
+        3 => {
+            check.told_lost(client, "release", began, world);
+            shared.note(client, "release: not the owner any more".to_owned());
+        }
         TRAPPED => check.trapped(client, now, answer.stderr),
         code => check.failed(client, began, format!("release exited {code}: {}", answer.stderr), world),
     }

@@ -118,12 +118,16 @@ struct Fresh {
 }
 
 /// A removal (or replacement) of a named file, for the checker: which
-/// client did it, which name, and the bytes the file held.
+/// client did it, which name (in which directory of the share's root), and
+/// the bytes the file held.
 #[derive(Clone, Debug)]
 pub struct Removal {
     pub client: usize,
     /// Who created the file removed.
     pub creator: usize,
+    /// The name of the directory it was in, as the root names it (empty for
+    /// the root itself): `job.lock.shared` for a shared holder's entry.
+    pub dir: String,
     pub name: String,
     pub bytes: Vec<u8>,
 }
@@ -254,9 +258,23 @@ impl World {
         let last = parts.pop().ok_or(errno::INVAL)?.to_owned();
         let mut at = dir;
         for part in parts {
+            let parent = at;
             at = self.lookup(client, at, part)?.ok_or(errno::NOENT)?;
             if self.nodes[at].kind != Kind::Dir {
                 return Err(errno::NOTDIR);
+            }
+            if self.nodes[at].links == 0 {
+                // A removed directory, reached through a cached name: the
+                // server knows its handle no more and answers "stale file
+                // handle", on which the kernel walks the path again with
+                // every name looked up afresh (Linux's `retry_estale`), so
+                // the call goes to what the name is now. Never into a
+                // removed directory.
+                self.views[client].names.remove(&(parent, part.to_owned()));
+                at = self.lookup(client, parent, part)?.ok_or(errno::NOENT)?;
+                if self.nodes[at].kind != Kind::Dir {
+                    return Err(errno::NOTDIR);
+                }
             }
         }
         if self.nodes[at].kind != Kind::Dir {
@@ -331,7 +349,7 @@ impl World {
     /// removal is recorded).
     fn link_name(&mut self, client: usize, dir: Node, name: &str, node: Node) {
         if let Some(old) = self.nodes[dir].entries.insert(name.to_owned(), node) {
-            self.unlinked(client, name, old);
+            self.unlinked(client, dir, name, old);
         }
         self.nodes[node].links += 1;
         self.forget(client, dir, name);
@@ -344,10 +362,11 @@ impl World {
         }
     }
 
-    fn unlinked(&mut self, client: usize, name: &str, node: Node) {
+    fn unlinked(&mut self, client: usize, dir: Node, name: &str, node: Node) {
         self.nodes[node].links -= 1;
         let (creator, bytes) = (self.nodes[node].creator, self.nodes[node].data.clone());
-        self.removals.push(Removal { client, creator, name: name.to_owned(), bytes });
+        let dir = self.name_in_root(dir);
+        self.removals.push(Removal { client, creator, dir, name: name.to_owned(), bytes });
         // A claimant whose claim someone else broke still believes it holds
         // it, until its call ends (`sched` clears the list then).
         self.claims[client].retain(|c| c != name);
@@ -386,6 +405,7 @@ impl World {
             Some(node) => node,
             None if !create => return Err(errno::NOENT),
             None => {
+                self.not_removed(dir)?;
                 let node = self.new_node(Kind::File, client);
                 self.link_name(client, dir, name, node);
                 self.sign(name);
@@ -444,7 +464,18 @@ impl World {
         }
     }
 
+    /// Nothing is created in a directory that was removed (one a stale
+    /// cached name still reaches, as on GlusterFS): "no such file", as
+    /// POSIX answers a create in a deleted directory.
+    fn not_removed(&self, dir: Node) -> Result<(), Errno> {
+        if dir != ROOT && self.nodes[dir].links == 0 {
+            return Err(errno::NOENT);
+        }
+        Ok(())
+    }
+
     pub fn mkdir(&mut self, client: usize, dir: Node, name: &str) -> Result<(), Errno> {
+        self.not_removed(dir)?;
         if self.server_lookup(client, dir, name).is_some() {
             return Err(self.exists_error());
         }
@@ -462,9 +493,18 @@ impl World {
             return Err(errno::NOTEMPTY);
         }
         self.nodes[dir].entries.remove(name);
-        self.unlinked(client, name, node);
+        self.unlinked(client, dir, name, node);
         self.forget(client, dir, name);
         Ok(())
+    }
+
+    /// The name the root links `dir` as (empty for the root, or for a
+    /// directory no longer there).
+    fn name_in_root(&self, dir: Node) -> String {
+        if dir == ROOT {
+            return String::new();
+        }
+        self.nodes[ROOT].entries.iter().find(|(_, &node)| node == dir).map_or(String::new(), |(name, _)| name.clone())
     }
 
     pub fn unlink(&mut self, client: usize, dir: Node, name: &str) -> Result<(), Errno> {
@@ -477,7 +517,7 @@ impl World {
         }
         self.nodes[dir].entries.remove(name);
         self.fresh.remove(&(dir, name.to_owned()));
-        self.unlinked(client, name, node);
+        self.unlinked(client, dir, name, node);
         self.forget(client, dir, name);
         Ok(())
     }
@@ -490,6 +530,7 @@ impl World {
         if self.nodes[node].kind == Kind::Dir {
             return Err(errno::PERM);
         }
+        self.not_removed(to.0)?;
         if self.server_lookup(client, to.0, to.1).is_some() {
             return Err(self.exists_error());
         }
@@ -511,6 +552,7 @@ impl World {
         if from == to {
             return Ok(());
         }
+        self.not_removed(to.0)?;
         if let Some(target) = self.server_lookup(client, to.0, to.1) {
             match (self.nodes[node].kind, self.nodes[target].kind) {
                 (Kind::File, Kind::Dir) => return Err(errno::ISDIR),
@@ -548,6 +590,32 @@ impl World {
             self.views[client].listings.insert(dir, (listing.clone(), self.now));
         }
         listing
+    }
+}
+
+impl World {
+    /// Whether the lock file `lock` holds the token with `uuid` now, on the
+    /// server.
+    pub fn lock_holds(&self, lock: &str, uuid: &str) -> bool {
+        self.nodes[ROOT].entries.get(lock).is_some_and(|&node| self.file_holds(node, uuid))
+    }
+
+    /// The entries of the shared holders' directory of `lock` that hold the
+    /// token with `uuid` now, on the server, by index, each with whether
+    /// its heartbeat (`K.<uuid>.beat`) is there.
+    pub fn entries_holding(&self, lock: &str, uuid: &str) -> Vec<(u32, bool)> {
+        let Some(&dir) = self.nodes[ROOT].entries.get(&format!("{lock}.shared")) else { return Vec::new() };
+        let entries = &self.nodes[dir].entries;
+        entries
+            .iter()
+            .filter(|(_, &node)| self.file_holds(node, uuid))
+            .filter_map(|(name, _)| name.parse::<u32>().ok().filter(|_| name.bytes().all(|b| b.is_ascii_digit())))
+            .map(|index| (index, entries.contains_key(&format!("{index}.{uuid}.beat"))))
+            .collect()
+    }
+
+    fn file_holds(&self, node: Node, uuid: &str) -> bool {
+        self.nodes[node].kind == Kind::File && uuid_in(&self.nodes[node].data).is_some_and(|u| u == uuid)
     }
 }
 
@@ -632,6 +700,23 @@ mod tests {
         let newer = w.open(0, ROOT, "lock", How { create: true, exclusive: true, ..How::default() }).unwrap();
         assert_eq!(w.stat(1, ROOT, "lock"), Err(errno::STALE));
         assert_eq!(w.stat(1, ROOT, "lock").unwrap().node, newer);
+    }
+
+    #[test]
+    fn nothing_is_made_in_a_removed_directory_a_cached_name_still_reaches() {
+        let mut w = world("gluster");
+        w.mkdir(0, ROOT, "d").unwrap();
+        let old = w.stat(1, ROOT, "d").unwrap().node;
+        w.rmdir(0, ROOT, "d").unwrap();
+        w.mkdir(0, ROOT, "d").unwrap();
+        // c1 still caches "d" as the removed directory: its create goes to
+        // the new one (the kernel walks again on "stale file handle").
+        let (dir, name) = w.walk(1, ROOT, "d/f").unwrap();
+        assert_ne!(dir, old);
+        w.open(1, dir, &name, How { create: true, exclusive: true, ..How::default() }).unwrap();
+        assert!(w.stat(0, ROOT, "d/f").is_ok());
+        assert_eq!(w.open(1, old, "g", How { create: true, ..How::default() }), Err(errno::NOENT));
+        assert_eq!(w.mkdir(1, old, "g"), Err(errno::NOENT));
     }
 
     #[test]
