@@ -1074,7 +1074,6 @@ fn held_dated(path: &str, token: &Token) -> Result<(Held, Option<SystemTime>), L
     }
 }
 
-/// The marker at `path` if it holds `token`; [`LockError::NotOwner`] if not.
 /// [`held_by`], for a lock file that this process wrote and believes it
 /// holds (the read-back of a fresh marker, a renewal's check): a file it
 /// cannot read is an error, since it may well still be ours, never "someone
@@ -1088,19 +1087,21 @@ fn held_dated(path: &str, token: &Token) -> Result<(Held, Option<SystemTime>), L
 fn still_ours(path: &str, token: &Token) -> Result<Held, LockError> {
     match files::read(path)? {
         Some(files::Content { kind: files::Kind::Unreadable, .. }) => Err(LockError::Io(format!(
-            "cannot read back {path}, just written by this acquire: permission denied; \
+            "cannot read back {path}, which this process wrote: permission denied; \
              the directory must let this user read the files it creates"
         ))),
-        Some(content) => match content.marker() {
-            Marker::Uuidlock(held) if held.token == *token => Ok(held),
-            _ => Err(LockError::NotOwner),
-        },
-        None => Err(LockError::NotOwner),
+        content => holding(content.map(|content| content.marker()), token),
     }
 }
 
+/// The marker at `path` if it holds `token`; [`LockError::NotOwner`] if not.
 fn held_by(path: &str, token: &Token) -> Result<Held, LockError> {
-    match files::read_marker(path)? {
+    holding(files::read_marker(path)?, token)
+}
+
+/// The marker read if it holds `token`; [`LockError::NotOwner`] if not.
+fn holding(marker: Option<Marker>, token: &Token) -> Result<Held, LockError> {
+    match marker {
         Some(Marker::Uuidlock(held)) if held.token == *token => Ok(held),
         _ => Err(LockError::NotOwner),
     }
