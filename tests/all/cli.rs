@@ -270,6 +270,35 @@ fn bench_quick_measures_every_subject() {
     assert!(output.stderr.is_empty(), "progress printed to a pipe: {}", text(&output.stderr));
 }
 
+// The call table: every operation counted, the same on every run (the
+// simulator is deterministic), and the hand-off's waiter did wait in line.
+#[test]
+fn bench_calls_counts_every_operation_the_same_each_time() {
+    let output = uuidlock(&["bench", "--calls", "--json"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let rows: Vec<bench::CallsSummary> = serde_json::from_slice(&output.stdout).expect("one JSON array");
+    let names: Vec<&str> = rows.iter().map(|row| row.operation.as_str()).collect();
+    for name in ["acquire", "release", "refresh (renewal)", "acquire --shared", "acquire --slots 4"] {
+        assert!(names.contains(&name), "{name} missing from {names:?}");
+    }
+    for row in &rows {
+        let by_kind: u32 = row.share_by_kind.values().sum();
+        assert_eq!(by_kind, row.share, "{row:?}");
+        assert!(row.share > 0 && row.in_process > 0, "{row:?}");
+    }
+    // Every acquire sleeps the verification delay; releases never sleep.
+    assert!(rows.iter().filter(|row| row.operation.starts_with("acquire")).all(|row| row.sleeps >= 1), "{rows:?}");
+    assert!(rows.iter().filter(|row| row.operation.starts_with("release")).all(|row| row.sleeps == 0), "{rows:?}");
+    let waiter = rows.iter().find(|row| row.operation.starts_with("hand-off")).expect("the hand-off row");
+    assert!(waiter.took_s > 0.3 && waiter.sleeps > 3, "the waiter did not wait in line: {waiter:?}");
+    let again = uuidlock(&["bench", "--calls", "--json"]);
+    assert_eq!(text(&again.stdout), text(&output.stdout), "the counts differ between two runs");
+    // Counting another build needs a module; anything else is refused.
+    let refused = uuidlock(&["bench", "--calls", "--guest", "/dev/null"]);
+    assert_eq!(refused.status.code(), Some(4), "{}", text(&refused.stderr));
+    assert!(text(&refused.stderr).contains("/dev/null is not a wasm module"), "{}", text(&refused.stderr));
+}
+
 // With --anchors the Python libraries run too, their contention workers
 // under the same checks as ours. The bench installs them itself.
 #[test]

@@ -24,6 +24,9 @@
 //! 3. *Cold start*: from process start to the first lock held and released,
 //!    for the native binary (compiled code cached) and, when a `wasmtime`
 //!    CLI is found, for `wasmtime run uuidlock.wasm`.
+//! 4. *Calls*: the WASI calls of each operation (acquire, release, renewal,
+//!    the modes, a hand-off), by kind, counted by the simulator's host
+//!    ([`crate::simulate::calls`]); alone with `--calls`, in moments.
 //!
 //! Medians and 99th percentiles are reported, with ratios to the floor.
 //! Nothing here asserts a time: figures are for people to read.
@@ -42,6 +45,7 @@ use serde::{Deserialize, Serialize};
 use crate::contend::{self, count, MAX_ITERATIONS, MAX_PROCESSES};
 use crate::progress::progress_bar;
 use crate::signals as interrupt;
+use crate::simulate::{self, calls};
 use crate::stats::percentile;
 use crate::{exit, peers, plot};
 use uuidlock_host::{engine, Grant, Locker, Options};
@@ -82,6 +86,14 @@ pub struct Config {
     /// run on one time axis
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
+    /// Only count the WASI calls of each operation (no timing; takes a
+    /// second or two)
+    #[arg(long, conflicts_with_all = ["anchors", "plot", "quick", "dir"])]
+    pub calls: bool,
+    /// Count the calls of another build of the guest command (a
+    /// wasm32-wasip1 module), to compare two builds
+    #[arg(long, value_name = "FILE", requires = "calls")]
+    pub guest: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -100,6 +112,9 @@ pub fn main(mut config: Config) -> i32 {
     // An interrupt ends the bench at its next step, and its directory goes.
     if let Err(e) = interrupt::catch(|_, _| {}) {
         eprintln!("uuidlock bench: cannot catch signals ({e}); an interrupt may leave its directory behind");
+    }
+    if config.calls {
+        return calls_only(&config);
     }
     let result = run(&config);
     if let Some(signal) = interrupt::requested() {
@@ -123,6 +138,24 @@ pub fn main(mut config: Config) -> i32 {
         }
         Err(e) => {
             eprintln!("uuidlock bench: {e:#}");
+            exit::IO
+        }
+    }
+}
+
+/// `uuidlock bench --calls`: the call table alone.
+fn calls_only(config: &Config) -> i32 {
+    match simulate::count_calls(config.guest.as_deref()) {
+        Ok(rows) if config.json => {
+            println!("{}", serde_json::to_string(&calls_summary(&rows)).expect("plain data serialises"));
+            exit::OK
+        }
+        Ok(rows) => {
+            print!("{}", calls::table(&rows));
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("uuidlock bench: counting the calls: {e:#}");
             exit::IO
         }
     }
@@ -182,6 +215,8 @@ pub struct Results {
     pub cold_starts: Vec<Latency>,
     pub processes: usize,
     pub acquisitions: usize,
+    /// The WASI calls of each operation.
+    pub calls: Vec<calls::Row>,
 }
 
 /// Runs every measurement.
@@ -237,6 +272,7 @@ fn measure(config: &Config, dir: &Path) -> Result<Results> {
     stop_if_interrupted()?;
     step("cold start".into());
     let cold_starts = cold_starts(config, dir)?;
+    let calls = simulate::count_calls(None).map_err(|e| anyhow::anyhow!("counting the calls: {e:#}"))?;
     progress.finish_and_clear();
     Ok(Results {
         dir: dir.to_path_buf(),
@@ -245,6 +281,7 @@ fn measure(config: &Config, dir: &Path) -> Result<Results> {
         cold_starts,
         processes: config.processes,
         acquisitions: config.acquisitions,
+        calls,
     })
 }
 
@@ -533,6 +570,7 @@ impl Results {
             let ms = |d: Duration| format!("{:.2}", d.as_secs_f64() * 1e3);
             let _ = writeln!(text, "  {:<30} {:>11} {:>11}", l.name, ms(l.median()), ms(l.p99()));
         }
+        let _ = write!(text, "\n{}", calls::table(&self.calls));
         text
     }
 
@@ -581,6 +619,7 @@ impl Results {
             uncontended: self.latencies.iter().map(latency).collect(),
             contention: self.contention.iter().map(contention).collect(),
             cold_start: self.cold_starts.iter().map(latency).collect(),
+            calls: calls_summary(&self.calls),
         }
     }
 }
@@ -593,6 +632,33 @@ pub struct Summary {
     pub uncontended: Vec<LatencySummary>,
     pub contention: Vec<ContentionSummary>,
     pub cold_start: Vec<LatencySummary>,
+    pub calls: Vec<CallsSummary>,
+}
+
+/// The WASI calls of one operation ([`calls::Row`]).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct CallsSummary {
+    pub operation: String,
+    /// Calls that reach the share, in all and by import name.
+    pub share: u32,
+    pub share_by_kind: std::collections::BTreeMap<String, u32>,
+    pub sleeps: u32,
+    pub in_process: u32,
+    /// Simulated time, the verification delay and waiting included.
+    pub took_s: f64,
+}
+
+fn calls_summary(rows: &[calls::Row]) -> Vec<CallsSummary> {
+    rows.iter()
+        .map(|row| CallsSummary {
+            operation: row.op.to_owned(),
+            share: row.share_total(),
+            share_by_kind: row.share.iter().map(|(call, n)| ((*call).to_owned(), *n)).collect(),
+            sleeps: row.sleeps,
+            in_process: row.in_process,
+            took_s: row.took.as_secs_f64(),
+        })
+        .collect()
 }
 
 /// A latency subject: median and 99th percentile.

@@ -18,8 +18,11 @@
 //!   replays exactly;
 //! - `check`: the checker (exclusion, fences, nothing live deleted,
 //!   liveness) and the named limitations;
-//! - `rng`: the seeded randomness.
+//! - `rng`: the seeded randomness;
+//! - `calls`: the WASI calls of each operation, counted on a scripted run
+//!   (the call table of `uuidlock bench`).
 
+pub mod calls;
 mod check;
 pub mod profile;
 mod rng;
@@ -28,7 +31,7 @@ mod wasi;
 mod world;
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -265,6 +268,7 @@ fn settings(config: &Config, profile: Profile) -> Result<Settings, String> {
         queue: !config.no_queue,
         workload,
         profile,
+        script: None,
     })
 }
 
@@ -325,7 +329,7 @@ pub fn main(config: Config) -> i32 {
             Err(message) => return usage(&message),
         }
     }
-    let guest = match load_guest(&config) {
+    let guest = match load_guest(config.guest.as_deref(), config.plant.as_deref()) {
         Ok(guest) => guest,
         Err(e) => {
             eprintln!("uuidlock simulate: cannot load the guest: {e:#}");
@@ -377,8 +381,34 @@ pub fn main(config: Config) -> i32 {
     }
 }
 
-fn load_guest(config: &Config) -> Result<Guest> {
-    let bytes = match &config.guest {
+/// The WASI calls of each operation of the guest (`guest`, or the one this
+/// binary embeds), counted on a scripted run ([`calls`]).
+pub fn count_calls(guest: Option<&Path>) -> Result<Vec<calls::Row>> {
+    let guest = load_guest(guest, None)?;
+    let profile = Profile::named("local").expect("the local profile");
+    let settings = Settings {
+        faults: Faults::parse("none", &profile).map_err(wasmtime::Error::msg)?,
+        clients: 2,
+        duration: Duration::from_secs(20),
+        verification_delay: Duration::from_millis(100),
+        retry_interval: Duration::from_millis(100),
+        timeout: Duration::from_secs(30),
+        lifetime: None,
+        extra_latency: Duration::ZERO,
+        hold: Duration::ZERO,
+        full_trace: false,
+        long_holds: 0.0,
+        queue: true,
+        workload: Workload::Exclusive,
+        profile,
+        script: Some(calls::script()),
+    };
+    let outcome = sched::run(&guest, &settings, 1)?;
+    calls::rows(&outcome.counted).map_err(wasmtime::Error::msg)
+}
+
+fn load_guest(guest: Option<&Path>, plant: Option<&str>) -> Result<Guest> {
+    let bytes = match guest {
         Some(path) => {
             // Looked at first: a FIFO would block the read, a huge file fill memory.
             let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
@@ -395,7 +425,7 @@ fn load_guest(config: &Config) -> Result<Guest> {
     let mut linker = Linker::new(&engine);
     wasi::link(&mut linker)?;
     let pre = linker.instantiate_pre(&module).context("linking the guest with the simulated WASI")?;
-    let env = config.plant.iter().map(|bug| format!("UUIDLOCK_PLANT={bug}")).collect();
+    let env = plant.iter().map(|bug| format!("UUIDLOCK_PLANT={bug}")).collect();
     Ok(Guest { engine, pre, build: build_hash(&bytes), env })
 }
 

@@ -17,6 +17,7 @@
 //! So a run is a function of its seed, its settings and the guest's bytes;
 //! the replay command names all three.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -68,6 +69,31 @@ pub struct Settings {
     pub queue: bool,
     /// The modes the clients acquire in.
     pub workload: Workload,
+    /// A fixed sequence of steps for each client instead of the drawn
+    /// workload: what the call table counts (`super::calls`).
+    pub script: Option<Vec<Vec<Step>>>,
+}
+
+/// One step of a scripted client.
+#[derive(Clone, Debug)]
+pub enum Step {
+    /// Runs the guest with these arguments (`{token}` stands for the token
+    /// the client's last acquire printed), and counts its calls as `op`.
+    Run { op: &'static str, args: Vec<String> },
+    /// Sleeps this long.
+    Sleep(Duration),
+    /// Sleeps until this simulated time (at once if it is past).
+    Until(Duration),
+}
+
+/// What one scripted command did: its calls, by import name.
+#[derive(Clone, Debug)]
+pub struct Counted {
+    pub op: &'static str,
+    pub code: i32,
+    pub calls: BTreeMap<&'static str, u32>,
+    /// Simulated time from its start to its end.
+    pub took: Duration,
 }
 
 /// What the clients acquire: each acquisition's mode is drawn from the
@@ -153,6 +179,8 @@ pub struct Shared {
     quiet: u64,
     extra_latency: u64,
     pub calls: u64,
+    /// What each scripted command did, in the order they ended.
+    pub counted: Vec<Counted>,
     pub trace: std::collections::VecDeque<Event>,
     full_trace: bool,
 }
@@ -291,6 +319,8 @@ pub struct Outcome {
     pub most_at_once: usize,
     /// The trace's last events (all of them with a full trace).
     pub trace: Vec<Event>,
+    /// What the scripted commands did, if the clients ran a script.
+    pub counted: Vec<Counted>,
 }
 
 type Actor = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -345,6 +375,7 @@ pub fn run(guest: &Guest, settings: &Settings, seed: u64) -> Result<Outcome> {
         quiet,
         extra_latency: settings.extra_latency.as_nanos() as u64,
         calls: 0,
+        counted: Vec::new(),
         trace: Default::default(),
         full_trace: settings.full_trace,
     }));
@@ -362,7 +393,14 @@ pub fn run(guest: &Guest, settings: &Settings, seed: u64) -> Result<Outcome> {
     let mut actors: Vec<Option<Actor>> = Vec::new();
     let mut generation = vec![0u32; clients];
     for (client, stream) in streams.iter_mut().enumerate() {
-        actors.push(Some(Box::pin(actor(context.clone(), client, stream.split(), guest_streams.split(), 0))));
+        let guest_stream = guest_streams.split();
+        actors.push(Some(match settings.script.as_ref() {
+            Some(script) => {
+                let steps = script.get(client).cloned().unwrap_or_default();
+                Box::pin(scripted(context.clone(), client, guest_stream, steps))
+            }
+            None => Box::pin(actor(context.clone(), client, stream.split(), guest_stream, 0)),
+        }));
     }
 
     let waker = Waker::noop();
@@ -471,6 +509,7 @@ pub fn run(guest: &Guest, settings: &Settings, seed: u64) -> Result<Outcome> {
         writer_timeouts: check.timeouts[Role::Writer.index()],
         most_at_once: check.most_at_once,
         trace: guard.trace.iter().cloned().collect(),
+        counted: std::mem::take(&mut guard.counted),
     };
     Ok(outcome)
 }
@@ -504,6 +543,7 @@ struct Answer {
     code: i32,
     stdout: String,
     stderr: String,
+    calls: BTreeMap<&'static str, u32>,
 }
 
 const TRAPPED: i32 = -1;
@@ -535,6 +575,34 @@ async fn command(cx: &ActorContext, client: usize, rng: &mut Rng, args: Vec<Stri
         code,
         stdout: String::from_utf8_lossy(&process.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&process.stderr).trim().to_owned(),
+        calls: std::mem::take(&mut process.counts),
+    }
+}
+
+/// A scripted client: runs its steps in order, recording what each command
+/// did. No checker sees it: a script is for counting, not for finding bugs.
+async fn scripted(cx: Arc<ActorContext>, client: usize, mut guest_rng: Rng, steps: Vec<Step>) {
+    let mut token = String::new();
+    for step in steps {
+        match step {
+            Step::Sleep(pause) => sleep(&cx, client, pause.as_nanos() as u64).await,
+            Step::Until(at) => {
+                let left = (at.as_nanos() as u64).saturating_sub(now(&cx));
+                sleep(&cx, client, left).await;
+            }
+            Step::Run { op, args } => {
+                let args: Vec<String> = args.iter().map(|arg| arg.replace("{token}", &token)).collect();
+                let acquires = args.get(1).is_some_and(|command| command == "acquire");
+                let began = now(&cx);
+                let answer = command(&cx, client, &mut guest_rng, args).await;
+                if acquires {
+                    token = answer.stdout.split_whitespace().next().unwrap_or_default().to_owned();
+                }
+                let mut shared = cx.shared.lock().expect("one thread");
+                let took = Duration::from_nanos(shared.world.now - began);
+                shared.counted.push(Counted { op, code: answer.code, calls: answer.calls, took });
+            }
+        }
     }
 }
 

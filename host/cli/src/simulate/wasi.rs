@@ -65,6 +65,8 @@ pub struct Process {
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
     rng: Rng,
+    /// The calls this process made, by import name ([`super::calls`]).
+    pub counts: BTreeMap<&'static str, u32>,
 }
 
 impl Process {
@@ -74,7 +76,11 @@ impl Process {
             fds.insert(fd, Fd::Stdio);
         }
         fds.insert(PREOPEN_FD, Fd::Preopen);
-        Process { shared, client, args, env, fds, stdout: Vec::new(), stderr: Vec::new(), rng }
+        Process { shared, client, args, env, fds, stdout: Vec::new(), stderr: Vec::new(), rng, counts: BTreeMap::new() }
+    }
+
+    fn count(&mut self, call: &'static str) {
+        *self.counts.entry(call).or_default() += 1;
     }
 
     fn dir(&self, fd: i32) -> Result<Node, Errno> {
@@ -213,32 +219,38 @@ pub fn link(linker: &mut Linker<Process>) -> Result<()> {
     const M: &str = "wasi_snapshot_preview1";
 
     linker.func_wrap(M, "args_sizes_get", |mut caller: Caller<'_, Process>, count: i32, size: i32| {
+        caller.data_mut().count("args_sizes_get");
         let (n, bytes) = sizes(&caller.data().args);
         write_bytes(&mut caller, count, &n.to_le_bytes())?;
         write_bytes(&mut caller, size, &bytes.to_le_bytes())?;
         Ok(0i32)
     })?;
     linker.func_wrap(M, "args_get", |mut caller: Caller<'_, Process>, ptrs: i32, buf: i32| {
+        caller.data_mut().count("args_get");
         let args = caller.data().args.clone();
         put_strings(&mut caller, &args, ptrs, buf)
     })?;
     linker.func_wrap(M, "environ_sizes_get", |mut caller: Caller<'_, Process>, count: i32, size: i32| {
+        caller.data_mut().count("environ_sizes_get");
         let (n, bytes) = sizes(&caller.data().env);
         write_bytes(&mut caller, count, &n.to_le_bytes())?;
         write_bytes(&mut caller, size, &bytes.to_le_bytes())?;
         Ok(0i32)
     })?;
     linker.func_wrap(M, "environ_get", |mut caller: Caller<'_, Process>, ptrs: i32, buf: i32| {
+        caller.data_mut().count("environ_get");
         let env = caller.data().env.clone();
         put_strings(&mut caller, &env, ptrs, buf)
     })?;
     linker.func_wrap(M, "random_get", |mut caller: Caller<'_, Process>, buf: i32, len: i32| {
+        caller.data_mut().count("random_get");
         let mut bytes = vec![0u8; len as u32 as usize];
         caller.data_mut().rng.fill(&mut bytes);
         write_bytes(&mut caller, buf, &bytes)?;
         Ok(0i32)
     })?;
     linker.func_wrap(M, "clock_time_get", |mut caller: Caller<'_, Process>, id: i32, _precision: i64, out: i32| {
+        caller.data_mut().count("clock_time_get");
         let time = {
             let shared = caller.data().shared.lock().expect("one thread");
             match id {
@@ -252,10 +264,12 @@ pub fn link(linker: &mut Linker<Process>) -> Result<()> {
         write_bytes(&mut caller, out, &time.to_le_bytes())?;
         Ok(0i32)
     })?;
-    linker.func_wrap(M, "proc_exit", |_caller: Caller<'_, Process>, code: i32| -> Result<()> {
+    linker.func_wrap(M, "proc_exit", |mut caller: Caller<'_, Process>, code: i32| -> Result<()> {
+        caller.data_mut().count("proc_exit");
         Err(wasmtime::Error::new(Exit(code)))
     })?;
     linker.func_wrap(M, "fd_prestat_get", |mut caller: Caller<'_, Process>, fd: i32, out: i32| {
+        caller.data_mut().count("fd_prestat_get");
         if fd as u32 != PREOPEN_FD {
             return Ok(i32::from(errno::BADF));
         }
@@ -265,6 +279,7 @@ pub fn link(linker: &mut Linker<Process>) -> Result<()> {
         Ok(0i32)
     })?;
     linker.func_wrap(M, "fd_prestat_dir_name", |mut caller: Caller<'_, Process>, fd: i32, out: i32, len: i32| {
+        caller.data_mut().count("fd_prestat_dir_name");
         if fd as u32 != PREOPEN_FD {
             return Ok(i32::from(errno::BADF));
         }
@@ -273,6 +288,7 @@ pub fn link(linker: &mut Linker<Process>) -> Result<()> {
         Ok(0i32)
     })?;
     linker.func_wrap(M, "fd_fdstat_get", |mut caller: Caller<'_, Process>, fd: i32, out: i32| {
+        caller.data_mut().count("fd_fdstat_get");
         let filetype = match caller.data().fds.get(&(fd as u32)) {
             Some(Fd::Stdio) => FILETYPE_CHAR,
             Some(Fd::Preopen | Fd::Dir { .. }) => FILETYPE_DIR,
@@ -291,6 +307,8 @@ pub fn link(linker: &mut Linker<Process>) -> Result<()> {
         M,
         "fd_write",
         |mut caller: Caller<'_, Process>, (fd, iovs, count, out): (i32, i32, i32, i32)| {
+            let to_stdio = matches!(caller.data().fds.get(&(fd as u32)), Some(Fd::Stdio));
+            caller.data_mut().count(if to_stdio { "fd_write (stdio)" } else { "fd_write" });
             Box::new(async move {
                 let mut bytes = Vec::new();
                 for (ptr, len) in iovecs(&mut caller, iovs, count)? {
@@ -337,6 +355,7 @@ pub fn link(linker: &mut Linker<Process>) -> Result<()> {
         M,
         "fd_read",
         |mut caller: Caller<'_, Process>, (fd, iovs, count, out): (i32, i32, i32, i32)| {
+            caller.data_mut().count("fd_read");
             Box::new(async move {
                 let (node, name, pos) = match caller.data().fds.get(&(fd as u32)) {
                     Some(Fd::File { node, name, pos, .. }) => (*node, name.clone(), *pos),
@@ -369,6 +388,7 @@ pub fn link(linker: &mut Linker<Process>) -> Result<()> {
     )?;
 
     linker.func_wrap_async(M, "fd_close", |mut caller: Caller<'_, Process>, (fd,): (i32,)| {
+        caller.data_mut().count("fd_close");
         Box::new(async move {
             let Some(closed) = caller.data_mut().fds.remove(&(fd as u32)) else {
                 return Ok(i32::from(errno::BADF));
@@ -384,6 +404,7 @@ pub fn link(linker: &mut Linker<Process>) -> Result<()> {
     })?;
 
     linker.func_wrap_async(M, "fd_filestat_get", |mut caller: Caller<'_, Process>, (fd, out): (i32, i32)| {
+        caller.data_mut().count("fd_filestat_get");
         Box::new(async move {
             let node = match caller.data().fds.get(&(fd as u32)) {
                 Some(Fd::File { node, .. } | Fd::Dir { node, .. }) => *node,
@@ -407,6 +428,7 @@ pub fn link(linker: &mut Linker<Process>) -> Result<()> {
         M,
         "fd_readdir",
         |mut caller: Caller<'_, Process>, (fd, buf, len, cookie, used): (i32, i32, i32, i64, i32)| {
+            caller.data_mut().count("fd_readdir");
             Box::new(async move {
                 let node = match caller.data().fds.get(&(fd as u32)) {
                     Some(Fd::Dir { node, .. }) => *node,
@@ -452,6 +474,7 @@ pub fn link(linker: &mut Linker<Process>) -> Result<()> {
         M,
         "path_filestat_get",
         |mut caller: Caller<'_, Process>, (fd, _flags, ptr, len, out): (i32, i32, i32, i32, i32)| {
+            caller.data_mut().count("path_filestat_get");
             Box::new(async move {
                 let path = read_str(&mut caller, ptr, len)?;
                 let dir = match caller.data().dir(fd) {
@@ -489,6 +512,7 @@ pub fn link(linker: &mut Linker<Process>) -> Result<()> {
             i32,
             i32,
         )| {
+            caller.data_mut().count("path_open");
             Box::new(async move {
                 let path = read_str(&mut caller, ptr, len)?;
                 let dir = match caller.data().dir(fd) {
@@ -573,6 +597,7 @@ pub fn link(linker: &mut Linker<Process>) -> Result<()> {
         M,
         "path_create_directory",
         |mut caller: Caller<'_, Process>, (fd, ptr, len): (i32, i32, i32)| {
+            caller.data_mut().count("path_create_directory");
             Box::new(async move {
                 let path = read_str(&mut caller, ptr, len)?;
                 let client = caller.data().client;
@@ -590,6 +615,7 @@ pub fn link(linker: &mut Linker<Process>) -> Result<()> {
         M,
         "path_remove_directory",
         |mut caller: Caller<'_, Process>, (fd, ptr, len): (i32, i32, i32)| {
+            caller.data_mut().count("path_remove_directory");
             Box::new(async move {
                 let path = read_str(&mut caller, ptr, len)?;
                 mutate(&mut caller, "rmdir", fd, &path, REMOVES, errno::NOENT, |world, client, parent, name| {
@@ -603,6 +629,7 @@ pub fn link(linker: &mut Linker<Process>) -> Result<()> {
         M,
         "path_unlink_file",
         |mut caller: Caller<'_, Process>, (fd, ptr, len): (i32, i32, i32)| {
+            caller.data_mut().count("path_unlink_file");
             Box::new(async move {
                 let path = read_str(&mut caller, ptr, len)?;
                 mutate(&mut caller, "unlink", fd, &path, REMOVES, errno::NOENT, |world, client, parent, name| {
@@ -618,6 +645,7 @@ pub fn link(linker: &mut Linker<Process>) -> Result<()> {
         "path_link",
         |mut caller: Caller<'_, Process>,
          (from_fd, _flags, from_ptr, from_len, to_fd, to_ptr, to_len): (i32, i32, i32, i32, i32, i32, i32)| {
+            caller.data_mut().count("path_link");
             Box::new(async move {
                 let from = read_str(&mut caller, from_ptr, from_len)?;
                 let to = read_str(&mut caller, to_ptr, to_len)?;
@@ -630,6 +658,7 @@ pub fn link(linker: &mut Linker<Process>) -> Result<()> {
         "path_rename",
         |mut caller: Caller<'_, Process>,
          (from_fd, from_ptr, from_len, to_fd, to_ptr, to_len): (i32, i32, i32, i32, i32, i32)| {
+            caller.data_mut().count("path_rename");
             Box::new(async move {
                 let from = read_str(&mut caller, from_ptr, from_len)?;
                 let to = read_str(&mut caller, to_ptr, to_len)?;
@@ -642,6 +671,7 @@ pub fn link(linker: &mut Linker<Process>) -> Result<()> {
         M,
         "poll_oneoff",
         |mut caller: Caller<'_, Process>, (subs, events, count, out): (i32, i32, i32, i32)| {
+            caller.data_mut().count("poll_oneoff");
             Box::new(async move {
                 if count <= 0 {
                     return Ok(i32::from(errno::INVAL));
