@@ -15,6 +15,10 @@
 //!
 //! A claim is itself a small lease with the lock's lifetime; one left behind
 //! by a crash is broken the same way, through its own claim, one level up.
+//! Where the filesystem has no hard links (smbnetfs), a claim is a directory
+//! holding its marker, renamed into place whole and renamed aside whole to
+//! be removed ([`crate::files::publish`]; point 11 of [`crate::protocol`]):
+//! everything here reads and removes it as it would a file.
 //! Every name stays flat beside the lock: the claim on an instance, whether
 //! a lock or a claim, is named by that instance's token, so a chain of
 //! crashed claimants of any length never makes a name longer.
@@ -138,7 +142,7 @@ pub fn with_claim<T>(
             let lifetime = lifetime.max(format::MIN_STALE_AFTER);
             let ours = Held::new(Token::generate("").map_err(LockError::Io)?, Some(lifetime));
             let staged = staged_path(lock, &ours.token);
-            files::publish(&claim, &staged, &ours.encode(), files::Fallback::Never)? == Created::Yes
+            files::publish(&claim, &staged, &ours.encode(), files::Fallback::Directory)? == Created::Yes
         }
         None => files::create_empty(&claim)?,
     };

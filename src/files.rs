@@ -1,6 +1,7 @@
 //! The filesystem steps the protocol is made of, each mapped to the error
-//! users see: staging a complete marker, publishing it with a hard link,
-//! replacing, reading (bounded) and removing lock files.
+//! users see: staging a complete marker, publishing it with a hard link (or,
+//! where there are none, as a directory renamed into place), replacing,
+//! reading (bounded) and removing lock files.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -25,15 +26,24 @@ pub enum Created {
     },
 }
 
-/// Whether [`publish`] may fall back to an exclusive create and a write
-/// where the filesystem has no hard links. That fallback can leave an empty
-/// file behind a crash, which is never judged stale; so lifetimes and claims
-/// never use it.
+/// What [`publish`] does where the filesystem has no hard links (smbnetfs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fallback {
+    /// An exclusive create and a write: what the lock file itself takes, as
+    /// every peer finds a lock there in a regular file. A crash in between
+    /// leaves an empty file, which is foreign and never judged stale.
     Allowed,
+    /// A directory holding the bytes in a file `marker`, renamed into place
+    /// whole ([`publish_dir`]): complete from its first instant, as a linked
+    /// file is. For names only uuidlock uses, where a lifetime needs that:
+    /// claims.
+    Directory,
+    /// Refused, with a message.
     Never,
 }
+
+/// The file inside a directory published by [`publish_dir`].
+const DIR_MARKER: &str = "marker";
 
 /// How long a link answered with a stale handle (or, in the guest, `EIO`)
 /// is made again before the filesystem is taken to have no hard links.
@@ -92,16 +102,17 @@ pub fn publish(path: &str, staged: &str, bytes: &[u8], fallback: Fallback) -> Re
             // `taken` leaves that ambiguous, so look again by linking again
             // before saying the filesystem has none (found by the
             // simulator's sshfs profile).
-            Err(e) if no_hard_links(&e) && fallback == Fallback::Never && tries < RESTAGE_TRIES => {
+            Err(e) if no_hard_links(&e) && fallback != Fallback::Allowed && tries < RESTAGE_TRIES => {
                 tries += 1;
                 continue;
             }
+            Err(e) if no_hard_links(&e) && fallback == Fallback::Directory => publish_dir(path, staged, bytes),
             Err(e) if no_hard_links(&e) && fallback == Fallback::Never => Err(LockError::Io(format!(
-                "cannot create {path}: this filesystem has no hard links, which lock lifetimes need; \
-                 acquire without --stale-after here"
+                "cannot create {path}: this filesystem has no hard links, which shared and slot locks with a \
+                 lifetime need; acquire them without --stale-after here (exclusive locks with one work)"
             ))),
             Err(e) if no_hard_links(&e) => match OpenOptions::new().write(true).create_new(true).open(path) {
-                Ok(file) => write_all(path, file, bytes).map(|()| Created::Yes),
+                Ok(file) => write_all(path, file, bytes).map(|()| Created::Yes).inspect_err(|_| withdraw_empty(path)),
                 Err(e) if taken(path, &e) => {
                     Ok(Created::Exists { there: read_file(path, Dating::IfLifetime, Where::Beside)?, now: None })
                 }
@@ -110,6 +121,72 @@ pub fn publish(path: &str, staged: &str, bytes: &[u8], fallback: Fallback) -> Re
             Err(e) => Err(io_error(path, "create", e)),
         };
     }
+}
+
+/// Publishes `bytes` at `path` as a directory holding them in a file
+/// `marker`: made under the staging name `staged`, then renamed to `path`.
+/// Like a linked file it is complete from the instant it appears, and like
+/// a link the rename fails where something is there: a file, or a directory
+/// that is not empty (measured across two smbnetfs clients, where exclusive
+/// create lets both win: of two directories renamed onto one new name, the
+/// second always failed, 0 of 840). An empty directory it would replace is
+/// no instance: instances appear complete and go whole ([`remove_within`]).
+fn publish_dir(path: &str, staged: &str, bytes: &[u8]) -> Result<Created, LockError> {
+    create_dir_fresh(staged).map_err(|e| io_error(path, "create", e))?;
+    let inside = format!("{staged}/{DIR_MARKER}");
+    let written =
+        create_fresh(&inside).map_err(|e| io_error(path, "create", e)).and_then(|file| write_all(path, file, bytes));
+    if let Err(e) = written {
+        remove_dir_whole(staged);
+        return Err(e);
+    }
+    let renamed = stale::again_within(LINK_STALE_BOUND, &mut || fs::rename(staged, path));
+    let Err(e) = renamed else { return Ok(Created::Yes) };
+    remove_dir_whole(staged);
+    match read_file(path, Dating::IfLifetime, Where::Beside)? {
+        // Ours after all: a retransmitted rename answered for the first.
+        Some(there) if there.bytes == bytes => Ok(Created::Yes),
+        Some(there) => Ok(Created::Exists { there: Some(there), now: None }),
+        None if e.kind() == io::ErrorKind::NotFound => Ok(Created::Exists { there: None, now: None }),
+        None => Err(io_error(path, "create", e)),
+    }
+}
+
+/// Removes the lock file this process just created at `path` and failed to
+/// write, if it is still empty: left there, it would be a lock nobody holds
+/// and nobody breaks (an empty file is foreign). Nobody can hold it: a
+/// holder wrote its marker and read it back; a creator that won the same
+/// create on a share where that is not atomic and writes after this look
+/// finds no file at its read-back, a verification delay later.
+fn withdraw_empty(path: &str) {
+    let start = Instant::now();
+    // Busy (SMB) while a contender reads it: briefly again, as for any removal.
+    while fs::symlink_metadata(path).is_ok_and(|meta| meta.is_file() && meta.len() == 0) {
+        match fs::remove_file(path) {
+            Err(e) if e.kind() == io::ErrorKind::ResourceBusy && start.elapsed() < busy_retry(None) => {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            _ => return,
+        }
+    }
+}
+
+/// Removes the directory at `path` and the regular files in it, best
+/// effort: a staged or removed instance of [`publish_dir`]. A directory
+/// holding more than a few entries, or another directory, is left alone:
+/// uuidlock made no such thing.
+pub fn remove_dir_whole(path: &str) {
+    const MOST: usize = 2;
+    if let Ok(entries) = fs::read_dir(path) {
+        let names: Vec<_> = entries.take(MOST + 1).flatten().collect();
+        if names.len() > MOST || names.iter().any(|entry| entry.file_type().is_ok_and(|kind| kind.is_dir())) {
+            return;
+        }
+        for entry in names {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+    let _ = fs::remove_dir(path);
 }
 
 /// When `path` was last written, by the filesystem's clock.
@@ -232,6 +309,10 @@ pub fn remove_within(path: &str, bound: Duration) -> Result<bool, LockError> {
             // by another: not removed here, and never removed again by
             // name, which would remove what is there now (crate::stale).
             Err(e) if stale::is_stale(&e) => return Ok(false),
+            // A claim published as a directory ([`publish_dir`]).
+            Err(e) if e.kind() != io::ErrorKind::ResourceBusy && dir_state(path) == Ok(DirState::Dir) => {
+                return remove_dir_instance(path, bound - start.elapsed().min(bound))
+            }
             Err(e) if e.kind() == io::ErrorKind::ResourceBusy && start.elapsed() < bound => {
                 tries += 1;
                 std::thread::sleep(Duration::from_millis(1 + u64::from(tries % 3)));
@@ -252,6 +333,37 @@ pub fn remove_within(path: &str, bound: Duration) -> Result<bool, LockError> {
                      bit (as /tmp), or the directory is read-only: its owner, the directory's owner or root must \
                      delete it"
                 )))
+            }
+            Err(e) => return Err(io_error(path, "delete", e)),
+        }
+    }
+}
+
+/// Removes the directory instance at `path` ([`publish_dir`]): renamed whole
+/// to a fresh staging name beside it first, so that its name is free at once
+/// and never shows a directory half emptied (which a publisher's rename
+/// would replace), then emptied and removed; the sweep reclaims it if this
+/// process dies in between. A rename, like an unlink, acts on whatever is
+/// at the name now: the callers act under the claim on what they observed,
+/// as for a file. `false` when it was already gone.
+fn remove_dir_instance(path: &str, bound: Duration) -> Result<bool, LockError> {
+    let Some(away) = format::away_path(path) else {
+        return Err(LockError::Io(format!(
+            "cannot delete {path}: it is a directory where uuidlock keeps a file; someone put it there: remove it"
+        )));
+    };
+    let start = Instant::now();
+    loop {
+        match fs::rename(path, &away) {
+            Ok(()) => {
+                remove_dir_whole(&away);
+                return Ok(true);
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound || stale::is_stale(&e) => return Ok(false),
+            // SMB refuses to rename a directory with a file open inside: a
+            // contender reading the marker. Briefly, as for a busy file.
+            Err(e) if e.kind() == io::ErrorKind::ResourceBusy && start.elapsed() < bound => {
+                std::thread::sleep(Duration::from_millis(2));
             }
             Err(e) => return Err(io_error(path, "delete", e)),
         }
@@ -423,6 +535,8 @@ enum Dating {
 enum Where {
     LockPath,
     Beside,
+    /// The marker inside a directory beside the lock ([`publish_dir`]).
+    Inside,
 }
 
 fn read_file(path: &str, dating: Dating, at: Where) -> Result<Option<Content>, LockError> {
@@ -465,7 +579,17 @@ fn read_once(path: &str, dating: Dating, at: Where) -> Result<Option<Content>, F
             return Ok(Some(Content { bytes: Vec::new(), modified, kind: Kind::Unreadable }));
         }
         Opened::Special(kind, modified) => {
-            return Ok(Some(Content { bytes: Vec::new(), modified, kind: Kind::Special(kind) }))
+            // Beside the lock, a directory holding a marker is an instance
+            // published where there are no hard links ([`publish_dir`]):
+            // read as its marker. Anything else there is what it is.
+            if at == Where::Beside && kind == "a directory" {
+                match read_once(&format!("{path}/{DIR_MARKER}"), dating, Where::Inside) {
+                    Ok(Some(inside)) if !matches!(inside.kind, Kind::Special(_)) => return Ok(Some(inside)),
+                    Err(Failure::Stale(e)) => return Err(Failure::Stale(e)),
+                    _ => {}
+                }
+            }
+            return Ok(Some(Content { bytes: Vec::new(), modified, kind: Kind::Special(kind) }));
         }
     };
     let mut bytes = Vec::with_capacity(128);
@@ -509,7 +633,9 @@ fn open_regular(path: &str, at: Where) -> Result<Option<Opened>, Failure> {
     let not_regular = |meta: &fs::Metadata| -> Result<Option<Opened>, Failure> {
         match at {
             Where::LockPath => Err(Failure::Lock(not_a_lock_file(path, kind_of(&meta.file_type())))),
-            Where::Beside => Ok(Some(Opened::Special(kind_of(&meta.file_type()), meta.modified().ok()))),
+            Where::Beside | Where::Inside => {
+                Ok(Some(Opened::Special(kind_of(&meta.file_type()), meta.modified().ok())))
+            }
         }
     };
     let failed = |e: io::Error| read_failure(path, e);
@@ -850,6 +976,59 @@ fn refused_by_sandbox(e: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::Token;
+
+    // Where there are no hard links a claim is a directory renamed into
+    // place: whole from its first instant, refused where one is there, read
+    // as its marker, and removed whole (renamed aside first), leaving
+    // nothing behind.
+    #[test]
+    fn a_claim_published_as_a_directory_is_whole_exclusive_and_removed_whole() {
+        let dir = crate::scratch::tempdir();
+        let lock = dir.path().join("x.lock").to_str().unwrap().to_owned();
+        let ours = Token::generate("").unwrap();
+        let claim = format::claim_path(&lock, &ours);
+        let staged = |token: &Token| format::staged_path(&lock, token);
+        assert_eq!(publish_dir(&claim, &staged(&ours), b"ours"), Ok(Created::Yes));
+        assert_eq!(fs::read(format!("{claim}/{DIR_MARKER}")).unwrap(), b"ours");
+        let there = read_beside(&claim).unwrap().unwrap();
+        assert_eq!((there.bytes.as_slice(), there.kind), (&b"ours"[..], Kind::Regular));
+        assert!(there.modified.is_some(), "a claim is dated by its marker");
+
+        let theirs = Token::generate("").unwrap();
+        let Ok(Created::Exists { there: Some(there), .. }) = publish_dir(&claim, &staged(&theirs), b"theirs") else {
+            panic!("a second directory was renamed over the first")
+        };
+        assert_eq!(there.bytes, b"ours");
+        assert!(!fs::exists(staged(&theirs)).unwrap(), "the loser's staged directory was left");
+
+        assert_eq!(remove_within(&claim, Duration::ZERO), Ok(true));
+        assert_eq!(remove_within(&claim, Duration::ZERO), Ok(false));
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0, "something was left beside the lock");
+    }
+
+    // A directory at a claim's name that holds no marker is what it is
+    // (planted: nothing uuidlock makes), however it was filled; its removal
+    // frees the name whatever is inside.
+    #[test]
+    fn a_directory_without_a_marker_beside_the_lock_is_what_it_is() {
+        let dir = crate::scratch::tempdir();
+        let lock = dir.path().join("x.lock").to_str().unwrap().to_owned();
+        let claim = format::claim_path(&lock, &Token::generate("").unwrap());
+        fs::create_dir(&claim).unwrap();
+        assert_eq!(read_beside(&claim).unwrap().unwrap().kind, Kind::Special("a directory"));
+        fs::create_dir(format!("{claim}/{DIR_MARKER}")).unwrap();
+        fs::write(format!("{claim}/{DIR_MARKER}/deep"), b"x").unwrap();
+        assert_eq!(read_beside(&claim).unwrap().unwrap().kind, Kind::Special("a directory"));
+        assert_eq!(remove_within(&claim, Duration::ZERO), Ok(true));
+        assert!(!fs::exists(&claim).unwrap());
+        // Only a name uuidlock derives can be renamed aside.
+        let odd = dir.path().join("odd").to_str().unwrap().to_owned();
+        fs::create_dir(&odd).unwrap();
+        assert!(
+            matches!(remove_within(&odd, Duration::ZERO), Err(LockError::Io(e)) if e.contains("someone put it there"))
+        );
+    }
 
     #[test]
     fn a_link_reported_as_existing_but_holding_our_bytes_was_ours() {

@@ -244,6 +244,18 @@ pub fn beat_path(lock: &str, token: &Token) -> String {
     format!("{lock}.{}.beat", token.uuid())
 }
 
+/// A fresh staging name beside `derived`, a name uuidlock derives from a
+/// lock (`<PATH>.<UUID>.<SUFFIX>`, as [`claim_path`] makes): `<PATH>.<NEW
+/// UUID>.new`, no longer than `derived`. An instance published as a
+/// directory is moved there to be removed (crate::files), and the sweep
+/// reclaims it if the remover dies. `None` for a name of another shape.
+pub fn away_path(derived: &str) -> Option<String> {
+    let (rest, _suffix) = derived.rsplit_once('.')?;
+    let (lock, uuid) = rest.rsplit_once('.')?;
+    uuid::Uuid::try_parse(uuid).ok().filter(|_| uuid.len() == 36)?;
+    Some(staged_path(lock, &Token::generate("").ok()?))
+}
+
 /// Fresh heartbeat bytes: different every time, which is all that counts.
 pub fn beat() -> Vec<u8> {
     format!("uuidlock-beat/1?nonce={}\n", uuid::Uuid::new_v4().hyphenated()).into_bytes()
@@ -336,6 +348,18 @@ fn describe_foreign(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_renamed_aside_is_a_fresh_staging_name_beside_the_lock() {
+        let (lock, token) = ("/d/job.lock", Token::generate("x-").unwrap());
+        let claim = claim_path(lock, &token);
+        let away = away_path(&claim).unwrap();
+        assert!(away.starts_with("/d/job.lock.") && away.ends_with(".new") && away.len() <= claim.len(), "{away}");
+        assert_ne!(away, staged_path(lock, &token));
+        assert_ne!(away_path(&claim), Some(away));
+        assert_eq!(away_path("/d/job.lock"), None);
+        assert_eq!(away_path("/d/job.lock.not-a-uuid.claim"), None);
+    }
 
     #[test]
     fn a_marker_parses_back_to_its_token() {

@@ -13,10 +13,10 @@
 //! (which fails if anything is there), and remove the staging name. Wait
 //! `verification_delay`, then read `PATH` back: if it holds our token we hold
 //! the lock. Otherwise sleep `retry_interval` and try again until `timeout`.
-//! Where the filesystem has no hard links, a lock without a lifetime is
-//! created exclusively (`O_EXCL`) and written instead; one with a lifetime is
-//! refused. A link reported as failing with "exists" whose target holds our
-//! own bytes was ours (an NFS server answering a retransmission).
+//! Where the filesystem has no hard links, the lock is created exclusively
+//! (`O_EXCL`) and written instead, and the claims below are directories
+//! (point 11). A link reported as failing with "exists" whose target holds
+//! our own bytes was ours (an NFS server answering a retransmission).
 //!
 //! **Wait in line.** An acquire whose first attempt finds the lock busy
 //! joins the queue of waiters ([`crate::queue`]) and makes further attempts
@@ -181,6 +181,37 @@
 //!     `uuidlock simulate --profile gluster --faults none --seeds 20
 //!     --duration 10` found it in 10 of 20 seeds; seed 4 replays it, and
 //!     `simulate::gluster_ghost_of_a_long_hold_deletes_nothing` keeps it.)
+//! 11. *Without hard links, claims are directories, and points 1-10 hold
+//!     for them unchanged.* A claim is then a directory holding the
+//!     claimant's marker in a file `marker`, made under the claimant's own
+//!     staging name and renamed onto the claim's name
+//!     ([`crate::files::publish`]). (a) A rename of a directory fails where
+//!     a file or a directory that is not empty is at the target, so two
+//!     claimants cannot both take one claim: point 4's "one party at a
+//!     time". This is what exclusive create cannot give on smbnetfs (both
+//!     clients won 18 of 20 races), and what `uuidlock doctor DIR DIR2`
+//!     races across the clients (both won 0 of 40 on the bed, and 0 of 840
+//!     raced directly). (b) The claim is complete from the instant its name
+//!     exists, as a linked file is (point 2): a claimant that dies leaves a
+//!     claim with a marker and a lifetime, judged and broken as any claim,
+//!     never an empty one that would be taken for junk and broken at once.
+//!     (c) A claim is removed by renaming it whole to a fresh staging name
+//!     (then emptied): its name never shows a directory half emptied,
+//!     which a rename onto it would replace, and, like an unlink by name, it
+//!     acts on what is there now, under the claim on what was observed
+//!     (point 4). An empty directory at a claim's name is therefore nobody's
+//!     claim, and a rename that replaces it replaces nothing held. (d) The
+//!     claim is read through its marker, whose bytes carry a fresh random
+//!     token, so a claim replaced since it was observed never compares
+//!     equal (the re-observation of point 4). The lock file itself stays a
+//!     file that every peer can read: it is created and then written, and
+//!     its exclusion on a share whose create is not atomic rests on the
+//!     read-back, as it did without a lifetime. A lifetime changes only
+//!     who may remove it, which goes through the claims above. The one new
+//!     gap is a kill between that create and that write: the empty file
+//!     left is foreign and never broken (the caveats below). A write that
+//!     fails there withdraws the file while it is still empty, so an error
+//!     leaves nothing (found by the simulator's `smb` profile, seed 106).
 //!
 //! The read-back after `verification_delay` is what keeps the lock
 //! exclusive against peers whose create is *not* atomic, such as
@@ -247,9 +278,11 @@
 //!   lifetime, a contender frees it. A lock without a lifetime is released
 //!   on a full disk (its claim is empty).
 //! - Where the filesystem has no hard links, locks fall back to an exclusive
-//!   create and a write. There, a crash in between leaves an empty lock file,
-//!   which is foreign and never broken. Lifetimes (and so claims) are refused
-//!   there rather than made unreliable.
+//!   create and a write. There, a process killed in between leaves an empty
+//!   lock file, which is foreign and never broken, with or without a
+//!   lifetime: it is deleted by hand. Claims are directories there (point
+//!   11), so exclusive locks with a lifetime work; shared and slot locks
+//!   with one are refused (their entries would need the same).
 //! - Fencing numbers are found by listing the counter's directory; a
 //!   listing that is behind (a caching network client) makes the rename
 //!   fail, never succeed with a stale number, and the taker then tries the
@@ -716,18 +749,19 @@ fn try_once(
     options: &Options,
     watch: &mut Watch,
 ) -> Result<Option<u64>, LockError> {
-    // Without hard links a crash could leave an empty lock file, which is
-    // never judged stale: a lock with a lifetime needs them.
-    let fallback = if options.stale_after.is_some() { Fallback::Never } else { Fallback::Allowed };
+    // Without hard links the lock file is created and then written: a crash
+    // in between leaves an empty file, foreign to everyone and never broken
+    // (the lease contract's caveats). Its claims are directories.
     // Each attempt has its own budget for stale handles.
     stale::begin();
     for _ in 0..2 {
         // Planted bug (tests only): the fencing number is taken before publishing, and used if verified.
         let early = if planted("fence-before-publish") { Some(fence::take(path)?) } else { None };
-        let published = files::publish(path, &format::staged_path(path, token), marker, fallback).map_err(|e| {
-            // A directory or a link at the path explains the failure best.
-            files::check_not_link_or_dir(path).err().unwrap_or(e)
-        });
+        let published =
+            files::publish(path, &format::staged_path(path, token), marker, Fallback::Allowed).map_err(|e| {
+                // A directory or a link at the path explains the failure best.
+                files::check_not_link_or_dir(path).err().unwrap_or(e)
+            });
         match published? {
             Created::Yes => return verify(path, token, options, early),
             // Released just now: try again at once.

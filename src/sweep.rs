@@ -100,10 +100,11 @@ pub fn reclaim(lock: &str, ours: &Token) {
         let gone = uuid != ours.uuid();
         match kind {
             Kind::Beat if gone => drop(fs::remove_file(leftover)),
+            // A file, or (without hard links) a directory renamed aside whole.
             Kind::Claim
                 if gone && !guarded.contains(uuid) && outlived(claims.get(leftover.as_str()), content.modified) =>
             {
-                drop(fs::remove_file(leftover))
+                drop(files::remove_within(leftover, Duration::ZERO))
             }
             Kind::Staged if older_than(leftover, content.modified, MIN_AGE) => remove_staged(leftover),
             _ => {}
@@ -158,27 +159,16 @@ fn older_than(path: &str, now: Option<SystemTime>, age: Duration) -> bool {
     }
 }
 
-/// Removes a staging file, or a staged fencing counter directory with the
-/// counter inside. A directory holding more than that was not staged by
-/// uuidlock and is left alone.
+/// Removes a staging file, or a staged directory: a fencing counter's with
+/// the counter inside, or a claim's (without hard links) with its marker.
+/// A directory holding more than a file or two was not staged by uuidlock
+/// and is left alone.
 fn remove_staged(path: &str) {
     if fs::remove_file(path).is_ok() || files::dir_state(path) != Ok(files::DirState::Dir) {
         return;
     }
-    if let Ok(entries) = fs::read_dir(path) {
-        let names: Vec<_> = entries.take(STAGED_DIR_ENTRIES + 1).flatten().map(|entry| entry.path()).collect();
-        if names.len() > STAGED_DIR_ENTRIES {
-            return;
-        }
-        for name in names {
-            let _ = fs::remove_file(name);
-        }
-    }
-    let _ = fs::remove_dir(path);
+    files::remove_dir_whole(path);
 }
-
-/// A staged counter directory holds one file, the counter.
-const STAGED_DIR_ENTRIES: usize = 1;
 
 #[cfg(test)]
 mod tests {

@@ -111,10 +111,12 @@ fn sshfs_is_safe_and_recovers_from_killed_holders() {
     modes_across(&share, &["--stale-after", "1", "--kill", "2"]);
 }
 
-// SMB through smbnetfs: no hard links, so no lifetimes, and an exclusive
-// create that both clients can win; the doctor says which delay keeps the
-// lock safe, and at that delay the component and the command module never
-// overlap. (The Python peers cannot take part: uuid-filelock's release
+// SMB through smbnetfs: no hard links, and an exclusive create that both
+// clients can win; the doctor says which delay keeps the lock safe, and at
+// that delay the component and the command module never overlap. Exclusive
+// locks with a lifetime work there (their claims are directories): holders
+// SIGKILLed across the clients are broken and nobody overlaps. Shared and
+// slot locks with a lifetime are refused with a message. (The Python peers cannot take part: uuid-filelock's release
 // fails with EBUSY whenever another client is reading the lock file, and
 // SoftFileLock has no read-back to survive a create both clients win; see
 // the README's share table.)
@@ -122,9 +124,35 @@ fn sshfs_is_safe_and_recovers_from_killed_holders() {
 fn smb_is_safe_at_the_delay_the_doctor_asks_for() {
     let Some(share) = start("smb_is_safe_at_the_delay_the_doctor_asks_for", ShareKind::Smb) else { return };
     let report = doctor_then_contend(&share, "mixed");
-    assert!(!report.hard_links.works && !report.lifetimes.works, "{report:#?}");
+    assert!(!report.hard_links.works && report.lifetimes.works, "{report:#?}");
+    assert!(report.lifetimes.detail.starts_with("yes for exclusive locks"), "{report:#?}");
     let delay = report.verdict.verification_delay_s.unwrap_or(0.0).to_string();
     modes_across(&share, &["--verification-delay", &delay]);
+
+    let args = ["--processes", "4", "--iterations", "8", "--hold-ms", "5", "--stale-after", "2", "--kill", "4"];
+    let (code, summary) =
+        contend_across(&share, &[&args[..], &["--runner", "mixed", "--verification-delay", &delay]].concat());
+    assert_eq!(code, Some(0), "{summary:?}");
+    assert_eq!((summary.kills, summary.overlaps, summary.violations), (4, 0, 0), "{summary:?}");
+
+    // A holder that stopped renewing (its process gone) is broken through
+    // the other client, by a claim that is a directory.
+    let [a, b] = share.mounts();
+    let (lock_a, lock_b) = (a.join("dead.lock"), b.join("dead.lock"));
+    let dead = uuidlock(&["acquire", path(&lock_a), "--stale-after", "1", "--verification-delay", &delay]);
+    assert_eq!(dead.status.code(), Some(0), "{}", text(&dead.stderr));
+    let taken =
+        uuidlock(&["acquire", path(&lock_b), "--stale-after", "1", "--verification-delay", &delay, "--timeout", "20"]);
+    assert_eq!(taken.status.code(), Some(0), "the dead holder was not broken: {}", text(&taken.stderr));
+    let token = text(&taken.stdout).trim().to_owned();
+    assert_ne!(token, text(&dead.stdout).trim());
+    let released = uuidlock(&["release", path(&lock_b), &token]);
+    assert_eq!(released.status.code(), Some(0), "{}", text(&released.stderr));
+
+    let shared = uuidlock(&["acquire", path(&a.join("shared.lock")), "--shared", "--stale-after", "2"]);
+    assert_eq!(shared.status.code(), Some(4), "{}", text(&shared.stderr));
+    assert!(text(&shared.stderr).contains("no hard links, which shared and slot locks with a lifetime need"));
+    assert!(!a.join("shared.lock").exists(), "the refused shared acquire left its lock file");
 }
 
 // rclone's VFS serves a directory listing from its cache: one mount does
@@ -345,8 +373,9 @@ fn doctor_races(share: &Share, rounds: &str) -> Report {
 // (measured: both won 0 of 1,160, with either client the winner). A
 // non-empty directory can be neither removed nor renamed over, also
 // through the other client (ENOTEMPTY), and an rmdir racing a create
-// inside never let both win (0 of 100): the primitives claims could stand
-// on there (docs/src/shares.md).
+// inside never let both win (0 of 100). A claim of a lock with a lifetime
+// is published there as a directory renamed onto its name, which the
+// doctor races too (docs/src/shares.md).
 #[test]
 fn on_smb_mkdir_is_atomic_across_clients_where_exclusive_create_is_not() {
     let test = "on_smb_mkdir_is_atomic_across_clients_where_exclusive_create_is_not";
@@ -357,6 +386,9 @@ fn on_smb_mkdir_is_atomic_across_clients_where_exclusive_create_is_not() {
     assert_eq!(across.both_mkdired, 0, "{report:#?}");
     let said = report.verdict.reasons.join("\n");
     assert!(said.contains("mkdir is atomic across the two clients (40 races, each won once)"), "{said}");
+    // How a claim is published there: a directory renamed onto its name.
+    assert_eq!((across.dir_rename_races, across.both_dir_renamed), (40, 0), "{report:#?}");
+    assert!(said.contains("renaming a directory onto one name is exclusive across the two clients (40 races)"));
 
     let [a, b] = share.mounts();
     std::fs::create_dir(a.join("full")).unwrap();

@@ -45,10 +45,10 @@ fn safe_profiles_show_no_violation_in_thousands_of_interleavings() {
         // profile allows.
         assert!(run["acquisitions"].as_u64().unwrap() > 10_000, "{profile}: {run}");
         assert!(run["stalls"].as_u64().unwrap() > 0, "{profile}: {run}");
-        if profile != "smb" {
-            for kind in ["kills", "injected_errors", "clock_steps"] {
-                assert!(run[kind].as_u64().unwrap() > 0, "{profile}: no {kind}: {run}");
-            }
+        // Every profile has lifetimes now, smb too (claims are directories
+        // there), so every kind of fault.
+        for kind in ["kills", "injected_errors", "clock_steps"] {
+            assert!(run[kind].as_u64().unwrap() > 0, "{profile}: no {kind}: {run}");
         }
     }
 }
@@ -159,9 +159,9 @@ fn bad_input_is_one_line_and_exit_2() {
         (&["--faults", "gremlins=0.1"], "unknown fault \"gremlins\""),
         (&["--faults", "stall-for=-1"], "must be from 0 to 3600"),
         (&["--duration", "0"], "--duration 0 must be more than 0"),
-        (&["--profile", "smb", "--faults", "kill=0.01"], "no lifetimes"),
+        (&["--profile", "smb", "--mode", "rw", "--faults", "kill=0.01"], "no lifetimes there"),
         (&["--latency", "1e9"], "--latency"),
-        (&["--profile", "smb", "--stale-after", "2"], "no lifetimes"),
+        (&["--profile", "smb", "--mode", "slots", "--stale-after", "2"], "which shared and slot locks with a"),
         (&["--faults", "full-disk=x"], "not a number of seconds"),
         (&["--mode", "readers"], "unknown mode \"readers\""),
         (&["--mode", "rw", "--writers", "1.5"], "--writers 1.5 must be from 0 to 1"),

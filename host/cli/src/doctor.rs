@@ -10,16 +10,19 @@
 //!   "exists" (`EACCES` while the file exists, as davfs2 answers, counts:
 //!   uuidlock reads it as a busy lock);
 //! - **hard links** and **rename over a file**: publishing a lock with a
-//!   lifetime, and renewing its heartbeat;
+//!   lifetime, and renewing its heartbeat; where there are no hard links,
+//!   **renaming a directory onto a full one** must fail, as the claims of
+//!   locks with a lifetime are then directories renamed into place;
 //! - **deleting an open file**: SMB refuses it (`EBUSY`), and uuidlock
 //!   retries a busy delete for a bounded time;
 //! - **the share's clock**: the date a new file gets, against this machine's
 //!   clock, and its resolution.
 //!
 //! Given DIR2, another mount of the same share (another client), it also
-//! races exclusive creates of one name through the two mounts, and `mkdir`s
-//! of one name (a primitive claims could stand on where a share has no hard
-//! links, if only one client can win it), and times
+//! races exclusive creates of one name through the two mounts, `mkdir`s of
+//! one name, and renames of two directories (each holding a file) onto one
+//! new name (how a claim is published where a share has no hard links: only
+//! one client may win it), and times
 //! how long a file created through DIR, and new bytes at a name, take to
 //! show through DIR2 (a lookup through DIR2 first, so that a caching client
 //! has a negative entry to serve, as a waiting contender's client has). It
@@ -41,11 +44,12 @@
 //! - *safe* otherwise. Without DIR2 this holds for the processes of one
 //!   client; the report says that the clients were not compared.
 //!
-//! With DIR2 the verdict also says whether both `mkdir`s ever won: where a
-//! share has no hard links (smbnetfs), an atomic `mkdir` is what a claim
-//! could be built on instead.
+//! With DIR2 the verdict also says whether both `mkdir`s ever won.
 //!
-//! Locks with a lifetime work where hard links and rename over a file do;
+//! Locks with a lifetime work where hard links and rename over a file do,
+//! and, for exclusive locks, where there are no hard links but a directory
+//! renamed onto a full one fails (and, with DIR2, no race of two such
+//! renames was won by both clients);
 //! where a ghost was seen, with lifetimes of at least three times the
 //! longest one (point 10 of `src/protocol.rs`), and where the clients'
 //! dates disagree by more than a second, with `--max-clock-skew` of twice
@@ -127,6 +131,11 @@ pub struct Across {
     /// there are no hard links.
     pub mkdir_races: u32,
     pub both_mkdired: u32,
+    /// Races of two directories, each holding a file, renamed onto one new
+    /// name, one through each mount, and how many both won: how a claim is
+    /// published where there are no hard links.
+    pub dir_rename_races: u32,
+    pub both_dir_renamed: u32,
     /// Races that renamed one file to one new name through both mounts, and
     /// how many of them left no file at all (a rename onto an existing name
     /// done as a delete and a rename: smbnetfs).
@@ -330,6 +339,7 @@ impl ProbeDir {
         let min_lifetime_s = across.as_ref().and_then(min_lifetime);
         let max_clock_skew_s = across.as_ref().and_then(|across| clock_skew(clock_offset_s, across));
         let lifetimes = match (hard_links.works, rename_over.works) {
+            (false, true) => self.directory_claims(across.as_ref())?,
             (true, true) => {
                 let mut needs = Vec::new();
                 if let Some(least) = min_lifetime_s {
@@ -344,7 +354,10 @@ impl ProbeDir {
                     format!("yes, with {}", needs.join(" and "))
                 })
             }
-            (false, _) => Probe::no(format!("hard links fail ({}); locks without --lifetime work", hard_links.detail)),
+            (false, false) => Probe::no(format!(
+                "hard links fail ({}), and renaming over a file fails ({}); locks without --stale-after work",
+                hard_links.detail, rename_over.detail
+            )),
             (true, false) => Probe::no(format!(
                 "renaming over a file fails ({}), so a heartbeat cannot be renewed",
                 rename_over.detail
@@ -468,6 +481,39 @@ impl ProbeDir {
         })
     }
 
+    /// Where there are no hard links: whether claims can be directories (a
+    /// directory renamed onto a full one fails, and no two clients both won
+    /// such a rename), so that exclusive locks may have a lifetime.
+    fn directory_claims(&self, across: Option<&Across>) -> Result<Probe> {
+        let here = &self.here;
+        for name in ["claim-a", "claim-b"] {
+            here.mkdir(name).with_context(|| format!("cannot create {}", here.path(name).display()))?;
+            here.write(&format!("{name}/marker"), name.as_bytes())
+                .with_context(|| format!("cannot write in {}", here.path(name).display()))?;
+        }
+        let onto_full = here.rename("claim-b", "claim-a");
+        let probe = match (onto_full, across) {
+            (Ok(()), _) => Probe::no(
+                "hard links fail, and a directory renamed onto a full one replaces it, so claims cannot be directories \
+                 either; locks without --stale-after work",
+            ),
+            (Err(_), Some(across)) if across.both_dir_renamed > 0 => Probe::no(format!(
+                "hard links fail, and both clients won {} of {} races renaming a directory onto one name, so claims \
+                 cannot be directories; locks without --stale-after work",
+                across.both_dir_renamed, across.dir_rename_races
+            )),
+            (Err(_), _) => Probe::yes(
+                "yes for exclusive locks (no hard links: their claims are directories); shared and slot locks \
+                 without --stale-after",
+            ),
+        };
+        for name in ["claim-a", "claim-b"] {
+            let _ = here.remove(&format!("{name}/marker"));
+            let _ = here.remove_dir(name);
+        }
+        Ok(probe)
+    }
+
     /// Deletes through `through` (a view of the probe directory) a file held
     /// open through DIR.
     fn delete_open(&self, through: &At) -> Result<Probe> {
@@ -510,6 +556,8 @@ impl ProbeDir {
             both_created: 0,
             mkdir_races: 0,
             both_mkdired: 0,
+            dir_rename_races: 0,
+            both_dir_renamed: 0,
             rename_races: 0,
             renames_lost: 0,
             create_seen: Lag { median_ms: 0.0, max_ms: 0.0, rounds: 1, unseen: 1 },
@@ -540,6 +588,13 @@ impl ProbeDir {
             let _ = self.here.remove_dir(&format!("mkdir-{round}"));
         }
         let (mkdir_races, both_mkdired) = mkdirs?;
+        let dir_renames = self.races(&view, config.rounds, "dir-rename", |at, name| at.publish_dir(name));
+        for round in 0..config.rounds {
+            let name = format!("dir-rename-{round}");
+            let _ = self.here.remove(&format!("{name}/marker"));
+            let _ = self.here.remove_dir(&name);
+        }
+        let (dir_rename_races, both_dir_renamed) = dir_renames?;
         let (rename_races, renames_lost) = self.rename_races(&view, config.rounds)?;
         let delete_open = self.delete_open(&view)?;
         let clock_offset_s = clock(&view)?.0;
@@ -549,6 +604,8 @@ impl ProbeDir {
             both_created,
             mkdir_races,
             both_mkdired,
+            dir_rename_races,
+            both_dir_renamed,
             rename_races,
             renames_lost,
             create_seen,
@@ -696,6 +753,21 @@ impl At {
 
     fn open_with(&self, name: &str, options: &cap_primitives::fs::OpenOptions) -> io::Result<File> {
         cap_primitives::fs::open(&self.dir, Path::new(name), options)
+    }
+
+    /// Publishes a directory holding a file at `name`, as a claim is
+    /// published where there are no hard links: made under a name of this
+    /// thread's, then renamed; fails (leaving nothing) if `name` is taken.
+    fn publish_dir(&self, name: &str) -> io::Result<()> {
+        let thread = format!("{:?}", std::thread::current().id()).replace(|c: char| !c.is_alphanumeric(), "");
+        let staged = format!("{name}.{thread}");
+        self.mkdir(&staged)?;
+        let published = self.write(&format!("{staged}/marker"), b"x").and_then(|()| self.rename(&staged, name));
+        if published.is_err() {
+            let _ = self.remove(&format!("{staged}/marker"));
+            let _ = self.remove_dir(&staged);
+        }
+        published
     }
 
     fn mkdir(&self, name: &str) -> io::Result<()> {
@@ -907,6 +979,7 @@ fn judge(exclusive_create: &Probe, across: Option<&Across>, max_lag: f64) -> Ver
             )]
             .into_iter()
             .chain(mkdir_atomic(across))
+            .chain(dir_renames_exclusive(across))
             .collect(),
         };
     }
@@ -928,6 +1001,7 @@ fn judge(exclusive_create: &Probe, across: Option<&Across>, max_lag: f64) -> Ver
         ]
         .into_iter()
         .chain(mkdir_atomic(across))
+        .chain(dir_renames_exclusive(across))
         .collect(),
     }
 }
@@ -939,6 +1013,18 @@ fn mkdir_atomic(across: &Across) -> Option<String> {
     (races > 0).then(|| match both {
         0 => format!("mkdir is atomic across the two clients ({races} races, each won once)"),
         _ => format!("mkdir is not atomic across clients (both won {both} of {races} races)"),
+    })
+}
+
+/// Whether two directories renamed onto one name excluded across the
+/// clients: how claims are published where there are no hard links.
+fn dir_renames_exclusive(across: &Across) -> Option<String> {
+    let (races, both) = (across.dir_rename_races, across.both_dir_renamed);
+    (races > 0).then(|| match both {
+        0 => format!("renaming a directory onto one name is exclusive across the two clients ({races} races)"),
+        _ => format!(
+            "renaming a directory onto one name is not exclusive across clients (both won {both} of {races} races)"
+        ),
     })
 }
 
@@ -960,6 +1046,8 @@ pub fn render(report: &Report) -> String {
         let _ = writeln!(out, "across clients, through {}:", across.dir2.display());
         let _ = writeln!(out, "  both creates won     {} of {} races", across.both_created, across.races);
         let _ = writeln!(out, "  both mkdirs won      {} of {} races", across.both_mkdired, across.mkdir_races);
+        let _ =
+            writeln!(out, "  both dir renames won {} of {} races", across.both_dir_renamed, across.dir_rename_races);
         let _ = writeln!(out, "  renames lost a file  {} of {} races", across.renames_lost, across.rename_races);
         let _ = writeln!(out, "  a create seen after  {}", render_lag(&across.create_seen));
         let _ = writeln!(out, "  new bytes read after {}", render_lag(&across.data_seen));
@@ -1048,6 +1136,8 @@ mod tests {
             both_created,
             mkdir_races: 20,
             both_mkdired: 0,
+            dir_rename_races: 20,
+            both_dir_renamed: 0,
             rename_races: 20,
             renames_lost: 0,
             create_seen: Lag { median_ms: 1.0, max_ms: create_max_ms, rounds: 20, unseen },

@@ -410,6 +410,19 @@ impl Checker {
         self.update_idle(now);
     }
 
+    /// A client was killed between creating the lock file and writing it,
+    /// where there are no hard links: the empty file is foreign to everyone
+    /// and never broken, so the lock is wedged for good (the named
+    /// limitation); liveness is no longer checked.
+    pub fn wedged(&mut self, now: u64) {
+        *self.limitations.entry("killed between creating the lock file and writing it: wedged").or_default() += 1;
+        if let Some(since) = self.idle_since {
+            self.close_gap(since, now);
+            self.idle_since = Some(now);
+        }
+        self.settle = u64::MAX;
+    }
+
     pub fn killed(&mut self, client: usize, now: u64) {
         self.kills += 1;
         self.holds[client] = None;

@@ -59,7 +59,8 @@ pub struct Profile {
     pub invisible_creates: Duration,
     /// The verification delay `uuidlock doctor` names for the share.
     pub verification_delay: Duration,
-    /// Whether the doctor says lifetimes work there.
+    /// Whether the doctor says lifetimes work there (for exclusive locks;
+    /// shared and slot locks with one also need hard links).
     pub lifetimes: bool,
     /// The lifetime the simulated locks get: at least what the doctor asks
     /// for (three ghosts on GlusterFS).
@@ -114,8 +115,7 @@ impl Profile {
             rename_deletes_first: true,
             busy_delete: true,
             verification_delay: Duration::from_millis(100),
-            lifetimes: false,
-            lifetime: Duration::ZERO,
+            lifetime: Duration::from_secs(2),
             ..Profile::LOCAL
         },
         Profile {

@@ -448,6 +448,10 @@ pub fn run(guest: &Guest, settings: &Settings, seed: u64) -> Result<Outcome> {
             };
             if kill {
                 let now = guard.world.now;
+                if guard.world.empty_file_made_by(LOCK, client) {
+                    guard.check.wedged(now);
+                    guard.note(client, "killed with the lock file created, not yet written".to_owned());
+                }
                 guard.check.killed(client, now);
                 guard.note(client, "killed".to_owned());
             } else {

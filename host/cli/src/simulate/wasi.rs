@@ -390,12 +390,21 @@ pub fn link(linker: &mut Linker<Process>) -> Result<()> {
     linker.func_wrap_async(M, "fd_close", |mut caller: Caller<'_, Process>, (fd,): (i32,)| {
         caller.data_mut().count("fd_close");
         Box::new(async move {
-            let Some(closed) = caller.data_mut().fds.remove(&(fd as u32)) else {
-                return Ok(i32::from(errno::BADF));
+            let node = match caller.data().fds.get(&(fd as u32)) {
+                Some(Fd::File { node, .. } | Fd::Dir { node, .. }) => Some(*node),
+                Some(_) => None,
+                None => return Ok(i32::from(errno::BADF)),
             };
-            if let Fd::File { node, .. } | Fd::Dir { node, .. } = closed {
-                // The close itself always succeeds; NFS flushes here.
+            if node.is_some() {
+                // The close itself always succeeds; NFS flushes here. The
+                // descriptor stays in the table until then, so that a
+                // process killed at this turn still closes it as it ends
+                // (it stayed open for good, and deletes of the file were
+                // busy for good on SMB).
                 share_call(&caller, &[]).await;
+            }
+            caller.data_mut().fds.remove(&(fd as u32));
+            if let Some(node) = node {
                 let client = caller.data().client;
                 caller.data().shared.lock().expect("one thread").world.close(client, node);
             }

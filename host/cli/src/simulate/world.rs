@@ -474,6 +474,15 @@ impl World {
         Ok(())
     }
 
+    /// Whether `name` in the root is an empty file that `client` created: a
+    /// lock file created and not yet written (without hard links).
+    pub fn empty_file_made_by(&self, name: &str, client: usize) -> bool {
+        self.nodes[ROOT].entries.get(name).is_some_and(|&node| {
+            let inode = &self.nodes[node];
+            inode.kind == Kind::File && inode.data.is_empty() && inode.creator == client
+        })
+    }
+
     pub fn mkdir(&mut self, client: usize, dir: Node, name: &str) -> Result<(), Errno> {
         self.not_removed(dir)?;
         if self.server_lookup(client, dir, name).is_some() {
