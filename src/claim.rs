@@ -94,7 +94,7 @@ impl Observed {
     /// Observes the claim (or claim on a claim) at `claim`, beside `lock`:
     /// `None` when it is gone. Whatever is there is read as what it is.
     fn claim(lock: &str, claim: &str) -> Result<Option<Observed>, LockError> {
-        files::read_beside(claim)?.map(|content| Observed::new(lock, content)).transpose()
+        files::read_claim(claim)?.map(|content| Observed::new(lock, content)).transpose()
     }
 }
 

@@ -213,8 +213,7 @@ pub struct AcquireOptions {
     /// The lock's lifetime: once it has gone this long without `uuidlock
     /// refresh`, contenders may break it (0.5 to 86400, and at least twice
     /// the verification delay; refreshed by hand, a second or more: ordinary
-    /// load breaks shorter ones; with --shared or --slots, needs hard links)
-    /// [default: never broken]
+    /// load breaks shorter ones) [default: never broken]
     #[arg(long, value_name = "SECS", value_parser = seconds)]
     pub stale_after: Option<Duration>,
     /// Do not wait in the queue of waiters: poll the lock every retry

@@ -30,16 +30,16 @@ pub enum Created {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fallback {
     /// An exclusive create and a write: what the lock file itself takes, as
-    /// every peer finds a lock there in a regular file. A crash in between
-    /// leaves an empty file, which is foreign and never judged stale.
+    /// every peer finds a lock there in a regular file (a crash in between
+    /// leaves an empty file, which is foreign and never judged stale), and
+    /// so do shared holders' entries (where an empty one is junk, broken by
+    /// the next holder of the gate: [`crate::shared`]).
     Allowed,
     /// A directory holding the bytes in a file `marker`, renamed into place
     /// whole ([`publish_dir`]): complete from its first instant, as a linked
     /// file is. For names only uuidlock uses, where a lifetime needs that:
     /// claims.
     Directory,
-    /// Refused, with a message.
-    Never,
 }
 
 /// The file inside a directory published by [`publish_dir`].
@@ -76,7 +76,8 @@ pub fn publish(path: &str, staged: &str, bytes: &[u8], fallback: Fallback) -> Re
         let linked = stale::again_within(LINK_STALE_BOUND, &mut || fs::hard_link(staged, path));
         if let Err(e) = &linked {
             if taken(path, e) {
-                let there = read_file(path, Dating::IfLifetime, Where::Beside);
+                let at = if fallback == Fallback::Directory { Where::Claim } else { Where::Beside };
+                let there = read_file(path, Dating::IfLifetime, at);
                 // The filesystem's "now", to judge a lock with a lifetime:
                 // our staging file was written before `there` was read.
                 let dated = matches!(&there, Ok(Some(there)) if there.modified.is_some());
@@ -97,27 +98,12 @@ pub fn publish(path: &str, staged: &str, bytes: &[u8], fallback: Fallback) -> Re
                 tries += 1;
                 continue;
             }
-            // sshfs answers "exists" as EPERM, which also means "no hard
-            // links": a lock released between the link and the look in
-            // `taken` leaves that ambiguous, so look again by linking again
-            // before saying the filesystem has none (found by the
-            // simulator's sshfs profile).
-            Err(e) if no_hard_links(&e) && fallback != Fallback::Allowed && tries < RESTAGE_TRIES => {
-                tries += 1;
-                continue;
-            }
+            // At once, where each try would cost a dozen round trips: sshfs
+            // answers "exists" as EPERM too, which a release between the
+            // link and the look in `taken` leaves ambiguous, but the rename
+            // fails just as the link did where anything is there.
             Err(e) if no_hard_links(&e) && fallback == Fallback::Directory => publish_dir(path, staged, bytes),
-            Err(e) if no_hard_links(&e) && fallback == Fallback::Never => Err(LockError::Io(format!(
-                "cannot create {path}: this filesystem has no hard links, which shared and slot locks with a \
-                 lifetime need; acquire them without --stale-after here (exclusive locks with one work)"
-            ))),
-            Err(e) if no_hard_links(&e) => match OpenOptions::new().write(true).create_new(true).open(path) {
-                Ok(file) => write_all(path, file, bytes).map(|()| Created::Yes).inspect_err(|_| withdraw_empty(path)),
-                Err(e) if taken(path, &e) => {
-                    Ok(Created::Exists { there: read_file(path, Dating::IfLifetime, Where::Beside)?, now: None })
-                }
-                Err(e) => Err(io_error(path, "create", e)),
-            },
+            Err(e) if no_hard_links(&e) => create_and_write(path, bytes),
             Err(e) => Err(io_error(path, "create", e)),
         };
     }
@@ -132,61 +118,144 @@ pub fn publish(path: &str, staged: &str, bytes: &[u8], fallback: Fallback) -> Re
 /// second always failed, 0 of 840). An empty directory it would replace is
 /// no instance: instances appear complete and go whole ([`remove_within`]).
 fn publish_dir(path: &str, staged: &str, bytes: &[u8]) -> Result<Created, LockError> {
-    create_dir_fresh(staged).map_err(|e| io_error(path, "create", e))?;
-    let inside = format!("{staged}/{DIR_MARKER}");
-    let written =
-        create_fresh(&inside).map_err(|e| io_error(path, "create", e)).and_then(|file| write_all(path, file, bytes));
-    if let Err(e) = written {
-        remove_dir_whole(staged);
-        return Err(e);
+    for _ in 0..=RESTAGE_TRIES {
+        create_dir_fresh(staged).map_err(|e| io_error(path, "create", e))?;
+        let inside = format!("{staged}/{DIR_MARKER}");
+        let written = create_fresh(&inside)
+            .map_err(|e| io_error(path, "create", e))
+            .and_then(|file| write_all(path, file, bytes));
+        if let Err(e) = written {
+            remove_dir_whole(staged);
+            return Err(e);
+        }
+        let renamed = stale::again_within(LINK_STALE_BOUND, &mut || fs::rename(staged, path));
+        if renamed.is_err() {
+            remove_dir_whole(staged);
+        }
+        // Read back in either case: a rename that succeeded published what
+        // the staged directory held by then (a neighbour could have emptied
+        // it), and one that failed may have been ours after all (a
+        // retransmitted rename answered for the first).
+        let there = read_file(path, Dating::IfLifetime, Where::Claim)?;
+        return match (renamed, there) {
+            (_, Some(there)) if there.bytes == bytes => Ok(Created::Yes),
+            (_, Some(there)) => Ok(Created::Exists { there: Some(there), now: None }),
+            // Our staged directory was reclaimed as a leftover while this
+            // process stalled (crate::sweep): stage again.
+            (Err(e), None) if e.kind() == io::ErrorKind::NotFound => continue,
+            (Err(e), None) => Err(io_error(path, "create", e)),
+            (Ok(()), None) => Ok(Created::Exists { there: None, now: None }),
+        };
     }
-    let renamed = stale::again_within(LINK_STALE_BOUND, &mut || fs::rename(staged, path));
-    let Err(e) = renamed else { return Ok(Created::Yes) };
-    remove_dir_whole(staged);
-    match read_file(path, Dating::IfLifetime, Where::Beside)? {
-        // Ours after all: a retransmitted rename answered for the first.
-        Some(there) if there.bytes == bytes => Ok(Created::Yes),
-        Some(there) => Ok(Created::Exists { there: Some(there), now: None }),
-        None if e.kind() == io::ErrorKind::NotFound => Ok(Created::Exists { there: None, now: None }),
-        None => Err(io_error(path, "create", e)),
+    Ok(Created::Exists { there: None, now: None })
+}
+
+/// Where there are no hard links: creates `path` exclusively and writes
+/// `bytes` into it (the lock file, a shared holder's entry).
+fn create_and_write(path: &str, bytes: &[u8]) -> Result<Created, LockError> {
+    let began = Instant::now();
+    match OpenOptions::new().write(true).create_new(true).open(path) {
+        Ok(file) => write_all(path, file, bytes).map(|()| Created::Yes).inspect_err(|_| withdraw_empty(path, began)),
+        Err(e) if taken(path, &e) => {
+            Ok(Created::Exists { there: read_file(path, Dating::IfLifetime, Where::Beside)?, now: None })
+        }
+        Err(e) => Err(io_error(path, "create", e)),
     }
 }
 
-/// Removes the lock file this process just created at `path` and failed to
+/// How long after its create a lock file whose write failed is withdrawn:
+/// half the shortest verification delay the doctor names for a share whose
+/// create is not atomic (0.1 s).
+const WITHDRAW_WITHIN: Duration = Duration::from_millis(50);
+
+/// Removes the lock file this process created at `began` and failed to
 /// write, if it is still empty: left there, it would be a lock nobody holds
-/// and nobody breaks (an empty file is foreign). Nobody can hold it: a
-/// holder wrote its marker and read it back; a creator that won the same
-/// create on a share where that is not atomic and writes after this look
-/// finds no file at its read-back, a verification delay later.
-fn withdraw_empty(path: &str) {
-    let start = Instant::now();
-    // Busy (SMB) while a contender reads it: briefly again, as for any removal.
-    while fs::symlink_metadata(path).is_ok_and(|meta| meta.is_file() && meta.len() == 0) {
+/// and nobody breaks (an empty file is foreign). Only within
+/// [`WITHDRAW_WITHIN`] of the create: on a share whose create is not atomic
+/// another client may have won the same file and written it since (this
+/// client's cached size may still say 0), and it holds only once its
+/// read-back, a verification delay after its write, finds its marker; a
+/// removal within half that delay comes before. (A peer that never writes
+/// nor reads back, `filelock.SoftFileLock`, does not exclude on such a share
+/// anyway.) A busy removal (SMB, a contender reading the file) is tried
+/// again within that time.
+fn withdraw_empty(path: &str, began: Instant) {
+    while began.elapsed() < WITHDRAW_WITHIN
+        && fs::symlink_metadata(path).is_ok_and(|meta| meta.is_file() && meta.len() == 0)
+    {
         match fs::remove_file(path) {
-            Err(e) if e.kind() == io::ErrorKind::ResourceBusy && start.elapsed() < busy_retry(None) => {
-                std::thread::sleep(Duration::from_millis(2));
-            }
+            Err(e) if e.kind() == io::ErrorKind::ResourceBusy => std::thread::sleep(Duration::from_millis(2)),
             _ => return,
         }
     }
 }
 
-/// Removes the directory at `path` and the regular files in it, best
-/// effort: a staged or removed instance of [`publish_dir`]. A directory
-/// holding more than a few entries, or another directory, is left alone:
-/// uuidlock made no such thing.
+/// Removes the directory at `path` and the files in it, best effort: a
+/// directory of this process's own, or one already renamed aside to a
+/// fresh name ([`remove_dir_instance`]; a staged claim or fencing counter).
+/// The directory is opened without following a link, and the files are
+/// removed through that descriptor, so a link that someone swaps in for it
+/// is never followed: nothing outside the lock's directory is touched. A
+/// directory holding more than a couple of entries, or other directories,
+/// was not made by uuidlock, and what it holds stays.
 pub fn remove_dir_whole(path: &str) {
     const MOST: usize = 2;
-    if let Ok(entries) = fs::read_dir(path) {
-        let names: Vec<_> = entries.take(MOST + 1).flatten().collect();
-        if names.len() > MOST || names.iter().any(|entry| entry.file_type().is_ok_and(|kind| kind.is_dir())) {
-            return;
-        }
-        for entry in names {
-            let _ = fs::remove_file(entry.path());
+    if let Ok(dir) = open_dir_no_follow(path) {
+        // The names, from a listing by path (a swapped-in link may show
+        // another directory's: harmless, as the removals go through `dir`).
+        let names: Vec<_> = fs::read_dir(path).into_iter().flatten().take(MOST + 1).flatten().collect();
+        if names.len() <= MOST {
+            for entry in names {
+                let _ = unlink_in(&dir, &entry.file_name());
+            }
         }
     }
     let _ = fs::remove_dir(path);
+}
+
+/// Opens the directory at `path` for [`unlink_in`], failing if it is a link
+/// or not a directory.
+#[cfg(any(unix, target_os = "wasi"))]
+fn open_dir_no_follow(path: &str) -> io::Result<File> {
+    use std::os::fd::FromRawFd;
+    let path = std::ffi::CString::new(path).map_err(|_| io::ErrorKind::InvalidInput)?;
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+    // SAFETY: `path` is NUL-terminated and outlives the call; `open` takes
+    // no other pointers.
+    let fd = unsafe { libc::open(path.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and is owned by nothing else.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// Removes the file `name` inside the open directory `dir`.
+#[cfg(any(unix, target_os = "wasi"))]
+fn unlink_in(dir: &File, name: &std::ffi::OsStr) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    #[cfg(unix)]
+    use std::os::unix::ffi::OsStrExt;
+    #[cfg(target_os = "wasi")]
+    use std::os::wasi::ffi::OsStrExt;
+    let name = std::ffi::CString::new(name.as_bytes()).map_err(|_| io::ErrorKind::InvalidInput)?;
+    // SAFETY: `dir` is an open descriptor for the call's length, and `name`
+    // is NUL-terminated and outlives it.
+    match unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) } {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
+/// Elsewhere a directory is never emptied: what it holds stays.
+#[cfg(not(any(unix, target_os = "wasi")))]
+fn open_dir_no_follow(_path: &str) -> io::Result<File> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+#[cfg(not(any(unix, target_os = "wasi")))]
+fn unlink_in(_dir: &File, _name: &std::ffi::OsStr) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
 }
 
 /// When `path` was last written, by the filesystem's clock.
@@ -360,9 +429,14 @@ fn remove_dir_instance(path: &str, bound: Duration) -> Result<bool, LockError> {
                 return Ok(true);
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound || stale::is_stale(&e) => return Ok(false),
-            // SMB refuses to rename a directory with a file open inside: a
-            // contender reading the marker. Briefly, as for a busy file.
-            Err(e) if e.kind() == io::ErrorKind::ResourceBusy && start.elapsed() < bound => {
+            // SMB refuses to rename a directory with a file open inside (a
+            // contender reading the marker): "busy", or "access denied"
+            // (EACCES) where the open is through the same connection or the
+            // server is strict. Briefly again, as for a busy file.
+            Err(e)
+                if matches!(e.kind(), io::ErrorKind::ResourceBusy | io::ErrorKind::PermissionDenied)
+                    && start.elapsed() < bound =>
+            {
                 std::thread::sleep(Duration::from_millis(2));
             }
             Err(e) => return Err(io_error(path, "delete", e)),
@@ -520,6 +594,12 @@ pub fn read_beside(path: &str) -> Result<Option<Content>, LockError> {
     read_file(path, Dating::Always, Where::Beside)
 }
 
+/// As [`read_beside`], for a claim, which is a directory holding its marker
+/// where there are no hard links ([`publish_dir`]).
+pub fn read_claim(path: &str) -> Result<Option<Content>, LockError> {
+    read_file(path, Dating::Always, Where::Claim)
+}
+
 /// Which reads need the file's date.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Dating {
@@ -535,11 +615,29 @@ enum Dating {
 enum Where {
     LockPath,
     Beside,
-    /// The marker inside a directory beside the lock ([`publish_dir`]).
+    /// A claim: as [`Where::Beside`], but a directory holding a marker is a
+    /// claim published as one ([`publish_dir`]), read as its marker. Only
+    /// claims: a directory anywhere else stays what it is.
+    Claim,
+    /// The marker inside a claim's directory.
     Inside,
 }
 
 fn read_file(path: &str, dating: Dating, at: Where) -> Result<Option<Content>, LockError> {
+    let read = read_stale_again(path, dating, at)?;
+    // A claim's directory without its marker may be one renamed aside (or
+    // replaced) between the look and the read of its marker: look once more
+    // before taking it for junk (found in review: 4% of the reads of a claim
+    // published and removed in a loop).
+    match read {
+        Some(Content { kind: Kind::Special("a directory"), .. }) if at == Where::Claim => {
+            read_stale_again(path, dating, at)
+        }
+        read => Ok(read),
+    }
+}
+
+fn read_stale_again(path: &str, dating: Dating, at: Where) -> Result<Option<Content>, LockError> {
     // A stale handle anywhere in the read (the look, the open, the bytes)
     // means the file was replaced meanwhile: read it again, from its name.
     stale::again_if(|| read_once(path, dating, at), |failure| matches!(failure, Failure::Stale(_))).map_err(|failure| {
@@ -579,10 +677,10 @@ fn read_once(path: &str, dating: Dating, at: Where) -> Result<Option<Content>, F
             return Ok(Some(Content { bytes: Vec::new(), modified, kind: Kind::Unreadable }));
         }
         Opened::Special(kind, modified) => {
-            // Beside the lock, a directory holding a marker is an instance
-            // published where there are no hard links ([`publish_dir`]):
-            // read as its marker. Anything else there is what it is.
-            if at == Where::Beside && kind == "a directory" {
+            // A claim's directory holding a marker is a claim published
+            // where there are no hard links ([`publish_dir`]): read as its
+            // marker. Anything else there is what it is.
+            if at == Where::Claim && kind == "a directory" {
                 match read_once(&format!("{path}/{DIR_MARKER}"), dating, Where::Inside) {
                     Ok(Some(inside)) if !matches!(inside.kind, Kind::Special(_)) => return Ok(Some(inside)),
                     Err(Failure::Stale(e)) => return Err(Failure::Stale(e)),
@@ -633,7 +731,7 @@ fn open_regular(path: &str, at: Where) -> Result<Option<Opened>, Failure> {
     let not_regular = |meta: &fs::Metadata| -> Result<Option<Opened>, Failure> {
         match at {
             Where::LockPath => Err(Failure::Lock(not_a_lock_file(path, kind_of(&meta.file_type())))),
-            Where::Beside | Where::Inside => {
+            Where::Beside | Where::Claim | Where::Inside => {
                 Ok(Some(Opened::Special(kind_of(&meta.file_type()), meta.modified().ok())))
             }
         }
@@ -991,8 +1089,11 @@ mod tests {
         let staged = |token: &Token| format::staged_path(&lock, token);
         assert_eq!(publish_dir(&claim, &staged(&ours), b"ours"), Ok(Created::Yes));
         assert_eq!(fs::read(format!("{claim}/{DIR_MARKER}")).unwrap(), b"ours");
-        let there = read_beside(&claim).unwrap().unwrap();
+        let there = read_claim(&claim).unwrap().unwrap();
         assert_eq!((there.bytes.as_slice(), there.kind), (&b"ours"[..], Kind::Regular));
+        // Only a claim is read through its directory: anywhere else beside
+        // the lock (a heartbeat, an entry) a directory is what it is.
+        assert_eq!(read_beside(&claim).unwrap().unwrap().kind, Kind::Special("a directory"));
         assert!(there.modified.is_some(), "a claim is dated by its marker");
 
         let theirs = Token::generate("").unwrap();
@@ -1007,6 +1108,23 @@ mod tests {
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0, "something was left beside the lock");
     }
 
+    // Emptying a directory goes through a descriptor opened without
+    // following links: a link to another directory (swapped in by a
+    // neighbour) empties nothing there (found in review: a swap raced in a
+    // loop deleted files outside the lock's directory).
+    #[test]
+    fn a_link_in_place_of_a_directory_to_empty_is_never_followed() {
+        let dir = crate::scratch::tempdir();
+        let elsewhere = dir.path().join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        fs::write(elsewhere.join("marker"), b"theirs").unwrap();
+        let link = dir.path().join("x.lock.0c6b1f3a-94b8-4d4e-9a55-3d7a2d3c8b11.claim");
+        std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+        remove_dir_whole(link.to_str().unwrap());
+        assert_eq!(fs::read(elsewhere.join("marker")).unwrap(), b"theirs");
+        assert!(fs::symlink_metadata(&link).is_ok(), "the link itself is left");
+    }
+
     // A directory at a claim's name that holds no marker is what it is
     // (planted: nothing uuidlock makes), however it was filled; its removal
     // frees the name whatever is inside.
@@ -1016,10 +1134,10 @@ mod tests {
         let lock = dir.path().join("x.lock").to_str().unwrap().to_owned();
         let claim = format::claim_path(&lock, &Token::generate("").unwrap());
         fs::create_dir(&claim).unwrap();
-        assert_eq!(read_beside(&claim).unwrap().unwrap().kind, Kind::Special("a directory"));
+        assert_eq!(read_claim(&claim).unwrap().unwrap().kind, Kind::Special("a directory"));
         fs::create_dir(format!("{claim}/{DIR_MARKER}")).unwrap();
         fs::write(format!("{claim}/{DIR_MARKER}/deep"), b"x").unwrap();
-        assert_eq!(read_beside(&claim).unwrap().unwrap().kind, Kind::Special("a directory"));
+        assert_eq!(read_claim(&claim).unwrap().unwrap().kind, Kind::Special("a directory"));
         assert_eq!(remove_within(&claim, Duration::ZERO), Ok(true));
         assert!(!fs::exists(&claim).unwrap());
         // Only a name uuidlock derives can be renamed aside.
@@ -1037,8 +1155,8 @@ mod tests {
         let path = dir.path().join("x.lock").to_str().unwrap().to_owned();
         let staged = format!("{path}.new");
         fs::write(&path, b"ours").unwrap();
-        assert_eq!(publish(&path, &staged, b"ours", Fallback::Never), Ok(Created::Yes));
-        let Ok(Created::Exists { there: Some(there), now }) = publish(&path, &staged, b"theirs", Fallback::Never)
+        assert_eq!(publish(&path, &staged, b"ours", Fallback::Directory), Ok(Created::Yes));
+        let Ok(Created::Exists { there: Some(there), now }) = publish(&path, &staged, b"theirs", Fallback::Directory)
         else {
             panic!("published over an existing file")
         };
@@ -1056,7 +1174,7 @@ mod tests {
         let token = format::Token::generate("").unwrap();
         fs::write(&path, format::Held::new(token, Some(std::time::Duration::from_secs(1))).encode()).unwrap();
         let Ok(Created::Exists { there: Some(there), now }) =
-            publish(&path, &format!("{path}.new"), b"x", Fallback::Never)
+            publish(&path, &format!("{path}.new"), b"x", Fallback::Directory)
         else {
             panic!("published over an existing file")
         };

@@ -196,21 +196,36 @@
 //!     claim with a marker and a lifetime, judged and broken as any claim,
 //!     never an empty one that would be taken for junk and broken at once.
 //!     (c) A claim is removed by renaming it whole to a fresh staging name
-//!     (then emptied): its name never shows a directory half emptied,
-//!     which a rename onto it would replace, and, like an unlink by name, it
-//!     acts on what is there now, under the claim on what was observed
-//!     (point 4). An empty directory at a claim's name is therefore nobody's
-//!     claim, and a rename that replaces it replaces nothing held. (d) The
-//!     claim is read through its marker, whose bytes carry a fresh random
-//!     token, so a claim replaced since it was observed never compares
-//!     equal (the re-observation of point 4). The lock file itself stays a
-//!     file that every peer can read: it is created and then written, and
-//!     its exclusion on a share whose create is not atomic rests on the
-//!     read-back, as it did without a lifetime. A lifetime changes only
-//!     who may remove it, which goes through the claims above. The one new
-//!     gap is a kill between that create and that write: the empty file
-//!     left is foreign and never broken (the caveats below). A write that
-//!     fails there withdraws the file while it is still empty, so an error
+//!     (then emptied through a descriptor opened without following links,
+//!     so that nothing outside the lock's directory is touched): its name
+//!     never shows a directory half emptied, which a rename onto it would
+//!     replace, and, like an unlink by name, it acts on what is there now,
+//!     under the claim on what was observed (point 4). The sweep too
+//!     renames a staged directory aside whole, never empties it in place:
+//!     a claimant stalled before its rename then finds its staged directory
+//!     gone and stages again (emptied in place, it would have published an
+//!     empty directory, junk to anyone, while believing it held the claim;
+//!     found in review). A claimant reads its claim back after the rename
+//!     and takes it only if it holds its own marker. An empty directory at
+//!     a claim's name is therefore nobody's claim, and a rename that
+//!     replaces it replaces nothing held. (d) The claim is read through its
+//!     marker, whose bytes carry a fresh random token, so a claim replaced
+//!     since it was observed never compares equal (the re-observation of
+//!     point 4); only a claim's name is read through a directory, and a
+//!     directory anywhere else (the lock path, an entry, a heartbeat) stays
+//!     what it is. (e) The lock file itself stays a file that every peer can
+//!     read: it is created and then written, and its exclusion on a share
+//!     whose create is not atomic rests on the read-back, as it did without
+//!     a lifetime; a lifetime changes only who may remove it, which goes
+//!     through the claims above. So does a shared holder's entry, which only
+//!     the holder of the gate writes: an empty one is junk, broken by the
+//!     next holder of the gate ([`crate::shared`], point 1 there). The one
+//!     new gap is a kill between the lock file's create and its write: the
+//!     empty file left is foreign and never broken (the caveats below). A
+//!     write that fails there withdraws the file while it is still empty,
+//!     and within half the shortest delay a share without atomic creates
+//!     is given (a client that won the same create and wrote since holds
+//!     only after its read-back, a delay after its write), so an error
 //!     leaves nothing (found by the simulator's `smb` profile, seed 106).
 //!
 //! The read-back after `verification_delay` is what keeps the lock
@@ -281,8 +296,9 @@
 //!   create and a write. There, a process killed in between leaves an empty
 //!   lock file, which is foreign and never broken, with or without a
 //!   lifetime: it is deleted by hand. Claims are directories there (point
-//!   11), so exclusive locks with a lifetime work; shared and slot locks
-//!   with one are refused (their entries would need the same).
+//!   11), so locks with a lifetime work, in every mode (a shared holder's
+//!   empty entry is junk, broken by the next holder of the gate:
+//!   [`crate::shared`]).
 //! - Fencing numbers are found by listing the counter's directory; a
 //!   listing that is behind (a caching network client) makes the rename
 //!   fail, never succeed with a stale number, and the taker then tries the
@@ -1872,7 +1888,7 @@ mod tests {
         let b1_marker = Held::new(b1.clone(), Some(MIN_STALE_AFTER)).encode();
         let staged = format::staged_path(&path, &b1);
         let Ok(Created::Exists { there: Some(there), now }) =
-            files::publish(&path, &staged, &b1_marker, Fallback::Never)
+            files::publish(&path, &staged, &b1_marker, Fallback::Directory)
         else {
             panic!("the first instance is there")
         };
@@ -2086,5 +2102,19 @@ mod tests {
         // A tombstone stays in its place: ghosts of the earlier instance
         // may still be about.
         assert!(fs::exists(&tombstone).unwrap());
+    }
+
+    // A directory at the lock path is refused, also one holding a marker
+    // the way a claim does where there are no hard links: only a claim's
+    // name is read through its directory (found in review).
+    #[test]
+    fn a_directory_at_the_lock_path_is_refused_even_with_a_marker_inside() {
+        let dir = crate::scratch::tempdir();
+        let path = dir.path().join("x.lock").to_str().unwrap().to_owned();
+        fs::create_dir(&path).unwrap();
+        let held = Held::new(Token::generate("").unwrap(), Some(Duration::from_secs(1)));
+        fs::write(format!("{path}/marker"), held.encode()).unwrap();
+        let options = Options { timeout: Some(Duration::ZERO), ..Options::default() };
+        assert!(matches!(acquire(&path, &options), Err(LockError::InvalidPath(why)) if why.contains("is a directory")));
     }
 }

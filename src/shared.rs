@@ -216,7 +216,6 @@ pub fn occupy(
 ) -> Result<Option<u32>, LockError> {
     make_dir(lock)?;
     let marker = Held::new(token.clone(), lifetime).encode();
-    let fallback = if lifetime.is_some() { Fallback::Never } else { Fallback::Allowed };
     let limit = limit.unwrap_or(1 << MAX_SPAN);
     let mut index = 0;
     // The spans made (or found there) by this call.
@@ -243,7 +242,7 @@ pub fn occupy(
             }
         }
         let entry = entry_path(lock, index);
-        match files::publish(&entry, &format::staged_path(&entry, token), &marker, fallback)? {
+        match files::publish(&entry, &format::staged_path(&entry, token), &marker, Fallback::Allowed)? {
             Created::Yes => return Ok(Some(index)),
             // Left just now: try it again.
             Created::Exists { there: None, .. } => continue,
@@ -277,9 +276,12 @@ fn break_if_dead(entry: &str, there: Content, now: Option<SystemTime>, watch: &m
     };
     let observed = Observed::new(entry, there)?;
     let stale = if junk {
-        // Entries are linked in whole, or (without hard links) written by
-        // a registrant holding a gate that is never broken: bytes that are
-        // no marker were written by nobody who holds.
+        // Entries are linked in whole, or (without hard links) created and
+        // written by a registrant holding the gate: bytes that are no
+        // marker (an empty entry: a registrant killed in between) were
+        // written by nobody who holds. A registrant merely stalled there
+        // was broken off the gate to let this breaker in, and its release
+        // of the gate tells it so: it withdraws and never holds (point 1).
         Held::new(claim::junk_token(&observed), Some(format::MIN_STALE_AFTER))
     } else {
         match watch.stale(entry, &observed, now) {

@@ -84,7 +84,7 @@ pub fn reclaim(lock: &str, ours: &Token) {
     let claims: HashMap<&str, files::Content> = leftovers
         .iter()
         .filter(|(_, _, kind)| *kind == Kind::Claim)
-        .filter_map(|(claim, _, _)| Some((claim.as_str(), files::read_beside(claim).ok()??)))
+        .filter_map(|(claim, _, _)| Some((claim.as_str(), files::read_claim(claim).ok()??)))
         .collect();
     // The claims that a claim holds: a claim's marker names its claimant,
     // and a claim no uuidlock party wrote is broken under a claim named by
@@ -160,14 +160,17 @@ fn older_than(path: &str, now: Option<SystemTime>, age: Duration) -> bool {
 }
 
 /// Removes a staging file, or a staged directory: a fencing counter's with
-/// the counter inside, or a claim's (without hard links) with its marker.
-/// A directory holding more than a file or two was not staged by uuidlock
-/// and is left alone.
+/// the counter inside, or a claim's (without hard links) with its marker
+/// (what a directory holds beyond a file or two stays, renamed aside).
 fn remove_staged(path: &str) {
     if fs::remove_file(path).is_ok() || files::dir_state(path) != Ok(files::DirState::Dir) {
         return;
     }
-    files::remove_dir_whole(path);
+    // Renamed aside whole first, never emptied in place: a process stalled
+    // before renaming its staged claim into place then finds it gone and
+    // stages again, where emptied in place it would publish an empty
+    // directory, which anyone may break as junk (found in review).
+    let _ = files::remove_within(path, Duration::ZERO);
 }
 
 #[cfg(test)]
@@ -200,6 +203,16 @@ mod tests {
         }
     }
 
+    /// A lock held in a directory of its own: the directory, the lock's path
+    /// and the holder's token.
+    fn held() -> (tempfile::TempDir, String, Token) {
+        let dir = crate::scratch::tempdir();
+        let lock = dir.path().join("job.lock").to_str().unwrap().to_owned();
+        let options = crate::Options { verification_delay: Duration::ZERO, ..crate::Options::default() };
+        let ours = crate::protocol::acquire(&lock, &options).unwrap().token;
+        (dir, lock, ours)
+    }
+
     fn write_dated(path: &str, bytes: &[u8], ago: Duration) {
         fs::write(path, bytes).unwrap();
         let file = fs::File::options().write(true).open(path).unwrap();
@@ -211,10 +224,7 @@ mod tests {
     // kept.
     #[test]
     fn leftovers_are_reclaimed_and_live_files_kept() {
-        let dir = crate::scratch::tempdir();
-        let lock = dir.path().join("job.lock").to_str().unwrap().to_owned();
-        let options = crate::Options { verification_delay: Duration::ZERO, ..crate::Options::default() };
-        let ours = crate::protocol::acquire(&lock, &options).unwrap().token;
+        let (dir, lock, ours) = held();
         let other = || Token::generate("").unwrap();
         let (dead_staged, fresh_staged, dead_beat, our_beat) = (
             format::staged_path(&lock, &other()),
@@ -255,6 +265,26 @@ mod tests {
         assert!(exists(&lock));
         reclaim(&lock, &ours);
         assert!(!exists(&claim_on_claim), "a claim on a claim that is gone is reclaimed next time");
+    }
+
+    // A staged directory is renamed aside whole, never emptied in place: a
+    // claimant stalled before its rename then finds its staged directory
+    // gone and stages again, where emptied in place it would publish an
+    // empty directory, junk that anyone breaks while it holds the claim
+    // (found in review). Its name is free even when what it holds cannot
+    // be removed (a directory inside).
+    #[test]
+    fn a_staged_directory_is_renamed_aside_never_emptied_in_place() {
+        let (dir, lock, ours) = held();
+        let staged = format::staged_path(&lock, &Token::generate("").unwrap());
+        fs::create_dir(&staged).unwrap();
+        fs::create_dir(format!("{staged}/inside")).unwrap();
+        fs::File::open(&staged).unwrap().set_modified(SystemTime::now() - Duration::from_secs(60)).unwrap();
+        reclaim(&lock, &ours);
+        assert!(!fs::exists(&staged).unwrap(), "the staged name is still taken");
+        let aside: Vec<_> =
+            fs::read_dir(dir.path()).unwrap().flatten().filter(|entry| entry.path().join("inside").exists()).collect();
+        assert_eq!(aside.len(), 1, "what it held was not kept aside");
     }
 
     // A sweeper that lost its lock before listing (it stalled past its

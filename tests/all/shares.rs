@@ -113,10 +113,9 @@ fn sshfs_is_safe_and_recovers_from_killed_holders() {
 
 // SMB through smbnetfs: no hard links, and an exclusive create that both
 // clients can win; the doctor says which delay keeps the lock safe, and at
-// that delay the component and the command module never overlap. Exclusive
-// locks with a lifetime work there (their claims are directories): holders
-// SIGKILLed across the clients are broken and nobody overlaps. Shared and
-// slot locks with a lifetime are refused with a message. (The Python peers cannot take part: uuid-filelock's release
+// that delay the component and the command module never overlap. Locks
+// with a lifetime work there (their claims are directories): holders of
+// every mode SIGKILLed across the clients are broken and nobody overlaps. (The Python peers cannot take part: uuid-filelock's release
 // fails with EBUSY whenever another client is reading the lock file, and
 // SoftFileLock has no read-back to survive a create both clients win; see
 // the README's share table.)
@@ -125,7 +124,7 @@ fn smb_is_safe_at_the_delay_the_doctor_asks_for() {
     let Some(share) = start("smb_is_safe_at_the_delay_the_doctor_asks_for", ShareKind::Smb) else { return };
     let report = doctor_then_contend(&share, "mixed");
     assert!(!report.hard_links.works && report.lifetimes.works, "{report:#?}");
-    assert!(report.lifetimes.detail.starts_with("yes for exclusive locks"), "{report:#?}");
+    assert!(report.lifetimes.detail.contains("claims are directories"), "{report:#?}");
     let delay = report.verdict.verification_delay_s.unwrap_or(0.0).to_string();
     modes_across(&share, &["--verification-delay", &delay]);
 
@@ -148,11 +147,7 @@ fn smb_is_safe_at_the_delay_the_doctor_asks_for() {
     assert_ne!(token, text(&dead.stdout).trim());
     let released = uuidlock(&["release", path(&lock_b), &token]);
     assert_eq!(released.status.code(), Some(0), "{}", text(&released.stderr));
-
-    let shared = uuidlock(&["acquire", path(&a.join("shared.lock")), "--shared", "--stale-after", "2"]);
-    assert_eq!(shared.status.code(), Some(4), "{}", text(&shared.stderr));
-    assert!(text(&shared.stderr).contains("no hard links, which shared and slot locks with a lifetime need"));
-    assert!(!a.join("shared.lock").exists(), "the refused shared acquire left its lock file");
+    modes_across(&share, &["--verification-delay", &delay, "--stale-after", "2", "--kill", "2"]);
 }
 
 // rclone's VFS serves a directory listing from its cache: one mount does

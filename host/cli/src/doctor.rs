@@ -47,9 +47,9 @@
 //! With DIR2 the verdict also says whether both `mkdir`s ever won.
 //!
 //! Locks with a lifetime work where hard links and rename over a file do,
-//! and, for exclusive locks, where there are no hard links but a directory
-//! renamed onto a full one fails (and, with DIR2, no race of two such
-//! renames was won by both clients);
+//! and where there are no hard links but a directory renamed onto a full
+//! one fails (and, with DIR2, no race of two such renames was won by both
+//! clients);
 //! where a ghost was seen, with lifetimes of at least three times the
 //! longest one (point 10 of `src/protocol.rs`), and where the clients'
 //! dates disagree by more than a second, with `--max-clock-skew` of twice
@@ -483,7 +483,7 @@ impl ProbeDir {
 
     /// Where there are no hard links: whether claims can be directories (a
     /// directory renamed onto a full one fails, and no two clients both won
-    /// such a rename), so that exclusive locks may have a lifetime.
+    /// such a rename), so that locks may have a lifetime.
     fn directory_claims(&self, across: Option<&Across>) -> Result<Probe> {
         let here = &self.here;
         for name in ["claim-a", "claim-b"] {
@@ -502,10 +502,7 @@ impl ProbeDir {
                  cannot be directories; locks without --stale-after work",
                 across.both_dir_renamed, across.dir_rename_races
             )),
-            (Err(_), _) => Probe::yes(
-                "yes for exclusive locks (no hard links: their claims are directories); shared and slot locks \
-                 without --stale-after",
-            ),
+            (Err(_), _) => Probe::yes("yes (no hard links: claims are directories)"),
         };
         for name in ["claim-a", "claim-b"] {
             let _ = here.remove(&format!("{name}/marker"));

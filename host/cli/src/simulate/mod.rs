@@ -62,8 +62,7 @@ Profiles:
   local    local POSIX filesystem: every step atomic
   sshfs    half the clients cache attributes 1 s and listings 10 s; \"exists\" is EPERM; whole-second dates
   smb      smbnetfs: exclusive create not atomic across clients, no hard links (claims are
-           directories; no lifetimes in the shared modes), rename deletes its target first,
-           deleting an open file is busy
+           directories), rename deletes its target first, deleting an open file is busy
   nfs      NFS-like: half the clients cache attributes and listings 3 s; 1% of replies lost
   rclone   a create stays invisible to the other clients for 2 s: unsafe, as the doctor says
   gluster  GlusterFS, default caches: names cached 1 s (ghosts, stale handles), dates by the writer's clock
@@ -231,27 +230,15 @@ fn secs(value: f64, name: &str, most: f64) -> Result<Duration, String> {
 /// The settings of one profile's runs, from the command line.
 fn settings(config: &Config, profile: Profile) -> Result<Settings, String> {
     let workload = workload(config)?;
-    // Shared and slot locks with a lifetime need hard links (their entries
-    // are published by them); exclusive ones have claims as directories.
-    let profile = if workload != Workload::Exclusive && !profile.hard_links {
-        Profile { lifetimes: false, lifetime: Duration::ZERO, ..profile }
-    } else {
-        profile
-    };
     let faults = Faults::parse(&config.faults, &profile).map_err(|e| format!("--faults: {e}"))?;
     if faults.kill > 0.0 && !profile.lifetimes {
         return Err(format!(
-            "--faults kill on {} with --mode {}: no lifetimes there (no hard links, which shared and slot locks \
-             with a lifetime need), so a killed holder's lock stays for good",
-            profile.name, config.mode
+            "--faults kill on {}: the share has no lifetimes, so a killed holder's lock stays for good",
+            profile.name
         ));
     }
     if config.stale_after.is_some() && !profile.lifetimes {
-        return Err(format!(
-            "--stale-after on {} with --mode {}: the share has no hard links, which shared and slot locks with a \
-             lifetime need",
-            profile.name, config.mode
-        ));
+        return Err(format!("--stale-after on {}: the share has no lifetimes", profile.name));
     }
     let lifetime = match config.stale_after {
         Some(s) => Some(secs(s, "--stale-after", 86_400.0)?),

@@ -59,8 +59,7 @@ pub struct Profile {
     pub invisible_creates: Duration,
     /// The verification delay `uuidlock doctor` names for the share.
     pub verification_delay: Duration,
-    /// Whether the doctor says lifetimes work there (for exclusive locks;
-    /// shared and slot locks with one also need hard links).
+    /// Whether the doctor says lifetimes work there.
     pub lifetimes: bool,
     /// The lifetime the simulated locks get: at least what the doctor asks
     /// for (three ghosts on GlusterFS).
