@@ -267,6 +267,7 @@ fn bench_quick_measures_every_subject() {
     assert!(results.contention.iter().all(|run| run.violations == 0 && run.per_second > 0.0), "{results:?}");
     assert_eq!((results.contention[4].name.as_str(), results.contention[4].processes), ("component, 24 processes", 24));
     assert!(results.contention.iter().all(|run| run.cpu_per_acquisition_s > 0.0 && run.cores > 0.0), "{results:?}");
+    assert!(results.contention.iter().all(|run| run.whole_cores.is_some_and(|cores| cores > 0.0)), "{results:?}");
     assert!(output.stderr.is_empty(), "progress printed to a pipe: {}", text(&output.stderr));
 }
 

@@ -26,6 +26,12 @@ fn processes_through_the_component_never_overlap() {
     assert_eq!(report.violations, 0);
     // The workers' CPU time, as the OS counts it.
     assert!(report.cpu_s > 0.0 && report.cpu_per_acquisition_s > 0.0 && report.cores > 0.0, "{report:?}");
+    // The whole run's, start-up and the parent included: never less than
+    // the workers' from their start signal on.
+    let whole = report.whole_cpu_s.expect("Linux counts a run's CPU");
+    assert!(whole >= report.cpu_s, "{report:?}");
+    assert!(report.whole_cpu_per_acquisition_s.is_some_and(|each| each >= report.cpu_per_acquisition_s));
+    assert!(report.whole_cores.is_some_and(|cores| cores > 0.0), "{report:?}");
 }
 
 // Command-module and component contenders exclude each other.

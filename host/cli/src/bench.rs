@@ -192,6 +192,8 @@ pub struct Contention {
     /// The workers' CPU time per acquisition, and in cores kept busy.
     pub cpu_per_acquisition: Duration,
     pub cores: f64,
+    /// Cores the whole run kept busy, start-up and this process included.
+    pub whole_cores: Option<f64>,
 }
 
 impl Contention {
@@ -417,6 +419,7 @@ fn contended(run_dir: &Path, name: String, run: &contend::Config) -> Result<Cont
         handoff_ratio: report.handoff_ratio(),
         cpu_per_acquisition: report.cpu_per_acquisition(),
         cores: report.cores(),
+        whole_cores: report.whole_cores(),
         violations: report.violations(),
         waits: report.waits(),
     })
@@ -535,7 +538,7 @@ impl Results {
         );
         let _ = writeln!(
             text,
-            "  {:<30} {:>6} {:>10} {:>12} {:>8} {:>9} {:>9} {:>11} {:>11} {:>6}",
+            "  {:<30} {:>6} {:>10} {:>12} {:>8} {:>9} {:>9} {:>11} {:>11} {:>6} {:>9}",
             "",
             "acq/s",
             "x ceiling",
@@ -545,14 +548,15 @@ impl Results {
             "hand-off",
             "violations",
             "cpu ms/acq",
-            "cores"
+            "cores",
+            "all cores"
         );
         for c in &self.contention {
             let ms = |d: Duration| format!("{:.2}", d.as_secs_f64() * 1e3);
             let ratio = self.ceiling_ratio(c).map_or("-".into(), |ratio| format!("{ratio:.2}"));
             let _ = writeln!(
                 text,
-                "  {:<30} {:>6.0} {:>10} {:>12} {:>8} {:>9} {:>9.2} {:>11} {:>11} {:>6.2}",
+                "  {:<30} {:>6.0} {:>10} {:>12} {:>8} {:>9} {:>9.2} {:>11} {:>11} {:>6.2} {:>9}",
                 c.name,
                 c.per_second,
                 ratio,
@@ -562,7 +566,8 @@ impl Results {
                 c.handoff_ratio,
                 c.violations,
                 ms(c.cpu_per_acquisition),
-                c.cores
+                c.cores,
+                c.whole_cores.map_or("-".to_owned(), |cores| format!("{cores:.2}"))
             );
         }
         let _ = writeln!(text, "\ncold start to first lock held       median ms      p99 ms");
@@ -612,6 +617,7 @@ impl Results {
             violations: c.violations,
             cpu_per_acquisition_s: c.cpu_per_acquisition.as_secs_f64(),
             cores: c.cores,
+            whole_cores: c.whole_cores,
         };
         Summary {
             processes: self.processes,
@@ -690,4 +696,6 @@ pub struct ContentionSummary {
     /// run's time (cores kept busy).
     pub cpu_per_acquisition_s: f64,
     pub cores: f64,
+    /// Cores the whole run kept busy (every process, start-up included).
+    pub whole_cores: Option<f64>,
 }

@@ -1,5 +1,6 @@
 //! The CPU time (user + system) a process has used, as the OS counts it:
-//! `contend` and `bench` report what their workers spent while they ran.
+//! `contend` and `bench` report what their workers spent while they ran,
+//! and what the whole run spent, start-up included.
 
 use std::time::Duration;
 
@@ -18,6 +19,22 @@ pub fn used(pid: u32) -> Option<Duration> {
     }
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     ticks_to_duration(parse_ticks(&stat)?)
+}
+
+/// The CPU time of this process, every thread, and of its children that
+/// have been waited for (and theirs), start-up and all: `getrusage`'s
+/// `RUSAGE_SELF` and `RUSAGE_CHILDREN`. `None` where the OS does not say.
+pub fn this_process_and_children() -> Option<Duration> {
+    let used = |who| {
+        // SAFETY: `usage` is a plain struct that `getrusage` fills in.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: `usage` is valid for writes for the call's length.
+        (unsafe { libc::getrusage(who, &mut usage) } == 0).then(|| {
+            let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+            time(usage.ru_utime) + time(usage.ru_stime)
+        })
+    };
+    Some(used(libc::RUSAGE_SELF)? + used(libc::RUSAGE_CHILDREN)?)
 }
 
 /// utime + stime, fields 14 and 15 of a stat line. The command name (field

@@ -12,7 +12,7 @@ use anyhow::{bail, ensure, Context, Result};
 use uuidlock::stale;
 use uuidlock_host::Runtime;
 
-use super::report::{parse_section, Checks};
+use super::report::{parse_section, Checks, Whole};
 use super::{now_ns, slot_counter, Config, Program, Report, COUNTER_FILE, LOCK_FILE, WORKER_COMMAND};
 use crate::peers;
 use crate::progress::progress_bar;
@@ -192,6 +192,9 @@ fn contend_in(config: &Config, dirs: &[PathBuf]) -> Result<Report> {
         }
         Ok(child)
     };
+    // The whole run's CPU, start-up included: this process's and every
+    // worker's, once all are reaped (every thread, compiling included).
+    let whole_from = (crate::cpu::this_process_and_children(), Instant::now());
     let mut workers = Workers(Vec::new());
     let slot = |child: Result<Child>, reported| -> Result<Slot> {
         let mut child = child?;
@@ -272,6 +275,11 @@ fn contend_in(config: &Config, dirs: &[PathBuf]) -> Result<Report> {
         }
     }
     let elapsed = started.map(|at| at.elapsed()).unwrap_or_default();
+    // Every worker has been waited for (Done), the killed ones too.
+    let whole = match (whole_from.0, crate::cpu::this_process_and_children()) {
+        (Some(from), Some(to)) => Some(Whole { cpu: to.saturating_sub(from), elapsed: whole_from.1.elapsed() }),
+        _ => None,
+    };
     progress.finish_and_clear();
     ensure!(sections.len() == total, "workers reported {} of {total} acquisitions", sections.len());
 
@@ -302,6 +310,7 @@ fn contend_in(config: &Config, dirs: &[PathBuf]) -> Result<Report> {
         checks,
         kills,
         cpu,
+        whole,
     })
 }
 

@@ -141,6 +141,17 @@ pub struct Report {
     /// The CPU time (user + system) the workers used from their start
     /// signal on, as the OS counts it.
     pub cpu: Duration,
+    /// The whole run, start-up included; `None` where the OS does not say.
+    pub whole: Option<Whole>,
+}
+
+/// The whole run: every process of it (this one and every worker, all
+/// their threads), from before the first worker was started to after the
+/// last was reaped, compiling and instantiating the guest included.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Whole {
+    pub cpu: Duration,
+    pub elapsed: Duration,
 }
 
 impl Report {
@@ -247,6 +258,16 @@ impl Report {
         self.cpu.as_secs_f64() / self.elapsed.as_secs_f64().max(1e-9)
     }
 
+    /// The whole run's CPU time per acquisition, and in cores kept busy
+    /// over its time, start-up included.
+    pub fn whole_per_acquisition(&self) -> Option<Duration> {
+        self.whole.map(|whole| whole.cpu / (self.sections.len().max(1) as u32))
+    }
+
+    pub fn whole_cores(&self) -> Option<f64> {
+        self.whole.map(|whole| whole.cpu.as_secs_f64() / whole.elapsed.as_secs_f64().max(1e-9))
+    }
+
     pub(super) fn to_text(&self) -> String {
         let c = &self.config;
         let waits = self.waits();
@@ -296,6 +317,16 @@ impl Report {
             ms(self.cpu_per_acquisition()),
             self.cores()
         );
+        if let (Some(whole), Some(each), Some(cores)) = (self.whole, self.whole_per_acquisition(), self.whole_cores()) {
+            let _ = writeln!(
+                text,
+                "  whole run's cpu   {:.2} s ({} per acquisition, {:.2} cores over {:.2} s; start-up included)",
+                whole.cpu.as_secs_f64(),
+                ms(each),
+                cores,
+                whole.elapsed.as_secs_f64()
+            );
+        }
         if self.dirs.len() > 1 {
             let _ = writeln!(
                 text,
@@ -443,6 +474,9 @@ impl Report {
             cpu_s: self.cpu.as_secs_f64(),
             cpu_per_acquisition_s: self.cpu_per_acquisition().as_secs_f64(),
             cores: self.cores(),
+            whole_cpu_s: self.whole.map(|whole| whole.cpu.as_secs_f64()),
+            whole_cpu_per_acquisition_s: self.whole_per_acquisition().map(|each| each.as_secs_f64()),
+            whole_cores: self.whole_cores(),
             counter: self.counter,
             expected: self.expected(),
             counter_off: self.counter_off(),
@@ -524,6 +558,12 @@ pub struct Summary {
     pub cpu_s: f64,
     pub cpu_per_acquisition_s: f64,
     pub cores: f64,
+    /// The whole run's CPU time (this process and every worker, start-up
+    /// included), per acquisition, and in cores over the whole run's time;
+    /// null where the OS does not say.
+    pub whole_cpu_s: Option<f64>,
+    pub whole_cpu_per_acquisition_s: Option<f64>,
+    pub whole_cores: Option<f64>,
     pub counter: u64,
     pub expected: u64,
     /// `counter` against the sections reported (a violation in one
@@ -759,12 +799,14 @@ mod tests {
             slot_counters: vec![],
             kills: vec![],
             cpu: Duration::from_millis(500),
+            whole: Some(Whole { cpu: Duration::from_secs(1), elapsed: Duration::from_secs(2) }),
         };
         let json = serde_json::to_string(&report.summary()).unwrap();
         let back: Summary = serde_json::from_str(&json).unwrap();
         assert_eq!(back, report.summary());
         assert_eq!((back.counter, back.expected, back.handoff_ratio), (2, 100, 1.0));
         assert_eq!((back.cpu_per_acquisition_s, back.cores), (0.25, 0.5));
+        assert_eq!((back.whole_cpu_per_acquisition_s, back.whole_cores), (Some(0.5), Some(0.5)));
         assert_eq!((back.mode.as_str(), back.writer_acquisitions, back.max_concurrent), ("exclusive", 2, 1));
     }
 }
