@@ -561,6 +561,15 @@ impl World {
         if from == to {
             return Ok(());
         }
+        // SMB refuses to rename a directory with a file open inside it by
+        // another client (Samba answers "access denied").
+        if self.profile.busy_delete && self.nodes[node].kind == Kind::Dir {
+            let open_inside =
+                self.nodes[node].entries.values().any(|&inside| self.nodes[inside].open.keys().any(|&c| c != client));
+            if open_inside {
+                return Err(errno::ACCES);
+            }
+        }
         self.not_removed(to.0)?;
         if let Some(target) = self.server_lookup(client, to.0, to.1) {
             match (self.nodes[node].kind, self.nodes[target].kind) {
