@@ -332,9 +332,9 @@ fn create(dir: &str, lock: &str, start: Start) -> Result<Made, LockError> {
         }
         Err(e) => Err(io_error(dir, "create", e)),
     };
-    let _ = fs::remove_file(&counter);
-    let _ = fs::remove_file(&zero);
-    let _ = fs::remove_dir(&staged);
+    // Left only where the renames failed: emptied through a descriptor
+    // that follows no link, as any directory of ours.
+    files::remove_dir_whole(&staged);
     placed
 }
 
