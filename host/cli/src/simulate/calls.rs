@@ -74,13 +74,10 @@ pub fn script() -> Vec<Vec<Step>> {
         Step::Sleep(HELD),
         run("release to a waiter", &["release", "LOCK", "{token}"]),
     ];
-    let second = vec![Step::Until(HANDOFF_WAITS_AT), run(HANDOFF, &["acquire", "LOCK"])];
+    // The waiter: finds the lock held, queues, and takes it at the release.
+    let second = vec![Step::Until(HANDOFF_WAITS_AT), run("hand-off: the waiter's acquire", &["acquire", "LOCK"])];
     vec![first, second]
 }
-
-/// The waiter's row: an acquire that found the lock held, queued, and took
-/// it at the release.
-pub const HANDOFF: &str = "hand-off: the waiter's acquire";
 
 /// The rows of the table, in the script's order; an error naming the
 /// operation if a command failed (the counts would be of an error path).

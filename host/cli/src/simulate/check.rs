@@ -32,7 +32,9 @@
 //!
 //! Two limitations the README names are told apart from violations rather
 //! than hidden: a *claimant stalled* past half a lifetime while holding a
-//! claim (its late delete may hit a successor), and *clock steps* adding up
+//! claim (its late delete may hit a successor, and while it holds the
+//! claim the instance's holder is told "not the owner" at its release),
+//! and *clock steps* adding up
 //! to half a lifetime or more in the window a lock was judged in. Each is
 //! counted; with the default faults (stalls and steps under a quarter of a
 //! lifetime) neither can happen, so every overlap is a violation.
@@ -462,6 +464,22 @@ impl Checker {
                 .find(|&(index, _)| hold.entry.is_none_or(|entry| entry == index))
                 .map(|(index, _)| format!("{SHARED_DIR}/{index}")),
         };
+        // A claimant stalled past half a lifetime (a breaker that judged
+        // this instance while its holder stalled, itself stopped since)
+        // still holds the claim on it: the holder's release waits on that
+        // claim, and never breaks a party's claim (it may be a second
+        // release of its own), so it answers "not the owner". The named
+        // limitation of stalled claimants, as their late deletes are.
+        let stalled_claim = (0..world.claims.len()).any(|other| {
+            other != client
+                && world.claims[other].iter().any(|name| name.ends_with(".claim") && name.contains(hold.uuid.as_str()))
+                && self.stalled_claimant(other, world)
+        });
+        if path.is_some() && stalled_claim {
+            let what = "a stalled claimant's claim: a live holder told \"not the owner\"";
+            *self.limitations.entry(what).or_default() += 1;
+            return;
+        }
         if let Some(path) = path {
             self.violation(
                 world.now,
