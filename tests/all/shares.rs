@@ -26,8 +26,26 @@ fn doctor(args: &[&str]) -> (Option<i32>, Report) {
 }
 
 /// Runs `uuidlock contend --json` over both mounts of `share`.
+///
+/// Each run in a directory of its own on the share, created through DIR
+/// and waited for through DIR2: once on the SMB bed, a run that followed
+/// `contend --stale-after 2 --kill 4` in the same directory was refused
+/// with "contend.lock exists from an earlier run" (the earlier run had
+/// passed, so a killed holder's lock was left, or the other client still
+/// showed a removed one; not yet found which), and a run must judge the
+/// lock, not what an earlier one left.
 fn contend_across(share: &Share, args: &[&str]) -> (Option<i32>, Summary) {
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let [a, b] = share.mounts();
+    let run = format!("run-{}", RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    let (a, b) = (a.join(&run), b.join(&run));
+    std::fs::create_dir(&a).unwrap_or_else(|e| panic!("creating {}: {e}", a.display()));
+    // Through the other client, once its cache shows it.
+    let shown = std::time::Instant::now();
+    while !b.is_dir() {
+        assert!(shown.elapsed() < std::time::Duration::from_secs(10), "{} never showed {}", share.name(), b.display());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let mut command = uuidlock_command();
     command.args(["contend", "--json", "--dir"]).arg(&a).arg("--dir").arg(&b).args(args);
     let output = command.output().expect("running uuidlock contend");
