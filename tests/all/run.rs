@@ -26,6 +26,23 @@ fn wait_for(path: &Path) {
     }
 }
 
+/// Waits for `child` to exit; one still running after `limit` is killed
+/// and the test fails, rather than hang the whole run.
+fn wait_within(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() >= limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("pid {} still ran after {limit:?}; killed", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// The names in the lock directory, except the fence counter and the queue's
 /// ticket counter: the queue's entries count.
 fn leftovers(sandbox: &Sandbox) -> Vec<String> {
@@ -228,17 +245,25 @@ fn interrupts_at_random_moments_leave_nothing_behind() {
 // writer gets in (a semaphore's next holder gets its slot), and the stopped
 // holder, once continued, learns its lease is lost and stops CMD (exit 75),
 // never deleting the newcomer's lock or entry.
+//
+// The stop comes once CMD runs: stopped earlier, between publishing its
+// entry and letting `PATH` go, the holder had not acquired yet, and once
+// continued it rightly starts over, waiting for the newcomer, who waits
+// for it here (seen once in CI, as a run that never ended).
 #[test]
 fn a_shared_holder_stopped_past_its_lifetime_is_broken_and_told() {
     for (mode, contender) in [(&["--shared"][..], &[][..]), (&["--slots", "1"][..], &["--slots", "1"][..])] {
         let sandbox = Sandbox::new();
         let lock = sandbox.lock("data.lock");
         let lock_str = lock.to_str().unwrap();
+        let started = sandbox.lock("started");
+        let script = format!("touch {}; exec sleep 30", started.display());
         let mut args = vec!["run", lock_str, "--verification-delay", "0", "--stale-after", "1"];
         args.extend_from_slice(mode);
-        args.extend_from_slice(&["--", "sleep", "30"]);
+        args.extend_from_slice(&["--", "sh", "-c", &script]);
         let mut holder = spawn(&args);
-        wait_for(&sandbox.lock("data.lock.shared").join("0"));
+        wait_for(&started);
+        assert!(sandbox.lock("data.lock.shared").join("0").exists(), "{mode:?}: CMD runs, but no entry is there");
         signal(&holder, libc::SIGSTOP);
         let mut take = vec!["acquire", lock_str, "--verification-delay", "0", "--timeout", "20"];
         take.extend_from_slice(contender);
@@ -248,7 +273,7 @@ fn a_shared_holder_stopped_past_its_lifetime_is_broken_and_told() {
         assert!(start.elapsed() >= Duration::from_millis(900), "{mode:?}: broken before its lifetime");
         let token = text(&taken.stdout).split_whitespace().next().unwrap().to_owned();
         signal(&holder, libc::SIGCONT);
-        let status = holder.wait().unwrap();
+        let status = wait_within(&mut holder, Duration::from_secs(30));
         assert_eq!(status.code(), Some(75), "{mode:?}: the stopped holder did not learn it lost the lease");
         assert_eq!(uuidlock(&["holds", lock_str, &token]).status.code(), Some(0), "{mode:?}: the newcomer lost it");
         assert_eq!(uuidlock(&["release", lock_str, &token]).status.code(), Some(0));
