@@ -33,9 +33,12 @@ test('a 10 ms interval keeps ticking while acquire waits 2 s', { skip: NO_CLI },
   }
   const waited = performance.now() - started;
   assert.ok(waited >= 1950, `waited ${Math.round(waited)} ms`);
-  // 2 s of 10 ms ticks is 200; a loaded 2-core machine still fires most.
-  assert.ok(ticks >= 150, `only ${ticks} ticks in ${Math.round(waited)} ms`);
-  assert.ok(longestGap < 250, `the loop stalled for ${Math.round(longestGap)} ms`);
+  // 2 s of 10 ms ticks is 200. A wait that blocked the loop would fire
+  // next to none and stall it for the whole 2 s; the bounds are that far
+  // from it, so that a test run on a loaded machine (where the CI suite
+  // keeps both cores busy) is not taken for a blocked loop.
+  assert.ok(ticks >= 100, `only ${ticks} ticks in ${Math.round(waited)} ms`);
+  assert.ok(longestGap < 1000, `the loop stalled for ${Math.round(longestGap)} ms`);
   t.diagnostic(`${ticks} ticks in ${Math.round(waited)} ms, longest gap ${Math.round(longestGap)} ms`);
   assert.equal(cli('release', path, token).status, 0);
 });

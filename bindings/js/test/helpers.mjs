@@ -69,6 +69,17 @@ export const INDEX = new URL('../src/index.js', import.meta.url).href;
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** Resolves once `check()` (or the promise it returns) is truthy, looking
+ * every 10 ms; fails naming `what` after 30 s. For states a test waits
+ * for, rather than guessing a delay. */
+export async function until(check, what) {
+  const end = performance.now() + 30_000;
+  while (!(await check())) {
+    if (performance.now() > end) throw new Error(`never seen in 30 s: ${what}`);
+    await sleep(10);
+  }
+}
+
 /** Runs the CLI without blocking this event loop (a lease keeps renewing). */
 export function cliAsync(...args) {
   return new Promise((resolve) => {

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { acquire, lease, holders, status, holds, release, UuidlockError, MAX_SLOTS } from '../src/index.js';
-import { scratch, tree, cli, cliAsync, NO_CLI, runNode, INDEX, sleep } from './helpers.mjs';
+import { scratch, tree, cli, cliAsync, NO_CLI, runNode, INDEX, sleep, until } from './helpers.mjs';
 
 /** Deterministic and quick: no verification delay, short retries. */
 const fast = { verificationDelay: 0, retryInterval: 0.01 };
@@ -20,15 +20,6 @@ async function inChild(t, body, path) {
     await u.shutdown();`, [path]);
   assert.equal(run.code, 0, run.stderr);
   return JSON.parse(run.stdout.trim().split('\n').at(-1));
-}
-
-/** Waits until `what()` resolves truthy (at most 30 s). */
-async function until(what) {
-  const end = performance.now() + 30_000;
-  while (!(await what())) {
-    assert.ok(performance.now() < end, 'timed out waiting');
-    await sleep(10);
-  }
 }
 
 test('readers hold together; a writer times out while one holds', async (t) => {
@@ -107,7 +98,7 @@ test('a waiting writer goes before readers that arrive after it', async (t) => {
     const g = await acquire(process.argv[1], { verificationDelay: 0, retryInterval: 0.01, timeout: 30 });
     await g.release(); await shutdown(); console.log(g.fence);`, [path]);
   // The waiting writer holds the lock file while it waits for the reader.
-  await until(async () => (await status(path)) !== null);
+  await until(async () => (await status(path)) !== null, 'the lock taken');
   await assert.rejects(acquire(path, { ...fast, timeout: 0.2, shared: true }), { code: 'timeout' });
   await early.release();
   const run = await writer;
