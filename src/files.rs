@@ -82,7 +82,7 @@ pub fn publish(path: &str, staged: &str, bytes: &[u8], fallback: Fallback) -> Re
                 // our staging file was written before `there` was read.
                 let dated = matches!(&there, Ok(Some(there)) if there.modified.is_some());
                 let now = if dated { modified(staged) } else { None };
-                let _ = fs::remove_file(staged);
+                unstage(staged);
                 let there = there?;
                 return Ok(if there.as_ref().is_some_and(|there| there.bytes == bytes) {
                     Created::Yes
@@ -91,7 +91,7 @@ pub fn publish(path: &str, staged: &str, bytes: &[u8], fallback: Fallback) -> Re
                 });
             }
         }
-        let _ = fs::remove_file(staged);
+        unstage(staged);
         return match linked {
             Ok(()) => Ok(Created::Yes),
             Err(e) if e.kind() == io::ErrorKind::NotFound && tries < RESTAGE_TRIES => {
@@ -300,7 +300,7 @@ pub fn replace(path: &str, staged: &str, bytes: &[u8]) -> Result<(), LockError> 
             Ok(())
         }
         Err(e) => {
-            let _ = fs::remove_file(staged);
+            unstage(staged);
             Err(io_error(path, "replace", e))
         }
     }
@@ -459,18 +459,47 @@ fn write_new(staged: &str, path: &str, bytes: &[u8]) -> Result<(), LockError> {
     // Not made again on a stale handle (crate::stale); the caller's next
     // attempt stages afresh.
     let created = create_fresh(staged);
-    let file = created.map_err(|e| match e.kind() {
-        // Only a token used before stages here: an acquire-as repeated
-        // after an interrupted one, instead of its undo.
-        io::ErrorKind::AlreadyExists => LockError::Io(format!(
-            "cannot stage {path} at {staged}: that file exists, left by an earlier acquire with this token; \
-             undo that one (abandon with the token) or acquire with a fresh token"
-        )),
-        _ => io_error(path, "create", e),
-    })?;
-    write_all(path, file, bytes).inspect_err(|_| {
-        let _ = fs::remove_file(staged);
-    })
+    let file = match created {
+        Ok(file) => file,
+        // Our own, staged by this acquire's last attempt, whose removal the
+        // server still refused ([`unstage`]): the bytes carry our token.
+        // Its older time only dates `publish`'s "now" earlier, which judges
+        // a lock there younger: never stale sooner.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && holds(staged, bytes) => return Ok(()),
+        // Else only a token used before stages here: an acquire-as
+        // repeated after an interrupted one, instead of its undo.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            return Err(LockError::Io(format!(
+                "cannot stage {path} at {staged}: that file exists, left by an earlier acquire with this token; \
+                 undo that one (abandon with the token) or acquire with a fresh token"
+            )))
+        }
+        Err(e) => return Err(io_error(path, "create", e)),
+    };
+    write_all(path, file, bytes).inspect_err(|_| unstage(staged))
+}
+
+/// How long the removal of a staging file is tried again while "busy".
+const UNSTAGE_BUSY_BOUND: Duration = Duration::from_millis(100);
+
+/// Removes our staging file `staged`, trying again briefly while the server
+/// says "busy": a FUSE client closes a file on the server after close(2)
+/// has returned (its release is asynchronous), so an SMB server can still
+/// see the file this process just wrote as open, and refuse its removal.
+/// (Found on the smbnetfs bed: an acquire's next attempt found its staging
+/// name taken, and failed.) What is left past the bound is reused by this
+/// acquire's next attempt ([`write_new`]), and otherwise reclaimed by the
+/// sweep.
+fn unstage(staged: &str) {
+    // The clock is read only once refused: a removal is one call.
+    let mut refused = None;
+    while let Err(e) = fs::remove_file(staged) {
+        let since = *refused.get_or_insert_with(Instant::now);
+        if e.kind() != io::ErrorKind::ResourceBusy || since.elapsed() >= UNSTAGE_BUSY_BOUND {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// Creates `path` exclusively, for writing: a name of our own, made of our
@@ -1106,6 +1135,30 @@ mod tests {
         assert_eq!(remove_within(&claim, Duration::ZERO), Ok(true));
         assert_eq!(remove_within(&claim, Duration::ZERO), Ok(false));
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0, "something was left beside the lock");
+    }
+
+    // A staging file this acquire's last attempt left (its removal refused
+    // as "busy": SMB, before the FUSE client closed it on the server) is
+    // taken up by the next attempt, whose bytes it holds; one holding other
+    // bytes is an earlier acquire's with this token, named in the error.
+    #[test]
+    fn an_attempt_takes_up_its_own_staging_file_left_by_the_last() {
+        let dir = crate::scratch::tempdir();
+        let lock = dir.path().join("x.lock").to_str().unwrap().to_owned();
+        let staged = format::staged_path(&lock, &Token::generate("").unwrap());
+        fs::write(&staged, b"ours").unwrap();
+        assert_eq!(publish(&lock, &staged, b"ours", Fallback::Allowed), Ok(Created::Yes));
+        assert_eq!(fs::read(&lock).unwrap(), b"ours");
+        assert!(!fs::exists(&staged).unwrap(), "the staging file was left");
+
+        fs::remove_file(&lock).unwrap();
+        fs::write(&staged, b"earlier").unwrap();
+        match publish(&lock, &staged, b"ours", Fallback::Allowed) {
+            Err(LockError::Io(why)) => assert!(why.contains(&staged) && why.contains("abandon"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(fs::read(&staged).unwrap(), b"earlier", "an earlier acquire's staging file was changed");
+        assert!(!fs::exists(&lock).unwrap());
     }
 
     // Emptying a directory goes through a descriptor opened without
