@@ -368,9 +368,12 @@ pub fn remove(path: &str) -> Result<bool, LockError> {
 /// again every 1 to 3 ms. After `bound` the error says the file is still
 /// there, and nothing was reported removed.
 pub fn remove_within(path: &str, bound: Duration) -> Result<bool, LockError> {
-    let start = Instant::now();
+    // The clock starts at the first refusal that needs it: a removal that
+    // succeeds, or finds nothing, is one call.
+    let mut refused: Option<Instant> = None;
     let mut tries = 0u32;
     loop {
+        let mut spent = || refused.get_or_insert_with(Instant::now).elapsed();
         match fs::remove_file(path) {
             Ok(()) => return Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
@@ -380,9 +383,9 @@ pub fn remove_within(path: &str, bound: Duration) -> Result<bool, LockError> {
             Err(e) if stale::is_stale(&e) => return Ok(false),
             // A claim published as a directory ([`publish_dir`]).
             Err(e) if e.kind() != io::ErrorKind::ResourceBusy && dir_state(path) == Ok(DirState::Dir) => {
-                return remove_dir_instance(path, bound - start.elapsed().min(bound))
+                return remove_dir_instance(path, bound - spent().min(bound))
             }
-            Err(e) if e.kind() == io::ErrorKind::ResourceBusy && start.elapsed() < bound => {
+            Err(e) if e.kind() == io::ErrorKind::ResourceBusy && spent() < bound => {
                 tries += 1;
                 std::thread::sleep(Duration::from_millis(1 + u64::from(tries % 3)));
             }
@@ -491,15 +494,7 @@ const UNSTAGE_BUSY_BOUND: Duration = Duration::from_millis(100);
 /// acquire's next attempt ([`write_new`]), and otherwise reclaimed by the
 /// sweep.
 fn unstage(staged: &str) {
-    // The clock is read only once refused: a removal is one call.
-    let mut refused = None;
-    while let Err(e) = fs::remove_file(staged) {
-        let since = *refused.get_or_insert_with(Instant::now);
-        if e.kind() != io::ErrorKind::ResourceBusy || since.elapsed() >= UNSTAGE_BUSY_BOUND {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let _ = remove_within(staged, UNSTAGE_BUSY_BOUND);
 }
 
 /// Creates `path` exclusively, for writing: a name of our own, made of our
