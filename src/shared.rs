@@ -81,12 +81,21 @@
 //!    `PATH`), and readers cannot enter while they hold `PATH`, but they do
 //!    not wait for readers already in.
 //!
-//! Cleaning up: a writer that finds no entry removes the spans (the highest
-//! first) and the directory, best effort. A registrant stalled past its gate
-//! may make spans again afterwards; spans that are too many cost lookups,
-//! never exclusion. Leftovers beside an entry (a killed holder's staging
-//! file, heartbeat or claim) are reclaimed by a later holder of the same
-//! index ([`crate::sweep`], with the entry as the lock).
+//! Cleaning up: the holders' directory and its spans, once made, stay:
+//! uuidlock never removes them. A client that caches names can answer
+//! "there" for a name removed through another client, even to `mkdir` and
+//! to an exclusive create (sshfs with its `dir_cache` answers the kernel's
+//! check from its cache; the create never reaches the server): a span
+//! removed by a writer's clean-up could be taken for there, and an entry
+//! published beyond the spans, where no writer looks (point 2); a removed
+//! directory was taken for there and the entry's create failed (found on
+//! the sshfs bed in CI: "cannot create .../contend.lock.shared/0: its
+//! directory does not exist"). A span that stays is always true. Spans
+//! that are too many (after a crowd of readers, or made by a registrant
+//! stalled past its gate) cost lookups, never exclusion. Leftovers beside
+//! an entry (a killed holder's staging file, heartbeat or claim) are
+//! reclaimed by a later holder of the same index ([`crate::sweep`], with
+//! the entry as the lock).
 
 use std::io;
 use std::time::SystemTime;
@@ -193,7 +202,8 @@ fn make_dir(lock: &str) -> Result<(), LockError> {
         match files::dir_state(&dir)? {
             DirState::Dir => return Ok(()),
             DirState::Other(kind) => return Err(not_a_dir(lock, kind)),
-            // Removed by a writer just now: make it again.
+            // Removed just now (by hand: uuidlock never removes it): make
+            // it again.
             DirState::Absent if e.kind() == io::ErrorKind::AlreadyExists => continue,
             DirState::Absent => return Err(files::io_error(&dir, "create", e)),
         }
@@ -221,18 +231,22 @@ pub fn occupy(
     // The spans made (or found there) by this call.
     let mut spans = 0;
     let mut restarts = 0;
+    // Entries that were "there" to the create and gone to the read after.
+    let mut vanished = 0;
     while index < limit {
         // Spans first: whoever finds the entry must know to look there.
-        // Each by an exclusive create, never "look, then make": a create
-        // goes to the server, where a caching client (NFS's attributes,
-        // sshfs's) can answer a look with a span a writer has removed since,
-        // and the entry would be published where no writer looks (found by
-        // the simulator's nfs profile: a writer beside a live reader).
+        // Each by an exclusive create, never "look, then make": on NFS the
+        // create goes to the server, where a look is answered from the
+        // attribute cache (found by the simulator's nfs profile, while
+        // writers still removed spans: a writer beside a live reader).
+        // Spans now stay once made ("Cleaning up"), so a client that
+        // answers even the create from its cache (sshfs) is right too.
         while spans < spans_for(index) {
             match files::create_empty(&span_path(lock, spans + 1)) {
                 Ok(_) => spans += 1,
-                // Gone with a writer's clean-up: make it all again (a few
-                // times: more is someone removing it on purpose).
+                // The directory removed by hand (uuidlock never removes
+                // it): make it all again (a few times: more is someone
+                // removing it on purpose).
                 Err(_) if restarts < 3 && !exists(&dir(lock))? => {
                     restarts += 1;
                     make_dir(lock)?;
@@ -244,11 +258,15 @@ pub fn occupy(
         let entry = entry_path(lock, index);
         match files::publish(&entry, &format::staged_path(&entry, token), &marker, Fallback::Allowed)? {
             Created::Yes => return Ok(Some(index)),
-            // Left just now: try it again.
-            Created::Exists { there: None, .. } => continue,
+            // Left just now: try it again. A few times only: a caching
+            // client can go on answering "there" for an entry removed
+            // through another one (see "Cleaning up"); any free index
+            // will do, so the next is tried.
+            Created::Exists { there: None, .. } if vanished < 3 => vanished += 1,
+            Created::Exists { there: None, .. } => (index, vanished) = (index + 1, 0),
             Created::Exists { there: Some(there), now } => {
                 if !break_if_dead(&entry, there, now, watch)? {
-                    index += 1;
+                    (index, vanished) = (index + 1, 0);
                 }
             }
         }
@@ -293,8 +311,7 @@ fn break_if_dead(entry: &str, there: Content, now: Option<SystemTime>, watch: &m
 }
 
 /// The live entries of the lock at `lock` (dead ones broken on the way), by
-/// index: what a writer holding `PATH` waits on. With none, removes the
-/// spans and the directory, best effort.
+/// index: what a writer holding `PATH` waits on.
 pub fn live(lock: &str, watch: &mut Watch) -> Result<Vec<u32>, LockError> {
     let Some(bound) = bound(lock)? else { return Ok(Vec::new()) };
     // The filesystem's "now", read once, and only if an entry needs it.
@@ -308,13 +325,6 @@ pub fn live(lock: &str, watch: &mut Watch) -> Result<Vec<u32>, LockError> {
         if !break_if_dead(&entry, there, now, watch)? {
             live.push(index);
         }
-    }
-    if live.is_empty() {
-        let spans = bound.trailing_zeros();
-        for span in (1..=spans).rev() {
-            let _ = std::fs::remove_file(span_path(lock, span));
-        }
-        let _ = std::fs::remove_dir(dir(lock));
     }
     Ok(live)
 }
@@ -404,8 +414,10 @@ mod tests {
         }
         let writer = take(&lock, &within(Mode::Exclusive, 1.0)).unwrap();
         assert!(writer.fence > r3.fence);
-        // No shared holder left: the directory went with them.
-        assert!(!exists(&dir(&lock)).unwrap(), "{} is still there", dir(&lock));
+        // No shared holder left; the directory and its spans stay (see
+        // "Cleaning up"), empty of entries.
+        assert!(live(&lock, &mut Watch::default()).unwrap().is_empty());
+        assert!(exists(&dir(&lock)).unwrap() && exists(&span_path(&lock, 1)).unwrap());
         assert_eq!(take(&lock, &within(Mode::Shared, 0.1)).map(|_| ()), Err(LockError::Timeout));
         protocol::release(&lock, writer.token.as_str()).unwrap();
     }

@@ -55,8 +55,8 @@ fn run_in(config: &Config, dirs: &[PathBuf]) -> Result<Report> {
 }
 
 /// Whether the holders' directory `holders` (`<LOCK>.shared`) has an entry
-/// (a file named by a number); a run's readers leave the directory itself,
-/// and the spans in it, for the next writer to remove.
+/// (a file named by a number); the directory itself and the spans in it
+/// stay after every run (`uuidlock::shared`, "Cleaning up").
 fn has_entries(holders: &Path) -> bool {
     std::fs::read_dir(holders).is_ok_and(|entries| {
         entries.filter_map(Result::ok).any(|entry| {
