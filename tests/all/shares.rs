@@ -433,3 +433,37 @@ fn on_sshfs_and_gluster_mkdir_is_atomic_across_clients() {
         assert!(report.verdict.reasons.iter().any(|reason| reason.starts_with("mkdir is atomic")), "{report:#?}");
     }
 }
+
+// On sshfs, a client that caches (mount B: `dir_cache=yes`) answers even
+// an exclusive create and a mkdir from its cache: a name removed through
+// the other client is still "there" to them for a while, and the server
+// is never asked; a create inside a directory removed that way fails "no
+// such file". So uuidlock never removes what must be true while it is
+// seen, the holders' directory and its spans (`uuidlock::shared`,
+// "Cleaning up"; found as "cannot create .../contend.lock.shared/0: its
+// directory does not exist" in CI).
+#[test]
+fn on_sshfs_a_caching_client_answers_exclusive_creates_from_its_cache() {
+    let test = "on_sshfs_a_caching_client_answers_exclusive_creates_from_its_cache";
+    let Some(share) = start(test, ShareKind::Sshfs) else { return };
+    let [a, b] = share.mounts();
+    std::fs::create_dir(a.join("holders")).unwrap();
+    std::fs::write(a.join("span1"), b"").unwrap();
+    // B looks, and caches what it saw.
+    let shown = std::time::Instant::now();
+    while !(b.join("holders").is_dir() && b.join("span1").is_file()) {
+        assert!(shown.elapsed() < std::time::Duration::from_secs(10), "B never showed what A made");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::fs::remove_dir(a.join("holders")).unwrap();
+    std::fs::remove_file(a.join("span1")).unwrap();
+    let create = std::fs::OpenOptions::new().write(true).create_new(true).open(b.join("span1"));
+    let mkdir = std::fs::create_dir(b.join("holders"));
+    let inside = std::fs::write(b.join("holders/0"), b"");
+    let seen = format!("exclusive create {create:?}, mkdir {mkdir:?}, create inside {inside:?}");
+    assert_eq!(create.map(|_| ()).map_err(|e| e.kind()), Err(std::io::ErrorKind::AlreadyExists), "{seen}");
+    assert_eq!(mkdir.map_err(|e| e.kind()), Err(std::io::ErrorKind::AlreadyExists), "{seen}");
+    assert_eq!(inside.map_err(|e| e.kind()), Err(std::io::ErrorKind::NotFound), "{seen}");
+    // The server has neither: A, which caches nothing, sees them gone.
+    assert!(!a.join("span1").exists() && !a.join("holders").exists(), "{seen}");
+}
