@@ -60,7 +60,8 @@ pub const MAX_SEEDS: u64 = 10_000_000;
 #[command(after_help = "\
 Profiles:
   local    local POSIX filesystem: every step atomic
-  sshfs    half the clients cache attributes 1 s and listings 10 s; \"exists\" is EPERM; whole-second dates
+  sshfs    half the clients cache attributes and listings 10 s, and answer creates of a cached name
+           from that cache; \"exists\" is EPERM; whole-second dates
   smb      smbnetfs: exclusive create not atomic across clients, no hard links (claims are
            directories), rename deletes its target first, deleting an open file is busy
   nfs      NFS-like: half the clients cache attributes and listings 3 s; 1% of replies lost

@@ -37,6 +37,12 @@ pub struct Profile {
     /// "Exists" is reported as "operation not permitted" (sftp's generic
     /// failure, as sshfs passes it on).
     pub exists_as_eperm: bool,
+    /// A caching client answers an exclusive create, a mkdir or a link
+    /// onto a name whose attributes it holds "exists" from that cache,
+    /// never asking the server (sshfs with its `dir_cache`: the kernel's
+    /// check of the name is answered by sshfs's cache; measured on the
+    /// sshfs bed: `on_sshfs_a_caching_client_answers_exclusive_creates_from_its_cache`).
+    pub creates_checked_in_cache: bool,
     /// Dates in whole seconds.
     pub whole_second_dates: bool,
     /// Files are dated by the writing client's clock, not the server's.
@@ -77,6 +83,7 @@ impl Profile {
         dir_cache: Duration::ZERO,
         lookup_cache: Duration::ZERO,
         exists_as_eperm: false,
+        creates_checked_in_cache: false,
         whole_second_dates: false,
         dates_from_client_clock: false,
         create_not_atomic: false,
@@ -96,11 +103,12 @@ impl Profile {
         Profile::LOCAL,
         Profile {
             name: "sshfs",
-            summary: "sshfs: half the clients cache attributes 1 s and listings 10 s, \"exists\" is EPERM, whole-second dates",
+            summary: "sshfs: half the clients cache attributes and listings 10 s (creates of a cached name answered from it), \"exists\" is EPERM, whole-second dates",
             latency: (Duration::from_micros(150), Duration::from_micros(400)),
-            attr_cache: Duration::from_secs(1),
+            attr_cache: Duration::from_secs(10),
             dir_cache: Duration::from_secs(10),
             exists_as_eperm: true,
+            creates_checked_in_cache: true,
             whole_second_dates: true,
             lifetime: Duration::from_secs(2),
             ..Profile::LOCAL

@@ -337,6 +337,17 @@ impl World {
         self.nodes.len() - 1
     }
 
+    /// Whether `client` answers a create of `name` in `dir` "exists" from
+    /// its attribute cache ([`Profile::creates_checked_in_cache`]).
+    fn cached_as_there(&self, client: usize, dir: Node, name: &str) -> bool {
+        self.profile.creates_checked_in_cache
+            && self.caches(client)
+            && self.views[client]
+                .attrs
+                .get(&(dir, name.to_owned()))
+                .is_some_and(|&(_, at)| self.now.saturating_sub(at) < self.profile.attr_cache.as_nanos() as u64)
+    }
+
     fn exists_error(&self) -> Errno {
         if self.profile.exists_as_eperm {
             errno::PERM
@@ -392,6 +403,9 @@ impl World {
     /// Opens (and perhaps creates) the file or directory `name` in `dir`.
     pub fn open(&mut self, client: usize, dir: Node, name: &str, how: How) -> Result<Node, Errno> {
         let How { create, exclusive, truncate, racing } = how;
+        if create && exclusive && self.cached_as_there(client, dir, name) {
+            return Err(errno::EXIST);
+        }
         let found = if create && exclusive {
             // An exclusive create goes to the server, past every cache.
             self.server_lookup(client, dir, name)
@@ -484,6 +498,9 @@ impl World {
     }
 
     pub fn mkdir(&mut self, client: usize, dir: Node, name: &str) -> Result<(), Errno> {
+        if self.cached_as_there(client, dir, name) {
+            return Err(errno::EXIST);
+        }
         self.not_removed(dir)?;
         if self.server_lookup(client, dir, name).is_some() {
             return Err(self.exists_error());
@@ -538,6 +555,9 @@ impl World {
         let node = self.lookup(client, from.0, from.1)?.ok_or(errno::NOENT)?;
         if self.nodes[node].kind == Kind::Dir {
             return Err(errno::PERM);
+        }
+        if self.cached_as_there(client, to.0, to.1) {
+            return Err(errno::EXIST);
         }
         self.not_removed(to.0)?;
         if self.server_lookup(client, to.0, to.1).is_some() {
@@ -746,6 +766,23 @@ mod tests {
         let mut s = world("sshfs");
         s.open(0, ROOT, "lock", How { create: true, exclusive: true, ..How::default() }).unwrap();
         assert_eq!(s.open(1, ROOT, "lock", How { create: true, exclusive: true, ..How::default() }), Err(errno::PERM));
+    }
+
+    #[test]
+    fn a_caching_sshfs_client_answers_creates_from_its_cache() {
+        let mut w = world("sshfs");
+        let exclusive = How { create: true, exclusive: true, ..How::default() };
+        w.mkdir(0, ROOT, "d").unwrap();
+        w.open(0, ROOT, "span1", exclusive).unwrap();
+        assert!(w.stat(1, ROOT, "d").is_ok() && w.stat(1, ROOT, "span1").is_ok());
+        w.rmdir(0, ROOT, "d").unwrap();
+        w.unlink(0, ROOT, "span1").unwrap();
+        // c1 caches both as there: "exists", from the cache, not sftp's EPERM.
+        assert_eq!(w.open(1, ROOT, "span1", exclusive), Err(errno::EXIST));
+        assert_eq!(w.mkdir(1, ROOT, "d"), Err(errno::EXIST));
+        assert_eq!(w.walk(1, ROOT, "d/0").map(|_| ()), Err(errno::NOENT));
+        // c0 caches nothing, and its creates reach the server.
+        assert!(w.open(0, ROOT, "span1", exclusive).is_ok());
     }
 
     #[test]
