@@ -33,13 +33,20 @@ export function cliHold(path, ...flags) {
   return run.stdout;
 }
 
-/** Every name under `dir`, recursively, with its type: what is beside the lock. */
+/** Every name under `dir`, recursively, with its type: what is beside the
+ * lock. A name gone between the listing and its look (a waiter's staging
+ * file, while it retries) is left out: it was not there. */
 export function tree(dir) {
   const out = [];
+  const gone = (e) => { if (e.code !== 'ENOENT') throw e; };
   const walk = (at, prefix) => {
-    for (const name of readdirSync(at).sort()) {
+    let names;
+    // The directory asked for must be there; one below it may go.
+    try { names = readdirSync(at).sort(); } catch (e) { if (at === dir) throw e; gone(e); return; }
+    for (const name of names) {
       const full = join(at, name);
-      const st = lstatSync(full);
+      let st;
+      try { st = lstatSync(full); } catch (e) { gone(e); continue; }
       out.push(`${prefix}${name}${st.isDirectory() ? '/' : ''}`);
       if (st.isDirectory()) walk(full, `${prefix}${name}/`);
     }
