@@ -461,24 +461,27 @@ pub fn busy_retry(lifetime: Option<Duration>) -> Duration {
 fn write_new(staged: &str, path: &str, bytes: &[u8]) -> Result<(), LockError> {
     // Not made again on a stale handle (crate::stale); the caller's next
     // attempt stages afresh.
-    let created = create_fresh(staged);
-    let file = match created {
-        Ok(file) => file,
-        // Our own, staged by this acquire's last attempt, whose removal the
-        // server still refused ([`unstage`]): the bytes carry our token.
-        // Its older time only dates `publish`'s "now" earlier, which judges
-        // a lock there younger: never stale sooner.
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && holds(staged, bytes) => return Ok(()),
+    let created = match create_fresh(staged) {
+        // Our bytes: left by this acquire's last attempt, whose removal
+        // the server still refused ([`unstage`]), or copied there by a
+        // neighbour who read our token in its name. Removed and made
+        // afresh either way, never linked as it is: a neighbour's file
+        // would stay theirs to rewrite while we held it.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && holds(staged, bytes) => {
+            unstage(staged);
+            create_fresh(staged)
+        }
+        created => created,
+    };
+    let file = created.map_err(|e| match e.kind() {
         // Else only a token used before stages here: an acquire-as
         // repeated after an interrupted one, instead of its undo.
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            return Err(LockError::Io(format!(
-                "cannot stage {path} at {staged}: that file exists, left by an earlier acquire with this token; \
-                 undo that one (abandon with the token) or acquire with a fresh token"
-            )))
-        }
-        Err(e) => return Err(io_error(path, "create", e)),
-    };
+        io::ErrorKind::AlreadyExists => LockError::Io(format!(
+            "cannot stage {path} at {staged}: that file exists, left by an earlier acquire with this token; \
+             undo that one (abandon with the token) or acquire with a fresh token"
+        )),
+        _ => io_error(path, "create", e),
+    })?;
     write_all(path, file, bytes).inspect_err(|_| unstage(staged))
 }
 
@@ -490,9 +493,9 @@ const UNSTAGE_BUSY_BOUND: Duration = Duration::from_millis(100);
 /// has returned (its release is asynchronous), so an SMB server can still
 /// see the file this process just wrote as open, and refuse its removal.
 /// (Found on the smbnetfs bed: an acquire's next attempt found its staging
-/// name taken, and failed.) What is left past the bound is reused by this
-/// acquire's next attempt ([`write_new`]), and otherwise reclaimed by the
-/// sweep.
+/// name taken, and failed.) What is left past the bound is removed again
+/// by this acquire's next attempt ([`write_new`]), and otherwise reclaimed
+/// by the sweep.
 fn unstage(staged: &str) {
     let _ = remove_within(staged, UNSTAGE_BUSY_BOUND);
 }
@@ -1133,18 +1136,25 @@ mod tests {
     }
 
     // A staging file this acquire's last attempt left (its removal refused
-    // as "busy": SMB, before the FUSE client closed it on the server) is
-    // taken up by the next attempt, whose bytes it holds; one holding other
-    // bytes is an earlier acquire's with this token, named in the error.
+    // as "busy": SMB, before the FUSE client closed it on the server), or a
+    // copy of our bytes planted there, is replaced by a file of our own,
+    // never linked as it is; one holding other bytes is an earlier
+    // acquire's with this token, named in the error.
     #[test]
-    fn an_attempt_takes_up_its_own_staging_file_left_by_the_last() {
+    fn an_attempt_replaces_a_staging_file_with_its_bytes_and_keeps_others() {
+        use std::os::unix::fs::MetadataExt;
         let dir = crate::scratch::tempdir();
         let lock = dir.path().join("x.lock").to_str().unwrap().to_owned();
         let staged = format::staged_path(&lock, &Token::generate("").unwrap());
         fs::write(&staged, b"ours").unwrap();
+        let planted = fs::metadata(&staged).unwrap().ino();
+        let kept = format!("{staged}.kept");
+        fs::hard_link(&staged, &kept).unwrap();
         assert_eq!(publish(&lock, &staged, b"ours", Fallback::Allowed), Ok(Created::Yes));
         assert_eq!(fs::read(&lock).unwrap(), b"ours");
+        assert_ne!(fs::metadata(&lock).unwrap().ino(), planted, "the file found there became the lock");
         assert!(!fs::exists(&staged).unwrap(), "the staging file was left");
+        fs::remove_file(&kept).unwrap();
 
         fs::remove_file(&lock).unwrap();
         fs::write(&staged, b"earlier").unwrap();
