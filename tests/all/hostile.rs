@@ -10,23 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{mkfifo, runtime, skip, text, uuidlock, uuidlock_command, Sandbox};
+use crate::common::{finishes_within, mkfifo, runtime, skip, text, uuidlock, uuidlock_command, Sandbox};
 use uuidlock_host::{Grant, LockError, Options};
-
-/// Waits for `child` at most `bound`; kills it and fails the test if it is
-/// still running then (a call blocked in `open` on a FIFO).
-fn finishes_within(mut child: Child, bound: Duration, what: &str) -> Output {
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > bound {
-            let _ = child.kill();
-            let output = child.wait_with_output().unwrap();
-            panic!("{what} was still running after {bound:?}: {}", text(&output.stderr));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().unwrap()
-}
 
 fn spawn(args: &[&str]) -> Child {
     uuidlock_command().args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()

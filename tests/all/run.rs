@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{text, uuidlock, uuidlock_command, Sandbox};
+use crate::common::{finishes_within, text, uuidlock, uuidlock_command, Sandbox};
 
 fn spawn(args: &[&str]) -> Child {
     uuidlock_command().args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("running uuidlock")
@@ -23,23 +23,6 @@ fn wait_for(path: &Path) {
     while !path.exists() {
         assert!(start.elapsed() < Duration::from_secs(20), "{} never appeared", path.display());
         std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Waits for `child` to exit; one still running after `limit` is killed
-/// and the test fails, rather than hang the whole run.
-fn wait_within(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if start.elapsed() >= limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("pid {} still ran after {limit:?}; killed", child.id());
-        }
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -261,7 +244,7 @@ fn a_shared_holder_stopped_past_its_lifetime_is_broken_and_told() {
         let mut args = vec!["run", lock_str, "--verification-delay", "0", "--stale-after", "1"];
         args.extend_from_slice(mode);
         args.extend_from_slice(&["--", "sh", "-c", &script]);
-        let mut holder = spawn(&args);
+        let holder = spawn(&args);
         wait_for(&started);
         assert!(sandbox.lock("data.lock.shared").join("0").exists(), "{mode:?}: CMD runs, but no entry is there");
         signal(&holder, libc::SIGSTOP);
@@ -273,8 +256,8 @@ fn a_shared_holder_stopped_past_its_lifetime_is_broken_and_told() {
         assert!(start.elapsed() >= Duration::from_millis(900), "{mode:?}: broken before its lifetime");
         let token = text(&taken.stdout).split_whitespace().next().unwrap().to_owned();
         signal(&holder, libc::SIGCONT);
-        let status = wait_within(&mut holder, Duration::from_secs(30));
-        assert_eq!(status.code(), Some(75), "{mode:?}: the stopped holder did not learn it lost the lease");
+        let ended = finishes_within(holder, Duration::from_secs(30), "the continued holder");
+        assert_eq!(ended.status.code(), Some(75), "{mode:?}: the stopped holder did not learn it lost the lease");
         assert_eq!(uuidlock(&["holds", lock_str, &token]).status.code(), Some(0), "{mode:?}: the newcomer lost it");
         assert_eq!(uuidlock(&["release", lock_str, &token]).status.code(), Some(0));
     }

@@ -126,6 +126,22 @@ pub fn uuidlock(args: &[&str]) -> Output {
     uuidlock_command().args(args).output().expect("running uuidlock")
 }
 
+/// Waits for `child` at most `bound`; kills it and fails the test if it is
+/// still running then (a call blocked in `open` on a FIFO, a process that never ends),
+/// rather than hang the whole run.
+pub fn finishes_within(mut child: std::process::Child, bound: std::time::Duration, what: &str) -> Output {
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > bound {
+            let _ = child.kill();
+            let output = child.wait_with_output().unwrap();
+            panic!("{what} was still running after {bound:?}: {}", text(&output.stderr));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.wait_with_output().unwrap()
+}
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
