@@ -220,6 +220,24 @@ impl Report {
             .map_or(Duration::ZERO, |ns| Duration::from_nanos(ns as u64))
     }
 
+    /// The times between one holder's exit and the next holder's entry,
+    /// sorted, where each section excludes the next (no readers, no slots):
+    /// the release, the next holder noticing it, and its acquire. Their sum
+    /// with the sections is the run; this is what the lock costs a turn.
+    pub fn gaps(&self) -> Vec<Duration> {
+        if self.config.readers > 0 || self.config.slots.is_some() {
+            return Vec::new();
+        }
+        let mut gaps: Vec<Duration> = self
+            .sections
+            .windows(2)
+            .filter(|pair| pair[1].worker != pair[0].worker && pair[1].enter_ns >= pair[0].exit_ns)
+            .map(|pair| Duration::from_nanos((pair[1].enter_ns - pair[0].exit_ns) as u64))
+            .collect();
+        gaps.sort();
+        gaps
+    }
+
     /// Waits (from asking for the lock to holding it), sorted.
     pub fn waits(&self) -> Vec<Duration> {
         self.waits_of(|_| true)
@@ -310,6 +328,15 @@ impl Report {
         );
         self.modes_text(&mut text);
         let _ = writeln!(text, "  hand-off ratio    {:.2}", self.handoff_ratio());
+        let gaps = self.gaps();
+        if !gaps.is_empty() {
+            let _ = writeln!(
+                text,
+                "  hand-off gap      p50 {} / p99 {} (one holder's exit to the next one's entry)",
+                ms(percentile(&gaps, 0.50)),
+                ms(percentile(&gaps, 0.99))
+            );
+        }
         let _ = writeln!(
             text,
             "  workers' cpu      {:.2} s ({} per acquisition, {:.2} cores)",
@@ -455,6 +482,7 @@ impl Report {
         let c = &self.config;
         let waits = self.waits();
         let (reader_waits, writer_waits) = self.role_waits();
+        let gaps = self.gaps();
         let longest = |waits: &[Duration]| waits.last().copied().unwrap_or_default().as_secs_f64();
         Summary {
             processes: c.processes,
@@ -471,6 +499,8 @@ impl Report {
             wait_p99_s: percentile(&waits, 0.99).as_secs_f64(),
             wait_max_s: waits.last().copied().unwrap_or_default().as_secs_f64(),
             handoff_ratio: self.handoff_ratio(),
+            gap_p50_s: (!gaps.is_empty()).then(|| percentile(&gaps, 0.50).as_secs_f64()),
+            gap_p99_s: (!gaps.is_empty()).then(|| percentile(&gaps, 0.99).as_secs_f64()),
             cpu_s: self.cpu.as_secs_f64(),
             cpu_per_acquisition_s: self.cpu_per_acquisition().as_secs_f64(),
             cores: self.cores(),
@@ -553,6 +583,10 @@ pub struct Summary {
     pub wait_max_s: f64,
     /// The fraction of consecutive acquisitions by different processes.
     pub handoff_ratio: f64,
+    /// The median and 99th percentile of the time from one holder's exit to
+    /// the next one's entry (`None` with readers or slots).
+    pub gap_p50_s: Option<f64>,
+    pub gap_p99_s: Option<f64>,
     /// The workers' CPU time (user + system) from their start on, in all,
     /// per acquisition, and over the run's time (cores kept busy).
     pub cpu_s: f64,
