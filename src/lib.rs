@@ -32,6 +32,8 @@
 //!   never hold beside a writer nor more than N in a semaphore.
 //! - [`queue`]: the queue of waiters: arrival order, only the first polls
 //!   the lock, and why it can neither break nor wedge it.
+//! - `wake`: a waiter's pause in the queue, the one sleep a host may end
+//!   early (when the lock file goes).
 //! - [`error`]: the protocol's error type; each layer maps it once.
 //! - [`owned`]: the locks one owner (an instance, a host's locker) holds,
 //!   so that it never waits for itself.
@@ -71,6 +73,7 @@ mod scratch;
 pub mod shared;
 pub mod stale;
 mod sweep;
+mod wake;
 
 #[cfg(all(feature = "component", target_arch = "wasm32"))]
 mod component;

@@ -322,7 +322,7 @@ use crate::files::{self, Created, Fallback};
 use crate::format::{self, Held, Marker, Token};
 use crate::planted::planted;
 use crate::shared::{self, Mode};
-use crate::{fence, queue, stale, sweep, LockError};
+use crate::{fence, queue, stale, sweep, wake, LockError};
 
 /// A duration in whole nanoseconds, as WIT carries them; saturates at
 /// `u64::MAX` (about 584 years).
@@ -708,8 +708,18 @@ fn take(path: &str, token: Token, options: &Options) -> Result<Acquired, LockErr
             }
         }
         yielding = false;
+        // Whether this wait may end at a release (crate::wake): with short
+        // retry intervals the waiters look often enough, and waking them
+        // costs more than it saves.
+        let wakes = options.retry_interval >= wake::FROM_INTERVAL;
         match &line {
-            Some(waiter) if waiter.is_head() => sleep_watching(path, within(options.retry_interval)),
+            Some(waiter) if waiter.is_head() => sleep_watching(path, within(options.retry_interval), wakes),
+            // The first few behind the head wake at a release too
+            // (queue::WOKEN_BEHIND): one of them is the head once the head
+            // takes the lock. The rest of the line sleeps.
+            Some(waiter) if wakes && waiter.wakes_at_release() => {
+                wake::until_released_or(within(waiter.pause(options.retry_interval)))
+            }
             Some(waiter) => sleep(within(waiter.pause(options.retry_interval))),
             None => sleep(within(options.retry_interval)),
         }
@@ -729,15 +739,19 @@ fn take(path: &str, token: Token, options: &Options) -> Result<Acquired, LockErr
 /// at once if it is. The lock then passes to the head within a quarter of a
 /// retry interval of its release, not a whole one; the head is the only
 /// waiter that does this, so it costs three calls per interval in all.
-fn sleep_watching(path: &str, pause: Duration) {
+/// With `wakes`, a host may end any of its waits early (crate::wake); the
+/// project's host does when the lock file goes, and the head then looks,
+/// or after the last wait attempts, at once.
+fn sleep_watching(path: &str, pause: Duration, wakes: bool) {
+    let wait = if wakes { wake::until_released_or } else { sleep };
     let slice = pause / 4;
     for _ in 0..3 {
-        sleep(slice);
+        wait(slice);
         if fs::symlink_metadata(path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
             return;
         }
     }
-    sleep(pause.saturating_sub(slice * 3));
+    wait(pause.saturating_sub(slice * 3));
 }
 
 /// Refuses a path that can never name a lock file, or whose name leaves no

@@ -23,6 +23,11 @@
 //!   before the queue, and in between looks three times whether the lock
 //!   file is gone, so that it takes a released lock within a quarter of an
 //!   interval (`crate::protocol`).
+//! - With a retry interval of at least 50 ms, a host may end these waits
+//!   as soon as the lock file goes (crate::wake; the project's host does,
+//!   on Linux): the head's, and those of the first [`WOKEN_BEHIND`] waiters
+//!   behind it, which then look at once. The rest of the line sleeps on,
+//!   so a release wakes a handful, never the line.
 //! - Any other waiter looks only at the last ticket served (which tells its
 //!   place in the line, and whether the waiter just ahead was served),
 //!   every retry interval times its place, and at least once per
@@ -63,7 +68,9 @@
 //!    libraries, older uuidlock, `timeout 0` callers, arrivals that find the
 //!    lock free) are excluded exactly as before; they may overtake the
 //!    queue, never break it. Two waiters that both believe they are the head
-//!    (see 4) both poll, and the lock file decides between them.
+//!    (see 4) both poll, and the lock file decides between them. A wait
+//!    that a host ends early only makes a waiter look or try sooner: how
+//!    long waiters pause was never part of the argument.
 //! 2. *Nobody waits on the queue for ever.* Every entry ahead of a waiter is
 //!    either rewritten (its waiter is alive and waiting, and leaves when it
 //!    takes the lock, times out or fails) or removed after [`DEAD_AFTER`].
@@ -93,6 +100,15 @@ use crate::fence::{self, Start};
 use crate::files::{self, Content, DirState, Kind};
 use crate::format::Token;
 use crate::LockError;
+
+/// How many waiters behind the head wake when the lock is released, where
+/// the host ends waits early (crate::wake). The head takes the lock; these
+/// learn their new places at once, so that a hand-off after a short hold
+/// does not wait for a sleeper's next look. A release wakes at most this
+/// many more than the head, never the whole line: with 64 waiters a release
+/// that woke every one cost more than the polling it saved (docs/src/
+/// performance.md, "Waking at a release").
+pub const WOKEN_BEHIND: u32 = 7;
 
 /// How often a waiter rewrites its entry, and reads the one ahead of it.
 pub const REFRESH: Duration = Duration::from_millis(250);
@@ -192,6 +208,13 @@ impl Waiter {
     /// Whether no live entry is ahead of this one (as far as it knows).
     pub fn is_head(&self) -> bool {
         self.ahead.is_none()
+    }
+
+    /// Whether this waiter wakes at a release ([`WOKEN_BEHIND`]): it is
+    /// among the first behind the head, as far as it knows (its place may be
+    /// behind the truth, which only moves up).
+    pub fn wakes_at_release(&self) -> bool {
+        self.ahead.as_ref().is_some_and(|ahead| ahead.place <= WOKEN_BEHIND)
     }
 
     /// How long to sleep before [`Waiter::step`]: the retry interval for

@@ -10,6 +10,12 @@
 //! stores may block their thread, so its sleeps are timed by the thread
 //! instead ([`ThreadSleep`]). The command module needs nothing: wasmtime's
 //! preview 1 host already sleeps with the thread.
+//!
+//! The guest's absolute-time sleeps (`subscribe-instant`) are the queue's
+//! waits for the lock file to go; they are timed by the thread too, and end
+//! early when it goes (`crate::wake`). For that the instance's
+//! monotonic clock is ours ([`GuestClock`]), so that an instant the guest
+//! names is an [`Instant`] here.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -28,6 +34,7 @@ use wasmtime_wasi::p2::Pollable;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::interrupt::Interrupt;
+use crate::wake::{Ender, Wake};
 
 /// The component, as built by `build.rs`.
 pub const COMPONENT_WASM: &[u8] = include_bytes!(env!("UUIDLOCK_COMPONENT_WASM"));
@@ -71,6 +78,11 @@ pub struct ComponentState {
     interrupt: Interrupt,
     /// How many sleeps the guest has asked for; see [`ThreadSleep`].
     pub(crate) sleeps: u64,
+    /// What the guest's instant sleeps are about: the lock file of the
+    /// acquire in progress, if any.
+    pub(crate) wake: Wake,
+    /// Instant 0 of the guest's monotonic clock.
+    epoch: Instant,
 }
 
 impl WasiView for ComponentState {
@@ -167,11 +179,15 @@ impl Runtime {
         // instead of handing each to a blocking pool.
         wasi.allow_blocking_current_thread(true);
         preopen(&mut wasi, grants)?;
+        let epoch = Instant::now();
+        wasi.monotonic_clock(GuestClock { epoch });
         let state = ComponentState {
             ctx: wasi.build(),
             table: ResourceTable::new(),
             interrupt: self.interrupt.clone(),
             sleeps: 0,
+            wake: Wake::default(),
+            epoch,
         };
         let mut store = Store::new(&self.engine, state);
         let guest = self.component.instantiate(&mut store).context("instantiating the component")?;
@@ -212,8 +228,9 @@ pub struct CommandOutput {
     pub stderr: String,
 }
 
-/// Replaces the component's `monotonic-clock.subscribe-duration` with one
-/// whose pollable sleeps the calling thread (see the module docs).
+/// Replaces the component's `monotonic-clock.subscribe-duration` and
+/// `subscribe-instant` with ones whose pollables sleep the calling thread,
+/// the instant ones until the awaited lock file goes (see the module docs).
 fn link_thread_sleep(
     engine: &Engine,
     component: &component::Component,
@@ -230,24 +247,57 @@ fn link_thread_sleep(
         return Ok(()); // a guest that never sleeps
     };
     linker.allow_shadowing(true);
-    linker.instance(clock)?.func_wrap(
+    let mut clock = linker.instance(clock)?;
+    clock.func_wrap(
         "subscribe-duration",
         |mut store: wasmtime::StoreContextMut<'_, ComponentState>, (nanos,): (u64,)| {
-            // An interrupted call stops here, in a wait, where it holds no
-            // claim and has nothing half done (see crate::interrupt).
-            if let Some(reason) = store.data().interrupt.requested() {
-                wasmtime::bail!("interrupted ({reason})");
-            }
-            let state = store.data_mut();
-            state.sleeps += 1;
             // A deadline too far to represent: sleep for ever, as wasmtime-wasi does.
             let until = Instant::now().checked_add(Duration::from_nanos(nanos));
-            let sleep = state.table.push(ThreadSleep { until, interrupt: state.interrupt.clone() })?;
-            Ok((wasmtime_wasi::p2::subscribe(&mut state.table, sleep)?,))
+            Ok((subscribe_sleep(store.data_mut(), until, None)?,))
+        },
+    )?;
+    clock.func_wrap(
+        "subscribe-instant",
+        |mut store: wasmtime::StoreContextMut<'_, ComponentState>, (when,): (u64,)| {
+            let state = store.data_mut();
+            let until = state.epoch.checked_add(Duration::from_nanos(when));
+            let ender = state.wake.ender();
+            Ok((subscribe_sleep(state, until, ender)?,))
         },
     )?;
     linker.allow_shadowing(false);
     Ok(())
+}
+
+/// A pollable for a sleep until `until`, which `ender` may end early.
+fn subscribe_sleep(
+    state: &mut ComponentState,
+    until: Option<Instant>,
+    ender: Option<Ender>,
+) -> wasmtime::Result<wasmtime::component::Resource<wasmtime_wasi::p2::DynPollable>> {
+    // An interrupted call stops here, in a wait, where it holds no
+    // claim and has nothing half done (see crate::interrupt).
+    if let Some(reason) = state.interrupt.requested() {
+        wasmtime::bail!("interrupted ({reason})");
+    }
+    state.sleeps += 1;
+    let sleep = state.table.push(ThreadSleep { until, interrupt: state.interrupt.clone(), ender })?;
+    wasmtime_wasi::p2::subscribe(&mut state.table, sleep)
+}
+
+/// The guest's monotonic clock: nanoseconds since the instance was made.
+struct GuestClock {
+    epoch: Instant,
+}
+
+impl wasmtime_wasi::HostMonotonicClock for GuestClock {
+    fn resolution(&self) -> u64 {
+        1
+    }
+
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_nanos().try_into().unwrap_or(u64::MAX)
+    }
 }
 
 /// A sleep timed by the thread (`std::thread::sleep`, precise to tens of
@@ -262,6 +312,8 @@ struct ThreadSleep {
     /// `None`: too far to represent, never.
     until: Option<Instant>,
     interrupt: Interrupt,
+    /// Ends the sleep when the awaited lock file goes (instant sleeps only).
+    ender: Option<Ender>,
 }
 
 #[wasmtime_wasi::async_trait]
@@ -277,7 +329,14 @@ impl Pollable for ThreadSleep {
             if left.is_zero() {
                 return;
             }
-            std::thread::sleep(left.min(INTERRUPT_SLICE));
+            match &mut self.ender {
+                Some(ender) => {
+                    if ender.wait(left.min(INTERRUPT_SLICE)) {
+                        return;
+                    }
+                }
+                None => std::thread::sleep(left.min(INTERRUPT_SLICE)),
+            }
         }
     }
 }
@@ -403,13 +462,19 @@ mod tests {
     use super::*;
     use uuidlock::protocol::nanos;
 
-    #[test]
-    fn the_components_sleeps_are_timed_by_the_thread() {
+    /// A temporary directory, its grant, and a lock in it held natively.
+    fn held_lock() -> (tempfile::TempDir, Grant, String, uuidlock::protocol::Acquired) {
         let dir = tempfile::tempdir().unwrap();
         let grant = crate::paths::grant(dir.path()).unwrap();
         let lock = format!("{}/job.lock", grant.guest);
         let fast = uuidlock::Options { verification_delay: Duration::ZERO, ..uuidlock::Options::default() };
-        let _held = uuidlock::protocol::acquire(&lock, &fast).unwrap();
+        let held = uuidlock::protocol::acquire(&lock, &fast).unwrap();
+        (dir, grant, lock, held)
+    }
+
+    #[test]
+    fn the_components_sleeps_are_timed_by_the_thread() {
+        let (_dir, grant, lock, _held) = held_lock();
 
         let runtime = Runtime::new().unwrap();
         let (mut store, guest) = runtime.instantiate(&[grant]).unwrap();
@@ -427,5 +492,38 @@ mod tests {
         assert!(matches!(result, Err(bindings::Error::Timeout)), "{result:?}");
         // The guest slept between attempts, and through our clock, not wasmtime-wasi's.
         assert!(store.data().sleeps > 0);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_head_takes_a_released_lock_at_once_not_at_its_next_look() {
+        let (dir, _grant, lock, held) = held_lock();
+
+        let runtime = Runtime::new().unwrap();
+        let locker = crate::Locker::new(&runtime, &[dir.path()]).unwrap();
+        // A 40 s retry interval: the head looks every 10 s, so only the
+        // host's wake can hand it the lock within seconds of the release.
+        let patient = crate::Options {
+            verification_delay: Duration::ZERO,
+            retry_interval: Duration::from_secs(40),
+            timeout: Some(Duration::from_secs(120)),
+            ..crate::Options::default()
+        };
+        let waiter = {
+            let lock = lock.clone();
+            std::thread::spawn(move || {
+                let guard = locker.acquire(&lock, &patient).unwrap();
+                (Instant::now(), guard.release())
+            })
+        };
+        // Long enough for the waiter to join the queue and sleep.
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(!waiter.is_finished(), "the waiter took a held lock");
+        let released = Instant::now();
+        uuidlock::protocol::release(&lock, held.token.as_str()).unwrap();
+        let (acquired, release) = waiter.join().unwrap();
+        release.unwrap();
+        let after = acquired.duration_since(released);
+        assert!(after < Duration::from_secs(5), "the head took the lock {after:?} after its release");
     }
 }

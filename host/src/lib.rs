@@ -17,6 +17,8 @@
 //! - `sandbox_fs`: the two WASI filesystem calls this host makes its own
 //!   way: opens that never wait on a FIFO, directories as shared as their
 //!   parent;
+//! - `wake`: ends the queue's waits as soon as the lock file goes (inotify
+//!   on the lock file during an acquire);
 //! - [`interrupt`]: [`Interrupt`], a request the caller makes that guest
 //!   calls honour at their next sleep, so that an interrupted call can be
 //!   undone ([`Locker::undo_acquire`]);
@@ -45,6 +47,7 @@ pub mod lease;
 pub mod paths;
 pub mod plugin;
 mod sandbox_fs;
+mod wake;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -163,9 +166,17 @@ impl Locker {
                 Mode::Slots(n) => bindings::Mode::Slots(n),
             },
         };
-        let acquired = self.call(|guest, store| match &token {
-            None => guest.uuidlock_lock_lock().call_acquire(store, &path, &options),
-            Some(token) => guest.uuidlock_lock_lock().call_acquire_as(store, &path, &token.to_string(), &options),
+        let acquired = self.call(|guest, store| {
+            // The guest's path is the host's (crate::paths).
+            store.data_mut().wake.watch_for(Path::new(&path));
+            let acquired = match &token {
+                None => guest.uuidlock_lock_lock().call_acquire(&mut *store, &path, &options),
+                Some(token) => {
+                    guest.uuidlock_lock_lock().call_acquire_as(&mut *store, &path, &token.to_string(), &options)
+                }
+            };
+            store.data_mut().wake.stop();
+            acquired
         })?;
         let token = parse_token(&acquired.token)?;
         self.owned().taken(path.clone(), token.to_string());
