@@ -358,6 +358,25 @@ impl Watch {
         self.silent_for(path, observed, now, lifetime).then_some(held)
     }
 
+    /// Records that the lock file `path` looks like `observed` now; if it is
+    /// an empty regular file and has stayed so for `lifetime` (the
+    /// contender's own; `None`: never), the stand-in marker to break it by:
+    /// with that lifetime, and the token that every breaker of that very
+    /// file claims ([`junk_token`]; point 12 of [`crate::protocol`]).
+    pub fn empty(
+        &mut self,
+        path: &str,
+        observed: &Observed,
+        now: Option<SystemTime>,
+        lifetime: Option<Duration>,
+    ) -> Option<Held> {
+        if !observed.bytes.is_empty() || observed.kind != Kind::Regular {
+            return None;
+        }
+        let lifetime = lifetime?;
+        self.silent_for(path, observed, now, lifetime).then(|| Held::new(junk_token(observed), Some(lifetime)))
+    }
+
     /// Whether `path`, seen as `observed`, has been silent for `lifetime`:
     /// two lifetimes by the filesystem's clock, or one on this watch.
     fn silent_for(&mut self, path: &str, observed: &Observed, now: Option<SystemTime>, lifetime: Duration) -> bool {

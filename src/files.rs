@@ -723,7 +723,11 @@ fn read_once(path: &str, dating: Dating, at: Where) -> Result<Option<Content>, F
     let wanted = match dating {
         Dating::Never => false,
         Dating::Always => true,
-        Dating::IfLifetime => matches!(format::parse(&bytes), Marker::Uuidlock(held) if held.stale_after.is_some()),
+        // An empty file too: a contender with a lifetime judges it by its
+        // date (point 12 of crate::protocol).
+        Dating::IfLifetime => {
+            bytes.is_empty() || matches!(format::parse(&bytes), Marker::Uuidlock(held) if held.stale_after.is_some())
+        }
     };
     if !wanted {
         modified = None;

@@ -139,7 +139,8 @@ fn bad_input_gets_the_documented_error() {
 }
 
 // A garbage, empty or huge lock file is another program's: waited on, shown,
-// never deleted.
+// never deleted (an empty one only by an acquire with a lifetime it outlived:
+// point 12 of src/protocol.rs, tested there).
 #[test]
 fn foreign_lock_files_are_waited_on_and_kept() {
     let sandbox = Sandbox::new();

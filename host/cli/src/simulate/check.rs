@@ -137,6 +137,9 @@ pub struct Checker {
     /// The most live holders at once (at an acquisition).
     pub most_at_once: usize,
     pub kills: u32,
+    /// Kills that landed between a create of the lock file and its write
+    /// (where there are no hard links): each leaves an empty lock file.
+    pub kills_before_writing: u32,
     pub injected_total: u32,
     pub stalls_total: u32,
     pub clock_steps: u32,
@@ -191,6 +194,7 @@ impl Checker {
             timeouts: [0; 3],
             most_at_once: 0,
             kills: 0,
+            kills_before_writing: 0,
             injected_total: 0,
             stalls_total: 0,
             clock_steps: 0,
@@ -413,10 +417,16 @@ impl Checker {
     }
 
     /// A client was killed between creating the lock file and writing it,
-    /// where there are no hard links: the empty file is foreign to everyone
-    /// and never broken, so the lock is wedged for good (the named
-    /// limitation); liveness is no longer checked.
-    pub fn wedged(&mut self, now: u64) {
+    /// where there are no hard links. With a lifetime the empty file is
+    /// broken as a dead holder's lock is (point 12 of the protocol), and
+    /// liveness is checked as for any kill. Without one nothing breaks it,
+    /// so the lock is wedged for good (the named limitation), and liveness
+    /// is no longer checked.
+    pub fn killed_before_writing(&mut self, now: u64) {
+        self.kills_before_writing += 1;
+        if self.lifetime.is_some() {
+            return;
+        }
         *self.limitations.entry("killed between creating the lock file and writing it: wedged").or_default() += 1;
         if let Some(since) = self.idle_since {
             self.close_gap(since, now);

@@ -190,6 +190,9 @@ pub struct Summary {
     pub longest_idle_s: f64,
     pub liveness_bound_s: f64,
     pub kills: u64,
+    /// Kills between a create of the lock file and its write, each leaving
+    /// an empty lock file (only where there are no hard links).
+    pub kills_before_writing: u64,
     pub stalls: u64,
     pub injected_errors: u64,
     pub clock_steps: u64,
@@ -550,6 +553,7 @@ fn summarise(config: &Config, settings: &Settings, guest: &Guest, outcomes: &[Ou
         longest_idle_s: tightest.map_or(0.0, |o| o.longest_idle.as_secs_f64()),
         liveness_bound_s: tightest.map_or(0.0, |o| o.bound.as_secs_f64()),
         kills: outcomes.iter().map(|o| u64::from(o.kills)).sum(),
+        kills_before_writing: outcomes.iter().map(|o| u64::from(o.kills_before_writing)).sum(),
         stalls: outcomes.iter().map(|o| u64::from(o.stalls)).sum(),
         injected_errors: outcomes.iter().map(|o| u64::from(o.injected)).sum(),
         clock_steps: outcomes.iter().map(|o| u64::from(o.clock_steps)).sum(),
@@ -601,6 +605,13 @@ fn text(summary: &Summary, outcomes: &[Outcome], full_trace: bool) -> String {
         summary.failed_calls,
         summary.failed_renewals
     );
+    if summary.kills_before_writing > 0 {
+        let _ = writeln!(
+            out,
+            "                    {} of the kills between creating the lock file and writing it (an empty file left)",
+            summary.kills_before_writing
+        );
+    }
     let _ =
         writeln!(out, "  hand-off ratio    {:.2}; longest wait {:.3} s", summary.handoff_ratio, summary.longest_wait_s);
     if summary.mode != "exclusive" {

@@ -305,6 +305,7 @@ pub struct Outcome {
     pub longest_idle: Duration,
     pub bound: Duration,
     pub kills: u32,
+    pub kills_before_writing: u32,
     pub stalls: u32,
     pub injected: u32,
     pub clock_steps: u32,
@@ -449,7 +450,7 @@ pub fn run(guest: &Guest, settings: &Settings, seed: u64) -> Result<Outcome> {
             if kill {
                 let now = guard.world.now;
                 if guard.world.empty_file_made_by(LOCK, client) {
-                    guard.check.wedged(now);
+                    guard.check.killed_before_writing(now);
                     guard.note(client, "killed with the lock file created, not yet written".to_owned());
                 }
                 guard.check.killed(client, now);
@@ -503,6 +504,7 @@ pub fn run(guest: &Guest, settings: &Settings, seed: u64) -> Result<Outcome> {
         longest_idle: Duration::from_nanos(check.longest_idle),
         bound: Duration::from_nanos(check.bound()),
         kills: check.kills,
+        kills_before_writing: check.kills_before_writing,
         stalls: check.stalls_total,
         injected: check.injected_total,
         clock_steps: check.clock_steps,
