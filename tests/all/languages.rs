@@ -300,10 +300,30 @@ fn the_node_package_passes_its_own_tests() {
             .output()
             .unwrap();
         let stdout = text(&output.stdout);
-        assert!(output.status.success(), "npm test ({wasi}) failed:\n{stdout}\n{}", text(&output.stderr));
+        // The failures first: a long report is cut in the middle by CI's log.
+        assert!(
+            output.status.success(),
+            "npm test ({wasi}) failed:\n{}\n--- the whole report ---\n{stdout}\n{}",
+            tap_failures(&stdout),
+            text(&output.stderr)
+        );
         assert!(stdout.lines().any(|line| line == "# fail 0"), "{wasi}: {stdout}");
         assert!(!stdout.lines().any(|line| line == "# pass 0"), "{wasi}: no test ran: {stdout}");
     }
+}
+
+/// The failed tests of a TAP report, each with its diagnostics (the
+/// indented block after a `not ok` line, down to its `...`).
+fn tap_failures(report: &str) -> String {
+    let mut failures = Vec::new();
+    let mut lines = report.lines();
+    while let Some(line) = lines.next() {
+        if line.trim_start().starts_with("not ok") {
+            failures.push(line);
+            failures.extend(lines.by_ref().take_while(|line| line.trim() != "..."));
+        }
+    }
+    failures.join("\n")
 }
 
 /// The Node examples of the package's README and of the book's page run as
