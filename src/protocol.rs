@@ -223,12 +223,12 @@
 //!     new gap is a kill between the lock file's create and its write: the
 //!     empty file left is nobody's marker, broken by a contender with a
 //!     lifetime as point 12 says (without one it stays, as a dead holder's
-//!     lock does). A
-//!     write that fails there withdraws the file while it is still empty,
-//!     and within half the shortest delay a share without atomic creates
-//!     is given (a client that won the same create and wrote since holds
-//!     only after its read-back, a delay after its write), so an error
-//!     leaves nothing (found by the simulator's `smb` profile, seed 106).
+//!     lock does). A write that fails there withdraws the file while it is
+//!     still empty, and within half the shortest delay a share without
+//!     atomic creates is given (a client that won the same create and wrote
+//!     since holds only after its read-back, a delay after its write), so an
+//!     error leaves nothing (found by the simulator's `smb` profile, seed
+//!     106).
 //! 12. *An empty lock file is nobody's lock, and a contender with a lifetime
 //!     breaks it once it has stayed empty for that lifetime.* (a) Nobody
 //!     holds an empty file: a uuidlock process holds only once its
