@@ -116,10 +116,16 @@ pub fn composed_python_counter_plugin() -> Result<PathBuf, String> {
 
 /// The example plugin host (`examples/plugin-host`), built as the workspace
 /// member it is, its binary beside this package's.
+///
+/// Built with every target of the workspace, as `cargo test --workspace`
+/// resolves features: built alone (`-p`), it would get wasmtime with fewer
+/// features, so wasmtime and all that depends on it would be compiled again
+/// (five minutes of a 2-core CI run). After `cargo test --workspace` only
+/// the host's binary is left to build.
 pub fn plugin_host() -> Result<PathBuf, String> {
     static HOST: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     HOST.get_or_init(|| {
-        succeeded(cargo().args(["build", "--quiet", "-p", "uuidlock-example-host"]))?;
+        succeeded(cargo().args(["build", "--quiet", "--workspace", "--all-targets"]))?;
         let binary = Path::new(env!("CARGO_BIN_EXE_uuidlock")).with_file_name("plugin-host");
         binary.exists().then_some(binary.clone()).ok_or_else(|| format!("{} was not built", binary.display()))
     })
