@@ -6,7 +6,8 @@
 //!
 //! `<PATH>.queue/` holds one entry per waiter, named by its ticket, whose
 //! bytes (the waiter's UUID and a count) the waiter rewrites every
-//! [`REFRESH`] while it waits; `tickets/`, the ticket counter: a file named
+//! [`REFRESH`] while it waits, staged as `<TICKET>.<UUID>.new` and renamed
+//! over it; `tickets/`, the ticket counter: a file named
 //! by the last ticket, advanced by rename as the fencing counter is
 //! ([`crate::fence`]); and `served`, the last ticket whose waiter took the
 //! lock. No step lists the directory: a waiter finds the one ahead of it by
@@ -270,7 +271,7 @@ impl Waiter {
                 // Unchanged between two looks this far apart: its waiter is
                 // gone (or stopped, and then it writes its entry again when
                 // it wakes).
-                remove_entry(&ahead.entry);
+                remove_entry(&ahead.entry, ahead.bytes.as_deref().and_then(writer));
                 true
             }
             Some(_) => false,
@@ -289,7 +290,7 @@ impl Waiter {
     fn write(&mut self) -> io::Result<()> {
         self.beats += 1;
         let bytes = format!("{} {:020}", self.uuid, self.beats);
-        files::rewrite(&self.entry, &staged(&self.entry), bytes.as_bytes()).map_err(io::Error::other)?;
+        files::rewrite(&self.entry, &staged(&self.entry, &self.uuid), bytes.as_bytes()).map_err(io::Error::other)?;
         self.refreshed = Instant::now();
         Ok(())
     }
@@ -325,10 +326,7 @@ impl Waiter {
                     let _ = fs::remove_file(&entry);
                     continue;
                 }
-                Ok(_) if self.dead_by_date(&entry) && fs::remove_file(&entry).is_ok() => {
-                    let _ = fs::remove_file(staged(&entry));
-                    continue;
-                }
+                Ok(_) if self.dead_by_date(&entry) && remove_dead(&entry) => continue,
                 Ok(_) => {
                     let now = Instant::now();
                     // Read at the first look, so that a dead entry is judged from then.
@@ -387,22 +385,50 @@ impl Drop for Waiter {
         if self.is_head() && !self.marked {
             self.mark_served();
         }
-        remove_entry(&self.entry);
+        remove_entry(&self.entry, Some(&self.uuid));
     }
 }
 
 /// How far below its own ticket a waiter looks for the one ahead of it.
 const MAX_WALK: u64 = 256;
 
-/// The staging name of the entry `entry`.
-fn staged(entry: &str) -> String {
-    format!("{entry}.new")
+/// The staging name of the entry `entry` of the waiter `uuid`. It carries
+/// the UUID so that an acquire stopped between staging and renaming (an
+/// interrupted one, trapped anywhere) has it removed by name when it is
+/// undone ([`forget`]), whether or not the entry itself was ever there or
+/// the staged bytes ever written.
+fn staged(entry: &str, uuid: &str) -> String {
+    format!("{entry}.{uuid}.new")
 }
 
-/// Removes an entry, and what a waiter killed while rewriting it left.
-fn remove_entry(entry: &str) {
+/// The UUID of the waiter whose entry holds `bytes` ("UUID COUNT"), if
+/// they begin with one (a planted entry's need not).
+fn writer(bytes: &[u8]) -> Option<&str> {
+    let uuid = std::str::from_utf8(bytes.get(..36)?).ok()?;
+    uuid::Uuid::try_parse(uuid).is_ok().then_some(uuid)
+}
+
+/// Removes an entry, and what its waiter `uuid` (where known) left staged
+/// if it was killed while rewriting it.
+fn remove_entry(entry: &str, uuid: Option<&str>) {
     let _ = fs::remove_file(entry);
-    let _ = fs::remove_file(staged(entry));
+    if let Some(uuid) = uuid {
+        let _ = fs::remove_file(staged(entry, uuid));
+    }
+}
+
+/// Removes an entry judged dead by its date, reading it first for the name
+/// of what its waiter may have left staged; `false` if it could not be
+/// removed (then it is taken for alive).
+fn remove_dead(entry: &str) -> bool {
+    let bytes = files::read_beside(entry).ok().flatten().map(|content| content.bytes);
+    if fs::remove_file(entry).is_err() {
+        return false;
+    }
+    if let Some(uuid) = bytes.as_deref().and_then(writer) {
+        let _ = fs::remove_file(staged(entry, uuid));
+    }
+    true
 }
 
 /// An entry's ticket: its name, decimal digits.
@@ -441,7 +467,9 @@ pub fn should_yield(lock: &str) -> bool {
 /// if it left one (an interrupted acquire, undone through
 /// [`crate::protocol::abandon`]). Looks at no more than [`MAX_FORGET`]
 /// entries, reads each as [`files::read_beside`] does (never a link, a FIFO
-/// or more than a marker's length) and removes only one that names `token`.
+/// or more than a marker's length) and removes only one that names `token`;
+/// and what the waiter staged and never renamed (an entry or `served`),
+/// found by the UUID in its name, unread: it may be empty.
 pub fn forget(lock: &str, token: &Token) -> Result<(), LockError> {
     let dir = dir(lock);
     if files::dir_state(&dir)? != DirState::Dir {
@@ -451,16 +479,22 @@ pub fn forget(lock: &str, token: &Token) -> Result<(), LockError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         entries => entries.map_err(|e| files::io_error(&dir, "read", e))?,
     };
+    let (our_staged, our_served) = (format!(".{}.new", token.uuid()), format!("served.{}", token.uuid()));
     for entry in entries.take(MAX_FORGET) {
         let name = entry.map_err(|e| files::io_error(&dir, "read", e))?.file_name().to_string_lossy().into_owned();
+        let path = format!("{dir}/{name}");
+        // Staged and never renamed (an entry, or `served`): ours by its name alone.
+        if name == our_served || name.strip_suffix(&our_staged).is_some_and(|entry| ticket(entry).is_some()) {
+            let _ = fs::remove_file(&path);
+            continue;
+        }
         if ticket(&name).is_none() {
             continue;
         }
-        let path = format!("{dir}/{name}");
         let ours = files::read_beside(&path)?
             .is_some_and(|content| content.kind == Kind::Regular && content.bytes.starts_with(token.uuid().as_bytes()));
         if ours {
-            remove_entry(&path);
+            remove_entry(&path, Some(token.uuid()));
         }
     }
     Ok(())
@@ -598,6 +632,27 @@ mod tests {
             .collect();
         assert_eq!(entries.len(), 1, "{entries:?}");
         assert!(kept.entry.ends_with(&format!("/{}", entries[0])));
+    }
+
+    #[test]
+    fn forget_removes_what_that_token_staged_and_never_renamed() {
+        let (_dir, lock) = lock();
+        let (mine, theirs) = (token(), token());
+        let kept = join_as(&lock, &theirs);
+        let dir = dir(&lock);
+        // Stopped (an interrupt traps anywhere) after staging, before the
+        // rename: an entry staged empty or whole, `served` staged.
+        let left = [staged(&format!("{dir}/7"), mine.uuid()), format!("{dir}/served.{}", mine.uuid())];
+        fs::write(&left[0], "").unwrap();
+        fs::write(&left[1], "6").unwrap();
+        let theirs_staged = staged(&kept.entry, theirs.uuid());
+        fs::write(&theirs_staged, format!("{} 2", theirs.uuid())).unwrap();
+        forget(&lock, &mine).unwrap();
+        for path in &left {
+            assert!(fs::symlink_metadata(path).is_err(), "{path} was left");
+        }
+        assert!(fs::symlink_metadata(&theirs_staged).is_ok(), "another waiter's staging file was removed");
+        assert!(fs::symlink_metadata(&kept.entry).is_ok());
     }
 
     #[test]
