@@ -31,9 +31,13 @@
 //   unlinked, renamed or linked over; the preopen's times cannot be set;
 // - a directory descriptor mutates (create, remove, rename, link, symlink,
 //   set times, open for writing/creating/truncating) only if it has
-//   `mutate-directory` (the preopen has it; a sub-directory only if opened
-//   with it); truncating needs `write`; setting a file's size or times needs
-//   `write`;
+//   `mutate-directory`: the preopen has it unless granted read-only, and a
+//   sub-directory has it if the directory it was opened from has it, asked
+//   for or not, as in wasmtime. (The WASI 0.1 adapter the guest is built
+//   with never asks for it, so a sub-directory that needed asking could
+//   never be emptied: the guest's staged counter directories, and claims
+//   made as directories, were left behind whenever it lost a race.)
+//   Truncating needs `write`; setting a file's size or times needs `write`;
 // - a walk goes at most 256 directories deep (name-too-long);
 // - one write or write-zeroes is at most 1 GiB (insufficient-memory);
 // - opens never wait for the other end of a FIFO (O_NONBLOCK).
@@ -184,11 +188,11 @@ class Follow {
 
 /**
  * The import object pieces for one instance, granted `hostDir` under the
- * guest path `guestDir`. Every descriptor and directory stream the
- * instance opens (the preopen included) is tracked so that `closeAll` can
- * close them when the instance is discarded.
+ * guest path `guestDir` (read-only if `readOnly`). Every descriptor and
+ * directory stream the instance opens (the preopen included) is tracked so
+ * that `closeAll` can close them when the instance is discarded.
  */
-export function createDirectWasi(hostDir, guestDir) {
+export function createDirectWasi(hostDir, guestDir, { readOnly = false } = {}) {
   if (process.platform !== 'linux') {
     throw new Error(`uuidlock: the direct WASI filesystem needs Linux (/proc/self/fd); use wasi: 'shim' on ${process.platform}`);
   }
@@ -639,7 +643,10 @@ export function createDirectWasi(hostDir, guestDir) {
         closeSync(fd);
         throw 'is-directory';
       }
-      return new Descriptor(fd, type, descriptorFlags);
+      // A directory may mutate where its parent may (see the top).
+      const granted =
+        type === 'directory' ? { ...descriptorFlags, mutateDirectory: this.#flags.mutateDirectory } : descriptorFlags;
+      return new Descriptor(fd, type, granted);
     }
     readlinkAt(path) {
       return this.#walk(path, false, (dirFd, name) => {
@@ -746,7 +753,7 @@ export function createDirectWasi(hostDir, guestDir) {
     }
   }
 
-  const preopen = new Descriptor(rootFd, 'directory', { read: true, mutateDirectory: true }, true);
+  const preopen = new Descriptor(rootFd, 'directory', { read: true, mutateDirectory: !readOnly }, true);
   const stdio = (fd) => new OutputStream((buf) => fileWriter(fd, null)(buf));
   const stdout = stdio(1);
   const stderr = stdio(2);

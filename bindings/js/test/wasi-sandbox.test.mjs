@@ -28,7 +28,7 @@ const dispose = Symbol.dispose || Symbol.for('dispose');
 const SECRET = 'TOP SECRET';
 
 /** granted/ (the preopen) and outside/ (with a secret) side by side. */
-function setup(t) {
+function setup(t, options) {
   const top = realpathSync(scratch(t, 'uuidlock-sandbox-'));
   const root = join(top, 'granted');
   const outside = join(top, 'outside');
@@ -36,7 +36,7 @@ function setup(t) {
   mkdirSync(outside);
   writeFileSync(join(outside, 'secret'), SECRET);
   writeFileSync(join(outside, 'victim'), 'keep me');
-  const wasi = createDirectWasi(root, root);
+  const wasi = createDirectWasi(root, root, options);
   t.after(() => wasi.closeAll());
   const [[preopen]] = wasi.imports['wasi:filesystem/preopens'].getDirectories();
   return { wasi, preopen, root, outside, top };
@@ -210,7 +210,7 @@ test('3: the guest cannot remove, rename or unlink a descriptor\'s own directory
   assert.ok(!existsSync(join(root, 'a')));
 });
 
-test('4: truncate needs write, mutation needs mutate-directory, the preopen\'s times are fixed', (t) => {
+test('4: truncate needs write, the preopen\'s times are fixed, a sub-directory mutates as its parent may', (t) => {
   const { preopen, root } = setup(t);
   writeFileSync(join(root, 'f'), 'content');
   mkdirSync(join(root, 'sub'));
@@ -221,41 +221,57 @@ test('4: truncate needs write, mutation needs mutate-directory, the preopen\'s t
   throwsCode(() => ro.setSize(0n), 'not-permitted');
   throwsCode(() => ro.setTimes({ tag: 'now' }, { tag: 'now' }), 'not-permitted');
   assert.equal(readFileSync(join(root, 'f'), 'utf8'), 'content');
-
-  const sub = preopen.openAt(nofollow, 'sub', { directory: true }, readOnly); // no mutate-directory
+  // Opened as the WASI 0.1 adapter opens every directory (read, nothing
+  // else asked for), a sub-directory of a writable grant mutates, as in
+  // wasmtime: the guest empties its staged directories through one.
+  const sub = preopen.openAt(nofollow, 'sub', { directory: true }, readOnly);
+  assert.equal(sub.getFlags().mutateDirectory, true);
+  sub.unlinkFileAt('g');
+  sub.createDirectoryAt('x');
   const now = { tag: 'now' };
-  for (const [name, fn] of Object.entries({
-    createDirectoryAt: () => sub.createDirectoryAt('x'),
-    unlinkFileAt: () => sub.unlinkFileAt('g'),
-    removeDirectoryAt: () => sub.removeDirectoryAt('x'),
-    renameAt: () => sub.renameAt('g', sub, 'h'),
-    renameInto: () => preopen.renameAt('f', sub, 'f'),
-    linkAt: () => sub.linkAt(nofollow, 'g', sub, 'h'),
-    linkInto: () => preopen.linkAt(nofollow, 'f', sub, 'h'),
-    symlinkAt: () => sub.symlinkAt('g', 'l'),
-    setTimesAt: () => sub.setTimesAt(nofollow, 'g', now, now),
-    setTimes: () => sub.setTimes(now, now),
-    create: () => sub.openAt(nofollow, 'new', { create: true }, { write: true }),
-    write: () => sub.openAt(nofollow, 'g', {}, { write: true }),
-    truncate: () => sub.openAt(nofollow, 'g', { truncate: true }, { write: true }),
-    mutateChild: () => sub.openAt(nofollow, '.', { directory: true }, { read: true, mutateDirectory: true }),
-  })) {
-    assert.equal(outcome(fn), 'not-permitted', name);
-  }
-  assert.deepEqual(readdirSync(join(root, 'sub')), ['g']);
-  assert.equal(readText(sub.openAt(nofollow, 'g', {}, readOnly)), 'g', 'reading is fine');
-  // Asked for, mutate-directory is granted below the preopen.
-  const rw = preopen.openAt(nofollow, 'sub', { directory: true }, { read: true, mutateDirectory: true });
-  rw.createDirectoryAt('x');
-  rw.renameAt('g', rw, 'x/g');
-  rw.setTimes(now, now);
-  assert.deepEqual(readdirSync(join(root, 'sub', 'x')), ['g']);
+  sub.setTimes(now, now);
+  assert.deepEqual(readdirSync(join(root, 'sub')), ['x']);
   // The preopen's own times: not through setTimes, nor setTimesAt('.').
   throwsCode(() => preopen.setTimes(now, now), 'not-permitted');
   throwsCode(() => preopen.setTimesAt(nofollow, '.', now, now), 'not-permitted');
   throwsCode(() => preopen.setTimesAt(nofollow, 'sub/..', now, now), 'not-permitted');
   preopen.setTimesAt(nofollow, 'f', { tag: 'timestamp', val: { seconds: 1000n, nanoseconds: 0 } }, { tag: 'no-change' });
   assert.equal(statSync(join(root, 'f')).atimeMs, 1_000_000);
+});
+
+test('4: in a read-only grant nothing mutates, whatever a descriptor asks for', (t) => {
+  const { preopen, root } = setup(t, { readOnly: true });
+  writeFileSync(join(root, 'f'), 'content');
+  mkdirSync(join(root, 'sub'));
+  writeFileSync(join(root, 'sub', 'g'), 'g');
+  const asking = { read: true, mutateDirectory: true };
+  throwsCode(() => preopen.openAt(nofollow, 'sub', { directory: true }, asking), 'not-permitted');
+  const sub = preopen.openAt(nofollow, 'sub', { directory: true }, readOnly);
+  assert.equal(sub.getFlags().mutateDirectory, false);
+  const now = { tag: 'now' };
+  for (const [at, d, file] of [['preopen', preopen, 'f'], ['sub', sub, 'g']]) {
+    for (const [name, fn] of Object.entries({
+      createDirectoryAt: () => d.createDirectoryAt('x'),
+      unlinkFileAt: () => d.unlinkFileAt(file),
+      removeDirectoryAt: () => d.removeDirectoryAt(at === 'sub' ? '../sub' : 'sub'),
+      renameAt: () => d.renameAt(file, d, 'h'),
+      renameInto: () => preopen.renameAt('f', d, 'h'),
+      linkAt: () => d.linkAt(nofollow, file, d, 'h'),
+      symlinkAt: () => d.symlinkAt(file, 'l'),
+      setTimesAt: () => d.setTimesAt(nofollow, file, now, now),
+      create: () => d.openAt(nofollow, 'new', { create: true }, { write: true }),
+      write: () => d.openAt(nofollow, file, {}, { write: true }),
+      truncate: () => d.openAt(nofollow, file, { truncate: true }, { write: true }),
+      mutateChild: () => d.openAt(nofollow, '.', { directory: true }, asking),
+    })) {
+      assert.equal(outcome(fn), 'not-permitted', `${at}: ${name}`);
+    }
+  }
+  throwsCode(() => sub.setTimes(now, now), 'not-permitted');
+  assert.deepEqual(readdirSync(root).sort(), ['f', 'sub']);
+  assert.deepEqual(readdirSync(join(root, 'sub')), ['g']);
+  assert.equal(readFileSync(join(root, 'f'), 'utf8'), 'content');
+  assert.equal(readText(sub.openAt(nofollow, 'g', {}, readOnly)), 'g', 'reading is fine');
 });
 
 test('5: huge write-zeroes and writes are refused, not allocated; huge offsets are errors, not traps', (t) => {
