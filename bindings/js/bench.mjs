@@ -6,8 +6,14 @@
 //   node bench.mjs [--dir /dev/shm] [--iterations 500] [--quick]
 //
 // Runs itself once per instantiation mode (configure() is once per process).
+//
+//   node bench.mjs --contend [--dir /dev/shm] [--iterations 50] [--retry-interval S]
+//
+// Hand-off instead: 1, 4 and 8 processes each take one lock ITERATIONS
+// times and hold it 1 ms (verificationDelay 0, the default retry interval
+// unless given); one process without the lock is the ceiling.
 import { spawnSync } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -41,6 +47,11 @@ async function measure(n, warmup, step) {
     samples.push(performance.now() - t);
   }
   return samples;
+}
+
+if (args.includes('--contend')) {
+  await contend();
+  process.exit(0);
 }
 
 if (mode === null) {
@@ -138,3 +149,68 @@ try {
   rmSync(dir, { recursive: true, force: true });
 }
 process.stdout.write(JSON.stringify(rows));
+
+/** The --contend table: processes started together, each taking the lock
+ * `--iterations` times; acquisitions per second from the first attempt to the
+ * last release, waits, and the hand-off gap (one holder's release to the
+ * next one's entry). */
+async function contend() {
+  const n = Number(flag('--iterations', '50'));
+  const retry = flag('--retry-interval', null);
+  const index = new URL('./src/index.js', import.meta.url).href;
+  const worker = `
+import { acquire } from ${JSON.stringify(index)};
+import { appendFileSync } from 'node:fs';
+const [lock, log, at, locked] = process.argv.slice(1);
+const options = { timeout: 600, verificationDelay: 0${retry === null ? '' : `, retryInterval: ${Number(retry)}`} };
+const now = () => performance.timeOrigin + performance.now();
+if (locked === 'yes') await (await acquire(lock + '.warm-up', options)).release();
+while (Date.now() < Number(at)) await new Promise((r) => setTimeout(r, 1));
+const rows = [];
+for (let i = 0; i < ${n}; i++) {
+  const asked = now();
+  const g = locked === 'yes' ? await acquire(lock, options) : null;
+  const entered = now();
+  while (now() < entered + 1) {} // the 1 ms critical section
+  const left = now();
+  await g?.release();
+  rows.push([asked, entered, left].join(' '));
+}
+appendFileSync(log, rows.join('\\n') + '\\n');`;
+  const { spawn } = await import('node:child_process');
+  const run = async (processes, locked) => {
+    const dir = mkdtempSync(join(root, 'uuidlock-contend-'));
+    const log = join(dir, 'log');
+    writeFileSync(log, '');
+    const at = String(Date.now() + 1000 + 150 * processes);
+    try {
+      const codes = await Promise.all(
+        Array.from({ length: processes }, () => new Promise((resolve) => {
+          const child = spawn(process.execPath, ['--input-type=module', '-e', worker, join(dir, 'x.lock'), log, at, locked ? 'yes' : 'no'], { stdio: ['ignore', 'inherit', 'inherit'] });
+          child.on('exit', resolve);
+        })),
+      );
+      if (codes.some((code) => code !== 0)) throw new Error(`a contending process failed: exit codes ${codes}`);
+      const rows = readFileSync(log, 'utf8').trim().split('\n').map((line) => line.split(' ').map(Number));
+      const span = Math.max(...rows.map((r) => r[2])) - Math.min(...rows.map((r) => r[0]));
+      const waits = rows.map(([asked, entered]) => entered - asked);
+      const byEntry = [...rows].sort((a, b) => a[1] - b[1]);
+      const gaps = byEntry.slice(1).map((r, i) => r[1] - byEntry[i][2]);
+      if (locked && gaps.some((gap) => gap < 0)) throw new Error('two processes held the lock at once');
+      return { rate: rows.length / (span / 1000), waits, gaps };
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  };
+  const ms = (x) => x.toFixed(2);
+  console.log(`uuidlock bench --contend: ${n} acquisitions per process, 1 ms held, verificationDelay 0, retryInterval ${retry ?? 'default (0.1 s)'}, on ${root}; ${process.version}`);
+  console.log('| processes | acq/s | × ceiling | wait p50 ms | wait max ms | gap p50 ms |');
+  console.log('|---|---|---|---|---|---|');
+  const ceiling = await run(1, false);
+  console.log(`| ceiling: 1, no lock | ${ceiling.rate.toFixed(0)} | 1.00 | | | |`);
+  for (const processes of [1, 4, 8]) {
+    const r = await run(processes, true);
+    const gap = r.gaps.length ? ms(median(r.gaps)) : '';
+    console.log(`| ${processes} | ${r.rate.toFixed(0)} | ${(r.rate / ceiling.rate).toFixed(2)} | ${ms(median(r.waits))} | ${ms(Math.max(...r.waits))} | ${gap} |`);
+  }
+}
