@@ -10,7 +10,13 @@ export const CTL = Object.freeze({
   DONE: 2,
   /** What the last finished acquire left: OUTCOME_* below. */
   OUTCOME: 3,
-  SIZE: 4,
+  /** Counts the times the lock file of the acquire in progress went: set by
+   * the main thread, which watches it; ends the guest's pauses in the queue. */
+  WAKE: 4,
+  /** Bumped after every change of INTERRUPT or WAKE: what the guest's sleeps
+   * wait on, so that no change is missed between a look and a wait. */
+  SIGNAL: 5,
+  SIZE: 6,
 });
 
 /** The acquire took the lock (and was not undone). */

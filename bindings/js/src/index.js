@@ -18,6 +18,9 @@ const asyncDispose = Symbol.asyncDispose;
 /** How long an aborted acquire may take to stop at its next sleep before its
  * worker is terminated and the acquire undone from a fresh one. */
 const ABORT_GRACE_MS = 2000;
+/** The shortest retry interval at which the guest's waiters pause in sleeps a
+ * host may end early (the guest's wake::FROM_INTERVAL). */
+const WAKES_FROM_NS = 50_000_000n;
 /** How long the 'exit' handler waits for each worker. */
 const EXIT_WAIT_MS = 2000;
 
@@ -199,6 +202,11 @@ async function take_(file, dir, opts) {
   } catch (e) {
     throw new UuidlockError('io', workerFailure(dir, e).message, file, e);
   }
+  // Watched before the call starts, so that no release in between is missed;
+  // only where the guest's pauses may end early (a retry interval of 50 ms or
+  // more: the guest's src/wake.rs) and the call may wait at all.
+  const wakes = opts.wit.retryIntervalNs >= WAKES_FROM_NS && opts.wit.timeoutNs !== 0n;
+  const unwatch = wakes ? ch.watch(file) : () => {};
   const { id, reply } = ch.call('acquire', { path: file, token, options: opts.wit });
   const flight = { ch, id, file, dir, token };
   inFlight.add(flight);
@@ -223,6 +231,7 @@ async function take_(file, dir, opts) {
     if (aborted) throw signal.reason;
     throw new UuidlockError('io', workerFailure(dir, e).message, file, e);
   } finally {
+    unwatch();
     signal?.removeEventListener('abort', onAbort);
     clearTimeout(grace);
     give(ch);

@@ -3,7 +3,8 @@
 // so a waiting `acquire` never holds up a release or a lease's renewal, and
 // warm workers answer the next call without a new instance.
 import { Worker } from 'node:worker_threads';
-import { readdirSync } from 'node:fs';
+import { lstatSync, readdirSync, watch } from 'node:fs';
+import { basename, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CTL, OUTCOME_HELD } from './ctl.js';
 
@@ -129,7 +130,49 @@ export class Channel {
   /** Asks call `id` to stop at its next sleep (an acquire is then undone). */
   interrupt(id) {
     Atomics.store(this.ctl, CTL.INTERRUPT, id);
-    Atomics.notify(this.ctl, CTL.INTERRUPT);
+    this.#signal();
+  }
+
+  #signal() {
+    Atomics.add(this.ctl, CTL.SIGNAL, 1);
+    Atomics.notify(this.ctl, CTL.SIGNAL);
+  }
+
+  /**
+   * Until the returned function is called, ends the guest's pauses in the
+   * queue (its absolute-time sleeps; see ./worker.js) as soon as the lock
+   * file `file` goes, as this project's native host does: a release is seen
+   * at once instead of at a waiter's next look. The lock's directory is
+   * watched (inotify, through this thread's event loop: the worker's is
+   * blocked in the guest) for events naming the lock file; one that finds
+   * it gone wakes the worker. Where nothing can be watched, or the events
+   * come late (a busy event loop, a network share), the guest's own looks
+   * find the release, as before. Exclusion does not depend on it: only the
+   * length of a waiter's pause changes (src/wake.rs in the guest).
+   */
+  watch(file) {
+    const name = basename(file);
+    let watcher;
+    try {
+      watcher = watch(dirname(file), { persistent: false }, (_event, changed) => {
+        if (changed !== name) return;
+        // A lock file appearing ends no pause (a waiter would spin while the
+        // head takes the lock); one that cannot be looked at costs a look.
+        let gone = true;
+        try {
+          gone = lstatSync(file, { throwIfNoEntry: false }) === undefined;
+        } catch {
+          // gone stays true
+        }
+        if (!gone) return;
+        Atomics.add(this.ctl, CTL.WAKE, 1);
+        this.#signal();
+      });
+    } catch {
+      return () => {};
+    }
+    watcher.on('error', () => watcher.close());
+    return () => watcher.close();
   }
 
   /** Waits, blocking this thread, until call `id` has finished or `ms` passed;

@@ -9,7 +9,9 @@
 // The guest's sleeps (retry interval, verification delay, queue watch) are
 // served here rather than by preview2-shim's I/O worker, with Atomics.wait on
 // a shared word, so that the main thread can interrupt a waiting call even
-// while its own event loop no longer runs (in a process 'exit' handler). An
+// while its own event loop no longer runs (in a process 'exit' handler), and
+// end a waiter's pause in the queue (the guest's absolute-time sleeps) when
+// the lock file goes (Channel.watch in ./pool.js). An
 // interrupted `acquire` traps the guest; this thread then undoes it with
 // `abandon(path, token)` from a fresh instance, and says so through the
 // shared words before it replies.
@@ -33,19 +35,32 @@ class Interrupted extends Error {
 }
 
 let currentCall = 0;
+/** The WAKE word as of the current call's start or its last early wake-up:
+ * a lock file gone since then ends the next pause that may end early. */
+let wakeSeen = 0;
 
 function interrupted() {
   return currentCall !== 0 && Atomics.load(ctl, CTL.INTERRUPT) === currentCall;
 }
 
-/** Sleeps until the monotonic `deadline` (ns), or throws `Interrupted`. */
-function sleepUntil(deadline) {
+/** Sleeps until the monotonic `deadline` (ns), or throws `Interrupted`; one
+ * that is `wakeable` (a pause in the queue) also ends when the lock file went
+ * since the last one did. */
+function sleepUntil(deadline, wakeable) {
   for (;;) {
-    const seen = Atomics.load(ctl, CTL.INTERRUPT);
-    if (currentCall !== 0 && seen === currentCall) throw new Interrupted();
+    // Read first: a change after it makes the wait below return at once.
+    const signal = Atomics.load(ctl, CTL.SIGNAL);
+    if (interrupted()) throw new Interrupted();
+    if (wakeable) {
+      const wake = Atomics.load(ctl, CTL.WAKE);
+      if (wake !== wakeSeen) {
+        wakeSeen = wake;
+        return;
+      }
+    }
     const left = Number(deadline - hrtime.bigint()) / 1e6;
     if (left <= 0) return;
-    Atomics.wait(ctl, CTL.INTERRUPT, seen, left);
+    Atomics.wait(ctl, CTL.SIGNAL, signal, left);
   }
 }
 
@@ -70,23 +85,27 @@ function imports() {
   }
   const clock = object['wasi:clocks/monotonic-clock'];
   const Base = poll.Pollable;
+  // The guest sleeps until an instant only for its pauses in the queue, which
+  // may end early (the guest's src/wake.rs); every other sleep is relative
+  // and runs its length.
   class ClockPollable extends Base {
-    constructor(deadline) {
+    constructor(deadline, wakeable) {
       super();
       this.deadline = deadline;
+      this.wakeable = wakeable;
     }
     ready() {
       return hrtime.bigint() >= this.deadline;
     }
     block() {
-      sleepUntil(this.deadline);
+      sleepUntil(this.deadline, this.wakeable);
     }
     [symbolDispose]() {}
   }
   object['wasi:clocks/monotonic-clock'] = {
     ...clock,
-    subscribeDuration: (ns) => new ClockPollable(hrtime.bigint() + BigInt(ns)),
-    subscribeInstant: (at) => new ClockPollable(BigInt(at)),
+    subscribeDuration: (ns) => new ClockPollable(hrtime.bigint() + BigInt(ns), false),
+    subscribeInstant: (at) => new ClockPollable(BigInt(at), true),
   };
   object['wasi:io/poll'] = {
     ...poll,
@@ -94,12 +113,15 @@ function imports() {
       if (list.length > 0 && list.every((p) => p instanceof ClockPollable)) {
         let earliest = list[0].deadline;
         for (const p of list) if (p.deadline < earliest) earliest = p.deadline;
-        sleepUntil(earliest);
+        const wakeable = list.every((p) => p.wakeable);
+        sleepUntil(earliest, wakeable);
         const now = hrtime.bigint();
         const ready = [];
         list.forEach((p, i) => {
           if (p.deadline <= now) ready.push(i);
         });
+        // Ended early: every pause is over.
+        if (ready.length === 0 && wakeable) return new Uint32Array(list.map((_, i) => i));
         return new Uint32Array(ready);
       }
       // Not only clocks (the guest polls nothing else today): ready ones at once.
@@ -200,6 +222,7 @@ function dispatch(lock, op, a) {
 async function handle(message) {
   const { id, op, args } = message;
   currentCall = id;
+  wakeSeen = Atomics.load(ctl, CTL.WAKE);
   Atomics.store(ctl, CTL.CALL, id);
   let reply;
   try {
