@@ -687,9 +687,15 @@ impl From<LockError> for Failure {
     }
 }
 
-/// An I/O error on `path` while reading it, classified.
+/// An I/O error on `path` while reading it, classified. "No such file"
+/// reaches here only from a file already open (an open that finds no file
+/// is an absent file, [`open_regular`]): GlusterFS answers a read of a file
+/// that another client removed meanwhile so (seen in CI: a shared holder's
+/// heartbeat read as its holder released). That file is gone, as one that
+/// went stale is: read again from its name, which then finds what is there
+/// now, or nothing.
 fn read_failure(path: &str, e: io::Error) -> Failure {
-    if stale::is_stale(&e) {
+    if stale::is_stale(&e) || e.kind() == io::ErrorKind::NotFound {
         return Failure::Stale(e);
     }
     Failure::Lock(check_not_link_or_dir(path).err().unwrap_or_else(|| io_error(path, "read", e)))
@@ -1242,6 +1248,21 @@ mod tests {
         };
         assert!(now.is_some() && there.modified.is_some());
         assert!(now >= there.modified, "the staging file was written after the lock");
+    }
+
+    // GlusterFS answers "no such file" to a read of an open file that
+    // another client removed meanwhile: read again by name, not an error
+    // naming a missing directory (a shared holder's renewal failed so in CI).
+    #[test]
+    fn a_file_gone_while_open_is_read_again_by_name() {
+        let dir = crate::scratch::tempdir();
+        let path = dir.path().join("x.lock.beat").to_str().unwrap().to_owned();
+        assert!(matches!(read_failure(&path, io::Error::from(io::ErrorKind::NotFound)), Failure::Stale(_)));
+        // Read again, the name says what is there now: nothing.
+        assert_eq!(read_file(&path, Dating::Never, Where::Beside).unwrap().map(|c| c.bytes), None);
+        // Other errors are not read again.
+        fs::write(&path, b"x").unwrap();
+        assert!(matches!(read_failure(&path, io::Error::from(io::ErrorKind::PermissionDenied)), Failure::Lock(_)));
     }
 
     #[test]
