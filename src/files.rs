@@ -1252,7 +1252,8 @@ mod tests {
 
     // GlusterFS answers "no such file" to a read of an open file that
     // another client removed meanwhile: read again by name, not an error
-    // naming a missing directory (a shared holder's renewal failed so in CI).
+    // naming a missing directory (a contend worker in shared mode failed so
+    // in CI, reading a holder's heartbeat).
     #[test]
     fn a_file_gone_while_open_is_read_again_by_name() {
         let dir = crate::scratch::tempdir();

@@ -7,8 +7,8 @@ import { join } from 'node:path';
 import { acquire, status } from '../src/index.js';
 import { scratch, tree, cli, cliHold, NO_CLI, until } from './helpers.mjs';
 
-// The head looks at the lock four times per retry interval, capped by the
-// timeout: here every 100 s. Without the wake-up a turn would take that
+// The head looks at the lock a quarter of a retry interval apart, the
+// interval capped by the timeout: here every 100 s. Without the wake-up a turn would take that
 // long; with it, milliseconds. The bound is far from both.
 const SLOW = { retryInterval: 600, verificationDelay: 0, timeout: 400 };
 const WOKEN_WITHIN_MS = 10_000;
