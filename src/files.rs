@@ -139,6 +139,20 @@ fn publish_dir(path: &str, staged: &str, bytes: &[u8]) -> Result<Created, LockEr
         let there = read_file(path, Dating::IfLifetime, Where::Claim)?;
         return match (renamed, there) {
             (_, Some(there)) if there.bytes == bytes => Ok(Created::Yes),
+            // What this process has just renamed into place, unreadable: an
+            // error, never someone else's claim. Taken for someone else's,
+            // the claim stayed, ours and forgotten, and every later release
+            // with this token found it taken; a slot holder then took its
+            // own lock file again and again, renewing it, and nobody held
+            // for good (found by `uuidlock simulate --profile smb --mode
+            // slots --hold 0.5`, seed 703 of the first 1,000: an injected
+            // EACCES on this read). Now the call fails, the claim speaks
+            // for a claimant that never renews it, and contenders break it
+            // and the lock file once their lifetime has passed.
+            (Ok(()), Some(there)) if there.kind == Kind::Unreadable => Err(LockError::Io(format!(
+                "cannot read back {path}, which this process has just made: permission denied; the directory \
+                 must let this user read the files it creates"
+            ))),
             (_, Some(there)) => Ok(Created::Exists { there: Some(there), now: None }),
             // Our staged directory was reclaimed as a leftover while this
             // process stalled (crate::sweep): stage again.
