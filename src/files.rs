@@ -737,9 +737,7 @@ fn read_once(path: &str, dating: Dating, at: Where) -> Result<Option<Content>, F
             return Ok(Some(Content { bytes: Vec::new(), modified, kind: Kind::Special(kind) }));
         }
     };
-    let mut bytes = Vec::with_capacity(128);
-    let mut limited = (&file).take(format::MAX_MARKER_LEN as u64 + 1);
-    limited.read_to_end(&mut bytes).map_err(|e| read_failure(path, e))?;
+    let bytes = read_whole(&file).map_err(|e| read_failure(path, e))?;
     let wanted = match dating {
         Dating::Never => false,
         Dating::Always => true,
@@ -756,6 +754,39 @@ fn read_once(path: &str, dating: Dating, at: Where) -> Result<Option<Content>, F
         modified = file.metadata().and_then(|meta| meta.modified()).ok();
     }
     Ok(Some(Content { bytes, modified, kind: Kind::Regular }))
+}
+
+/// The bytes of the open regular file `file`, at most
+/// [`format::MAX_MARKER_LEN`] + 1 of them, in one read where that read
+/// shows the whole file.
+///
+/// A read of a regular file returns fewer bytes than asked only at the
+/// file's end (POSIX `read`; NFS, FUSE and the WASI hosts pass that on),
+/// and nothing only there. So an answer that is empty, or shorter than
+/// asked and ending in a newline as everything uuidlock writes does, is
+/// the whole file: the read that would return nothing, which
+/// `read_to_end` makes to learn that, is saved (one call per read, two of
+/// a release's fourteen). Any other answer (a foreign file's, a writer's
+/// half-written bytes) is read on to the end as before. Exclusion does not
+/// rest on this: a filesystem that answered short in the middle of a file
+/// would still show its first bytes, and the marker they show is the
+/// file's, whose creator alone reads its token back
+/// ([`crate::protocol`], point 1).
+fn read_whole(mut file: impl Read) -> io::Result<Vec<u8>> {
+    let limit = format::MAX_MARKER_LEN + 1;
+    let mut bytes = vec![0; limit];
+    let got = loop {
+        match file.read(&mut bytes) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            got => break got?,
+        }
+    };
+    bytes.truncate(got);
+    if got == 0 || (got < limit && bytes.ends_with(b"\n")) {
+        return Ok(bytes);
+    }
+    file.take((limit - got) as u64).read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// A regular file opened for reading, one that exists but may not be read,
@@ -1278,6 +1309,53 @@ mod tests {
         // Other errors are not read again.
         fs::write(&path, b"x").unwrap();
         assert!(matches!(read_failure(&path, io::Error::from(io::ErrorKind::PermissionDenied)), Failure::Lock(_)));
+    }
+
+    // One read where its answer is the whole file (empty, or short of the
+    // limit and ending in a newline); read on to the end otherwise, and
+    // never past the limit.
+    #[test]
+    fn a_file_is_read_in_one_call_where_the_answer_is_the_whole_file() {
+        // Answers in the pieces given, then the end; counts the calls.
+        struct Pieces(Vec<Vec<u8>>, usize);
+        impl Read for Pieces {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                self.1 += 1;
+                if self.0.is_empty() {
+                    return Ok(0);
+                }
+                let piece = &mut self.0[0];
+                let n = piece.len().min(buf.len());
+                buf[..n].copy_from_slice(&piece[..n]);
+                piece.drain(..n);
+                if piece.is_empty() {
+                    self.0.remove(0);
+                }
+                Ok(n)
+            }
+        }
+        let read = |pieces: &[&[u8]]| {
+            let mut file = Pieces(pieces.iter().map(|p| p.to_vec()).collect(), 0);
+            let bytes = read_whole(&mut file).unwrap();
+            (bytes, file.1)
+        };
+        let marker = b"1\nuuidlock/1?token=7c9e6679-7425-40de-944b-e07a4b7b7bd1\n";
+        assert_eq!(read(&[marker]), (marker.to_vec(), 1));
+        assert_eq!(read(&[]), (Vec::new(), 1));
+        // Half written: read on, and the rest comes.
+        assert_eq!(read(&[b"1\nuuid", b"lock\n"]), (b"1\nuuidlock\n".to_vec(), 3));
+        // The limit is kept whatever the pieces.
+        let long = vec![b'x'; format::MAX_MARKER_LEN + 10];
+        assert_eq!(read(&[&long]).0.len(), format::MAX_MARKER_LEN + 1);
+        let (bytes, _) = read(&[&long[..10], &long[10..]]);
+        assert_eq!(bytes.len(), format::MAX_MARKER_LEN + 1);
+        // A real file: its whole bytes, however long.
+        let dir = crate::scratch::tempdir();
+        let path = dir.path().join("x.lock");
+        fs::write(&path, marker).unwrap();
+        assert_eq!(read_whole(File::open(&path).unwrap()).unwrap(), marker);
+        fs::write(&path, &long).unwrap();
+        assert_eq!(read_whole(File::open(&path).unwrap()).unwrap(), &long[..format::MAX_MARKER_LEN + 1]);
     }
 
     #[test]

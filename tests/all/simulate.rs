@@ -244,13 +244,12 @@ fn planted_bugs_of_the_shared_modes_are_caught() {
         let found = violations(&runs[0]);
         assert_eq!(code, 1, "{bug} was not caught in 5 seeds with --mode {mode}");
         assert_eq!(runs[0]["violating_seeds"].as_array().unwrap().len(), 5, "{bug}: every seed: {found:?}");
-        assert!(found[0].contains(says), "{bug}: {}", found[0]);
+        // Named among the violations: a writer beside readers may first
+        // show as a reader whose fence is below the writer's (seed 1 since
+        // reads take one call).
+        let named = found.iter().find(|v| v.contains(says)).unwrap_or_else(|| panic!("{bug}: {found:?}"));
         // The replay names the mode and the bug: it is the same run.
-        assert!(
-            found[0].contains(&format!("--mode {mode}")) && found[0].contains(&format!("--plant {bug}")),
-            "{}",
-            found[0]
-        );
+        assert!(named.contains(&format!("--mode {mode}")) && named.contains(&format!("--plant {bug}")), "{named}");
         if mode == "slots" {
             assert!(found.iter().any(|v| v.contains("live slot holders of a semaphore of 2")), "{found:?}");
         }
@@ -310,7 +309,12 @@ fn findings_of_this_release_stay_fixed() {
 /// - sshfs, seeds 131 (`--mode rw`) and 79 (`--mode mixed`): a caching
 ///   client answered the mkdir of the holders' directory, which a writer
 ///   had removed, "exists" from its cache, and the entry's create failed
-///   (as on the sshfs bed in CI).
+///   (as on the sshfs bed in CI);
+/// - smb, seed 114 (`--mode slots`, found later, with the guest that reads
+///   a file in one call): an injected EACCES on the read-back of a claim
+///   published as a directory made it someone else's; it stayed, and the
+///   slot holder's every release with its token found it taken, retaking
+///   its own lock file for good (nobody else held for 69 s).
 #[test]
 fn findings_of_the_shared_modes_stay_fixed() {
     for (profile, mode, hold, seed) in [
@@ -321,6 +325,7 @@ fn findings_of_the_shared_modes_stay_fixed() {
         ("nfs", "rw", "0.5", "42"),
         ("sshfs", "rw", "0.5", "131"),
         ("sshfs", "mixed", "0.5", "79"),
+        ("smb", "slots", "0.5", "114"),
     ] {
         let (code, runs) =
             simulate(&["--profile", profile, "--mode", mode, "--hold", hold, "--seed", seed, "--duration", "10"]);
