@@ -149,10 +149,7 @@ fn publish_dir(path: &str, staged: &str, bytes: &[u8]) -> Result<Created, LockEr
             // EACCES on this read). Now the call fails, the claim speaks
             // for a claimant that never renews it, and contenders break it
             // and the lock file once their lifetime has passed.
-            (Ok(()), Some(there)) if there.kind == Kind::Unreadable => Err(LockError::Io(format!(
-                "cannot read back {path}, which this process has just made: permission denied; the directory \
-                 must let this user read the files it creates"
-            ))),
+            (Ok(()), Some(there)) if there.kind == Kind::Unreadable => Err(unreadable_own(path)),
             (_, Some(there)) => Ok(Created::Exists { there: Some(there), now: None }),
             // Our staged directory was reclaimed as a leftover while this
             // process stalled (crate::sweep): stage again.
@@ -872,6 +869,15 @@ fn absent<T>(path: &str, e: io::Error) -> Result<Option<T>, LockError> {
     } else {
         Err(io_error(path, "read", e))
     }
+}
+
+/// Why a file this process has just written (its lock file, its claim)
+/// reads as [`Kind::Unreadable`]: an error, never someone else's file.
+pub fn unreadable_own(path: &str) -> LockError {
+    LockError::Io(format!(
+        "cannot read back {path}, which this process wrote: permission denied; the directory must let this \
+         user read the files it creates"
+    ))
 }
 
 /// Why the lock path `path` cannot be a lock file: it is of `kind` (as

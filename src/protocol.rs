@@ -1183,10 +1183,7 @@ fn held_dated(path: &str, token: &Token) -> Result<(Held, Option<SystemTime>), L
 /// the read-back).
 fn still_ours(path: &str, token: &Token) -> Result<Held, LockError> {
     match files::read(path)? {
-        Some(files::Content { kind: files::Kind::Unreadable, .. }) => Err(LockError::Io(format!(
-            "cannot read back {path}, which this process wrote: permission denied; \
-             the directory must let this user read the files it creates"
-        ))),
+        Some(files::Content { kind: files::Kind::Unreadable, .. }) => Err(files::unreadable_own(path)),
         content => holding(content.map(|content| content.marker()), token),
     }
 }
