@@ -170,7 +170,21 @@
 //!     dates, which need `2L`), whatever the ghost shows of its heartbeat.
 //!     So a ghost is never deleted by name, and so never a successor
 //!     behind it. A renewal that reads a ghost of its own lock learns of
-//!     the loss up to `G` later (the fence still tells).
+//!     the loss up to `G` later (the fence still tells). The releaser
+//!     learns the lock file's age from the share's dates (its claim's
+//!     against the lock file's), which move with the share's clock as a
+//!     ghost's age does. Where they are unknown (an `ESTALE` hid one), it
+//!     leaves a tombstone, unless it published the instance itself in the
+//!     same call (a shared holder letting its gate go, or withdrawing the
+//!     entry it has just made, [`crate::shared`]): then its own clocks,
+//!     read before that publish, tell, and less than `L/2` by both the
+//!     monotonic clock (which a step cannot move) and the wall clock
+//!     (which runs on while the machine sleeps) is (b)'s premise, measured
+//!     in real time. (Until this release such a party left a tombstone of
+//!     an entry it had just made, and its retry, with the same token, took
+//!     that tombstone for a second release's claim: the holder's release
+//!     answered "not the owner", `uuidlock simulate --profile sshfs --mode
+//!     slots --hold 0.5 --duration 10 --seed 519`.)
 //!     (Until this release, (b) counted the heartbeat's date too: a lock
 //!     held for two lifetimes and renewed was released without a
 //!     tombstone. But the release deletes the heartbeat as well, and a
@@ -544,24 +558,56 @@ pub fn acquire_as(path: &str, token: Token, options: &Options) -> Result<Acquire
 /// for a reader or a semaphore's holder, takes an entry and lets `PATH` go.
 /// Starts over if `PATH` was lost meanwhile (broken while this stalled).
 fn take_in_mode(path: &str, token: Token, options: &Options) -> Result<Acquired, LockError> {
+    // A shared holder releases what this call published: its gate, and an
+    // entry it withdraws. Nothing holds `token` yet (a fresh one, or
+    // checked by acquire_as), so all of it is younger than this.
+    let started = (options.mode != Mode::Exclusive).then(Started::now);
     let deadline = options.timeout.and_then(|timeout| Instant::now().checked_add(timeout));
     loop {
         let timeout = deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()));
         let gate = take(path, token.clone(), &Options { timeout, ..options.clone() })?;
         let held = match options.mode {
             Mode::Exclusive => wait_for_shared(path, &token, options, deadline).map(|held| held.then_some(None)),
-            Mode::Shared => enter(path, &token, options, gate.fence, None, deadline),
-            Mode::Slots(n) => enter(path, &token, options, gate.fence, Some(n), deadline),
+            Mode::Shared => enter(path, &token, options, gate.fence, None, Since { started, deadline }),
+            Mode::Slots(n) => enter(path, &token, options, gate.fence, Some(n), Since { started, deadline }),
         };
         match held {
             Ok(Some(slot)) => return Ok(Acquired { slot, ..gate }),
             Ok(None) => continue,
             Err(e) => {
                 // Whatever happened, `PATH` is ours no longer.
-                let _ = release_token(path, &token);
+                let _ = release_published(path, &token, started);
                 return Err(e);
             }
         }
+    }
+}
+
+/// When an acquire began, and when it must end.
+#[derive(Clone, Copy)]
+struct Since {
+    /// Before anything with the acquire's token was published.
+    started: Option<Started>,
+    deadline: Option<Instant>,
+}
+
+/// When a call began, by both of this process's clocks: the monotonic one
+/// stands still while the machine is suspended, and the wall clock can be
+/// stepped, so a time since is taken as short only when both say so.
+#[derive(Clone, Copy)]
+struct Started {
+    monotonic: Instant,
+    wall: SystemTime,
+}
+
+impl Started {
+    fn now() -> Started {
+        Started { monotonic: Instant::now(), wall: SystemTime::now() }
+    }
+
+    /// Whether less than `span` has passed since, by both clocks.
+    fn within(&self, span: Duration) -> bool {
+        self.monotonic.elapsed() < span && self.wall.elapsed().is_ok_and(|since| since < span)
     }
 }
 
@@ -630,15 +676,17 @@ fn enter(
     options: &Options,
     fence: u64,
     limit: Option<u32>,
-    deadline: Option<Instant>,
+    Since { started, deadline }: Since,
 ) -> Result<Option<Option<u32>>, LockError> {
     // Planted bug (tests only): a semaphore's holder takes any free index, past its N.
     let limit = if planted("slots-unbounded") { limit.map(|n| n.saturating_mul(2)) } else { limit };
     let mut watch = Watch::with_skew(options.max_clock_skew);
     let mut wait = GateWait::new();
-    let index = loop {
+    // `occupy` creates the entry it returns (exclusively), after `entered`.
+    let (index, entered) = loop {
+        let entering = Started::now();
         if let Some(index) = shared::occupy(path, token, options.stale_after, limit, &mut watch)? {
-            break index;
+            break (index, Some(entering));
         }
         if !wait.pause(path, token, options, deadline)? {
             return Ok(None);
@@ -646,15 +694,19 @@ fn enter(
     };
     let entry = shared::entry_path(path, index);
     // Point 1 of crate::shared: an entry counts only if `PATH` was ours
-    // from before the look to after the publish.
-    match release_token(path, token) {
+    // from before the look to after the publish. An entry withdrawn was
+    // published by this very call, whose clocks tell how young it is where
+    // the share's dates cannot (an ESTALE): a young one leaves no
+    // tombstone, which the retry, with the same token, would take for a
+    // second release's claim (point 10).
+    match release_published(path, token, started) {
         Ok(()) => {}
         Err(LockError::NotOwner) => {
-            let _ = release_token(&entry, token);
+            let _ = release_published(&entry, token, entered);
             return Ok(None);
         }
         Err(e) => {
-            let _ = release_token(&entry, token);
+            let _ = release_published(&entry, token, entered);
             return Err(e);
         }
     }
@@ -667,7 +719,7 @@ fn enter(
             Ok(()) => {}
             Err(LockError::NotOwner) => return Ok(None),
             Err(e) => {
-                let _ = release_token(&entry, token);
+                let _ = release_published(&entry, token, entered);
                 return Err(e);
             }
         }
@@ -921,12 +973,26 @@ pub fn release(path: &str, token: &str) -> Result<(), LockError> {
 }
 
 fn release_token(path: &str, token: &Token) -> Result<(), LockError> {
-    release_paused(path, token, &|| ())
+    release_instance(path, token, None, &|| ())
+}
+
+/// [`release_token`] of an instance that this very call published, after
+/// `started` by this process's own clocks where it kept that (a shared
+/// holder's acquire): see point 10 (b).
+fn release_published(path: &str, token: &Token, started: Option<Started>) -> Result<(), LockError> {
+    release_instance(path, token, started, &|| ())
 }
 
 /// [`release_token`], with a `pause` between the first read and the claim
 /// (tests hold a release back there).
+#[cfg(test)]
 pub(crate) fn release_paused(path: &str, token: &Token, pause: &dyn Fn()) -> Result<(), LockError> {
+    release_instance(path, token, None, pause)
+}
+
+/// Releases the instance of `path` that holds `token`: published after
+/// `started`, if the caller knows (it published it itself).
+fn release_instance(path: &str, token: &Token, started: Option<Started>, pause: &dyn Fn()) -> Result<(), LockError> {
     let (held, dated) = held_dated(path, token)?;
     pause();
     // Planted bug (tests only): our lock is deleted directly, with no claim (as uuidlock 0.1 did).
@@ -952,10 +1018,7 @@ pub(crate) fn release_paused(path: &str, token: &Token, pause: &dyn Fn()) -> Res
         let beat = format::beat_path(path, token);
         let published = latest_publish(path, token)?;
         let now = files::modified(&format::claim_path(path, token));
-        let quiet = match (now, published) {
-            (Some(now), Some(published)) => claim::silence(now, published).is_none_or(|silent| silent >= lifetime / 2),
-            _ => true,
-        };
+        let quiet = tombstone_after(now, published, lifetime, started);
         let removed = files::remove_within(path, bound)?;
         let _ = files::remove_within(&beat, bound);
         let afterwards = if removed && quiet { claim::Afterwards::Tombstone } else { claim::Afterwards::Remove };
@@ -964,6 +1027,27 @@ pub(crate) fn release_paused(path: &str, token: &Token, pause: &dyn Fn()) -> Res
     .filter(|&removed| removed)
     .map(|_| ())
     .ok_or(LockError::NotOwner)
+}
+
+/// Whether a release whose claim is dated `claimed`, of a lock file dated
+/// `published`, leaves its claim as a tombstone (point 10): where the lock
+/// file was published half its `lifetime` ago or more. The share's dates
+/// decide where both are known: they move with its clock, as the age of a
+/// ghost does. Where one is not (an `ESTALE` hid it), a party that
+/// published the instance itself after `started` asks its own clocks; any
+/// other leaves a tombstone.
+fn tombstone_after(
+    claimed: Option<SystemTime>,
+    published: Option<SystemTime>,
+    lifetime: Duration,
+    started: Option<Started>,
+) -> bool {
+    match (claimed, published) {
+        (Some(claimed), Some(published)) => {
+            claim::silence(claimed, published).is_none_or(|silent| silent >= lifetime / 2)
+        }
+        _ => !started.is_some_and(|started| started.within(lifetime / 2)),
+    }
 }
 
 /// Undoes an [`acquire_as`] with `token` that was cut short (its caller
@@ -2180,6 +2264,40 @@ mod tests {
         // A tombstone stays in its place: ghosts of the earlier instance
         // may still be about.
         assert!(fs::exists(&tombstone).unwrap());
+    }
+
+    // A shared holder whose gate was lost withdraws the entry it published
+    // in the same acquire, then retries with the same token. Where the
+    // share could not date the entry (an ESTALE), it left a tombstone, and
+    // the retry's release took it for a second release's claim ("not the
+    // owner" to a live holder: `simulate --profile sshfs --mode slots
+    // --seed 519`). The call's own clocks know the entry is young. Known
+    // dates still decide: they move with the share's clock, as a ghost's
+    // age does.
+    #[test]
+    fn a_withdrawal_of_what_this_call_published_leaves_no_tombstone() {
+        let lifetime = Duration::from_secs(60);
+        let just = Started::now();
+        let long_ago = Started { monotonic: just.monotonic, wall: SystemTime::now() - lifetime };
+        let dated = SystemTime::now();
+        // Dates unknown: the clocks of the call that published it tell.
+        assert!(!tombstone_after(None, Some(dated), lifetime, Some(just)), "a tombstone of what was just made");
+        assert!(!tombstone_after(Some(dated), None, lifetime, Some(just)), "a tombstone of what was just made");
+        assert!(tombstone_after(None, None, lifetime, Some(long_ago)), "the wall clock says half a lifetime");
+        assert!(tombstone_after(None, None, lifetime, None), "a release that published nothing knows nothing");
+        // Dates known: they decide, whatever the clocks say.
+        let later = dated + lifetime / 2 + Duration::from_secs(1);
+        assert!(tombstone_after(Some(later), Some(dated), lifetime, Some(just)), "old by the share's dates");
+        assert!(!tombstone_after(Some(dated), Some(dated), lifetime, Some(long_ago)), "young by the dates");
+        // Through a release: by dates alone, a lock file 40 s old of a 60 s
+        // lifetime leaves one, also for the call that published it.
+        let (_dir, path) = lock_in_temp_dir();
+        let token = Token::generate("").unwrap();
+        let started = Started::now();
+        acquire_as(&path, token.clone(), &with_lifetime(lifetime)).unwrap();
+        backdate(&path, Duration::from_secs(40));
+        release_published(&path, &token, Some(started)).unwrap();
+        assert!(fs::exists(format::claim_path(&path, &token)).unwrap(), "the dates were overruled");
     }
 
     // A directory at the lock path is refused, also one holding a marker
