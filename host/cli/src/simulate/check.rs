@@ -33,8 +33,9 @@
 //! Two limitations the README names are told apart from violations rather
 //! than hidden: a *claimant stalled* past half a lifetime while holding a
 //! claim (its late delete may hit a successor, and while it holds the
-//! claim the instance's holder is told "not the owner" at its release),
-//! and *clock steps* adding up
+//! claim the instance's holder is told "not the owner" at its release; so
+//! it is while a breaker killed holding the claim on a holder whose lease
+//! lapsed still has it there), and *clock steps* adding up
 //! to half a lifetime or more in the window a lock was judged in. Each is
 //! counted; with the default faults (stalls and steps under a quarter of a
 //! lifetime) neither can happen, so every overlap is a violation.
@@ -123,6 +124,8 @@ pub struct Checker {
     asked: Vec<Role>,
     /// Per client: stalls (start, length) and injected failures (times).
     stalls: Vec<Vec<(u64, u64)>>,
+    /// The claims that killed clients held when they died.
+    dead_claims: Vec<String>,
     injected: Vec<Vec<u64>>,
     /// Forward clock steps: (when, by how much).
     steps: Vec<(u64, u64)>,
@@ -184,6 +187,7 @@ impl Checker {
             waiting: vec![None; clients],
             asked: vec![Role::Writer; clients],
             stalls: vec![Vec::new(); clients],
+            dead_claims: Vec::new(),
             injected: vec![Vec::new(); clients],
             steps: Vec::new(),
             max_fence: None,
@@ -435,8 +439,10 @@ impl Checker {
         self.settle = u64::MAX;
     }
 
-    pub fn killed(&mut self, client: usize, now: u64) {
+    /// `client` was killed, holding `claims`.
+    pub fn killed(&mut self, client: usize, now: u64, claims: Vec<String>) {
         self.kills += 1;
+        self.dead_claims.extend(claims);
         self.holds[client] = None;
         self.left[client] = None;
         self.waiting[client] = None;
@@ -487,6 +493,26 @@ impl Checker {
         });
         if path.is_some() && stalled_claim {
             let what = "a stalled claimant's claim: a live holder told \"not the owner\"";
+            *self.limitations.entry(what).or_default() += 1;
+            return;
+        }
+        // A breaker that judged this instance dead, killed holding the
+        // claim on it, which stays until a contender breaks it as a dead
+        // claimant's: the holder's release waits on it as on a stalled
+        // one's. Only where that very claim was taken while the holder's
+        // lease had lapsed (a silence past a lifetime): the lease
+        // contract's case. A claim taken on a live holder is a violation.
+        let dead_claim = path.as_ref().is_some_and(|path| {
+            let claim = format!("{path}.{}.claim", hold.uuid);
+            let name = claim.rsplit('/').next().unwrap_or(&claim);
+            let lapses = world.lapses.get(&hold.uuid).map_or(&[][..], Vec::as_slice);
+            self.dead_claims.iter().any(|dead| dead == name)
+                && world
+                    .claim_made(&claim)
+                    .is_some_and(|made| lapses.iter().any(|&(from, to)| from <= made && made <= to))
+        });
+        if dead_claim {
+            let what = "a dead claimant's claim on a holder whose lease lapsed: told \"not the owner\"";
             *self.limitations.entry(what).or_default() += 1;
             return;
         }

@@ -336,6 +336,7 @@ pub fn run(guest: &Guest, settings: &Settings, seed: u64) -> Result<Outcome> {
 
     let clients = settings.clients;
     let mut world = World::new(settings.profile.clone(), clients);
+    world.lifetime = settings.lifetime.map(|lifetime| lifetime.as_nanos() as u64);
     let skew = settings.faults.skew.as_nanos() as i64;
     if skew > 0 {
         for offset in world.client_offset.iter_mut() {
@@ -453,7 +454,8 @@ pub fn run(guest: &Guest, settings: &Settings, seed: u64) -> Result<Outcome> {
                     guard.check.killed_before_writing(now);
                     guard.note(client, "killed with the lock file created, not yet written".to_owned());
                 }
-                guard.check.killed(client, now);
+                let claims = std::mem::take(&mut guard.world.claims[client]);
+                guard.check.killed(client, now, claims);
                 guard.note(client, "killed".to_owned());
             } else {
                 guard.granted = Some(client);

@@ -151,6 +151,13 @@ pub struct World {
     /// Claims (`*.claim`) each client took in its current call and has not
     /// removed itself.
     pub claims: Vec<Vec<String>>,
+    /// The lifetime of the run's locks, in nanoseconds (none: no lifetime).
+    pub lifetime: Option<u64>,
+    /// Per UUID, its lapses: from a lifetime after a sign of life to the
+    /// next sign, where that came later (the lease broken meanwhile).
+    pub lapses: BTreeMap<String, Vec<(u64, u64)>>,
+    /// When each claim now linked (by directory and name) was made.
+    claims_made: BTreeMap<(Node, String), u64>,
 }
 
 pub const ROOT: Node = 0;
@@ -177,6 +184,9 @@ impl World {
             signs: BTreeMap::new(),
             removals: Vec::new(),
             claims: vec![Vec::new(); clients],
+            lifetime: None,
+            lapses: BTreeMap::new(),
+            claims_made: BTreeMap::new(),
         }
     }
 
@@ -368,8 +378,11 @@ impl World {
             let until = self.now + self.profile.invisible_creates.as_nanos() as u64;
             self.fresh.insert((dir, name.to_owned()), Fresh { by: client, until });
         }
-        if name.ends_with(".claim") && !self.claims[client].iter().any(|c| c == name) {
-            self.claims[client].push(name.to_owned());
+        if name.ends_with(".claim") {
+            self.claims_made.insert((dir, name.to_owned()), self.now);
+            if !self.claims[client].iter().any(|c| c == name) {
+                self.claims[client].push(name.to_owned());
+            }
         }
     }
 
@@ -474,7 +487,12 @@ impl World {
     /// life: its lease runs a lifetime from the last one.
     fn sign(&mut self, name: &str) {
         if let Some(uuid) = sign_of(name) {
-            self.signs.insert(uuid.to_owned(), self.now);
+            let last = self.signs.insert(uuid.to_owned(), self.now);
+            if let (Some(last), Some(lifetime)) = (last, self.lifetime) {
+                if self.now - last > lifetime {
+                    self.lapses.entry(uuid.to_owned()).or_default().push((last + lifetime, self.now));
+                }
+            }
         }
     }
 
@@ -650,6 +668,19 @@ impl World {
             .filter_map(|(name, _)| name.parse::<u32>().ok().filter(|_| name.bytes().all(|b| b.is_ascii_digit())))
             .map(|index| (index, entries.contains_key(&format!("{index}.{uuid}.beat"))))
             .collect()
+    }
+
+    /// When the claim at `path` (from the share's root) was made, if one
+    /// is there now, on the server.
+    pub fn claim_made(&self, path: &str) -> Option<u64> {
+        let (dir, name) = match path.rsplit_once('/') {
+            Some((dir, name)) => {
+                (dir.split('/').try_fold(ROOT, |at, part| self.nodes[at].entries.get(part).copied())?, name)
+            }
+            None => (ROOT, path),
+        };
+        self.nodes[dir].entries.get(name)?;
+        self.claims_made.get(&(dir, name.to_owned())).copied()
     }
 
     fn file_holds(&self, node: Node, uuid: &str) -> bool {
