@@ -1,7 +1,7 @@
 //! The native `uuidlock` binary: the command-line contract (output, messages,
 //! exit codes) with the lock running in the component.
 
-use crate::common::{skip, text, uuidlock, Sandbox};
+use crate::common::{or_skip, shares, skip, text, uuidlock, Sandbox};
 use uuidlock::cli::StatusJson;
 use uuidlock_cli::bench;
 
@@ -298,6 +298,48 @@ fn bench_calls_counts_every_operation_the_same_each_time() {
     let refused = uuidlock(&["bench", "--calls", "--guest", "/dev/null"]);
     assert_eq!(refused.status.code(), Some(4), "{}", text(&refused.stderr));
     assert!(text(&refused.stderr).contains("/dev/null is not a wasm module"), "{}", text(&refused.stderr));
+}
+
+// The host's syscalls per operation, counted by strace (installed here
+// if missing): every subject counted, the floor's few file calls found as
+// such, and the component making more than the floor.
+#[test]
+fn bench_syscalls_counts_what_the_host_does_per_operation() {
+    let test = "bench_syscalls_counts_what_the_host_does_per_operation";
+    if or_skip(test, shares::ensure_installed(&["strace"], &["strace"])).is_none() {
+        return;
+    }
+    // A container may forbid tracing (ptrace) to root too.
+    let traced = std::process::Command::new("strace").args(["-f", "-c", "-o", "/dev/null", "true"]).output();
+    if !traced.as_ref().is_ok_and(|out| out.status.success()) {
+        return skip(test, &format!("strace cannot trace here: {traced:?}"));
+    }
+    let sandbox = Sandbox::new();
+    let output = uuidlock(&["bench", "--syscalls", "--json", "--dir", sandbox.locks().to_str().unwrap()]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let rows: Vec<uuidlock_cli::syscalls::Row> = serde_json::from_slice(&output.stdout).expect("one JSON array");
+    let names: Vec<&str> = rows.iter().map(|row| row.operation.as_str()).collect();
+    assert_eq!(names, ["floor", "native", "component", "component renewal", "command"]);
+    let row = |name: &str| rows.iter().find(|row| row.operation == name).unwrap();
+    let calls = |name: &str, kind: &str| row(name).by_kind.get(kind).copied().unwrap_or(0.0);
+    // The floor: one create, two reads back, one unlink, and little else
+    // (16 in a release build; a debug build checks each descriptor before
+    // it closes it, 19).
+    let floor = row("floor");
+    assert!((8.0..=25.0).contains(&floor.total), "{floor:?}");
+    assert!((calls("floor", "unlink") - 1.0).abs() < 0.05, "{floor:?}");
+    assert!((calls("floor", "openat") - 3.0).abs() < 0.05, "{floor:?}");
+    for row in &rows {
+        let by_kind: f64 = row.by_kind.values().sum();
+        assert!((by_kind - row.total).abs() < 1e-9 && row.by_kind.values().all(|&n| n >= 0.05), "{row:?}");
+    }
+    // A pair removes the lock file and its claim's staging name at least;
+    // a renewal removes nothing.
+    assert!(row("component").total > floor.total && calls("component", "unlinkat") >= 1.0, "{rows:?}");
+    assert!(calls("component renewal", "unlinkat") < 0.05, "{rows:?}");
+    // Nothing of the bench's is left in the directory it was given.
+    assert_eq!(std::fs::read_dir(sandbox.locks()).unwrap().count(), 0);
 }
 
 // With --anchors the Python libraries run too, their contention workers

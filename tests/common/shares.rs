@@ -688,7 +688,7 @@ fn smb_client_config(home: &Path) -> String {
 static INSTALL: Mutex<bool> = Mutex::new(false); // true once apt-get update ran
 
 /// Installs `packages` unless every binary in `bins` is already present.
-fn ensure_installed(bins: &[&str], packages: &[&str]) -> Result<(), String> {
+pub fn ensure_installed(bins: &[&str], packages: &[&str]) -> Result<(), String> {
     if bins.iter().all(|b| find_bin(b).is_some()) {
         return Ok(());
     }

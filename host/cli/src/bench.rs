@@ -27,6 +27,9 @@
 //! 4. *Calls*: the WASI calls of each operation (acquire, release, renewal,
 //!    the modes, a hand-off), by kind, counted by the simulator's host
 //!    ([`crate::simulate::calls`]); alone with `--calls`, in moments.
+//! 5. *Host syscalls*: with `--syscalls` (alone, no timing), the syscalls
+//!    the process makes per operation of each subject of 1, counted by
+//!    `strace` ([`crate::syscalls`]).
 //!
 //! Medians and 99th percentiles are reported, with ratios to the floor.
 //! Nothing here asserts a time: figures are for people to read.
@@ -47,7 +50,7 @@ use crate::progress::progress_bar;
 use crate::signals as interrupt;
 use crate::simulate::{self, calls};
 use crate::stats::percentile;
-use crate::{exit, peers, plot};
+use crate::{exit, peers, plot, syscalls};
 use uuidlock_host::{engine, Grant, Locker, Options};
 
 /// The bench's settings: the flags of `uuidlock bench`.
@@ -94,6 +97,14 @@ pub struct Config {
     /// wasm32-wasip1 module), to compare two builds
     #[arg(long, value_name = "FILE", requires = "calls")]
     pub guest: Option<PathBuf>,
+    /// Only count the host's syscalls per operation of each uncontended
+    /// subject, with strace (no timing; takes ten seconds or so)
+    #[arg(long, conflicts_with_all = ["anchors", "plot", "quick", "calls"])]
+    pub syscalls: bool,
+    /// Set up, then run one uncontended subject B times (`--batch`) in
+    /// `--dir`, and print nothing: what `--syscalls` counts
+    #[arg(long, value_name = "SUBJECT", hide = true, requires = "dir")]
+    pub repeat: Option<String>,
 }
 
 impl Default for Config {
@@ -115,6 +126,18 @@ pub fn main(mut config: Config) -> i32 {
     }
     if config.calls {
         return calls_only(&config);
+    }
+    if let Some(subject) = &config.repeat {
+        return match repeat(&config, subject) {
+            Ok(()) => exit::OK,
+            Err(e) => {
+                eprintln!("uuidlock bench: {e:#}");
+                exit::IO
+            }
+        };
+    }
+    if config.syscalls {
+        return syscalls_only(&config);
     }
     let result = run(&config);
     if let Some(signal) = interrupt::requested() {
@@ -287,10 +310,103 @@ fn measure(config: &Config, dir: &Path) -> Result<Results> {
     })
 }
 
+/// `uuidlock bench --syscalls`: the host's syscalls per operation alone.
+fn syscalls_only(config: &Config) -> i32 {
+    let counted = (|| {
+        let exe = std::env::current_exe().context("finding this program")?;
+        let base = match &config.dir {
+            Some(dir) => {
+                ensure!(dir.is_dir(), "--dir {}: no such directory; create it first", dir.display());
+                std::path::absolute(dir)?
+            }
+            None => std::env::temp_dir(),
+        };
+        let dir = base.join(format!("uuidlock-bench-{}", std::process::id()));
+        fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let repeat = |subject: &str, times: usize, at: &Path| {
+            let mut command = Command::new(&exe);
+            command.args(["bench", "--repeat", subject, "--batch", &times.to_string(), "--dir"]).arg(at);
+            command
+        };
+        let rows = syscalls::count(&dir, &SUBJECTS, repeat, stop_if_interrupted);
+        let _ = fs::remove_dir_all(&dir);
+        rows
+    })();
+    // An interrupt reaches strace's process too, and ends the run there.
+    if let Some(signal) = interrupt::requested() {
+        eprintln!("uuidlock bench: interrupted by signal {signal}; its directory was removed");
+        return exit::signal(signal);
+    }
+    match counted {
+        Ok(rows) if config.json => {
+            println!("{}", serde_json::to_string(&rows).expect("plain data serialises"));
+            exit::OK
+        }
+        Ok(rows) => {
+            print!("{}", syscalls::table(&rows));
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("uuidlock bench: {e:#}");
+            exit::IO
+        }
+    }
+}
+
+/// `uuidlock bench --repeat SUBJECT`: sets up, runs `subject` once to warm
+/// up and then `--batch` times.
+fn repeat(config: &Config, subject: &str) -> Result<()> {
+    if !SUBJECTS.contains(&subject) {
+        bail!("--repeat {subject:?}: no such subject; the subjects are {}", SUBJECTS.join(", "));
+    }
+    let dir = config.dir.as_deref().context("--repeat needs --dir")?;
+    let dir = std::path::absolute(dir)?;
+    with_subjects(&dir, |subjects| {
+        let (_, run) = subjects.iter_mut().find(|(name, _)| *name == subject).context("a subject of SUBJECTS")?;
+        for _ in 0..=config.batch {
+            stop_if_interrupted()?;
+            run()?;
+        }
+        Ok(())
+    })
+}
+
 /// An acquire+release pair under test.
 type Subject<'a> = (&'static str, Box<dyn FnMut() -> Result<()> + 'a>);
 
+/// The uncontended subjects, by name, in the order they are measured.
+const SUBJECTS: [&str; 5] = ["floor", "native", "component", "component renewal", "command"];
+
 fn uncontended(config: &Config, dir: &Path) -> Result<Vec<Latency>> {
+    with_subjects(dir, |subjects| {
+        let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); subjects.len()];
+        // Warm up every subject once, then interleave.
+        for (name, subject) in subjects.iter_mut() {
+            subject().with_context(|| format!("warming up {name}"))?;
+        }
+        for _ in 0..config.rounds {
+            for (i, (name, subject)) in subjects.iter_mut().enumerate() {
+                stop_if_interrupted()?;
+                for _ in 0..config.batch {
+                    let start = Instant::now();
+                    subject().with_context(|| format!("measuring {name}"))?;
+                    samples[i].push(start.elapsed());
+                }
+            }
+        }
+        Ok(subjects
+            .iter()
+            .zip(samples)
+            .map(|((name, _), mut samples)| {
+                samples.sort();
+                Latency { name: (*name).into(), samples }
+            })
+            .collect())
+    })
+}
+
+/// Runs `f` with the uncontended subjects ([`SUBJECTS`]), set up in `dir`.
+fn with_subjects<T>(dir: &Path, f: impl FnOnce(&mut [Subject]) -> Result<T>) -> Result<T> {
     let lock = |name: &str| dir.join(name).to_str().map(str::to_owned).context("the directory is not UTF-8");
     let runtime = crate::signals::runtime()?;
     let locker = Locker::new(&runtime, &[dir])?;
@@ -324,29 +440,8 @@ fn uncontended(config: &Config, dir: &Path) -> Result<Vec<Latency>> {
             }),
         ),
     ];
-    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); subjects.len()];
-    // Warm up every subject once, then interleave.
-    for (name, subject) in &mut subjects {
-        subject().with_context(|| format!("warming up {name}"))?;
-    }
-    for _ in 0..config.rounds {
-        for (i, (name, subject)) in subjects.iter_mut().enumerate() {
-            stop_if_interrupted()?;
-            for _ in 0..config.batch {
-                let start = Instant::now();
-                subject().with_context(|| format!("measuring {name}"))?;
-                samples[i].push(start.elapsed());
-            }
-        }
-    }
-    Ok(subjects
-        .iter()
-        .zip(samples)
-        .map(|((name, _), mut samples)| {
-            samples.sort();
-            Latency { name: (*name).into(), samples }
-        })
-        .collect())
+    debug_assert!(subjects.iter().map(|(name, _)| *name).eq(SUBJECTS));
+    f(&mut subjects)
 }
 
 /// The least the protocol must do: exclusive create and write, read back,

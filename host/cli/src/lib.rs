@@ -18,6 +18,8 @@
 //! - [`plot`]: wait-time histograms of contention runs, as SVG, from plain
 //!   data;
 //! - [`stats`]: percentiles, shared by the runner, the bench and the plots;
+//! - [`syscalls`]: the host's syscalls per operation, counted by `strace`
+//!   (`uuidlock bench --syscalls`);
 //! - [`compose`]: `uuidlock compose`, a plugin joined with the lock into one
 //!   component (on `wac-graph`);
 //! - [`exit`]: every exit code the binary uses, in one place;
@@ -39,3 +41,4 @@ pub mod run;
 pub mod signals;
 pub mod simulate;
 pub mod stats;
+pub mod syscalls;
