@@ -249,6 +249,13 @@ pub struct Results {
 /// # Errors
 /// A subject failed (the message names it).
 pub fn run(config: &Config) -> Result<Results> {
+    in_own_dir(config, |dir| measure(config, dir))
+}
+
+/// Runs `f` in a directory of the bench's own inside `--dir` (or the
+/// temporary directory), removed at the end (also when interrupted):
+/// nothing of the bench's is left in the user's.
+fn in_own_dir<T>(config: &Config, f: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
     let base = match &config.dir {
         Some(dir) => {
             ensure!(dir.is_dir(), "--dir {}: no such directory; create it first", dir.display());
@@ -256,11 +263,9 @@ pub fn run(config: &Config) -> Result<Results> {
         }
         None => std::env::temp_dir(),
     };
-    // A directory of its own inside, removed at the end (also when
-    // interrupted): nothing of the bench's is left in the user's.
     let dir = base.join(format!("uuidlock-bench-{}", std::process::id()));
     fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let result = measure(config, &dir);
+    let result = f(&dir);
     let _ = fs::remove_dir_all(&dir);
     result
 }
@@ -312,26 +317,15 @@ fn measure(config: &Config, dir: &Path) -> Result<Results> {
 
 /// `uuidlock bench --syscalls`: the host's syscalls per operation alone.
 fn syscalls_only(config: &Config) -> i32 {
-    let counted = (|| {
+    let counted = in_own_dir(config, |dir| {
         let exe = std::env::current_exe().context("finding this program")?;
-        let base = match &config.dir {
-            Some(dir) => {
-                ensure!(dir.is_dir(), "--dir {}: no such directory; create it first", dir.display());
-                std::path::absolute(dir)?
-            }
-            None => std::env::temp_dir(),
-        };
-        let dir = base.join(format!("uuidlock-bench-{}", std::process::id()));
-        fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let repeat = |subject: &str, times: usize, at: &Path| {
             let mut command = Command::new(&exe);
             command.args(["bench", "--repeat", subject, "--batch", &times.to_string(), "--dir"]).arg(at);
             command
         };
-        let rows = syscalls::count(&dir, &SUBJECTS, repeat, stop_if_interrupted);
-        let _ = fs::remove_dir_all(&dir);
-        rows
-    })();
+        syscalls::count(dir, &SUBJECTS, repeat, stop_if_interrupted)
+    });
     // An interrupt reaches strace's process too, and ends the run there.
     if let Some(signal) = interrupt::requested() {
         eprintln!("uuidlock bench: interrupted by signal {signal}; its directory was removed");
