@@ -111,9 +111,15 @@ pub struct Config {
     /// The retry interval
     #[arg(long, value_name = "SECS", default_value = "0.1")]
     pub retry_interval: f64,
-    /// The locks' lifetime [default: the profile's, three ghosts on gluster; none on smb]
+    /// The locks' lifetime [default: the profile's; three ghosts on gluster]
     #[arg(long, value_name = "SECS")]
     pub stale_after: Option<f64>,
+    /// The locks declare no lifetime, as `acquire` without `--stale-after`
+    /// (the command line's default). Nobody breaks them, so the default
+    /// faults leave out what would leave one for good (kills, injected
+    /// errors) and the clock steps that only lifetimes read
+    #[arg(long, conflicts_with = "stale_after")]
+    pub no_lifetime: bool,
     /// The longest a holder holds (but see --long-holds)
     #[arg(long, value_name = "SECS", default_value = "0.1")]
     pub hold: f64,
@@ -234,7 +240,14 @@ fn secs(value: f64, name: &str, most: f64) -> Result<Duration, String> {
 /// The settings of one profile's runs, from the command line.
 fn settings(config: &Config, profile: Profile) -> Result<Settings, String> {
     let workload = workload(config)?;
+    // Locks without a lifetime are run as on a share without lifetimes.
+    let profile = if config.no_lifetime { Profile { lifetimes: false, ..profile } } else { profile };
     let faults = Faults::parse(&config.faults, &profile).map_err(|e| format!("--faults: {e}"))?;
+    if faults.kill > 0.0 && config.no_lifetime {
+        return Err("--faults kill with --no-lifetime: nobody breaks a lock without a lifetime, so a killed \
+                    holder's lock stays for good; leave kill out (--faults default has none then)"
+            .to_owned());
+    }
     if faults.kill > 0.0 && !profile.lifetimes {
         return Err(format!(
             "--faults kill on {}: the share has no lifetimes, so a killed holder's lock stays for good",
@@ -475,6 +488,9 @@ fn replay(config: &Config, settings: &Settings, guest: &Guest, seed: u64) -> Str
     }
     if let Some(s) = config.stale_after {
         command += &format!(" --stale-after {s}");
+    }
+    if config.no_lifetime {
+        command += " --no-lifetime";
     }
     if config.timeout != 30.0 {
         command += &format!(" --timeout {}", config.timeout);
