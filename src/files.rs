@@ -369,7 +369,8 @@ pub fn remove(path: &str) -> Result<bool, LockError> {
 }
 
 /// Removes `path`, retrying a busy file for up to `bound`; `false` when it
-/// was already gone.
+/// was already gone, or the handle this client had to it went stale
+/// ([`remove_unless_stale`] tells the two apart).
 ///
 /// SMB refuses to delete a file that another client has open (`EBUSY`),
 /// and a contender has the lock file open for the moment it reads it, at
@@ -379,6 +380,23 @@ pub fn remove(path: &str) -> Result<bool, LockError> {
 /// again every 1 to 3 ms. After `bound` the error says the file is still
 /// there, and nothing was reported removed.
 pub fn remove_within(path: &str, bound: Duration) -> Result<bool, LockError> {
+    remove_unless_stale(path, bound).map(|removal| removal == Removal::Removed)
+}
+
+/// What [`remove_unless_stale`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Removal {
+    Removed,
+    /// Nothing was at the name.
+    Absent,
+    /// The delete met a stale handle (`ESTALE`, or `EIO` in the guest) and
+    /// did nothing.
+    Stale,
+}
+
+/// As [`remove_within`], saying whether a file not removed was absent or
+/// met a stale handle.
+pub fn remove_unless_stale(path: &str, bound: Duration) -> Result<Removal, LockError> {
     // The clock starts at the first refusal that needs it: a removal that
     // succeeds, or finds nothing, is one call.
     let mut refused: Option<Instant> = None;
@@ -386,15 +404,16 @@ pub fn remove_within(path: &str, bound: Duration) -> Result<bool, LockError> {
     loop {
         let mut spent = || refused.get_or_insert_with(Instant::now).elapsed();
         match fs::remove_file(path) {
-            Ok(()) => return Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Ok(()) => return Ok(Removal::Removed),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Removal::Absent),
             // The file this client had at that name was removed or replaced
             // by another: not removed here, and never removed again by
             // name, which would remove what is there now (crate::stale).
-            Err(e) if stale::is_stale(&e) => return Ok(false),
+            Err(e) if stale::is_stale(&e) => return Ok(Removal::Stale),
             // A claim published as a directory ([`publish_dir`]).
             Err(e) if e.kind() != io::ErrorKind::ResourceBusy && dir_state(path) == Ok(DirState::Dir) => {
-                return remove_dir_instance(path, bound - spent().min(bound))
+                let removed = remove_dir_instance(path, bound - spent().min(bound))?;
+                return Ok(if removed { Removal::Removed } else { Removal::Absent });
             }
             Err(e) if e.kind() == io::ErrorKind::ResourceBusy && spent() < bound => {
                 tries += 1;

@@ -42,7 +42,10 @@
 //! lock is being broken or released by someone else: the call reports
 //! [`LockError::NotOwner`] and touches nothing. The claim on a lock without
 //! a lifetime is an empty file, so releasing one works on a full disk and
-//! without hard links.
+//! without hard links. Such a lock is never broken, so where its delete did
+//! nothing (a stale handle) and our token is still there, the caller's
+//! release says so (an I/O error: release again) rather than "not the
+//! owner".
 //!
 //! **Break.** A contender judges a lock with a lifetime dead when it has
 //! gone that lifetime without a sign of life (its lock file or heartbeat
@@ -962,10 +965,10 @@ pub fn release(path: &str, token: &str) -> Result<(), LockError> {
     stale::begin();
     files::check_path(path)?;
     let token = Token::parse(token).map_err(LockError::InvalidToken)?;
-    match release_token(path, &token) {
+    match release_asked(path, &token) {
         // Not the lock file's: a shared holder's entry, perhaps.
         Err(LockError::NotOwner) => match shared::find(path, &token)? {
-            Some(entry) => release_token(&entry, &token),
+            Some(entry) => release_asked(&entry, &token),
             None => Err(LockError::NotOwner),
         },
         other => other,
@@ -973,26 +976,49 @@ pub fn release(path: &str, token: &str) -> Result<(), LockError> {
 }
 
 fn release_token(path: &str, token: &Token) -> Result<(), LockError> {
-    release_instance(path, token, None, &|| ())
+    release_instance(path, token, None, Asked::No, &|| ())
+}
+
+/// [`release_token`] for a caller that asked for the release, and can be
+/// told to ask again ([`Asked`]).
+fn release_asked(path: &str, token: &Token) -> Result<(), LockError> {
+    release_instance(path, token, None, Asked::Yes, &|| ())
+}
+
+/// Whether a release was asked for by the caller, who can be told to
+/// release again where a delete of a lock without a lifetime did nothing;
+/// a release made inside another call (letting a gate go, undoing an
+/// acquire) answers "not the owner" there, as before, and the call goes on
+/// as it does after losing what it held.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Asked {
+    Yes,
+    No,
 }
 
 /// [`release_token`] of an instance that this very call published, after
 /// `started` by this process's own clocks where it kept that (a shared
 /// holder's acquire): see point 10 (b).
 fn release_published(path: &str, token: &Token, started: Option<Started>) -> Result<(), LockError> {
-    release_instance(path, token, started, &|| ())
+    release_instance(path, token, started, Asked::No, &|| ())
 }
 
 /// [`release_token`], with a `pause` between the first read and the claim
 /// (tests hold a release back there).
 #[cfg(test)]
 pub(crate) fn release_paused(path: &str, token: &Token, pause: &dyn Fn()) -> Result<(), LockError> {
-    release_instance(path, token, None, pause)
+    release_instance(path, token, None, Asked::No, pause)
 }
 
 /// Releases the instance of `path` that holds `token`: published after
 /// `started`, if the caller knows (it published it itself).
-fn release_instance(path: &str, token: &Token, started: Option<Started>, pause: &dyn Fn()) -> Result<(), LockError> {
+fn release_instance(
+    path: &str,
+    token: &Token,
+    started: Option<Started>,
+    asked: Asked,
+    pause: &dyn Fn(),
+) -> Result<(), LockError> {
     let (held, dated) = held_dated(path, token)?;
     pause();
     // Planted bug (tests only): our lock is deleted directly, with no claim (as uuidlock 0.1 did).
@@ -1009,7 +1035,22 @@ fn release_instance(path: &str, token: &Token, started: Option<Started>, pause: 
         let bound = files::busy_retry(held.stale_after);
         let Some(lifetime) = held.stale_after else {
             held_by(path, token)?;
-            return Ok((files::remove_within(path, bound)?, claim::Afterwards::Remove));
+            let removal = files::remove_unless_stale(path, bound)?;
+            // The delete met a stale handle (or an EIO, as WASI passes one
+            // on) and did nothing, and the lock still holds our token.
+            // Nobody breaks a lock without a lifetime, and no party removes
+            // our instance while we hold its claim (point 4), so "not the
+            // owner" would leave it for good: the caller is told to release
+            // it again. Only on a stale handle: a file found gone was
+            // removed by someone (a person deleting it by hand), and a read
+            // of it now may be a caching share's ghost of it.
+            if removal == files::Removal::Stale && asked == Asked::Yes && held_by(path, token).is_ok() {
+                return Err(LockError::Io(format!(
+                    "cannot delete {path}: the share answered \"stale file handle\" (or \"I/O error\") and the lock \
+                     is still there, with this token: release it again"
+                )));
+            }
+            return Ok((removal == files::Removal::Removed, claim::Afterwards::Remove));
         };
         // A lock file published half its lifetime ago or more may be taken
         // for dead by a contender that goes on seeing it after it is gone
