@@ -9,6 +9,10 @@
 //!      (exclusive create + write, read back, read, unlink);
 //!    - `native`: the protocol code compiled natively (`uuidlock::protocol`);
 //!    - `component`: the component through the host API, instance reused;
+//!    - `component, plain wasmtime`: the same component in wasmtime-wasi as
+//!      it comes ([`crate::plain_host`]), what a plain embedding gets, and
+//!      `plain wasmtime, allow_blocking` with the setting that runs file
+//!      calls on the calling thread;
 //!    - `command`: the command module, one instantiation per call, as a
 //!      script's `wasmtime run` would (but without process start);
 //!    - `component renewal`: one renewal (refresh) of a held lock with a
@@ -41,11 +45,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use clap::{Args, FromArgMatches};
 use serde::{Deserialize, Serialize};
 
 use crate::contend::{self, count, MAX_ITERATIONS, MAX_PROCESSES};
+use crate::plain_host::PlainHost;
 use crate::progress::progress_bar;
 use crate::signals as interrupt;
 use crate::simulate::{self, calls};
@@ -369,7 +374,15 @@ fn repeat(config: &Config, subject: &str) -> Result<()> {
 type Subject<'a> = (&'static str, Box<dyn FnMut() -> Result<()> + 'a>);
 
 /// The uncontended subjects, by name, in the order they are measured.
-const SUBJECTS: [&str; 5] = ["floor", "native", "component", "component renewal", "command"];
+const SUBJECTS: [&str; 7] = [
+    "floor",
+    "native",
+    "component",
+    "component, plain wasmtime",
+    "plain wasmtime, allow_blocking",
+    "component renewal",
+    "command",
+];
 
 fn uncontended(config: &Config, dir: &Path) -> Result<Vec<Latency>> {
     with_subjects(dir, |subjects| {
@@ -409,6 +422,20 @@ fn with_subjects<T>(dir: &Path, f: impl FnOnce(&mut [Subject]) -> Result<T>) -> 
     let (floor, native, component) = (lock("floor.lock")?, lock("native.lock")?, lock("component.lock")?);
     let lifetime = Options { stale_after: Some(Duration::from_secs(600)), ..fast.clone() };
     let renewed = locker.acquire(lock("renewed.lock")?, &lifetime)?;
+    // The plain hosts are made at their first call (the warm-up), so that
+    // `--repeat` of another subject does not compile the component again.
+    let plain = |allow_blocking: bool| {
+        let mut host: Option<PlainHost> = None;
+        move || -> Result<()> {
+            let host = match &mut host {
+                Some(host) => host,
+                None => host.insert(
+                    PlainHost::new(dir, "/bench", allow_blocking).map_err(|e| anyhow!("the plain host: {e:#}"))?,
+                ),
+            };
+            host.acquire_and_release("/bench/plain.lock").map_err(|e| anyhow!("{e:#}"))
+        }
+    };
     let mut subjects: Vec<Subject> = vec![
         ("floor", Box::new(|| syscall_floor(&floor))),
         (
@@ -419,6 +446,8 @@ fn with_subjects<T>(dir: &Path, f: impl FnOnce(&mut [Subject]) -> Result<T>) -> 
             }),
         ),
         ("component", Box::new(|| Ok(locker.acquire(&component, &fast)?.release()?))),
+        ("component, plain wasmtime", Box::new(plain(false))),
+        ("plain wasmtime, allow_blocking", Box::new(plain(true))),
         // One renewal of a held lease-like lock (not an acquire+release).
         ("component renewal", Box::new(|| Ok(renewed.refresh()?))),
         (

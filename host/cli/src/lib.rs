@@ -15,6 +15,8 @@
 //!   simulated share and simulated time, interleaved by a seed and checked;
 //! - [`peers`]: the Python lock libraries, as the bench's anchors and as
 //!   `contend` workers beside uuidlock's;
+//! - [`plain_host`]: the component in wasmtime-wasi as it comes, the
+//!   bench's baseline for a plain embedding;
 //! - [`plot`]: wait-time histograms of contention runs, as SVG, from plain
 //!   data;
 //! - [`stats`]: percentiles, shared by the runner, the bench and the plots;
@@ -35,6 +37,7 @@ mod cpu;
 pub mod doctor;
 pub mod exit;
 pub mod peers;
+pub mod plain_host;
 pub mod plot;
 mod progress;
 pub mod run;

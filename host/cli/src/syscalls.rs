@@ -145,9 +145,10 @@ impl Row {
 
 /// The rows as a table, the commonest kinds first.
 pub fn table(rows: &[Row]) -> String {
+    let width = rows.iter().map(|row| row.operation.len()).max().unwrap_or(0).max(20);
     let mut text = format!(
         "host syscalls per operation (strace -f -c: {MANY} operations less {FEW}, per operation)\n\
-         {:<20} {:>7}  by kind\n",
+         {:<width$} {:>7}  by kind\n",
         "operation", "total"
     );
     for row in rows {
@@ -158,7 +159,7 @@ pub fn table(rows: &[Row]) -> String {
         if other >= 0.05 {
             shown.push(format!("other {other:.1}"));
         }
-        text.push_str(&format!("{:<20} {:>7.1}  {}\n", row.operation, row.total, shown.join(", ")));
+        text.push_str(&format!("{:<width$} {:>7.1}  {}\n", row.operation, row.total, shown.join(", ")));
     }
     text
 }
