@@ -62,12 +62,13 @@ fn the_checker_catches_a_lock_that_does_not_exclude() {
     assert!(report.counter < 40, "{report:?}");
 }
 
-// In a given directory, the run leaves the directory and draws the plot;
-// piped, it prints no progress.
+// In a given directory, the run leaves the directory, draws the plot and
+// logs every turn; piped, it prints no progress.
 #[test]
 fn contend_in_a_directory_draws_the_plot_and_is_quiet_when_piped() {
     let sandbox = Sandbox::new();
     let plot = sandbox.root.path().join("waits.svg");
+    let log = sandbox.root.path().join("turns.csv");
     let output = uuidlock(&[
         "contend",
         "--processes",
@@ -78,11 +79,37 @@ fn contend_in_a_directory_draws_the_plot_and_is_quiet_when_piped() {
         sandbox.locks().to_str().unwrap(),
         "--plot",
         plot.to_str().unwrap(),
+        "--log",
+        log.to_str().unwrap(),
     ]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     assert!(output.stderr.is_empty(), "{}", text(&output.stderr));
     assert!(text(&output.stdout).contains("OK: mutual exclusion held"));
     assert!(std::fs::read_to_string(&plot).unwrap().starts_with("<svg"));
+    // The log: a header, then the 10 turns in the order of entry, each
+    // after the one before left, with rising fences, 5 for each worker.
+    let log = std::fs::read_to_string(&log).unwrap();
+    let mut lines = log.lines();
+    assert_eq!(lines.next(), Some("worker,entered_s,left_s,wait_s,gap_s,fence,slot,reader,evicted"));
+    let turns: Vec<Vec<&str>> = lines.map(|line| line.split(',').collect()).collect();
+    assert_eq!(turns.len(), 10, "{log}");
+    let number = |field: &str| field.parse::<f64>().unwrap();
+    let mut left_before = 0.0;
+    for (i, turn) in turns.iter().enumerate() {
+        let (entered, left) = (number(turn[1]), number(turn[2]));
+        assert!(entered >= left_before && left >= entered && number(turn[3]) >= 0.0, "{log}");
+        if i == 0 {
+            assert_eq!((entered, turn[4]), (0.0, ""), "{log}");
+        } else {
+            assert!((number(turn[4]) - (entered - left_before)).abs() < 2e-6, "{log}");
+            assert!(turn[5].parse::<u64>().unwrap() > turns[i - 1][5].parse::<u64>().unwrap(), "{log}");
+        }
+        assert_eq!(&turn[6..], ["", "false", "false"], "{log}");
+        left_before = left;
+    }
+    for worker in ["0", "1"] {
+        assert_eq!(turns.iter().filter(|turn| turn[0] == worker).count(), 5, "{log}");
+    }
     assert_eq!(std::fs::read_to_string(sandbox.lock("counter")).unwrap(), "10");
     assert!(!sandbox.lock("contend.lock").exists());
 }

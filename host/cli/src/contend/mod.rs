@@ -238,6 +238,12 @@ pub struct Config {
     /// writers' apart)
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
+    /// Write every acquisition as a line of CSV, in the order of entry
+    /// (worker, entered and left in seconds from the first entry, the wait,
+    /// the gap since the one before left, the fencing number): to find the
+    /// turns behind a long wait
+    #[arg(long, value_name = "FILE.csv")]
+    pub log: Option<PathBuf>,
     /// Print the report as JSON
     #[arg(long)]
     pub json: bool,
@@ -391,6 +397,12 @@ pub fn main(config: Config) -> i32 {
             if let Some(path) = &config.plot {
                 if let Err(e) = report.draw().and_then(|svg| Ok(std::fs::write(path, svg)?)) {
                     eprintln!("uuidlock contend: cannot write the plot to {}: {e:#}", path.display());
+                    return exit::IO;
+                }
+            }
+            if let Some(path) = &config.log {
+                if let Err(e) = std::fs::write(path, report.to_csv()) {
+                    eprintln!("uuidlock contend: cannot write the log to {}: {e}", path.display());
                     return exit::IO;
                 }
             }

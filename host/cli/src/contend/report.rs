@@ -536,6 +536,34 @@ impl Report {
         }
     }
 
+    /// Every section as a line of CSV, in the order of entry, under a
+    /// header: times in seconds from the first entry; `gap_s`, the time
+    /// since the section before it left (negative where they overlap, as
+    /// readers' and slot holders' may); `fence` 0 where the worker has none.
+    pub fn to_csv(&self) -> String {
+        let first = self.sections.first().map_or(0, |s| s.enter_ns);
+        let seconds = |ns: u128| ns.saturating_sub(first) as f64 / 1e9;
+        let mut csv = String::from("worker,entered_s,left_s,wait_s,gap_s,fence,slot,reader,evicted\n");
+        let mut previous_exit: Option<u128> = None;
+        for s in &self.sections {
+            let gap =
+                previous_exit.map_or(String::new(), |exit| format!("{:.6}", (s.enter_ns as f64 - exit as f64) / 1e9));
+            let slot = s.slot.map_or(String::new(), |slot| slot.to_string());
+            csv.push_str(&format!(
+                "{},{:.6},{:.6},{:.6},{gap},{},{slot},{},{}\n",
+                s.worker,
+                seconds(s.enter_ns),
+                seconds(s.exit_ns),
+                s.wait.as_secs_f64(),
+                s.fence,
+                s.reader,
+                s.evicted
+            ));
+            previous_exit = Some(s.exit_ns);
+        }
+        csv
+    }
+
     /// The wait-time distribution, as an SVG document.
     pub fn draw(&self) -> Result<String> {
         let c = &self.config;
