@@ -546,8 +546,10 @@ impl Report {
         let mut csv = String::from("worker,entered_s,left_s,wait_s,gap_s,fence,slot,reader,evicted\n");
         let mut previous_exit: Option<u128> = None;
         for s in &self.sections {
-            let gap =
-                previous_exit.map_or(String::new(), |exit| format!("{:.6}", (s.enter_ns as f64 - exit as f64) / 1e9));
+            // In whole nanoseconds first: times since the epoch do not fit
+            // an f64 to the nanosecond.
+            let gap = previous_exit
+                .map_or(String::new(), |exit| format!("{:.6}", (s.enter_ns as i128 - exit as i128) as f64 / 1e9));
             let slot = s.slot.map_or(String::new(), |slot| slot.to_string());
             csv.push_str(&format!(
                 "{},{:.6},{:.6},{:.6},{gap},{},{slot},{},{}\n",
