@@ -50,6 +50,9 @@
 //! fail, never succeed wrongly; the taker then tries the numbers above it
 //! by name, which such a client looks up afresh, since the counter is past
 //! every number it has been.
+//! A listing that shows no number at all, which a rename under way can
+//! cause, is made again before the counter is called lost: the listing
+//! only proposes a number, and the rename still decides.
 //!
 //! A taker never starts from the number it took last without listing,
 //! though that would save the listing (three calls) whenever nobody else
@@ -218,17 +221,65 @@ pub fn current(lock: &str) -> Result<Option<u64>, LockError> {
 }
 
 /// The counter in `dir`: `None` when there is no directory yet.
+///
+/// A listing made while another taker renames the counter may show
+/// neither name: POSIX leaves it open whether a listing under way shows an
+/// entry renamed meanwhile, and the component's listing looks each name
+/// up again after reading it (for the entry's inode number), which fails
+/// for a name renamed in between. Under the queue's crowd of ticket takers
+/// that is one join in a few hundred. So a listing that shows no number is
+/// made again, after pauses of [`RELISTED_AFTER`], before the counter is
+/// called lost: a counter that was emptied stays empty, one being renamed
+/// shows again at once.
 fn latest(dir: &str) -> Result<Option<u64>, LockError> {
+    latest_with(dir, &list)
+}
+
+/// How long a taker waits before each listing again, when the one before
+/// showed no number.
+const RELISTED_AFTER: [Duration; 3] = [Duration::ZERO, Duration::from_millis(1), Duration::from_millis(5)];
+
+/// [`latest`], listing with `list` (tests give one that misses the counter).
+fn latest_with(dir: &str, list: &dyn Fn(&str) -> Result<Listed, LockError>) -> Result<Option<u64>, LockError> {
+    for pause in [Duration::ZERO].iter().chain(&RELISTED_AFTER) {
+        std::thread::sleep(*pause);
+        match list(dir)? {
+            Listed::Absent => return Ok(None),
+            Listed::Latest(n) => return Ok(Some(n)),
+            Listed::Nothing => {}
+        }
+    }
+    // Never made by uuidlock, which renames the directory into place with
+    // its counter inside.
+    Err(LockError::Io(format!(
+        "{dir} holds no fencing counter: emptied by hand, or lost to a rename that is not atomic on this \
+         share (see `uuidlock doctor`; use a verification delay there); remove the directory to start counting again"
+    )))
+}
+
+/// What one listing of a counter's directory showed.
+#[derive(Debug)]
+enum Listed {
+    /// No directory.
+    Absent,
+    /// The largest number among its names.
+    Latest(u64),
+    /// A directory without a number in it.
+    Nothing,
+}
+
+/// Lists the counter's directory `dir` once.
+fn list(dir: &str) -> Result<Listed, LockError> {
     // Listing a FIFO opens it (and blocks), listing a link follows it: look
     // first.
     match files::dir_state(dir)? {
-        DirState::Absent => return Ok(None),
+        DirState::Absent => return Ok(Listed::Absent),
         DirState::Dir => {}
         DirState::Other(kind) => return Err(not_a_counter(dir, kind)),
     }
     let entries = match crate::stale::again(|| fs::read_dir(dir)) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Listed::Absent),
         Err(e) => return Err(counter_error(dir, e)),
     };
     // uuidlock keeps one file there; a directory filled by someone else
@@ -240,15 +291,8 @@ fn latest(dir: &str) -> Result<Option<u64>, LockError> {
              directory, and the count starts again from the filesystem's clock"
         )));
     }
-    match names.into_iter().filter_map(|entry| number(&entry.ok()?.file_name().to_string_lossy())).max() {
-        Some(n) => Ok(Some(n)),
-        // Never made by uuidlock, which renames the directory into place
-        // with its counter inside.
-        None => Err(LockError::Io(format!(
-            "{dir} holds no fencing counter: emptied by hand, or lost to a rename that is not atomic on this \
-             share (see `uuidlock doctor`; use a verification delay there); remove the directory to start counting again"
-        ))),
-    }
+    let latest = names.into_iter().filter_map(|entry| number(&entry.ok()?.file_name().to_string_lossy())).max();
+    Ok(latest.map_or(Listed::Nothing, Listed::Latest))
 }
 
 /// Something that is not a directory at the counter's name `dir`.
@@ -482,6 +526,27 @@ mod tests {
         let stale = |_: &str| Ok(Some(1));
         assert_eq!(take_listing(&dir(&lock), &lock, Start::Zero, &stale).unwrap(), 302);
         assert_eq!(take(&lock).unwrap(), 303);
+    }
+
+    // The component's listing looks each name up again after reading it,
+    // and misses the counter renamed in between: one ticket in a few
+    // hundred, with 64 waiters taking them (`uuidlock contend`).
+    #[test]
+    fn a_listing_that_misses_the_counter_is_made_again() {
+        let (_dir, lock) = lock();
+        take(&lock).unwrap();
+        for misses in 1..=RELISTED_AFTER.len() {
+            let left = std::cell::Cell::new(misses);
+            let missing = |dir: &str| match left.get() {
+                0 => list(dir),
+                n => {
+                    left.set(n - 1);
+                    Ok(Listed::Nothing)
+                }
+            };
+            let taken = take_listing(&dir(&lock), &lock, Start::Zero, &|dir| latest_with(dir, &missing));
+            assert_eq!(taken.unwrap(), misses as u64 + 1, "after {misses} listings without the counter");
+        }
     }
 
     #[test]
