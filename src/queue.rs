@@ -238,48 +238,51 @@ impl Waiter {
         let dead_after = self.dead_after;
         let Some(ahead) = &mut self.ahead else { return Ok(()) };
         let now = Instant::now();
-        // Most looks ask only whether the entry is still there (one call);
-        // its bytes are read once per refresh, to tell whether it lives.
-        if now.duration_since(ahead.read) < REFRESH {
-            // Most looks read only the last ticket served: whether the waiter
-            // ahead was served, and how far back this one stands. Its bytes
-            // are read afresh on open, where a caching client (sshfs) can
-            // show a deleted entry for seconds. A waiter ahead that left
-            // unserved (timed out) is found at the next read of its entry.
-            let Some(served) = served(&self.dir) else { return Ok(()) };
-            if served >= ahead.ticket {
+        // Once per refresh, the entry ahead is read too, to tell whether its
+        // waiter lives.
+        if now.duration_since(ahead.read) >= REFRESH {
+            ahead.read = now;
+            let gone = match files::read_beside(&ahead.entry).map_err(io::Error::other)? {
+                None => true,
+                // Not a regular file: planted, not a waiter.
+                Some(Content { kind: Kind::Special(_), .. }) => {
+                    let _ = fs::remove_file(&ahead.entry);
+                    true
+                }
+                Some(Content { bytes, .. }) if Some(&bytes) != ahead.bytes.as_ref() => {
+                    (ahead.bytes, ahead.changed) = (Some(bytes), now);
+                    false
+                }
+                Some(_) if now.duration_since(ahead.changed) >= dead_after => {
+                    // Unchanged between two looks this far apart: its waiter is
+                    // gone (or stopped, and then it writes its entry again when
+                    // it wakes).
+                    remove_entry(&ahead.entry, ahead.bytes.as_deref().and_then(writer));
+                    true
+                }
+                Some(_) => false,
+            };
+            if gone {
                 let below = ahead.ticket;
                 return self.find_ahead(below);
             }
-            // The line moves on: look more often as it does.
-            ahead.place = place(self.ticket, served);
-            return Ok(());
         }
-        ahead.read = now;
-        let gone = match files::read_beside(&ahead.entry).map_err(io::Error::other)? {
-            None => true,
-            // Not a regular file: planted, not a waiter.
-            Some(Content { kind: Kind::Special(_), .. }) => {
-                let _ = fs::remove_file(&ahead.entry);
-                true
-            }
-            Some(Content { bytes, .. }) if Some(&bytes) != ahead.bytes.as_ref() => {
-                (ahead.bytes, ahead.changed) = (Some(bytes), now);
-                false
-            }
-            Some(_) if now.duration_since(ahead.changed) >= dead_after => {
-                // Unchanged between two looks this far apart: its waiter is
-                // gone (or stopped, and then it writes its entry again when
-                // it wakes).
-                remove_entry(&ahead.entry, ahead.bytes.as_deref().and_then(writer));
-                true
-            }
-            Some(_) => false,
-        };
-        if gone {
+        // Every look reads the last ticket served: whether the waiter ahead
+        // was served, and how far back this one stands, which sets the next
+        // pause. (A look that skipped it, reading only the entry, left the
+        // place as it was at the join: a waiter that joined 62nd slept
+        // 62 ms twice and came late to its turn, once per cycle of the line,
+        // in every 64-process `contend` run.) Its bytes are read afresh on
+        // open, where a caching client (sshfs) can show a deleted entry for
+        // seconds. A waiter ahead that left unserved (timed out) is found at
+        // the next read of its entry.
+        let Some(served) = served(&self.dir) else { return Ok(()) };
+        if served >= ahead.ticket {
             let below = ahead.ticket;
-            self.find_ahead(below)?;
+            return self.find_ahead(below);
         }
+        // The line moves on: look more often as it does.
+        ahead.place = place(self.ticket, served);
         Ok(())
     }
 
@@ -541,6 +544,26 @@ mod tests {
         second.served();
         third.step().unwrap();
         assert!(third.is_head());
+    }
+
+    // The first look after a join reads the entry ahead; it must read
+    // `served` too. One that did not slept its join-time pause twice, and
+    // a waiter that joined 62nd came late to its turn by up to 13 ms, once
+    // per cycle of the line.
+    #[test]
+    fn every_look_sees_how_far_the_line_moved() {
+        let (_dir, lock) = lock();
+        let (first, second, third) = (join(&lock), join(&lock), join(&lock));
+        let mut fourth = join(&lock);
+        let interval = Duration::from_millis(1);
+        assert_eq!(fourth.pause(interval), interval * 3);
+        first.served();
+        second.served();
+        fourth.step().unwrap();
+        assert_eq!(fourth.ahead.as_ref().map(|a| a.entry.clone()), Some(third.entry.clone()));
+        assert_eq!(fourth.pause(interval), interval, "the line moved up by two");
+        fourth.step().unwrap();
+        assert_eq!(fourth.pause(interval), interval);
     }
 
     #[test]
