@@ -1034,7 +1034,7 @@ fn release_instance(
         // as nobody breaks it; one with a lifetime for a tenth of it.
         let bound = files::busy_retry(held.stale_after);
         let Some(lifetime) = held.stale_after else {
-            held_by(path, token)?;
+            held_for_release(path, token)?;
             let removal = files::remove_unless_stale(path, bound)?;
             // The delete met a stale handle (or an EIO, as WASI passes one
             // on) and did nothing, and the lock still holds our token.
@@ -1289,7 +1289,7 @@ fn latest_publish(path: &str, token: &Token) -> Result<Option<SystemTime>, LockE
 
 /// As [`held_by`], with the lock file's date for a lock with a lifetime.
 fn held_dated(path: &str, token: &Token) -> Result<(Held, Option<SystemTime>), LockError> {
-    let content = files::read_if_lifetime(path)?.ok_or(LockError::NotOwner)?;
+    let content = read_for_release(path, files::read_if_lifetime)?.ok_or(LockError::NotOwner)?;
     match content.marker() {
         Marker::Uuidlock(held) if held.token == *token => Ok((held, content.modified)),
         _ => Err(LockError::NotOwner),
@@ -1312,6 +1312,42 @@ fn still_ours(path: &str, token: &Token) -> Result<Held, LockError> {
         content => holding(content.map(|content| content.marker()), token),
     }
 }
+
+/// [`held_by`], for a release ([`read_for_release`]).
+fn held_for_release(path: &str, token: &Token) -> Result<Held, LockError> {
+    holding(read_for_release(path, files::read)?.map(|content| content.marker()), token)
+}
+
+/// Reads the lock file at `path` for a release with `read`, and again after
+/// each of [`UNREADABLE_AGAIN`] while this user cannot read it. A share can
+/// answer `EACCES` for a moment, and the file may still hold the caller's
+/// token: taken for someone else's at once, the release answered "not the
+/// owner" and left a lock without a lifetime, which nobody breaks, for
+/// good (found by the simulator: `uuidlock simulate --profile local
+/// --no-lifetime --faults default,errors=0.0005 --hold 0.5 --seed 226`, an
+/// injected `EACCES` on the release's read). A file that stays unreadable
+/// is another user's, as before: not this caller's to release.
+fn read_for_release(
+    path: &str,
+    read: fn(&str) -> Result<Option<files::Content>, LockError>,
+) -> Result<Option<files::Content>, LockError> {
+    let unreadable = |content: &Option<files::Content>| {
+        content.as_ref().is_some_and(|content| content.kind == files::Kind::Unreadable)
+    };
+    let mut content = read(path)?;
+    for pause in UNREADABLE_AGAIN {
+        if !unreadable(&content) {
+            break;
+        }
+        sleep(pause);
+        content = read(path)?;
+    }
+    Ok(content)
+}
+
+/// The pauses before a release reads an unreadable lock file again.
+const UNREADABLE_AGAIN: [Duration; 3] =
+    [Duration::from_millis(1), Duration::from_millis(10), Duration::from_millis(100)];
 
 /// The marker at `path` if it holds `token`; [`LockError::NotOwner`] if not.
 fn held_by(path: &str, token: &Token) -> Result<Held, LockError> {
