@@ -231,7 +231,7 @@ pub fn current(lock: &str) -> Result<Option<u64>, LockError> {
 /// made again, after pauses of [`RELISTED_AFTER`], before the counter is
 /// called lost: a counter that was emptied stays empty, one being renamed
 /// shows again at once.
-fn latest(dir: &str) -> Result<Option<u64>, LockError> {
+pub(crate) fn latest(dir: &str) -> Result<Option<u64>, LockError> {
     latest_with(dir, &list)
 }
 

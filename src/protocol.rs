@@ -744,7 +744,9 @@ fn take(path: &str, token: Token, options: &Options) -> Result<Acquired, LockErr
     // When to (try to) join next: ticket races under a crowd of arrivals can
     // fail a join, and the queue can fail a waiter; both poll meanwhile.
     let mut join_at = options.queue.then(Instant::now);
-    let mut yielding = options.queue && options.timeout != Some(Duration::ZERO) && queue::should_yield(path);
+    let mut yielding = options.queue
+        && options.timeout != Some(Duration::ZERO)
+        && (queue::should_yield(path) || queue::keeps_others_waiting(path));
     loop {
         let attempt = if yielding || !line.as_ref().is_none_or(queue::Waiter::is_head) {
             None
@@ -752,6 +754,7 @@ fn take(path: &str, token: Token, options: &Options) -> Result<Acquired, LockErr
             try_once(path, &token, &marker, options, &mut watch)?
         };
         if let Some(fence) = attempt {
+            queue::note_taken(path, fence);
             // Out of the line first, so that the next waiter moves up now;
             // having waited, yield to the others at the next acquire.
             if let Some(waiter) = line.take() {
@@ -1457,6 +1460,45 @@ mod tests {
         let next = waiter.join().unwrap().unwrap();
         assert_ne!(next, held);
         assert_eq!(status(&path).unwrap().map(|s| s.marker), Some(Marker::Uuidlock(Held::new(next, None))));
+    }
+
+    // A releaser that never waited in line takes the lock back before the
+    // head's next look, again and again; after two turns in a row it
+    // yields to whoever waits.
+    #[test]
+    fn a_holder_that_took_the_lock_twice_in_a_row_yields_to_a_waiter() {
+        let (_dir, path) = lock_in_temp_dir();
+        let first = super::acquire(&path, &fast()).unwrap();
+        release(&path, first.token.as_str()).unwrap();
+        let second = super::acquire(&path, &fast()).unwrap();
+        assert_eq!(second.fence, first.fence + 1);
+        let waiter = {
+            let path = path.clone();
+            let options =
+                Options { retry_interval: Duration::from_millis(10), timeout: Some(Duration::from_secs(30)), ..fast() };
+            // It holds for a moment, then releases: the third turn waits.
+            std::thread::spawn(move || {
+                let acquired = super::acquire(&path, &options).unwrap();
+                release(&path, acquired.token.as_str()).unwrap();
+                acquired.fence
+            })
+        };
+        // Until the waiter is in line.
+        let in_line = || {
+            fs::read_dir(queue::dir(&path)).is_ok_and(|entries| {
+                entries.flatten().any(|entry| entry.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+            })
+        };
+        let start = Instant::now();
+        while !in_line() {
+            assert!(start.elapsed() < Duration::from_secs(10), "the waiter never joined the queue");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        release(&path, second.token.as_str()).unwrap();
+        let third = super::acquire(&path, &Options { timeout: Some(Duration::from_secs(30)), ..fast() }).unwrap();
+        release(&path, third.token.as_str()).unwrap();
+        let waited = waiter.join().unwrap();
+        assert!(waited < third.fence, "the waiter took the lock after the third turn in a row");
     }
 
     #[test]
