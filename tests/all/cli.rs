@@ -300,6 +300,9 @@ fn bench_calls_counts_every_operation_the_same_each_time() {
     assert!(rows.iter().filter(|row| row.operation.starts_with("release")).all(|row| row.sleeps == 0), "{rows:?}");
     let waiter = rows.iter().find(|row| row.operation.starts_with("hand-off")).expect("the hand-off row");
     assert!(waiter.took_s > 0.3 && waiter.sleeps > 3, "the waiter did not wait in line: {waiter:?}");
+    // The one behind it waited for both turns, and looked more than once.
+    let behind = rows.iter().find(|row| row.operation.starts_with("second in line")).expect("the second in line");
+    assert!(behind.took_s > waiter.took_s + 0.9 && behind.sleeps > waiter.sleeps, "{behind:?} after {waiter:?}");
     let again = uuidlock(&["bench", "--calls", "--json"]);
     assert_eq!(text(&again.stdout), text(&output.stdout), "the counts differ between two runs");
     // Counting another build needs a module; anything else is refused.

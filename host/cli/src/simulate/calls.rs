@@ -5,8 +5,10 @@
 //! the command line's defaults (a verification delay and a retry interval
 //! of 0.1 s): an uncontended acquire and release without a lifetime, with
 //! one (and a renewal), shared, and in one of four slots; then a hand-off,
-//! where one client holds for a second, the other joins the queue half a
-//! second in, and takes the lock when it is released.
+//! where one client holds for a second, a second client joins the queue
+//! half a second in and takes the lock when it is released, and a third
+//! joins behind it: second in line, it looks at the last ticket served
+//! until its turn comes, a second after the first hand-off.
 //!
 //! Each command is a fresh instance of the command module, as from a
 //! shell, so every row also counts the process's own calls (arguments,
@@ -48,6 +50,8 @@ impl Row {
 /// steps (about a second in all), and while the first holds.
 const HANDOFF_HELD_AT: Duration = Duration::from_secs(10);
 const HANDOFF_WAITS_AT: Duration = Duration::from_millis(10_500);
+/// When the third client joins the queue, behind the second.
+const SECOND_IN_LINE_AT: Duration = Duration::from_millis(10_600);
 
 /// How long the first client holds for the hand-off.
 const HELD: Duration = Duration::from_secs(1);
@@ -74,9 +78,18 @@ pub fn script() -> Vec<Vec<Step>> {
         Step::Sleep(HELD),
         run("release to a waiter", &["release", "LOCK", "{token}"]),
     ];
-    // The waiter: finds the lock held, queues, and takes it at the release.
-    let second = vec![Step::Until(HANDOFF_WAITS_AT), run("hand-off: the waiter's acquire", &["acquire", "LOCK"])];
-    vec![first, second]
+    // The waiter: finds the lock held, queues, takes it at the release,
+    // and holds it as long before handing it on.
+    let second = vec![
+        Step::Until(HANDOFF_WAITS_AT),
+        run("hand-off: the waiter's acquire", &["acquire", "LOCK"]),
+        Step::Sleep(HELD),
+        run("release to the next waiter", &["release", "LOCK", "{token}"]),
+    ];
+    // Behind the waiter: a waiter that is not the head, whose looks read
+    // the last ticket served.
+    let third = vec![Step::Until(SECOND_IN_LINE_AT), run("second in line: its acquire", &["acquire", "LOCK"])];
+    vec![first, second, third]
 }
 
 /// The rows of the table, in the script's order; an error naming the

@@ -403,9 +403,10 @@ pub fn main(config: Config) -> i32 {
 pub fn count_calls(guest: Option<&Path>) -> Result<Vec<calls::Row>> {
     let guest = load_guest(guest, None)?;
     let profile = Profile::named("local").expect("the local profile");
+    let script = calls::script();
     let settings = Settings {
         faults: Faults::parse("none", &profile).map_err(wasmtime::Error::msg)?,
-        clients: 2,
+        clients: script.len(),
         duration: Duration::from_secs(20),
         verification_delay: Duration::from_millis(100),
         retry_interval: Duration::from_millis(100),
@@ -418,7 +419,7 @@ pub fn count_calls(guest: Option<&Path>) -> Result<Vec<calls::Row>> {
         queue: true,
         workload: Workload::Exclusive,
         profile,
-        script: Some(calls::script()),
+        script: Some(script),
     };
     let outcome = sched::run(&guest, &settings, 1)?;
     calls::rows(&outcome.counted).map_err(wasmtime::Error::msg)
