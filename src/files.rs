@@ -651,6 +651,14 @@ pub fn read_beside(path: &str) -> Result<Option<Content>, LockError> {
     read_file(path, Dating::Always, Where::Beside)
 }
 
+/// As [`read_beside`], without the date: for a file read for its bytes
+/// alone (the queue's entries and `served`, read at every look of a
+/// waiter). In the guest that is one call less: the date is asked of the
+/// open file.
+pub fn read_beside_undated(path: &str) -> Result<Option<Content>, LockError> {
+    read_file(path, Dating::Never, Where::Beside)
+}
+
 /// As [`read_beside`], for a claim, which is a directory holding its marker
 /// where there are no hard links ([`publish_dir`]).
 pub fn read_claim(path: &str) -> Result<Option<Content>, LockError> {

@@ -250,7 +250,7 @@ impl Waiter {
         // waiter lives.
         if now.duration_since(ahead.read) >= REFRESH {
             ahead.read = now;
-            let gone = match files::read_beside(&ahead.entry).map_err(io::Error::other)? {
+            let gone = match files::read_beside_undated(&ahead.entry).map_err(io::Error::other)? {
                 None => true,
                 // Not a regular file: planted, not a waiter.
                 Some(Content { kind: Kind::Special(_), .. }) => {
@@ -300,7 +300,9 @@ impl Waiter {
     /// put at its name meanwhile is replaced, never followed or opened.
     fn write(&mut self) -> io::Result<()> {
         self.beats += 1;
-        let bytes = format!("{} {:020}", self.uuid, self.beats);
+        // Ending in a newline, as everything uuidlock writes: its reader
+        // then knows it read the whole file in one call (`files::read_whole`).
+        let bytes = format!("{} {:020}\n", self.uuid, self.beats);
         files::rewrite(&self.entry, &staged(&self.entry, &self.uuid), bytes.as_bytes()).map_err(io::Error::other)?;
         self.refreshed = Instant::now();
         Ok(())
@@ -369,7 +371,7 @@ impl Waiter {
             let staged = format!("{path}.{}", self.uuid);
             // A reader that catches an in-place write half done reads no
             // number and looks again.
-            let _ = files::rewrite(&path, &staged, self.ticket.to_string().as_bytes());
+            let _ = files::rewrite(&path, &staged, format!("{}\n", self.ticket).as_bytes());
         }
     }
 
@@ -432,7 +434,7 @@ fn remove_entry(entry: &str, uuid: Option<&str>) {
 /// of what its waiter may have left staged; `false` if it could not be
 /// removed (then it is taken for alive).
 fn remove_dead(entry: &str) -> bool {
-    let bytes = files::read_beside(entry).ok().flatten().map(|content| content.bytes);
+    let bytes = files::read_beside_undated(entry).ok().flatten().map(|content| content.bytes);
     if fs::remove_file(entry).is_err() {
         return false;
     }
@@ -456,7 +458,7 @@ fn place(ticket: u64, served: u64) -> u32 {
 /// The last ticket served in the queue `dir`; `None` when none was, or
 /// the file cannot be read.
 fn served(dir: &str) -> Option<u64> {
-    let content = files::read_beside(&format!("{dir}/served")).ok()??;
+    let content = files::read_beside_undated(&format!("{dir}/served")).ok()??;
     let text = std::str::from_utf8(&content.bytes).ok().filter(|_| content.kind == Kind::Regular)?;
     text.trim().parse().ok()
 }
@@ -514,7 +516,7 @@ pub fn keeps_others_waiting(lock: &str) -> bool {
 /// Removes the entry of the waiter with `token` from the queue of `lock`,
 /// if it left one (an interrupted acquire, undone through
 /// [`crate::protocol::abandon`]). Looks at no more than [`MAX_FORGET`]
-/// entries, reads each as [`files::read_beside`] does (never a link, a FIFO
+/// entries, reads each as [`files::read_beside_undated`] does (never a link, a FIFO
 /// or more than a marker's length) and removes only one that names `token`;
 /// and what the waiter staged and never renamed (an entry or `served`),
 /// found by the UUID in its name, unread: it may be empty.
@@ -539,7 +541,7 @@ pub fn forget(lock: &str, token: &Token) -> Result<(), LockError> {
         if ticket(&name).is_none() {
             continue;
         }
-        let ours = files::read_beside(&path)?
+        let ours = files::read_beside_undated(&path)?
             .is_some_and(|content| content.kind == Kind::Regular && content.bytes.starts_with(token.uuid().as_bytes()));
         if ours {
             remove_entry(&path, Some(token.uuid()));
