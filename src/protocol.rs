@@ -741,6 +741,8 @@ fn take(path: &str, token: Token, options: &Options) -> Result<Acquired, LockErr
     // only as its head (crate::queue). One that waited last time joins at
     // once, behind the others, instead of trying first.
     let mut line: Option<queue::Waiter> = None;
+    // Whether this acquire waited in line, and was served.
+    let mut waited = false;
     // When to (try to) join next: ticket races under a crowd of arrivals can
     // fail a join, and the queue can fail a waiter; both poll meanwhile.
     let mut join_at = options.queue.then(Instant::now);
@@ -754,13 +756,11 @@ fn take(path: &str, token: Token, options: &Options) -> Result<Acquired, LockErr
             try_once(path, &token, &marker, options, &mut watch)?
         };
         if let Some(fence) = attempt {
-            queue::note_taken(path, fence);
             // Out of the line first, so that the next waiter moves up now;
-            // having waited, yield to the others at the next acquire.
-            if let Some(waiter) = line.take() {
-                waiter.served();
-                queue::note_waited(path);
-            }
+            // having waited, yield to the others at the next acquire (even
+            // if this take is undone below and the lock taken again).
+            waited |= line.take().map(queue::Waiter::served).is_some();
+            queue::note_taken(path, fence, waited);
             if watch.broke || fence.is_multiple_of(sweep::EVERY) {
                 sweep::reclaim(path, &token);
                 // A long listing must not eat into the caller's lifetime.

@@ -127,14 +127,31 @@ pub const DEAD_AFTER: Duration = Duration::from_secs(2);
 pub const YIELD_FOR: Duration = Duration::from_secs(1);
 
 thread_local! {
-    /// Locks this thread (guest instance) last took after waiting in line,
-    /// and when.
-    static WAITED: RefCell<HashMap<String, Instant>> = RefCell::new(HashMap::new());
-    /// The lock this thread took last, its fencing number, and whether it
-    /// had taken the number before that too (one lock only: an instance
-    /// that takes many locks keeps no list of them).
-    static TAKEN: RefCell<Option<(String, u64, bool)>> = const { RefCell::new(None) };
+    /// This thread's (guest instance's) last turn with each lock it took,
+    /// at most [`MAX_TURNS`] of them: what its next acquire of that lock
+    /// needs to know to yield.
+    static TURNS: RefCell<HashMap<String, Turn>> = RefCell::new(HashMap::new());
 }
+
+/// An instance's last turn with one lock.
+struct Turn {
+    /// Which of the instance's turns it was (the count of them so far), so
+    /// that the longest ago can be forgotten.
+    order: u64,
+    /// The fencing number it took.
+    fence: u64,
+    /// Whether it had taken the number before this one too.
+    in_a_row: bool,
+    /// When it took the lock, if it waited in line for it and has not
+    /// yielded since (a turn that did not wait replaces it). Only then is
+    /// the clock read: a call.
+    waited: Option<Instant>,
+}
+
+/// How many locks' last turns an instance keeps: one that takes more
+/// forgets the longest ago (it may then not yield on that lock once). An
+/// instance that takes a new lock for every job keeps no growing list.
+const MAX_TURNS: usize = 64;
 
 /// How long an entry may stay unchanged before its successor judges its
 /// waiter gone: [`DEAD_AFTER`], or three of a head's attempts (a retry
@@ -463,25 +480,31 @@ fn served(dir: &str) -> Option<u64> {
     text.trim().parse().ok()
 }
 
-/// Notes that this instance waited in line for `lock`, so that its next
-/// acquire yields to those still waiting (no call: a releaser does not
-/// look, it remembers).
-pub fn note_waited(lock: &str) {
-    WAITED.with_borrow_mut(|waited| waited.insert(lock.to_owned(), Instant::now()));
-}
-
-/// Whether this instance's acquire of `lock` should yield to its waiters
-/// (see [`note_waited`]); asking uses the note up.
-pub fn should_yield(lock: &str) -> bool {
-    WAITED.with_borrow_mut(|released| released.remove(lock)).is_some_and(|at| at.elapsed() < YIELD_FOR)
-}
-
-/// Notes that this instance took `lock` with the fencing number `fence`.
-pub fn note_taken(lock: &str, fence: u64) {
-    TAKEN.with_borrow_mut(|taken| {
-        let in_a_row = taken.as_ref().is_some_and(|(last, number, _)| last == lock && fence == number + 1);
-        *taken = Some((lock.to_owned(), fence, in_a_row));
+/// Notes that this instance took `lock` with the fencing number `fence`,
+/// after waiting in line for it if `waited`: its next acquire of `lock`
+/// then yields to those still waiting ([`should_yield`]). No call: a
+/// releaser does not look, it remembers.
+pub fn note_taken(lock: &str, fence: u64, waited: bool) {
+    TURNS.with_borrow_mut(|turns| {
+        let in_a_row = turns.get(lock).is_some_and(|last| last.fence.checked_add(1) == Some(fence));
+        let order = turns.values().map(|turn| turn.order + 1).max().unwrap_or(0);
+        if turns.len() >= MAX_TURNS && !turns.contains_key(lock) {
+            if let Some(oldest) = turns.iter().min_by_key(|(_, turn)| turn.order).map(|(lock, _)| lock.clone()) {
+                turns.remove(&oldest);
+            }
+        }
+        let waited = waited.then(Instant::now);
+        turns.insert(lock.to_owned(), Turn { order, fence, in_a_row, waited });
     });
+}
+
+/// Whether this instance's acquire of `lock` should yield to its waiters,
+/// having taken it after waiting in line within [`YIELD_FOR`] (see
+/// [`note_taken`]); asking uses the note up.
+pub fn should_yield(lock: &str) -> bool {
+    TURNS.with_borrow_mut(|turns| {
+        turns.get_mut(lock).and_then(|turn| turn.waited.take()).is_some_and(|at| at.elapsed() < YIELD_FOR)
+    })
 }
 
 /// Whether this instance's acquire of `lock` should yield because it took
@@ -496,9 +519,7 @@ pub fn note_taken(lock: &str, fence: u64) {
 /// in a row. A link or anything else planted at the queue's name is not
 /// looked into: no yield.
 pub fn keeps_others_waiting(lock: &str) -> bool {
-    let in_a_row =
-        TAKEN.with_borrow(|taken| taken.as_ref().is_some_and(|(last, _, in_a_row)| last == lock && *in_a_row));
-    if !in_a_row {
+    if !TURNS.with_borrow(|turns| turns.get(lock).is_some_and(|turn| turn.in_a_row)) {
         return false;
     }
     let dir = dir(lock);
@@ -616,20 +637,22 @@ mod tests {
     #[test]
     fn an_instance_that_took_the_lock_twice_in_a_row_yields_only_to_waiters() {
         let (_dir, lock) = lock();
-        note_taken(&lock, 7);
+        note_taken(&lock, 7, false);
         assert!(!keeps_others_waiting(&lock), "one turn is not a row");
-        note_taken(&lock, 8);
+        note_taken(&lock, 8, false);
         assert!(!keeps_others_waiting(&lock), "nobody waits: there is no queue");
         let waiter = join(&lock);
         assert!(keeps_others_waiting(&lock), "someone waits");
         waiter.served();
         assert!(!keeps_others_waiting(&lock), "the one who waited was served");
         let _waiter = join(&lock);
-        note_taken(&lock, 10);
+        note_taken(&lock, 10, false);
         assert!(!keeps_others_waiting(&lock), "someone else took number 9");
-        note_taken("/other.lock", 11);
-        note_taken(&lock, 12);
-        assert!(!keeps_others_waiting(&lock), "another lock between");
+        // Another lock taken between (a lock nested in this one) is no turn
+        // of this lock's.
+        note_taken("/other.lock", 11, false);
+        note_taken(&lock, 11, false);
+        assert!(keeps_others_waiting(&lock), "another lock's turn broke the row");
     }
 
     #[test]
@@ -638,8 +661,8 @@ mod tests {
         let (_dir, lock) = lock();
         let _waiter = join(&other);
         std::os::unix::fs::symlink(dir(&other), dir(&lock)).unwrap();
-        note_taken(&lock, 1);
-        note_taken(&lock, 2);
+        note_taken(&lock, 1, false);
+        note_taken(&lock, 2, false);
         assert!(!keeps_others_waiting(&lock), "it followed the link to another queue");
     }
 
@@ -712,10 +735,29 @@ mod tests {
     fn an_acquire_that_waited_makes_the_next_one_yield_once() {
         let (_dir, lock) = lock();
         assert!(!should_yield(&lock));
-        note_waited(&lock);
+        note_taken(&lock, 1, true);
         assert!(should_yield(&lock));
         assert!(!should_yield(&lock), "the note is used up");
         assert!(!should_yield("/other.lock"));
+        note_taken(&lock, 5, true);
+        note_taken(&lock, 6, false);
+        assert!(!should_yield(&lock), "its last turn came without waiting");
+    }
+
+    #[test]
+    fn an_instance_keeps_the_last_turns_of_a_bounded_number_of_locks() {
+        let (_dir, lock) = lock();
+        note_taken(&lock, 1, true);
+        for other in 0..MAX_TURNS {
+            note_taken(&format!("/other-{other}.lock"), 1, false);
+            assert!(TURNS.with_borrow(HashMap::len) <= MAX_TURNS);
+        }
+        assert!(!should_yield(&lock), "the turn taken longest ago was forgotten");
+        note_taken("/other-0.lock", 2, true);
+        note_taken("/other-new.lock", 1, false);
+        let kept = |lock: &str| TURNS.with_borrow(|turns| turns.contains_key(lock));
+        assert!(kept("/other-0.lock") && !kept("/other-1.lock"), "a lock taken again is the newest");
+        assert!(should_yield("/other-0.lock"));
     }
 
     #[test]
