@@ -38,6 +38,7 @@
 //! Medians and 99th percentiles are reported, with ratios to the floor.
 //! Nothing here asserts a time: figures are for people to read.
 
+use std::cell::OnceCell;
 use std::fmt::Write as _;
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Write};
@@ -50,7 +51,7 @@ use clap::{Args, FromArgMatches};
 use serde::{Deserialize, Serialize};
 
 use crate::contend::{self, count, MAX_ITERATIONS, MAX_PROCESSES};
-use crate::plain_host::PlainHost;
+use crate::plain_host::{Compiled, PlainHost};
 use crate::progress::progress_bar;
 use crate::signals as interrupt;
 use crate::simulate::{self, calls};
@@ -373,6 +374,10 @@ fn repeat(config: &Config, subject: &str) -> Result<()> {
 /// An acquire+release pair under test.
 type Subject<'a> = (&'static str, Box<dyn FnMut() -> Result<()> + 'a>);
 
+/// Where the guest sees the bench's directory (the command's and the plain
+/// hosts' grant).
+const GUEST_DIR: &str = "/bench";
+
 /// The uncontended subjects, by name, in the order they are measured.
 const SUBJECTS: [&str; 7] = [
     "floor",
@@ -417,25 +422,37 @@ fn with_subjects<T>(dir: &Path, f: impl FnOnce(&mut [Subject]) -> Result<T>) -> 
     let lock = |name: &str| dir.join(name).to_str().map(str::to_owned).context("the directory is not UTF-8");
     let runtime = crate::signals::runtime()?;
     let locker = Locker::new(&runtime, &[dir])?;
-    let grants = [Grant::new(dir.to_path_buf(), "/bench")];
+    let grants = [Grant::new(dir.to_path_buf(), GUEST_DIR)];
     let fast = Options { verification_delay: Duration::ZERO, ..Options::default() };
     let (floor, native, component) = (lock("floor.lock")?, lock("native.lock")?, lock("component.lock")?);
     let lifetime = Options { stale_after: Some(Duration::from_secs(600)), ..fast.clone() };
     let renewed = locker.acquire(lock("renewed.lock")?, &lifetime)?;
     // The plain hosts are made at their first call (the warm-up), so that
-    // `--repeat` of another subject does not compile the component again.
+    // `--repeat` of another subject does not compile the component; the
+    // two compile it once between them.
+    let compiled: OnceCell<Compiled> = OnceCell::new();
     let plain = |allow_blocking: bool| {
+        let compiled = &compiled;
         let mut host: Option<PlainHost> = None;
         move || -> Result<()> {
             let host = match &mut host {
                 Some(host) => host,
-                None => host.insert(
-                    PlainHost::new(dir, "/bench", allow_blocking).map_err(|e| anyhow!("the plain host: {e:#}"))?,
-                ),
+                None => {
+                    let compiled = match compiled.get() {
+                        Some(compiled) => compiled,
+                        None => {
+                            let made = Compiled::new().map_err(|e| anyhow!("the plain host: {e:#}"))?;
+                            compiled.get_or_init(|| made)
+                        }
+                    };
+                    let made = PlainHost::new(compiled, dir, GUEST_DIR, allow_blocking);
+                    host.insert(made.map_err(|e| anyhow!("the plain host: {e:#}"))?)
+                }
             };
-            host.acquire_and_release("/bench/plain.lock").map_err(|e| anyhow!("{e:#}"))
+            host.acquire_and_release(&format!("{GUEST_DIR}/plain.lock")).map_err(|e| anyhow!("{e:#}"))
         }
     };
+    let command_lock = format!("{GUEST_DIR}/command.lock");
     let mut subjects: Vec<Subject> = vec![
         ("floor", Box::new(|| syscall_floor(&floor))),
         (
@@ -454,10 +471,9 @@ fn with_subjects<T>(dir: &Path, f: impl FnOnce(&mut [Subject]) -> Result<T>) -> 
             "command",
             Box::new(|| {
                 let acquired =
-                    runtime.run_command(&["acquire", "/bench/command.lock", "--verification-delay", "0"], &grants)?;
+                    runtime.run_command(&["acquire", &command_lock, "--verification-delay", "0"], &grants)?;
                 ensure!(acquired.code == 0, "acquire: {}", acquired.stderr.trim());
-                let released =
-                    runtime.run_command(&["release", "/bench/command.lock", acquired.stdout.trim()], &grants)?;
+                let released = runtime.run_command(&["release", &command_lock, acquired.stdout.trim()], &grants)?;
                 ensure!(released.code == 0, "release: {}", released.stderr.trim());
                 Ok(())
             }),

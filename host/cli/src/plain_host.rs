@@ -21,6 +21,25 @@ use wasmtime::error::Context;
 use wasmtime::{Engine, Error, Result, Store};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+/// The component compiled once for every plain host of a run: an engine
+/// as it comes and the component in it.
+pub struct Compiled {
+    engine: Engine,
+    component: Component,
+}
+
+impl Compiled {
+    /// Compiles the component (no cache) in `Engine::default()`.
+    ///
+    /// # Errors
+    /// Compiling failed.
+    pub fn new() -> Result<Compiled> {
+        let engine = Engine::default();
+        let component = Component::new(&engine, COMPONENT_WASM).context("compiling the component")?;
+        Ok(Compiled { engine, component })
+    }
+}
+
 /// One instance of the component in a plain wasmtime-wasi host.
 pub struct PlainHost {
     store: Store<State>,
@@ -40,24 +59,23 @@ impl WasiView for State {
 }
 
 impl PlainHost {
-    /// Compiles the component (no cache) and instantiates it with `dir`
-    /// visible as `guest_dir`, with the guest's `default-options()` less
-    /// the verification delay, as the bench's other subjects; with
+    /// Instantiates the `compiled` component with `dir` visible as
+    /// `guest_dir`, with the guest's `default-options()` less the
+    /// verification delay, as the bench's other subjects; with
     /// `allow_blocking`, file calls run on the calling thread.
     ///
     /// # Errors
-    /// Compiling, linking or instantiating failed, or `dir` cannot be granted.
-    pub fn new(dir: &Path, guest_dir: &str, allow_blocking: bool) -> Result<PlainHost> {
-        let engine = Engine::default();
-        let component = Component::new(&engine, COMPONENT_WASM).context("compiling the component")?;
-        let mut linker = Linker::new(&engine);
+    /// Linking or instantiating failed, or `dir` cannot be granted.
+    pub fn new(compiled: &Compiled, dir: &Path, guest_dir: &str, allow_blocking: bool) -> Result<PlainHost> {
+        let Compiled { engine, component } = compiled;
+        let mut linker = Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).context("linking WASI p2")?;
         let mut wasi = WasiCtxBuilder::new();
         wasi.allow_blocking_current_thread(allow_blocking);
         wasi.preopened_dir(dir, guest_dir, FsPerms::ReadWrite)
             .with_context(|| format!("cannot grant {} to the guest", dir.display()))?;
-        let mut store = Store::new(&engine, State { ctx: wasi.build(), table: ResourceTable::new() });
-        let guest = bindings::Guest::instantiate(&mut store, &component, &linker).context("instantiating")?;
+        let mut store = Store::new(engine, State { ctx: wasi.build(), table: ResourceTable::new() });
+        let guest = bindings::Guest::instantiate(&mut store, component, &linker).context("instantiating")?;
         let mut options = guest.uuidlock_lock_lock().call_default_options(&mut store)?;
         options.verification_delay_ns = 0;
         Ok(PlainHost { store, guest, options })
