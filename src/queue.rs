@@ -344,7 +344,8 @@ impl Waiter {
         // ([`Waiter::mark_served`]), so that the gap is walked once.
         let floor = served.unwrap_or(0).max(below.saturating_sub(MAX_WALK + 1));
         let mut ticket = below;
-        while ticket > floor + 1 {
+        // Saturating: `served` may be any number someone put there.
+        while ticket > floor.saturating_add(1) {
             ticket -= 1;
             let entry = format!("{}/{ticket}", self.dir);
             match crate::stale::again(|| fs::symlink_metadata(&entry)) {
@@ -469,7 +470,7 @@ fn ticket(name: &str) -> Option<u64> {
 /// About how many waiters are ahead of `ticket` (at least one): the tickets
 /// since the last one served, some of which may have left.
 fn place(ticket: u64, served: u64) -> u32 {
-    u32::try_from(ticket.saturating_sub(served + 1)).unwrap_or(u32::MAX).max(1)
+    u32::try_from(ticket.saturating_sub(served.saturating_add(1))).unwrap_or(u32::MAX).max(1)
 }
 
 /// The last ticket served in the queue `dir`; `None` when none was, or
@@ -758,6 +759,21 @@ mod tests {
         let kept = |lock: &str| TURNS.with_borrow(|turns| turns.contains_key(lock));
         assert!(kept("/other-0.lock") && !kept("/other-1.lock"), "a lock taken again is the newest");
         assert!(should_yield("/other-0.lock"));
+    }
+
+    // `served` is anyone's to write: the largest number there must not
+    // overflow a waiter's arithmetic (a panic natively, a walk of every
+    // ticket in the guest).
+    #[test]
+    fn a_served_ticket_at_the_largest_number_leaves_the_waiter_the_head() {
+        let (_dir, lock) = lock();
+        let _first = join(&lock);
+        let mut second = join(&lock);
+        assert!(!second.is_head());
+        fs::write(format!("{}/served", dir(&lock)), format!("{}\n", u64::MAX)).unwrap();
+        second.step().unwrap();
+        assert!(second.is_head(), "nobody waits below the last ticket served");
+        assert_eq!(place(3, u64::MAX), 1);
     }
 
     #[test]
