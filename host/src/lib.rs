@@ -152,20 +152,7 @@ impl Locker {
         let path = paths::guest_path(path)?;
         let remembered = self.owned().token(&path);
         owned::refuse_retake(&path, "this locker", remembered, |token| self.holds_guest_path(&path, token))?;
-        let options = bindings::Options {
-            prefix: options.prefix.clone(),
-            verification_delay_ns: nanos(options.verification_delay),
-            retry_interval_ns: nanos(options.retry_interval),
-            timeout_ns: options.timeout.map(nanos),
-            stale_after_ns: options.stale_after.map(nanos),
-            queue: options.queue,
-            max_clock_skew_ns: nanos(options.max_clock_skew),
-            mode: match options.mode {
-                Mode::Exclusive => bindings::Mode::Exclusive,
-                Mode::Shared => bindings::Mode::Shared,
-                Mode::Slots(n) => bindings::Mode::Slots(n),
-            },
-        };
+        let options = bindings::Options::from(options);
         let acquired = self.call(|guest, store| {
             // The guest's path is the host's (crate::paths).
             store.data_mut().wake.watch_for(Path::new(&path));
@@ -289,6 +276,26 @@ impl Locker {
                 result.map_err(from_wit)
             }
             Err(trap) => Err(guest_failure(trap.into())),
+        }
+    }
+}
+
+/// The options as the WIT interface takes them.
+impl From<&Options> for bindings::Options {
+    fn from(options: &Options) -> bindings::Options {
+        bindings::Options {
+            prefix: options.prefix.clone(),
+            verification_delay_ns: nanos(options.verification_delay),
+            retry_interval_ns: nanos(options.retry_interval),
+            timeout_ns: options.timeout.map(nanos),
+            stale_after_ns: options.stale_after.map(nanos),
+            queue: options.queue,
+            max_clock_skew_ns: nanos(options.max_clock_skew),
+            mode: match options.mode {
+                Mode::Exclusive => bindings::Mode::Exclusive,
+                Mode::Shared => bindings::Mode::Shared,
+                Mode::Slots(n) => bindings::Mode::Slots(n),
+            },
         }
     }
 }
