@@ -43,6 +43,19 @@ fn mixed_command_and_component_contenders_never_overlap() {
     assert_eq!(report.violations, 0);
 }
 
+// The component in wasmtime-wasi as it comes (`--runner plain`,
+// no uuidlock host: its sleeps, its blocking pool), and allowed to block,
+// taking turns with the component in this project's host: they exclude
+// each other, and fences rise.
+#[test]
+fn the_component_in_a_plain_wasmtime_host_excludes_too() {
+    let runners = "plain,component,plain-blocking";
+    let (code, report) = contend(&["--processes", "6", "--iterations", "10", "--runner", runners]);
+    assert_eq!(code, Some(0), "{report:?}");
+    assert_eq!(report.counter, 60);
+    assert_eq!((report.violations, report.fence_inversions), (0, 0), "{report:?}");
+}
+
 // With a verification delay the protocol still excludes, and waits are counted.
 #[test]
 fn contention_with_a_verification_delay_never_overlaps() {

@@ -1,6 +1,6 @@
-//! The component in wasmtime-wasi as it comes: the bench's baseline for
-//! any embedder that follows wasmtime's documentation rather than using
-//! `uuidlock-host`.
+//! The component in wasmtime-wasi as it comes: the baseline, in `bench`
+//! and in `contend --runner plain`, for any embedder that follows
+//! wasmtime's documentation rather than using `uuidlock-host`.
 //!
 //! It is linked with `wasmtime_wasi::p2::add_to_linker_sync` and nothing
 //! else, and granted one directory with `WasiCtxBuilder::preopened_dir`:
@@ -86,14 +86,29 @@ impl PlainHost {
     /// # Errors
     /// The guest answered an error, or trapped.
     pub fn acquire_and_release(&mut self, path: &str) -> Result<()> {
-        let lock = self.guest.uuidlock_lock_lock();
-        let acquired = match lock.call_acquire(&mut self.store, path, &self.options)? {
+        let acquired = match self.guest.uuidlock_lock_lock().call_acquire(&mut self.store, path, &self.options)? {
             Ok(acquired) => acquired,
             Err(e) => return Err(Error::msg(format!("acquire {path}: {e:?}"))),
         };
-        match lock.call_release(&mut self.store, path, &acquired.token)? {
+        match self.release(path, acquired.token)? {
             Ok(()) => Ok(()),
             Err(e) => Err(Error::msg(format!("release {path}: {e:?}"))),
         }
+    }
+
+    /// Acquires the lock at `path` (a guest path) with `options`: the
+    /// guest's answer, or `Err` if it trapped.
+    pub fn acquire(
+        &mut self,
+        path: &str,
+        options: &bindings::Options,
+    ) -> Result<Result<bindings::Acquired, bindings::Error>> {
+        self.guest.uuidlock_lock_lock().call_acquire(&mut self.store, path, options)
+    }
+
+    /// Releases the lock at `path` held with `token`: the guest's answer,
+    /// or `Err` if it trapped.
+    pub fn release(&mut self, path: &str, token: String) -> Result<Result<(), bindings::Error>> {
+        self.guest.uuidlock_lock_lock().call_release(&mut self.store, path, &token)
     }
 }

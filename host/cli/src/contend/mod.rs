@@ -105,6 +105,12 @@ pub enum Runner {
     Command,
     /// Half of each
     Mixed,
+    /// The component in wasmtime-wasi as it comes (no uuidlock host): what
+    /// an embedder that follows wasmtime's documentation gets
+    Plain,
+    /// The same, allowed to block (`allow_blocking_current_thread`): file
+    /// calls on the calling thread, as in uuidlock's host
+    PlainBlocking,
     /// Python's filelock.SoftFileLock (never breaks a stale lock)
     SoftFileLock,
     /// Python's uuid-filelock at its default verification delay (0.1 s)
@@ -122,6 +128,8 @@ impl Runner {
             Runner::Component => "component",
             Runner::Command => "command",
             Runner::Mixed => "mixed",
+            Runner::Plain => "plain",
+            Runner::PlainBlocking => "plain-blocking",
             Runner::SoftFileLock => "soft-file-lock",
             Runner::UuidFilelock => "uuid-filelock",
             Runner::Peers => "peers",

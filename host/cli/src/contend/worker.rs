@@ -3,17 +3,20 @@
 //! writer's or a slot holder's read-modify-write, a reader's two reads), and
 //! prints one line per acquisition.
 
+use std::cell::RefCell;
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use uuidlock::stale;
+use uuidlock_host::engine::bindings;
 use uuidlock_host::{Grant, Lease, LockError, Locker, Mode, Options, Runtime};
 
 use super::report::{CHANGED, EVICTED};
 use super::{now_ns, slot_counter, Config, Runner, COUNTER_FILE, LOCK_FILE, WORKER_COMMAND, WORKER_TIMEOUT};
 use crate::exit;
+use crate::plain_host::{Compiled, PlainHost};
 
 /// `uuidlock contend-worker ARGS`: one worker process. Prints `ready`, waits
 /// for the start signal (a line on stdin), then one line per acquisition:
@@ -35,7 +38,19 @@ enum Taker {
     /// Component workers holding self-renewing leases (`--renew`).
     Lease(Locker),
     Command(Runtime, Vec<Grant>),
+    /// The component in a plain wasmtime-wasi host, which sees the run's
+    /// directory as [`PLAIN_DIR`].
+    Plain(RefCell<PlainHost>),
     None,
+}
+
+/// Where a plain host's guest sees the run's directory.
+const PLAIN_DIR: &str = "/contend";
+
+/// The lock's path in a plain host's guest.
+fn plain_path(lock: &Path) -> Result<String> {
+    let name = lock.file_name().and_then(|name| name.to_str()).context("the lock's name is not UTF-8")?;
+    Ok(format!("{PLAIN_DIR}/{name}"))
 }
 
 /// A lock a worker holds.
@@ -105,6 +120,11 @@ impl Taker {
                 let fence = fence.parse().context("acquire --fence printed a bad fence")?;
                 Ok(Took { held: Held::Token(token.to_owned()), fence, slot })
             }
+            Taker::Plain(host) => {
+                let acquired = host.borrow_mut().acquire(&plain_path(lock)?, &options.into())?;
+                let acquired = acquired.map_err(|e| anyhow!("acquire: {e:?}"))?;
+                Ok(Took { held: Held::Token(acquired.token), fence: acquired.fence, slot: acquired.slot })
+            }
             Taker::None => {
                 let slot = match options.mode {
                     Mode::Slots(n) => Some(turn % n),
@@ -135,6 +155,11 @@ impl Taker {
                     code => bail!("release exited {code}: {}", output.stderr.trim()),
                 }
             }
+            (Taker::Plain(host), Held::Token(token)) => match host.borrow_mut().release(&plain_path(lock)?, token)? {
+                Ok(()) => Ok(false),
+                Err(bindings::Error::NotOwner) => Ok(true),
+                Err(e) => bail!("release: {e:?}"),
+            },
             _ => Ok(false),
         }
     }
@@ -148,6 +173,13 @@ fn work(config: &Config) -> Result<()> {
         Runner::Component | Runner::Mixed if config.renew => Taker::Lease(Locker::new(&runtime, &[dir])?),
         Runner::Component | Runner::Mixed => Taker::Component(Locker::new(&runtime, &[dir])?),
         Runner::Command => Taker::Command(runtime, vec![uuidlock_host::paths::grant(dir)?]),
+        Runner::Plain | Runner::PlainBlocking => {
+            let allow_blocking = runner == Runner::PlainBlocking;
+            let compiled = Compiled::new().map_err(|e| anyhow!("the plain host: {e:#}"))?;
+            let host = PlainHost::new(&compiled, dir, PLAIN_DIR, allow_blocking)
+                .map_err(|e| anyhow!("the plain host: {e:#}"))?;
+            Taker::Plain(RefCell::new(host))
+        }
         Runner::None => Taker::None,
         python => bail!("--runner {}: not a worker of this binary", python.name()),
     };
